@@ -1,0 +1,73 @@
+"""The REST API: OSCAR's paths and shapes where OSCAR has them, ondrop's beside them.
+
+`create_app(platform)` serves one platform; the platform starts and stops with
+the app. Every OndropError becomes one HTTP status with `{"detail": message}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ondrop import __version__
+from ondrop.api.auth import Credentials
+from ondrop.api.routes import files, invoke, logs, services, system
+from ondrop.errors import AuthError, OndropError
+from ondrop.platform import Platform
+
+log = logging.getLogger(__name__)
+
+
+def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> FastAPI:
+    """The API of `platform`; with `manage` the app starts and stops the platform."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            platform.start()
+        try:
+            yield
+        finally:
+            if manage:
+                platform.stop()
+
+    app = FastAPI(
+        title="ondrop",
+        version=__version__,
+        description="Event-driven file processing. OSCAR-compatible paths under /system, "
+        "/job and /run; `/system/*` needs the admin's HTTP basic credentials, `/job` and "
+        "`/run` a service's bearer token.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.admin = admin
+
+    @app.exception_handler(OndropError)
+    async def ondrop_error(request: Request, exc: OndropError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="ondrop"'} if isinstance(exc, AuthError) else None
+        return JSONResponse({"detail": str(exc)}, exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the platform's log has details"},
+            500,
+        )
+
+    for module in (system, services, logs, invoke, files):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,86 @@
+"""Who may call what: the admin (HTTP basic) on /system/*, a service's token (bearer) or
+the admin on that service's /job and /run. Wrong or missing credentials get 401."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+
+from ondrop.errors import AuthError
+from ondrop.settings import Settings
+
+CREDENTIALS_FILE = "admin.json"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str
+
+
+def admin_credentials(settings: Settings) -> Credentials:
+    """The admin's credentials: from settings, else kept in the data folder, else new ones
+    (written there, readable by the owner only)."""
+    path = Path(settings.data) / CREDENTIALS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    user = settings.admin_user or stored.get("user") or "admin"
+    password = settings.admin_password or stored.get("password") or ""
+    if not password:
+        password = secrets.token_urlsafe(18)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"user": user, "password": password}, f)
+    return Credentials(user, password)
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthError("malformed basic credentials") from None
+    return user, password
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def is_admin(request: Request, admin: Credentials) -> bool:
+    given = _basic(request)
+    if given is None:
+        return False
+    ok_user = secrets.compare_digest(given[0].encode(), admin.user.encode())
+    ok_password = secrets.compare_digest(given[1].encode(), admin.password.encode())
+    return ok_user and ok_password
+
+
+def require_admin(request: Request, admin: Credentials) -> None:
+    if not is_admin(request, admin):
+        raise AuthError("admin credentials required (HTTP basic auth)")
+
+
+def require_service(request: Request, admin: Credentials, token: str | None) -> None:
+    """Admin, or the bearer token of the service (`token` None: no such service)."""
+    if is_admin(request, admin):
+        return
+    given = _bearer(request)
+    if given is None:
+        raise AuthError("the service's token is required (Authorization: Bearer <token>)")
+    if token is None or not secrets.compare_digest(given.encode(), token.encode()):
+        raise AuthError("this token does not grant access to this service")

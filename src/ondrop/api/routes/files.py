@@ -1,0 +1,83 @@
+"""/system/files: upload, download, list and delete objects in any provider (ondrop).
+
+An upload into a service's input path is an event like any other: it is recorded
+with its jobs before the reply, which lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from ondrop.api.body import receive
+from ondrop.api.deps import Admin, PlatformDep
+from ondrop.errors import NotFoundError
+from ondrop.storage.base import check_key, check_prefix
+
+router = APIRouter(dependencies=[Admin], tags=["files"])
+
+
+@router.get("/system/files/{provider}")
+def list_files(provider: str, platform: PlatformDep, prefix: str = "") -> dict[str, Any]:
+    """Every object under the folder `prefix`, with size, version and modification time."""
+    store = platform.providers.get(provider)
+    return {
+        "provider": store.name,
+        "objects": [
+            {"key": o.key, "size": o.size, "version": o.version, "modified": o.modified}
+            for o in store.list(check_prefix(prefix, "prefix"))
+        ],
+    }
+
+
+@router.get("/system/files/{provider}/{key:path}")
+def download(provider: str, key: str, platform: PlatformDep) -> StreamingResponse:
+    store = platform.providers.get(provider)
+    info = store.stat(check_key(key))
+    if info is None:
+        raise NotFoundError(f"{store.name}: no object {key!r}")
+    stream = store.open(key)
+
+    def chunks() -> Iterator[bytes]:
+        with stream:
+            while chunk := stream.read(1 << 20):
+                yield chunk
+
+    name = key.rsplit("/", 1)[-1].replace('"', "")
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(info.size), "ETag": f'"{info.version}"',
+                 "Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.put("/system/files/{provider}/{key:path}", status_code=201)
+async def upload(provider: str, key: str, request: Request, platform: PlatformDep
+                 ) -> dict[str, Any]:
+    """Store the body at `key`; returns the object and the ids of the jobs it started."""
+    store = platform.providers.get(provider)
+    check_key(key)
+    body = await receive(request, platform.settings.max_upload, platform.tmp)
+    try:
+        info = await run_in_threadpool(store.put_file, key, body)
+    finally:
+        body.unlink(missing_ok=True)
+    jobs = await run_in_threadpool(platform.intake.object_stored, store.name, info)
+    return {
+        "provider": store.name,
+        "key": info.key,
+        "size": info.size,
+        "version": info.version,
+        "jobs": [{"service": j.service, "job": j.id} for j in jobs],
+    }
+
+
+@router.delete("/system/files/{provider}/{key:path}", status_code=204)
+def delete(provider: str, key: str, platform: PlatformDep) -> Response:
+    platform.providers.get(provider).delete(check_key(key))
+    return Response(status_code=204)

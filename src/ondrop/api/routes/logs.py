@@ -1,0 +1,128 @@
+"""/system/logs: a service's jobs (OSCAR's list shape) and each job's logs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
+
+from ondrop.api.deps import Admin, PlatformDep
+from ondrop.errors import ConflictError, NotFoundError
+from ondrop.platform import Platform
+from ondrop.store.base import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
+
+router = APIRouter(dependencies=[Admin], tags=["jobs"])
+
+# OSCAR reports the Kubernetes pod phase.
+PHASES = {QUEUED: "Pending", RUNNING: "Running", SUCCEEDED: "Succeeded", FAILED: "Failed",
+          CANCELLED: "Cancelled"}
+PAGE = 70  # OSCAR's default page size
+
+
+def rfc3339(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """OSCAR's fields (null ones left out), then ondrop's."""
+    data: dict[str, Any] = {"status": PHASES.get(job.status, job.status)}
+    for key, ts in (("creation_time", job.created_at), ("start_time", job.started_at),
+                    ("finish_time", job.finished_at)):
+        if ts is not None:
+            data[key] = rfc3339(ts)
+    duration = None
+    if job.started_at is not None and job.finished_at is not None:
+        duration = round(job.finished_at - job.started_at, 6)
+    data.update(
+        attempts=job.attempts,
+        exit_code=job.exit_code,
+        reason=job.reason,
+        input=job.input_key,
+        duration=duration,
+        pool=job.pool,
+        parent_job=job.parent_job,
+        created=job.created_at,
+    )
+    return data
+
+
+def _job(platform: Platform, service: str, job_id: str) -> Job:
+    platform.services.get(service)
+    job = platform.store.job(job_id)
+    if job is None or job.service != service:
+        raise NotFoundError(f"service {service!r} has no job {job_id!r}")
+    return job
+
+
+@router.get("/system/logs/{service}")
+def list_jobs(
+    service: str, platform: PlatformDep, page: str = "", limit: int = PAGE,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """`{"jobs": {name: {status, creation_time, start_time, finish_time, ...}}, "next_page",
+    "remaining_jobs"}`, newest first. `limit=0` returns every job; `page` is the
+    `next_page` of the previous answer."""
+    platform.services.get(service)
+    offset = int(page) if page.isdigit() else 0
+    wanted = {v: k for k, v in PHASES.items()}.get(status or "", status)
+    jobs = platform.store.jobs(service, offset, limit or None, wanted)
+    total = sum(
+        n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s)
+    )
+    answer: dict[str, Any] = {"jobs": {job.id: job_json(job) for job in jobs}}
+    remaining = total - offset - len(jobs)
+    if limit and remaining > 0:
+        answer["next_page"] = str(offset + len(jobs))
+        answer["remaining_jobs"] = remaining
+    return answer
+
+
+@router.delete("/system/logs/{service}", status_code=204)
+def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Response:
+    """Remove the service's succeeded jobs; with `all=true` every finished one too."""
+    platform.services.get(service)
+    platform.store.delete_jobs(service, FINISHED if all else (SUCCEEDED,))
+    return Response(status_code=204)
+
+
+@router.get("/system/logs/{service}/{job}", response_class=PlainTextResponse)
+def job_logs(service: str, job: str, platform: PlatformDep) -> str:
+    """The script's output (stdout and stderr together), attempt by attempt."""
+    found = _job(platform, service, job)
+    attempts = platform.store.attempts(found.id)
+    if len(attempts) == 1:
+        return attempts[0].log
+    parts = []
+    for a in attempts:
+        ended = a.reason or a.status
+        parts.append(f"--- attempt {a.number}: {ended} ---\n{a.log}")
+    return "\n".join(parts)
+
+
+@router.get("/system/jobs/{service}/{job}")
+def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
+    """One job with its attempts (ondrop)."""
+    found = _job(platform, service, job)
+    return {
+        "id": found.id,
+        "service": found.service,
+        **job_json(found),
+        "attempt_list": [
+            {"number": a.number, "status": a.status, "exit_code": a.exit_code,
+             "reason": a.reason, "start_time": rfc3339(a.started_at),
+             "finish_time": rfc3339(a.finished_at),
+             "duration": None if a.finished_at is None else round(a.finished_at - a.started_at, 6)}
+            for a in platform.store.attempts(found.id)
+        ],
+    }
+
+
+@router.delete("/system/logs/{service}/{job}", status_code=204)
+def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
+    found = _job(platform, service, job)
+    if found.status == RUNNING:
+        raise ConflictError(f"job {job!r} is running; delete it once it has ended")
+    platform.store.delete_job(found.id)
+    return Response(status_code=204)

@@ -1,0 +1,83 @@
+"""/system/services: OSCAR's service CRUD, and /system/apply to apply several at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Response
+
+from ondrop.api.deps import Admin, PlatformDep
+from ondrop.errors import DefinitionError
+from ondrop.fdl.loader import parse_service
+from ondrop.fdl.models import Service
+
+router = APIRouter(dependencies=[Admin], tags=["services"])
+
+ServiceBody = Body(
+    description="a service as OSCAR's API takes it (ondrop's fields may be added)",
+    examples=[{"name": "grayify", "script": "convert \"$INPUT_FILE_PATH\" -type Grayscale "
+               "\"$TMP_OUTPUT_DIR/$(basename \"$INPUT_FILE_PATH\")\"",
+               "input": [{"storage_provider": "minio", "path": "grayify/in"}],
+               "output": [{"storage_provider": "minio", "path": "grayify/out"}]}],
+)
+
+
+@router.get("/system/services")
+def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
+    return [s.public() for s in platform.services.all()]
+
+
+@router.get("/system/services/{name}")
+def get_service(name: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.services.get(name).public()
+
+
+@router.post("/system/services", status_code=201)
+def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, Any]:
+    """Create a service (201); 409 when the name is taken."""
+    service, warnings = parse_service(raw)
+    applied = platform.apply([service], mode="create")
+    return {**platform.services.get(service.name).public(),
+            "warnings": warnings + applied.warnings}
+
+
+@router.put("/system/services", status_code=204)
+def update_service(platform: PlatformDep, raw: Any = ServiceBody) -> Response:
+    """Replace a service (204); its token is kept, blank secrets keep their values."""
+    service, _ = parse_service(raw)
+    platform.apply([service], mode="update")
+    return Response(status_code=204)
+
+
+@router.delete("/system/services/{name}", status_code=204)
+def delete_service(name: str, platform: PlatformDep) -> Response:
+    """Remove a service and its jobs (204). Files in its folders stay."""
+    platform.services.delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/system/apply")
+def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
+    """Create or update several services at once (ondrop; what `ondrop apply` calls):
+    `{"services": [service, ...]}`. All are checked together; on any error none changes."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("services"), list):
+        raise DefinitionError('expected {"services": [service, ...]}')
+    services: list[Service] = []
+    warnings: list[str] = []
+    problems: list[str] = []
+    for i, item in enumerate(raw["services"]):
+        try:
+            service, found = parse_service(item, f"services[{i}]")
+        except DefinitionError as exc:
+            problems.append(str(exc))
+            continue
+        services.append(service)
+        warnings += found
+    if problems:
+        raise DefinitionError("\n".join(problems))
+    applied = platform.apply(services)
+    return {
+        "created": applied.created,
+        "updated": applied.updated,
+        "warnings": warnings + applied.warnings,
+    }

@@ -1,0 +1,80 @@
+"""/health, /system/info, /system/config (OSCAR) and /system/status (ondrop)."""
+
+from __future__ import annotations
+
+import platform as host
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from ondrop import __version__
+from ondrop.api.deps import Admin, PlatformDep
+
+router = APIRouter()
+
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@router.get("/health", response_class=PlainTextResponse, tags=["system"])
+def health() -> str:
+    """`Ok` while the platform serves requests; no credentials needed."""
+    return "Ok"
+
+
+@router.get("/system/info", dependencies=[Admin], tags=["system"])
+def info(platform: PlatformDep) -> dict[str, Any]:
+    """OSCAR's info shape, plus what ondrop runs jobs with."""
+    machine = host.machine()
+    return {
+        "version": __version__,
+        "git_commit": "",
+        "architecture": ARCHITECTURES.get(machine, machine),
+        "kubernetes_version": "",
+        "serverless_backend": {"name": "ondrop", "version": __version__},
+        "backend": "local",
+        "runtimes": sorted(platform.runtimes),
+        "container_engine": None,
+        "workers": platform.settings.workers,
+        "storage_providers": platform.providers.names(),
+    }
+
+
+@router.get("/system/config", dependencies=[Admin], tags=["system"])
+def config(platform: PlatformDep) -> dict[str, Any]:
+    """OSCAR's config shape. The embedded default has no S3 endpoint: `minio_provider`
+    is empty and `minio.default` is the local store."""
+    return {
+        "config": {
+            "name": "ondrop",
+            "namespace": "",
+            "services_namespace": "",
+            "gpu_available": False,
+            "interLink_available": False,
+            "serverless_backend": "ondrop",
+            "yunikorn_enable": False,
+        },
+        "minio_provider": {
+            "endpoint": "",
+            "verify": True,
+            "access_key": "",
+            "secret_key": "",
+            "region": "",
+        },
+        "storage_providers": platform.providers.names(),
+        "max_upload": platform.settings.max_upload,
+    }
+
+
+@router.get("/system/status", dependencies=[Admin], tags=["system"])
+def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
+    """Jobs by status (queued, running, succeeded, failed, cancelled), for every service or
+    the one named, and jobs running per service now (ondrop)."""
+    if service is not None:
+        platform.services.get(service)
+    return {
+        "workers": platform.settings.workers,
+        "jobs": platform.store.count_jobs(service),
+        "running": platform.pool.running(),
+        "services": len(platform.services.all()),
+    }

@@ -1,0 +1,348 @@
+"""The `ondrop` command: `up` runs the platform, every other command talks to it over HTTP."""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+import time
+import zipfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from ondrop.client import Client, connection
+from ondrop.errors import ClientError, DefinitionError, OndropError
+from ondrop.fdl.loader import load_file
+from ondrop.settings import Settings, help_for
+
+app = typer.Typer(
+    help="ondrop: drop a file, a job runs your script, the outputs are stored.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Connection:
+    def __init__(self) -> None:
+        self.overrides: dict[str, Any] = {}
+        self._client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            url, user, password = connection(Settings.load(self.overrides))
+            self._client = Client(url, user, password)
+        return self._client
+
+
+CONN = Connection()
+
+
+@app.callback()
+def _options(
+    url: str = typer.Option(None, "--url", help=help_for("url"), show_default=False),
+    user: str = typer.Option(None, "--user", help=help_for("admin_user"), show_default=False),
+    password: str = typer.Option(
+        None, "--password", help=help_for("admin_password"), show_default=False
+    ),
+    data: Path = typer.Option(None, "--data", help=help_for("data"), show_default=False),
+) -> None:
+    CONN.overrides = {"url": url, "admin_user": user, "admin_password": password, "data": data}
+
+
+# -- the platform ------------------------------------------------------------------------
+@app.command()
+def up(
+    data: Path = typer.Option(None, "--data", help=help_for("data"), show_default=False),
+    host: str = typer.Option(None, help=help_for("host"), show_default=False),
+    port: int = typer.Option(None, help=help_for("port"), show_default=False),
+    admin_user: str = typer.Option(None, help=help_for("admin_user"), show_default=False),
+    admin_password: str = typer.Option(
+        None, help=help_for("admin_password"), show_default=False
+    ),
+    concurrency: int = typer.Option(None, help=help_for("concurrency"), show_default=False),
+    max_upload: str = typer.Option(None, help=help_for("max_upload"), show_default=False),
+    grace: float = typer.Option(None, help=help_for("grace"), show_default=False),
+    run_images_on_host: bool = typer.Option(
+        None, "--run-images-on-host/--no-run-images-on-host",
+        help=help_for("run_images_on_host"), show_default=False,
+    ),
+    log_level: str = typer.Option(None, help=help_for("log_level"), show_default=False),
+) -> None:
+    """Start the platform in the foreground: API, workers and file watching."""
+    from ondrop.cli.up import serve
+    from ondrop.quantity import parse_bytes
+
+    overrides = dict(
+        data=data or CONN.overrides.get("data"), host=host, port=port, admin_user=admin_user,
+        admin_password=admin_password, concurrency=concurrency, grace=grace,
+        run_images_on_host=run_images_on_host, log_level=log_level,
+        max_upload=parse_bytes(max_upload) if max_upload else None,
+    )
+    serve(Settings.load(overrides))
+
+
+# -- services ------------------------------------------------------------------------------
+@app.command()
+def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop shape")) -> None:
+    """Create or update the services defined in an FDL file."""
+    definition = load_file(fdl)
+    for warning in definition.warnings:
+        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    services = [s.model_dump(exclude={"token"}) for s in definition.services]
+    result = CONN.client().apply(services)
+    for warning in result.get("warnings", []):
+        if warning not in definition.warnings:
+            err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    for name in result["created"]:
+        out.print(f"created {name}")
+    for name in result["updated"]:
+        out.print(f"updated {name}")
+
+
+@app.command("services")
+def list_services() -> None:
+    """List the services with their inputs, outputs and job counts."""
+    client = CONN.client()
+    table = Table("SERVICE", "MODE", "RUNTIME", "INPUT", "OUTPUT", "JOBS")
+    for s in client.services():
+        counts = client.status(s["name"])["jobs"]
+        jobs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"
+        table.add_row(s["name"], s["mode"], s.get("runtime") or ("container" if s["image"]
+                      else "process"), _places(s["input"]), _places(s["output"]), jobs)
+    out.print(table)
+
+
+@app.command()
+def rm(service: str = typer.Argument(..., help="service to remove")) -> None:
+    """Remove a service and its jobs (its files stay)."""
+    CONN.client().delete_service(service)
+    out.print(f"removed {service}")
+
+
+# -- files ----------------------------------------------------------------------------------
+@app.command()
+def put(
+    args: list[str] = typer.Argument(..., help="SERVICE FILE... (or FILE... with --to)"),
+    to: str = typer.Option(None, "--to", help="PROVIDER.ID/PATH to upload to instead"),
+) -> None:
+    """Upload files to a service's input path (each starts a job), or anywhere with --to."""
+    client = CONN.client()
+    if to:
+        provider, _, folder = to.partition("/")
+        files = args
+    else:
+        if len(args) < 2:
+            raise DefinitionError("give a service and at least one file: ondrop put SERVICE FILE...")
+        service, files = args[0], args[1:]
+        provider, folder = _place(client.service(service), "input", service)
+    paths = [Path(f) for f in files]
+    for path in paths:
+        if not path.is_file():
+            raise DefinitionError(f"{path}: no such file")
+    total = sum(p.stat().st_size for p in paths)
+    with _transfer_progress() as progress:
+        task = progress.add_task("uploading", total=total)
+        for path in paths:
+            key = posixpath.join(folder, path.name) if folder else path.name
+            answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
+            jobs = ", ".join(j["job"] for j in answer["jobs"]) or "no job"
+            progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
+
+
+@app.command("ls")
+def list_files(
+    service: str = typer.Argument(..., help="service"),
+    input: bool = typer.Option(False, "--input", help="list the input path, not the output"),
+) -> None:
+    """List the files in a service's output path (or its input path)."""
+    client = CONN.client()
+    provider, folder = _place(client.service(service), "input" if input else "output", service)
+    table = Table("NAME", "SIZE", "MODIFIED")
+    for obj in client.list_files(provider, folder):
+        name = obj["key"][len(folder) + 1:] if folder else obj["key"]
+        table.add_row(name, str(obj["size"]), time.strftime("%Y-%m-%d %H:%M:%S",
+                                                            time.localtime(obj["modified"])))
+    out.print(f"{provider}/{folder}")
+    out.print(table)
+
+
+@app.command()
+def get(
+    service: str = typer.Argument(..., help="service"),
+    names: list[str] = typer.Argument(None, help="files to download (default: all)"),
+    output: Path = typer.Option(Path("."), "-o", "--output", help="folder to write into"),
+    input: bool = typer.Option(False, "--input", help="from the input path, not the output"),
+) -> None:
+    """Download a service's outputs (or inputs)."""
+    client = CONN.client()
+    provider, folder = _place(client.service(service), "input" if input else "output", service)
+    objects = client.list_files(provider, folder)
+    relative = {(o["key"][len(folder) + 1:] if folder else o["key"]): o for o in objects}
+    wanted = names or sorted(relative)
+    missing = [n for n in wanted if n not in relative]
+    if missing:
+        raise ClientError(f"not in {provider}/{folder}: {', '.join(missing)}", 404)
+    with _transfer_progress() as progress:
+        task = progress.add_task("downloading", total=sum(relative[n]["size"] for n in wanted))
+        for name in wanted:
+            dest = output / name
+            client.download(provider, relative[name]["key"], dest,
+                            lambda n: progress.advance(task, n))
+            progress.console.print(f"{provider}/{relative[name]['key']} -> {dest}",
+                                   highlight=False)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+@app.command()
+def run(
+    service: str = typer.Argument(..., help="service"),
+    input: Path = typer.Option(None, "--input", "-i", help="file to send as the input"),
+    text: str = typer.Option(None, "--text", "-t", help="text to send as the input"),
+    output: Path = typer.Option(None, "-o", "--output", help="where to save the result"),
+    asynchronous: bool = typer.Option(False, "--async", help="start the job and return its id"),
+) -> None:
+    """Invoke a service over HTTP and print or save its result."""
+    if (input is None) == (text is None):
+        raise DefinitionError("give the input with exactly one of --input FILE or --text TEXT")
+    if input is not None and not input.is_file():
+        raise DefinitionError(f"{input}: no such file")
+    data = input.read_bytes() if input is not None else text.encode()
+    filename = input.name if input is not None else "event-file"
+    client = CONN.client()
+    if asynchronous:
+        out.print(client.submit(service, data, filename))
+        return
+    result = client.run(service, data, filename)
+    if result.kind == "zip":
+        folder = output or Path(".")
+        with zipfile.ZipFile(BytesIO(result.data)) as archive:
+            archive.extractall(folder)
+            err.print(f"{len(archive.namelist())} outputs written to {folder}")
+        return
+    if output is not None:
+        dest = output / (result.filename or "output") if output.is_dir() else output
+        dest.write_bytes(result.data)
+        err.print(f"output written to {dest}")
+        return
+    try:
+        sys.stdout.write(result.data.decode("utf-8"))
+        sys.stdout.flush()
+    except UnicodeDecodeError:
+        dest = Path(result.filename or "output")
+        dest.write_bytes(result.data)
+        err.print(f"binary output written to {dest}")
+
+
+@app.command()
+def jobs(
+    service: str = typer.Argument(..., help="service"),
+    status: str = typer.Option(None, help="only jobs with this status (Pending, Running, "
+                               "Succeeded, Failed)"),
+) -> None:
+    """List a service's jobs: status, attempts, times, exit code and reason."""
+    table = Table("JOB", "STATUS", "INPUT", "CREATED", "DURATION", "ATTEMPTS", "EXIT", "REASON")
+    for job_id, job in CONN.client().jobs(service, status).items():
+        table.add_row(
+            job_id, _status(job["status"]), job.get("input") or "-",
+            time.strftime("%H:%M:%S", time.localtime(job["created"])),
+            f"{job['duration']:.3f} s" if job.get("duration") is not None else "-",
+            str(job["attempts"]), "-" if job["exit_code"] is None else str(job["exit_code"]),
+            job.get("reason") or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def logs(service: str = typer.Argument(..., help="service"),
+         job: str = typer.Argument(..., help="job id")) -> None:
+    """Show a job's status and its script's output (stdout and stderr)."""
+    client = CONN.client()
+    detail = client.job(service, job)
+    exit_code = detail["exit_code"]
+    err.print(
+        f"{job}: {_status(detail['status'])}, {detail['attempts']} attempt(s)"
+        + (f", exit {exit_code}" if exit_code is not None else "")
+        + (f", {detail['reason']}" if detail.get("reason") else ""),
+        highlight=False,
+    )
+    sys.stdout.write(client.logs(service, job))
+    sys.stdout.flush()
+
+
+@app.command()
+def wait(
+    service: str = typer.Argument(..., help="service"),
+    timeout: float = typer.Option(0, help="give up after this many seconds (0: never)"),
+) -> None:
+    """Wait until the service has no queued or running job; fail if any job failed."""
+    client = CONN.client()
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(f"{service}: jobs done", total=None)
+        while True:
+            counts = client.status(service)["jobs"]
+            pending = counts.get("queued", 0) + counts.get("running", 0)
+            total = sum(counts.values())
+            progress.update(task, total=total, completed=total - pending)
+            if pending == 0:
+                break
+            if timeout and time.monotonic() - started > timeout:
+                raise ClientError(f"{pending} job(s) still pending after {timeout:g} s", 408)
+            time.sleep(0.2)
+    failed = counts.get("failed", 0)
+    done = counts.get("succeeded", 0)
+    if failed:
+        err.print(f"[red]{failed} job(s) failed[/], {done} succeeded; "
+                  f"see `ondrop jobs {service} --status Failed`")
+        raise typer.Exit(1)
+    out.print(f"{done} job(s) succeeded")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _place(service: dict[str, Any], which: str, name: str) -> tuple[str, str]:
+    entries = service.get(which) or []
+    if not entries:
+        hint = "; invoke it with `ondrop run`, or use --to" if which == "input" else ""
+        raise ClientError(f"service {name!r} has no {which} path{hint}", 400)
+    return entries[0]["storage_provider"], entries[0]["path"]
+
+
+def _places(entries: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{e['storage_provider']}/{e['path']}" for e in entries) or "-"
+
+
+def _status(status: str) -> str:
+    colour = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(status, "yellow")
+    return f"[{colour}]{status}[/]"
+
+
+def _transfer_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), console=err, transient=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except OndropError as exc:
+        err.print(f"[red]error[/]: {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

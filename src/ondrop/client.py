@@ -1,0 +1,232 @@
+"""`ondrop.Client`: the Python client of the REST API; the CLI is built on it.
+
+    with Client() as c:                       # URL and credentials from the environment
+        c.upload("minio.default", "photos/in/cat.png", Path("cat.png"))
+        c.wait_idle("thumbnails")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from ondrop.errors import ClientError
+from ondrop.settings import Settings
+
+ENDPOINT_FILE = "endpoint.json"  # written by `ondrop up` into its data folder
+DEFAULT_URL = "http://127.0.0.1:8030"
+Progress = Callable[[int], None]  # called with the number of bytes just moved
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What `/run` answered: `kind` is "file", "zip" or "log"."""
+
+    job_id: str
+    kind: str
+    data: bytes
+    filename: str
+
+
+def connection(settings: Settings) -> tuple[str, str, str]:
+    """(url, user, password) from the settings, else from the data folder of `ondrop up`."""
+    data = Path(settings.data)
+    url, user, password = settings.url, settings.admin_user, settings.admin_password
+    if not url:
+        try:
+            url = json.loads((data / ENDPOINT_FILE).read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            url = DEFAULT_URL
+    if not password:
+        try:
+            stored = json.loads((data / "admin.json").read_text())
+            password = stored.get("password", "")
+            if "ONDROP_ADMIN_USER" not in os.environ:
+                user = stored.get("user", user)
+        except (OSError, ValueError):
+            pass
+    return url.rstrip("/"), user, password
+
+
+class Client:
+    def __init__(
+        self,
+        url: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Talk to the platform at `url` as the admin (`user`, `password`) or with a service
+        `token`. What is not given comes from ONDROP_URL, ONDROP_ADMIN_USER,
+        ONDROP_ADMIN_PASSWORD, or the data folder of a local `ondrop up`."""
+        if url is None or (user is None and token is None):
+            found = connection(Settings.load())
+            url = url or found[0]
+            user = user if user is not None else found[1]
+            password = password if password is not None else found[2]
+        self.url = url.rstrip("/")
+        auth = None if token else httpx.BasicAuth(user or "", password or "")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, auth=auth, headers=headers,
+                                  timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise ClientError(f"the platform at {self.url} did not answer in time", 504) from None
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach the platform at {self.url} ({exc}); is `ondrop up` running? "
+                "(set ONDROP_URL to talk to another one)",
+                503,
+            ) from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    # -- platform -------------------------------------------------------------------
+    def health(self) -> bool:
+        try:
+            return self._request("GET", "/health").text.strip() == "Ok"
+        except ClientError:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/system/info").json())
+
+    def status(self, service: str | None = None) -> dict[str, Any]:
+        params = {"service": service} if service else {}
+        return dict(self._request("GET", "/system/status", params=params).json())
+
+    # -- services -------------------------------------------------------------------
+    def services(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/system/services").json())
+
+    def service(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/system/services/{quote(name)}").json())
+
+    def apply(self, services: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self._request("POST", "/system/apply", json={"services": services}).json())
+
+    def delete_service(self, name: str) -> None:
+        self._request("DELETE", f"/system/services/{quote(name)}")
+
+    # -- files ----------------------------------------------------------------------
+    def upload(
+        self, provider: str, key: str, path: Path, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Store the local file `path` at `key`; the answer lists the jobs it started."""
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            response = self._request(
+                "PUT",
+                f"/system/files/{quote(provider)}/{quote(key)}",
+                content=_chunks(f, progress),
+                headers={"Content-Length": str(size),
+                         "Content-Type": "application/octet-stream"},
+            )
+        return dict(response.json())
+
+    def download(
+        self, provider: str, key: str, dest: Path, progress: Progress | None = None
+    ) -> int:
+        """Write the object at `key` to the local file `dest`; returns its size."""
+        url = f"/system/files/{quote(provider)}/{quote(key)}"
+        size = 0
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+        except httpx.TransportError as exc:
+            raise ClientError(f"download from {self.url} failed: {exc}", 503) from None
+        return size
+
+    def list_files(self, provider: str, prefix: str = "") -> list[dict[str, Any]]:
+        response = self._request("GET", f"/system/files/{quote(provider)}",
+                                 params={"prefix": prefix})
+        return list(response.json()["objects"])
+
+    # -- jobs -----------------------------------------------------------------------
+    def jobs(self, service: str, status: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every job of `service` by id, newest first."""
+        params: dict[str, Any] = {"limit": 0}
+        if status:
+            params["status"] = status
+        return dict(self._request("GET", f"/system/logs/{quote(service)}",
+                                  params=params).json()["jobs"])
+
+    def job(self, service: str, job: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/system/jobs/{quote(service)}/{quote(job)}").json())
+
+    def logs(self, service: str, job: str) -> str:
+        return self._request("GET", f"/system/logs/{quote(service)}/{quote(job)}").text
+
+    def delete_jobs(self, service: str, all: bool = False) -> None:
+        self._request("DELETE", f"/system/logs/{quote(service)}",
+                      params={"all": str(all).lower()})
+
+    # -- invocation -------------------------------------------------------------------
+    def submit(self, service: str, data: bytes, filename: str = "event-file") -> str:
+        """Start a job with `data` as its input file (POST /job); returns the job id."""
+        response = self._request("POST", f"/job/{quote(service)}", content=data,
+                                 headers=_payload_headers(filename))
+        return str(response.json()["job_id"])
+
+    def run(self, service: str, data: bytes, filename: str = "event-file",
+            timeout: float | None = None) -> RunOutput:
+        """Run a job with `data` as its input file and wait for its output (POST /run)."""
+        headers = {**_payload_headers(filename), "Accept": "application/octet-stream"}
+        response = self._request("POST", f"/run/{quote(service)}", content=data,
+                                 headers=headers, timeout=timeout)
+        disposition = response.headers.get("content-disposition", "")
+        name = disposition.split("filename=", 1)[-1].strip('"') if "filename=" in disposition else ""
+        return RunOutput(response.headers.get("x-job-id", ""),
+                         response.headers.get("x-ondrop-output", "file"),
+                         response.content, name)
+
+
+def _payload_headers(filename: str) -> dict[str, str]:
+    return {"Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{filename}"'}
+
+
+def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
+    while chunk := f.read(1 << 20):
+        if progress:
+            progress(len(chunk))
+        yield chunk
+
+
+def _error(response: httpx.Response) -> ClientError:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return ClientError(str(detail) or f"HTTP {response.status_code}", response.status_code)

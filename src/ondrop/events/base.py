@@ -1,0 +1,97 @@
+"""Events: what should start a job, and EventSource, the interface of what produces them.
+
+An event names one object version (or one HTTP invocation). The store records it
+before anyone acknowledges it and deduplicates it by (source, key, version).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ondrop.storage.base import ObjectInfo
+
+OBJECT = "object"
+INVOKE = "invoke"
+HTTP_SOURCE = "http"
+
+
+@dataclass(frozen=True)
+class Event:
+    source: str  # provider name ("local.default") or "http" for invocations
+    key: str  # object key; for invocations the service name
+    version: str  # object version (etag, size+mtime); a fresh id for invocations
+    kind: str = OBJECT
+    time: float = field(default_factory=time.time)
+    size: int | None = None
+    body: str = ""  # the raw event JSON, what the script gets as $EVENT
+    payload: bytes | None = None  # an invocation's body
+    parent_job: str | None = None  # the job whose output this object is
+    id: int | None = None  # given by the store
+
+    @property
+    def iso_time(self) -> str:
+        return datetime.fromtimestamp(self.time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def object_event(
+    source: str, key: str, version: str, size: int | None, parent_job: str | None = None
+) -> Event:
+    """An event for a stored object, with an S3/MinIO-shaped body as OSCAR scripts expect."""
+    now = time.time()
+    event = Event(source, key, version, OBJECT, now, size, parent_job=parent_job)
+    bucket, _, rest = key.partition("/")
+    record = {
+        "eventVersion": "2.0",
+        "eventSource": "ondrop:storage",
+        "eventTime": event.iso_time,
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": bucket if rest else "", "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": rest if rest else key, "size": size, "eTag": version},
+        },
+        "ondrop": {"provider": source, "key": key},
+    }
+    body = json.dumps({"Key": key, "EventName": record["eventName"], "Records": [record]})
+    return Event(source, key, version, OBJECT, now, size, body, parent_job=parent_job)
+
+
+def invoke_event(service: str, payload: bytes, body: str = "") -> Event:
+    """An event for an HTTP invocation of `service` with `payload` as its input."""
+    return Event(HTTP_SOURCE, service, uuid.uuid4().hex, INVOKE, size=len(payload), body=body,
+                 payload=payload)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    if event.body:
+        try:
+            parsed = json.loads(event.body)
+            if isinstance(parsed, dict):
+                return parsed
+        except ValueError:
+            pass
+    return {}
+
+
+# What an event source hands each new object version to (provider name, object): it
+# returns once the event is durably recorded, so the source may move its cursor on.
+Sink = Callable[[str, "ObjectInfo"], object]
+
+
+class EventSource(ABC):
+    """Turns objects appearing in a store into calls of a sink; start() and stop()."""
+
+    @abstractmethod
+    def start(self, sink: Sink) -> None:
+        """Begin delivering events to `sink` (also those that happened while stopped)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop delivering; returns when no more calls to the sink are under way."""

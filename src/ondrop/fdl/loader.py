@@ -1,0 +1,201 @@
+"""Read an FDL file in any of its three shapes into `Service`s, with errors that say where.
+
+Shapes: OSCAR's (`functions: oscar: - <cluster>: {...}`), SCAR's (`functions: aws:
+- lambda: {...}`) and ondrop's own (`services: [...]`, or just a list). All three may
+carry `storage_providers:` at the top.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ondrop.errors import DefinitionError
+from ondrop.fdl import oscar, scar
+from ondrop.fdl.models import Service, validate_providers
+from ondrop.fdl.problems import Problem, Report, describe, is_unset
+
+TOP_LEVEL = {"functions", "storage_providers", "clusters", "scar", "services"}
+
+
+@dataclass
+class Definition:
+    """What one FDL file defines."""
+
+    origin: str
+    services: list[Service] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_file(path: Path) -> Definition:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DefinitionError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"{path}: cannot read it: {exc}") from None
+    return load_text(text, str(path), path.parent)
+
+
+def _yaml(text: str, origin: str) -> Any:
+    # Windows line ends and trailing tabs are common in published FDL files; neither matters.
+    text = re.sub(r"[ \t]+$", "", text.replace("\r\n", "\n"), flags=re.MULTILINE)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(f"{origin}: not valid YAML{where}: {problem}") from None
+
+
+def load_text(text: str, origin: str, base: Path) -> Definition:
+    """Parse FDL `text`; `origin` names it in messages, `base` is where script paths start."""
+    data = _yaml(text, origin)
+    # (shape, OSCAR cluster id, fields, report) of every service entry
+    entries: list[tuple[str, str, dict[str, Any], Report]] = []
+    if isinstance(data, list):
+        data = {"services": data}
+    if not isinstance(data, dict):
+        raise DefinitionError(
+            f"{origin}: expected an FDL mapping with `functions:` (OSCAR, SCAR) or "
+            "`services:` (ondrop)"
+        )
+    unknown = sorted(set(map(str, data)) - TOP_LEVEL)
+    if unknown:
+        raise DefinitionError(
+            f"{origin}: unknown top-level field {unknown[0]!r}; expected functions, services "
+            "or storage_providers"
+        )
+    definition = Definition(origin)
+    if not is_unset(data.get("clusters")):
+        definition.warnings.append(f"{origin}: field 'clusters': other OSCAR clusters are ignored")
+    try:
+        providers = validate_providers(data.get("storage_providers"))
+    except ValueError as exc:
+        raise DefinitionError(f"{origin}: field 'storage_providers': {exc}") from None
+
+    functions = data.get("functions") or {}
+    if not isinstance(functions, dict):
+        raise DefinitionError(f"{origin}: field 'functions': expected `oscar:` or `aws:` under it")
+    for key in functions:
+        if key not in {"oscar", "aws"}:
+            raise DefinitionError(
+                f"{origin}: field 'functions.{key}': unknown; expected oscar or aws"
+            )
+    for i, item in enumerate(_as_list(functions.get("oscar"), f"{origin}: functions.oscar")):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise DefinitionError(
+                f"{origin}: functions.oscar[{i}]: expected `<cluster-id>: {{service fields}}`"
+            )
+        ((cluster, service),) = item.items()
+        where = f"{origin}: functions.oscar[{i}]"
+        entries.append(("oscar", str(cluster), _mapping(service, where), Report()))
+    for i, item in enumerate(_as_list(functions.get("aws"), f"{origin}: functions.aws")):
+        entries.append(("scar", "", _mapping(item, f"{origin}: functions.aws[{i}]"), Report()))
+    for i, item in enumerate(_as_list(data.get("services"), f"{origin}: services")):
+        entries.append(("ondrop", "", _mapping(item, f"{origin}: services[{i}]"), Report()))
+    if not entries:
+        raise DefinitionError(f"{origin}: defines no services")
+
+    errors: list[str] = []
+    clusters: dict[str, str] = {}  # service name -> the OSCAR cluster it was first given for
+    for shape, cluster, raw, report in entries:
+        mapped = scar.map_function(raw, report) if shape == "scar" else oscar.map_service(
+            raw, report
+        )
+        name = str(mapped.get("name") or "") or None
+        _resolve_script(mapped, base, report)
+        service = _validate(mapped, report)
+        if service is not None:
+            service = _attach_providers(service, providers, report)
+            first = clusters.get(service.name)
+            if first is None:
+                clusters[service.name] = cluster
+                definition.services.append(service)
+            elif cluster and first and cluster != first:
+                report.warnings = [Problem("", f"also defined for OSCAR cluster {cluster!r}; "
+                                           f"ondrop is one cluster and keeps the definition for "
+                                           f"{first!r}")]
+            else:
+                report.error("name", "another service in this file has the same name")
+        errors += [describe(origin, name, p) for p in report.errors]
+        definition.warnings += [describe(origin, name, p) for p in report.warnings]
+    if errors:
+        raise DefinitionError("\n".join(errors))
+    return definition
+
+
+def parse_service(raw: Any, where: str = "") -> tuple[Service, list[str]]:
+    """A service JSON (OSCAR's or ondrop's) as `Service`, plus warnings; DefinitionError."""
+    report = Report()
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{where or 'service'}: expected a JSON object")
+    mapped = oscar.map_service(raw, report)
+    service = _validate(mapped, report)
+    name = str(raw.get("name") or "") or None
+    if service is None or report.errors:
+        raise DefinitionError("\n".join(describe(where, name, p) for p in report.errors))
+    return service, [describe(where, name, p) for p in report.warnings]
+
+
+def _validate(mapped: dict[str, Any], report: Report) -> Service | None:
+    try:
+        return Service.model_validate(mapped)
+    except ValidationError as exc:
+        report.add_validation(exc)
+        return None
+
+
+def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:
+    script = mapped.get("script")
+    if script is None:
+        return
+    if not isinstance(script, str):
+        report.error("script", "expected a file name or the script's text")
+        return
+    if "\n" in script.strip():
+        return  # inline text
+    candidate = base / script.strip()
+    if candidate.is_file():
+        try:
+            mapped["script"] = candidate.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            report.error("script", f"cannot read {candidate}: {exc}")
+    elif not re.search(r"\s", script.strip()):
+        report.error("script", f"script file {script!r} not found (looked for {candidate})")
+
+
+def _attach_providers(
+    service: Service, providers: dict[str, dict[str, dict[str, Any]]], report: Report
+) -> Service:
+    own = {kind: dict(entries) for kind, entries in service.storage_providers.items()}
+    for name in sorted(service.provider_names()):
+        kind, _, ident = name.partition(".")
+        if ident in own.get(kind, {}):
+            continue
+        if ident in providers.get(kind, {}):
+            own.setdefault(kind, {})[ident] = providers[kind][ident]
+    return service.model_copy(update={"storage_providers": own})
+
+
+def _as_list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DefinitionError(f"{where}: expected a list")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DefinitionError(f"{where}: expected a mapping of service fields")
+    return value
+
+
+__all__ = ["Definition", "Problem", "load_file", "load_text", "parse_service"]

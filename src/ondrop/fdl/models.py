@@ -1,0 +1,280 @@
+"""The service definition every FDL shape is mapped onto, and the storage provider configs.
+
+This is also the service JSON of the REST API: OSCAR's field names where OSCAR
+has the field, ondrop's additions beside them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ondrop.quantity import parse_bytes, parse_cpu
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
+LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Provider types a definition may name; `local` is ondrop's own.
+PROVIDER_TYPES = ("local", "minio", "s3", "webdav", "onedata", "rucio")
+# Fields of provider configs that are secrets: never shown to non-admins or in logs.
+PROVIDER_SECRETS = ("access_key", "secret_key", "password", "token", "refresh_token")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StorageIO(_Strict):
+    storage_provider: str = Field(
+        "minio.default",
+        description="`<type>.<id>` of a storage provider; default minio.default, the "
+        "platform's default store",
+    )
+    path: str = Field(description="folder in the provider, `bucket/folder` for object stores")
+    suffix: list[str] = Field(
+        default_factory=list, description="only file names ending with one of these (default all)"
+    )
+    prefix: list[str] = Field(
+        default_factory=list,
+        description="only file names starting with one of these (default all)",
+    )
+
+    @field_validator("storage_provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        kind, _, ident = value.partition(".")
+        if kind not in PROVIDER_TYPES:
+            raise ValueError(
+                f"unknown storage provider type {kind!r} in {value!r}; expected one of "
+                + ", ".join(PROVIDER_TYPES)
+            )
+        return f"{kind}.{ident or 'default'}"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        from ondrop.storage.base import check_prefix
+
+        stripped = value.strip().strip("/")
+        if not stripped:
+            raise ValueError("path is empty; give a folder such as images/in")
+        return check_prefix(stripped)
+
+    @field_validator("suffix", "prefix", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def accepts(self, name: str) -> bool:
+        """True when a file called `name` passes this entry's prefix and suffix filters."""
+        return (not self.prefix or name.startswith(tuple(self.prefix))) and (
+            not self.suffix or name.endswith(tuple(self.suffix))
+        )
+
+
+class Environment(_Strict):
+    variables: dict[str, str] = Field(
+        default_factory=dict, alias="Variables", description="environment of the script"
+    )
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        alias="Secrets",
+        description="like variables, but never shown in replies, listings or logs",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_case(cls, data: Any) -> Any:
+        # OSCAR wrote `Variables` until 3.x and `variables` since; accept both.
+        if isinstance(data, dict):
+            data = {k.lower() if k in {"Variables", "Secrets"} else k: v for k, v in data.items()}
+        return data
+
+    @field_validator("variables", "secrets", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                str(k): ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in value.items()
+            }
+        return value
+
+
+class LocalProviderConfig(_Strict):
+    path: str = Field(description="absolute folder on the platform's machine")
+
+
+class MinioProviderConfig(_Strict):
+    endpoint: str = ""
+    verify: bool = True
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = "us-east-1"
+
+
+class S3ProviderConfig(_Strict):
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = "us-east-1"
+    endpoint: str = ""
+
+
+class WebdavProviderConfig(_Strict):
+    hostname: str
+    login: str = ""
+    password: str = ""
+
+
+class OnedataProviderConfig(_Strict):
+    oneprovider_host: str
+    token: str = ""
+    space: str = ""
+
+
+PROVIDER_MODELS: dict[str, type[BaseModel]] = {
+    "local": LocalProviderConfig,
+    "minio": MinioProviderConfig,
+    "s3": S3ProviderConfig,
+    "webdav": WebdavProviderConfig,
+    "onedata": OnedataProviderConfig,
+}
+
+
+def validate_providers(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{type: {id: config}}` checked field by field against the type's model."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of provider type to {id: settings}")
+    checked: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, entries in value.items():
+        if kind not in PROVIDER_TYPES:
+            raise ValueError(
+                f"unknown storage provider type {kind!r}; expected one of "
+                + ", ".join(PROVIDER_TYPES)
+            )
+        if not isinstance(entries, dict):
+            raise ValueError(f"{kind}: expected a mapping of id to settings")
+        model = PROVIDER_MODELS.get(kind)
+        checked[kind] = {}
+        for ident, config in entries.items():
+            if model is None:
+                checked[kind][str(ident)] = dict(config or {})
+                continue
+            given = {k: v for k, v in (config or {}).items() if v is not None}
+            try:
+                checked[kind][str(ident)] = model.model_validate(given).model_dump()
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first["loc"])
+                message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+                raise ValueError(f"{kind}.{ident}.{field}: {message}") from None
+    return checked
+
+
+class Service(_Strict):
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="lowercase letters, digits, '-' and '_', at most 63 characters",
+    )
+    image: str = Field("", description="container image; empty runs the script on the host")
+    script: str = Field(
+        "",
+        description="the script's text (FDL files may give a path); without one the image's "
+        "own command runs",
+    )
+    runtime: Literal["process", "container"] | None = Field(
+        None,
+        description="`process` (on the host) or `container`; default: container when the "
+        "service names an image, else process",
+    )
+    mode: Literal["faas", "batch", "hybrid"] = Field("faas", description="pool; default faas")
+    cpu: str | None = Field(None, description="CPU cores, '0.5' or '500m'; default no limit")
+    memory: str | None = Field(None, description="memory limit, '256Mi' or '1Gi'; default none")
+    timeout: int | None = Field(
+        None, gt=0, description="seconds before the job is killed; default the platform's (900)"
+    )
+    retries: int = Field(0, ge=0, le=100, description="extra attempts after a failure; default 0")
+    max_concurrency: int | None = Field(
+        None, gt=0, description="jobs of this service at once; default the platform's limit"
+    )
+    gpu: int = Field(0, ge=0, description="GPUs each job needs; default 0")
+    log_level: str = Field("INFO", description="NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    environment: Environment = Field(default_factory=Environment)
+    input: list[StorageIO] = Field(
+        default_factory=list, description="folders whose new files start jobs"
+    )
+    output: list[StorageIO] = Field(
+        default_factory=list, description="where the files the script writes are stored"
+    )
+    storage_providers: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="{type: {id: settings}} of providers named above"
+    )
+    token: str = Field("", description="read-only: the bearer token for /job and /run")
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        parse_cpu(value)
+        return str(value)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if parse_bytes(value) <= 0:
+            raise ValueError(f"expected a positive size, got {value!r}")
+        return str(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        text = str(value or "INFO").strip().upper()
+        if text not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return text
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, value: str) -> str:
+        return value.replace("\r\n", "\n")
+
+    @field_validator("storage_providers", mode="before")
+    @classmethod
+    def _providers(cls, value: Any) -> Any:
+        return validate_providers(value)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> Service:
+        if not self.script.strip() and not self.image:
+            raise ValueError("give a script, an image, or both")
+        return self
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return parse_bytes(self.memory) if self.memory else None
+
+    def provider_names(self) -> set[str]:
+        return {io.storage_provider for io in [*self.input, *self.output]}
+
+    def public(self) -> dict[str, Any]:
+        """The JSON form with secret values blanked, as OSCAR shows it."""
+        data = self.model_dump()
+        data["environment"]["secrets"] = {k: "" for k in self.environment.secrets}
+        for entries in data["storage_providers"].values():
+            for config in entries.values():
+                for field in PROVIDER_SECRETS:
+                    if config.get(field):
+                        config[field] = "hidden"
+        return data

@@ -1,0 +1,109 @@
+"""Intake: an event comes in, the services it starts are found, and event and jobs are
+recorded in one transaction before anyone is told "accepted".
+
+Every source of work goes through here: the folder watcher, uploads, outputs of
+other jobs (chains) and HTTP invocations.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from ondrop.events.base import Event, invoke_event, object_event
+from ondrop.pools.router import Router
+from ondrop.services import Services
+from ondrop.storage import Providers
+from ondrop.storage.base import ObjectInfo
+from ondrop.store.base import Job, NewJob, Store
+
+log = logging.getLogger(__name__)
+
+
+def job_id(service: str) -> str:
+    """`<service>-<uuid4>`, the shape of OSCAR's job names."""
+    short = service[:16] if len(service) >= 25 else service
+    return f"{short}-{uuid.uuid4()}"
+
+
+class Intake:
+    def __init__(
+        self,
+        store: Store,
+        services: Services,
+        providers: Providers,
+        router: Router,
+        on_jobs: Callable[[list[Job]], None],
+    ) -> None:
+        self.store = store
+        self.services = services
+        self.providers = providers
+        self.router = router
+        self.on_jobs = on_jobs
+
+    def object_stored(
+        self, provider: str, info: ObjectInfo, parent_job: str | None = None
+    ) -> list[Job]:
+        """A new object version in a provider: start the services whose input takes it."""
+        source = self.providers.resolve(provider)
+        targets = self.services.targets(source, info.key)
+        if not targets or self.store.seen(source, info.key, info.version):
+            return []
+        producer = self.store.job(parent_job) if parent_job else None
+        if producer is None:
+            producer = self.store.producer(source, info.key)
+        if producer is not None:
+            # A service's own outputs never start it again.
+            targets = [t for t in targets if t != producer.service]
+            if not targets:
+                return []
+        event = object_event(
+            source, info.key, info.version, info.size, producer.id if producer else None
+        )
+        return self._record(event, targets)
+
+    def object_for(self, service: str, provider: str, info: ObjectInfo) -> Job:
+        """A storage event sent to one service (`/job` with a MinIO/S3 event): that service's
+        job for the object version, new or recorded before; other services whose input
+        takes the object get theirs too."""
+        source = self.providers.resolve(provider)
+        others = [t for t in self.services.targets(source, info.key) if t != service]
+        producer = self.store.producer(source, info.key)
+        if producer is not None:
+            others = [t for t in others if t != producer.service]
+        event = object_event(
+            source, info.key, info.version, info.size, producer.id if producer else None
+        )
+        if others:
+            self._record(event, others)
+        new = NewJob(job_id(service), service,
+                     self.router.pool_for(self.services.get(service), event))
+        job, created = self.store.ensure_job(event, new)
+        if created:
+            self.on_jobs([job])
+        return job
+
+    def invoke(self, service: str, payload: bytes, name: str, body: str, priority: int) -> Job:
+        """An HTTP invocation of `service` with `payload` as its input file called `name`."""
+        event = invoke_event(service, payload, body)
+        event = Event(**{**event.__dict__, "key": name})
+        (job,) = self._record(event, [service], priority)
+        return job
+
+    def seen(self, provider: str, info: ObjectInfo) -> None:
+        """Remember an object as already there, so that it never starts a job."""
+        source = self.providers.resolve(provider)
+        self.store.add_event(object_event(source, info.key, info.version, info.size), [])
+
+    def _record(self, event: Event, targets: list[str], priority: int = 0) -> list[Job]:
+        jobs = [
+            NewJob(job_id(name), name, self.router.pool_for(self.services.get(name), event),
+                   priority)
+            for name in targets
+        ]
+        created = self.store.add_event(event, jobs)
+        if created:
+            log.debug("event %s:%s started %d job(s)", event.source, event.key, len(created))
+            self.on_jobs(created)
+        return created

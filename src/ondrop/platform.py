@@ -1,0 +1,157 @@
+"""The platform: the parts wired together, as `ondrop up` runs them.
+
+    watcher / upload / invocation / chained output
+        -> intake (store: event + jobs) -> pool -> supervisor (stage in, runtime, stage out)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from ondrop.events.watch import FolderWatcher
+from ondrop.fdl.models import Service
+from ondrop.intake import Intake
+from ondrop.pools.local import LocalPool
+from ondrop.pools.router import Router
+from ondrop.runtime.base import Runtime
+from ondrop.runtime.process import ProcessRuntime
+from ondrop.services import Applied, Services
+from ondrop.settings import Settings
+from ondrop.storage import LocalStorage, Providers
+from ondrop.storage.base import ObjectInfo
+from ondrop.store.sqlite import SQLiteStore
+from ondrop.supervisor import Folders, Supervisor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 900.0  # seconds, for services that give none (AWS Lambda's maximum)
+
+
+class Platform:
+    def __init__(self, settings: Settings, runtimes: dict[str, Runtime] | None = None) -> None:
+        self.settings = settings
+        data = Path(settings.data)
+        data.mkdir(parents=True, exist_ok=True)
+        self.data = data
+        self.tmp = data / "tmp"
+        self.store = SQLiteStore(data / "ondrop.db")
+        default = LocalStorage("local.default", data / "storage")
+        self.providers = Providers({"local.default": default, "minio.default": default})
+        self.runtimes: dict[str, Runtime] = runtimes or {"process": ProcessRuntime()}
+        self.services = Services(self.store, self.providers, self.check_runnable)
+        self.supervisor = Supervisor(
+            self.store,
+            self.providers,
+            self.runtime_for,
+            Folders(data / "work", data / "results"),
+            DEFAULT_TIMEOUT,
+            on_output=self._output_stored,
+        )
+        self.pool = LocalPool(self.store, self.services, self.supervisor.run, settings.workers)
+        self.intake = Intake(
+            self.store, self.services, self.providers, Router(), lambda jobs: self.pool.wake()
+        )
+        self.watchers: dict[str, FolderWatcher] = {}
+        self.started = False
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        requeued = self.store.requeue_running("the platform stopped while it ran")
+        if requeued:
+            log.info("queued again %d job(s) that were running when the platform stopped",
+                     len(requeued))
+        self.supervisor.clean_orphans()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.pool.start()
+        self._watch()
+        self.started = True
+
+    def stop(self) -> None:
+        for watcher in self.watchers.values():
+            watcher.stop()
+        self.pool.stop(self.settings.grace, self._interrupt_all)
+        self.providers.close()
+        self.store.close()
+        self.started = False
+
+    def _interrupt_all(self) -> None:
+        for runtime in self.runtimes.values():
+            runtime.stop_all()
+
+    # -- services -------------------------------------------------------------------
+    def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
+        before = set(self.services.input_folders())
+        applied = self.services.apply(services, mode)
+        for provider_name, folder in set(self.services.input_folders()) - before:
+            # Files already there belong to the past: only new arrivals start jobs.
+            provider = self.providers.get(provider_name)
+            for info in provider.list(folder):
+                self.intake.seen(provider_name, info)
+        if self.started:
+            self._watch()
+        return applied
+
+    def runtime_for(self, service: Service) -> Runtime | str:
+        """The runtime that runs `service`'s jobs, or why none can."""
+        chosen = service.runtime
+        if chosen is None:
+            if not service.image:
+                chosen = "process"
+            elif "container" in self.runtimes:
+                chosen = "container"
+            elif self.settings.run_images_on_host:
+                chosen = "process"
+            else:
+                return (
+                    f"service {service.name!r} names the image {service.image!r} but this "
+                    "platform has no container engine, so it cannot run it; set `runtime: "
+                    "process` on the service (or ONDROP_RUN_IMAGES_ON_HOST=true) to run the "
+                    "script on the host instead"
+                )
+        runtime = self.runtimes.get(chosen)
+        if runtime is None:
+            return f"the {chosen} runtime is not available on this platform"
+        return runtime
+
+    def check_runnable(self, service: Service) -> tuple[str | None, str | None]:
+        if service.gpu:
+            return (
+                f"asks for {service.gpu} GPU(s) and this platform has none to give; "
+                "remove `gpu`/`enable_gpu` to run it on the CPU",
+                None,
+            )
+        if service.runtime is not None and service.runtime not in self.runtimes:
+            return f"the {service.runtime} runtime is not available on this platform", None
+        runtime = self.runtime_for(service)
+        if isinstance(runtime, str):
+            return None, runtime + "; its jobs will fail until then"
+        if runtime.name == "process" and not service.script.strip():
+            return "the process runtime needs a script", None
+        if runtime.name == "process" and service.image:
+            return None, f"image {service.image!r} is not used: the script runs on the host"
+        return None, None
+
+    # -- events ---------------------------------------------------------------------
+    def _output_stored(self, provider: str, info: ObjectInfo, job_id: str) -> None:
+        self.intake.object_stored(provider, info, parent_job=job_id)
+
+    def _watch(self) -> None:
+        """Watch every local provider that a service takes input from."""
+        wanted = {name for name, _ in self.services.input_folders()}
+        for name in sorted(wanted - set(self.watchers)):
+            provider = self.providers.get(name)
+            if not isinstance(provider, LocalStorage):
+                continue
+            watcher = FolderWatcher(
+                provider,
+                lambda name=name: [f for p, f in self.services.input_folders() if p == name],
+            )
+            self.watchers[name] = watcher
+            watcher.start(self._object_seen)
+
+    def _object_seen(self, provider: str, info: ObjectInfo) -> None:
+        self.intake.object_stored(provider, info)

@@ -1,0 +1,1 @@
+"""Pools: where queued jobs wait and which worker runs them."""

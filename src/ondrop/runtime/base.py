@@ -1,0 +1,66 @@
+"""Runtime: how one job's script is isolated and run (`process` on the host, `container`).
+
+The supervisor prepares a work folder and the environment; a runtime only runs
+the script there, enforces its time limit, and says how it ended.
+"""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    job_id: str
+    script: Path  # the script file, inside `workdir`
+    workdir: Path  # the job's folder: input/, output/, tmp/ and the log live here
+    env: Mapping[str, str]  # the whole environment of the script
+    timeout: float  # seconds
+    log: Path  # stdout and stderr, together, go here
+    image: str = ""
+    memory: int | None = None  # bytes
+    cpu: float | None = None  # cores
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None  # None when it never ran or was killed
+    reason: str  # '' when it succeeded, else what a person should read
+    duration: float
+    interrupted: bool = False  # stopped by the platform, not by its own fault
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.reason
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit status {code}"
+
+
+class Runtime(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def run(self, spec: RunSpec) -> RunResult:
+        """Run the script to its end, its time limit, or until stop() names this job."""
+
+    @abstractmethod
+    def stop(self, job_id: str) -> None:
+        """Stop a running job (shutdown, cancel); its run() returns interrupted."""
+
+    def stop_all(self) -> None:
+        """Stop every job this runtime runs."""
+
+    def describe(self) -> str:
+        return self.name

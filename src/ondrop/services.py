@@ -1,0 +1,205 @@
+"""The applied services: kept in the store, mirrored in memory, checked as a whole on apply.
+
+Apply refuses what cannot work (unknown providers, loops between services) and
+changes nothing then; it warns about what will work differently than asked.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError
+from ondrop.fdl.models import Service, StorageIO
+from ondrop.storage import Providers, canonical
+from ondrop.storage.base import under
+from ondrop.store.base import Store, StoredService
+
+# Says whether a service can run here: (error or None, warning or None).
+RunCheck = Callable[[Service], tuple[str | None, str | None]]
+
+
+@dataclass
+class Applied:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def new_token() -> str:
+    return secrets.token_hex(32)  # 64 hex characters, as OSCAR's service tokens
+
+
+class Services:
+    def __init__(self, store: Store, providers: Providers, run_check: RunCheck) -> None:
+        self.store = store
+        self.providers = providers
+        self.run_check = run_check
+        self._lock = threading.RLock()
+        self._services: dict[str, Service] = {}
+        for stored in store.services():
+            service = Service.model_validate({**stored.definition, "token": stored.token})
+            self._services[service.name] = service
+            self._add_providers(service)
+
+    def get(self, name: str) -> Service:
+        service = self._services.get(name)
+        if service is None:
+            raise NotFoundError(f"no service named {name!r}")
+        return service
+
+    def find(self, name: str) -> Service | None:
+        return self._services.get(name)
+
+    def all(self) -> list[Service]:
+        return sorted(self._services.values(), key=lambda s: s.name)
+
+    def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
+        """Create or update `services` together. `mode` is "create" (all must be new),
+        "update" (all must exist) or "apply" (either)."""
+        with self._lock:
+            result = Applied()
+            names = [s.name for s in services]
+            if len(set(names)) != len(names):
+                raise DefinitionError("the same service name is given twice")
+            prepared: list[Service] = []
+            for service in services:
+                old = self._services.get(service.name)
+                if mode == "create" and old is not None:
+                    raise ConflictError(
+                        f"service {service.name!r} already exists; update it with PUT or apply"
+                    )
+                if mode == "update" and old is None:
+                    raise NotFoundError(f"no service named {service.name!r}")
+                self._check_providers(service)
+                error, warning = self.run_check(service)
+                if error:
+                    raise DefinitionError(f"service {service.name!r}: {error}")
+                if warning:
+                    result.warnings.append(f"service {service.name!r}: {warning}")
+                prepared.append(self._carry_over(service, old))
+            after = {**self._services, **{s.name: s for s in prepared}}
+            self._check_loops(after)
+            now = time.time()
+            self.store.save_services([
+                StoredService(
+                    s.name, s.model_dump(exclude={"token"}), s.token,
+                    self._created(s.name, now), now,
+                )
+                for s in prepared
+            ])
+            for service in prepared:
+                (result.updated if service.name in self._services else result.created).append(
+                    service.name
+                )
+                self._services[service.name] = service
+                self._add_providers(service)
+            return result
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            if name not in self._services:
+                raise NotFoundError(f"no service named {name!r}")
+            self.store.delete_service(name)
+            del self._services[name]
+
+    def targets(self, source: str, key: str) -> list[str]:
+        """Services whose input takes the object `key` stored in provider `source`."""
+        name = key.rsplit("/", 1)[-1]
+        return [
+            s.name
+            for s in self.all()
+            if any(self._takes(io, source, key, name) for io in s.input)
+        ]
+
+    def input_folders(self) -> list[tuple[str, str]]:
+        """(provider name, folder) of every service input, for watchers and rescans."""
+        seen: dict[tuple[str, str], None] = {}
+        for s in self.all():
+            for io in s.input:
+                seen[(self.providers.resolve(io.storage_provider), io.path)] = None
+        return list(seen)
+
+    def _takes(self, io: StorageIO, source: str, key: str, name: str) -> bool:
+        try:
+            provider = self.providers.resolve(io.storage_provider)
+        except NotFoundError:
+            return False
+        return provider == source and under(key, io.path) and io.accepts(name)
+
+    def _check_providers(self, service: Service) -> None:
+        for name in sorted(service.provider_names()):
+            try:
+                self.providers.check(name, service.storage_providers)
+            except DefinitionError as exc:
+                raise DefinitionError(f"service {service.name!r}: {exc}") from None
+
+    def _add_providers(self, service: Service) -> None:
+        for name in service.provider_names():
+            kind, _, ident = canonical(name).partition(".")
+            config = service.storage_providers.get(kind, {}).get(ident)
+            if config is not None:
+                self.providers.add(name, config)
+
+    def _carry_over(self, service: Service, old: Service | None) -> Service:
+        """Keep the token of an existing service, and secrets sent back blank."""
+        if old is None:
+            return service.model_copy(update={"token": new_token()})
+        secrets_ = {
+            k: (v or old.environment.secrets.get(k, ""))
+            for k, v in service.environment.secrets.items()
+        }
+        environment = service.environment.model_copy(update={"secrets": secrets_})
+        return service.model_copy(update={"token": old.token, "environment": environment})
+
+    def _created(self, name: str, now: float) -> float:
+        stored = self.store.service(name)
+        return stored.created_at if stored else now
+
+    def _check_loops(self, services: dict[str, Service]) -> None:
+        def places(ios: list[StorageIO]) -> list[tuple[str, str]]:
+            found = []
+            for io in ios:
+                try:
+                    found.append((self.providers.resolve(io.storage_provider), io.path))
+                except NotFoundError:
+                    found.append((canonical(io.storage_provider), io.path))
+            return found
+
+        def overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
+            return a[0] == b[0] and (a[1] == b[1] or under(a[1], b[1]) or under(b[1], a[1]))
+
+        edges: dict[str, list[str]] = {}
+        for a in services.values():
+            outs = places(a.output)
+            edges[a.name] = sorted(
+                b.name
+                for b in services.values()
+                if b.name != a.name and any(overlap(o, i) for o in outs for i in places(b.input))
+            )
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        path: list[str] = []
+
+        def visit(name: str) -> None:
+            state[name] = 1
+            path.append(name)
+            for nxt in edges[name]:
+                if state.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt):], nxt]
+                    raise LoopError(
+                        "services would trigger each other in a loop: "
+                        + " -> ".join(cycle)
+                        + " (each one's output folder is the next one's input); "
+                        "give one of them another output path"
+                    )
+                if state.get(nxt) is None:
+                    visit(nxt)
+            path.pop()
+            state[name] = 2
+
+        for name in sorted(edges):
+            if name not in state:
+                visit(name)

@@ -1,0 +1,110 @@
+"""The one settings table: every knob, its environment variable, default and meaning.
+
+Each field of `Settings` is read from `ONDROP_<NAME>` unless a value is passed
+in (the CLI passes its flags), and falls back to the default written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from ondrop.errors import DefinitionError
+from ondrop.quantity import parse_bytes
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("ondrop"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path = _setting(
+        None, "data folder: store, local storage, work folders (default: user data dir)", Path
+    )
+    host: str = _setting("127.0.0.1", "address the API listens on")
+    port: int = _setting(8030, "port the API listens on; 0 picks a free one", int)
+    url: str = _setting("", "platform URL the client talks to (default: from the data folder)")
+    admin_user: str = _setting("admin", "admin user name for /system/* (HTTP basic)")
+    admin_password: str = _setting(
+        "", "admin password (default: generated on first start, kept in the data folder)"
+    )
+    concurrency: int = _setting(0, "jobs run at once on this machine (0: one per CPU core)", int)
+    max_upload: int = _setting(
+        1024**3, "largest accepted upload or invocation body (bytes, or 512Mi, 2G)", parse_bytes
+    )
+    grace: float = _setting(30.0, "seconds running jobs get to finish on shutdown", float)
+    run_images_on_host: bool = _setting(
+        False,
+        "run services that name an image with the process runtime when no container engine "
+        "is available (off: such jobs fail and say why)",
+        _bool,
+    )
+    log_level: str = _setting("info", "log level: debug, info, warning, error")
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            object.__setattr__(self, "data", default_data_dir())
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from `overrides` (None values ignored), then ONDROP_* variables, then defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            given = (overrides or {}).get(f.name)
+            if given is not None:
+                values[f.name] = given
+                continue
+            env = env_name(f.name)
+            if env in environ:
+                try:
+                    values[f.name] = f.metadata["parse"](environ[env])
+                except ValueError as exc:
+                    raise DefinitionError(f"setting {env}: {exc}") from None
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or os.cpu_count() or 1
+
+
+def env_name(name: str) -> str:
+    return f"ONDROP_{name.upper()}"
+
+
+def help_for(name: str) -> str:
+    """The table's help line for a setting, with its variable: used for CLI flags and docs."""
+    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    return f"{f.metadata['help']} (env {env_name(name)})"
+
+
+def table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: rendered in docs/settings."""
+    return [
+        (env_name(f.name), repr(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
+    ]

@@ -1,0 +1,122 @@
+"""Storage providers by name: the platform's own, and those services declare.
+
+`minio.default` is "the platform's default store", as in OSCAR's FDL; on the
+embedded default it is the same folder as `local.default`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ondrop.errors import DefinitionError, NotFoundError
+from ondrop.storage.base import ObjectInfo, StorageProvider, check_key, check_prefix
+from ondrop.storage.local import LocalStorage
+from ondrop.storage.memory import MemoryStorage
+
+# Provider types this platform can serve, by FDL type name.
+AVAILABLE = ("local",)
+
+
+def canonical(name: str) -> str:
+    kind, _, ident = name.partition(".")
+    return f"{kind}.{ident or 'default'}"
+
+
+class Providers:
+    """name -> StorageProvider; aliases resolve to the same object."""
+
+    def __init__(self, providers: Mapping[str, StorageProvider]) -> None:
+        self._by_name = {canonical(k): v for k, v in providers.items()}
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> StorageProvider:
+        try:
+            return self._by_name[canonical(name)]
+        except KeyError:
+            raise NotFoundError(
+                f"storage provider {name!r} is not defined; define it under storage_providers "
+                f"or use one of: {', '.join(sorted(self._by_name))}"
+            ) from None
+
+    def resolve(self, name: str) -> str:
+        """The name events from this provider carry (aliases give their target's name)."""
+        return self.get(name).name
+
+    def all(self) -> list[StorageProvider]:
+        unique = {id(p): p for p in self._by_name.values()}
+        return list(unique.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def check(self, name: str, declared: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        """DefinitionError unless `name` is known here or declared in a form this platform runs."""
+        name = canonical(name)
+        kind, _, ident = name.partition(".")
+        config = declared.get(kind, {}).get(ident)
+        with self._lock:
+            if config is None:
+                if name in self._by_name:
+                    return
+                raise DefinitionError(
+                    f"storage provider {name!r} is not defined: add it under storage_providers "
+                    f"or use one of: {', '.join(sorted(self._by_name))}"
+                )
+            if name in self._by_name and self._configs.get(name) != dict(config):
+                if name not in self._configs:
+                    raise DefinitionError(
+                        f"storage provider {name!r} is the platform's own; it cannot be redefined"
+                    )
+                raise DefinitionError(
+                    f"storage provider {name!r} is already defined with other settings by "
+                    "another service"
+                )
+            if kind not in AVAILABLE:
+                raise DefinitionError(
+                    f"storage provider {name!r}: type {kind!r} is not available on this platform "
+                    f"yet (available: {', '.join(AVAILABLE)})"
+                )
+
+    def add(self, name: str, config: Mapping[str, Any]) -> StorageProvider:
+        """Create (or return the existing) provider declared as `name` with `config`."""
+        name = canonical(name)
+        with self._lock:
+            if name in self._by_name:
+                return self._by_name[name]
+            provider = build(name, config)
+            self._by_name[name] = provider
+            self._configs[name] = dict(config)
+            return provider
+
+    def close(self) -> None:
+        for provider in self.all():
+            provider.close()
+
+
+def build(name: str, config: Mapping[str, Any]) -> StorageProvider:
+    kind = name.partition(".")[0]
+    if kind == "local":
+        path = Path(str(config.get("path", "")))
+        if not path.is_absolute():
+            raise DefinitionError(f"storage provider {name!r}: path must be an absolute folder")
+        return LocalStorage(name, path)
+    if kind == "memory":
+        return MemoryStorage(name)
+    raise DefinitionError(f"storage provider {name!r}: type {kind!r} is not available")
+
+
+__all__ = [
+    "LocalStorage",
+    "MemoryStorage",
+    "ObjectInfo",
+    "Providers",
+    "StorageProvider",
+    "build",
+    "canonical",
+    "check_key",
+    "check_prefix",
+]

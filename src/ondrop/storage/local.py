@@ -1,0 +1,115 @@
+"""`local.<id>`: a folder on this machine; also the embedded default store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ondrop.errors import NotFoundError, StorageError
+from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, StorageProvider, check_key
+
+
+class LocalStorage(StorageProvider):
+    kind = "local"
+
+    def __init__(self, name: str, root: Path, fsync: bool = True) -> None:
+        super().__init__(name)
+        self.root = root.resolve()
+        self.fsync = fsync
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{name}: cannot create its folder {self.root}: {exc}") from exc
+
+    def path(self, key: str) -> Path:
+        """The file that holds `key`; refuses keys that would leave the root (via symlinks too)."""
+        target = self.root / check_key(key)
+        resolved = target.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise StorageError(f"{self.name}: {key!r} points outside the storage folder")
+        return target
+
+    def key_of(self, path: Path) -> str | None:
+        """The key of a file under the root, or None for files that are not objects."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return None
+        if any(part.startswith(TEMP_PREFIX) for part in relative.parts):
+            return None
+        return relative.as_posix()
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        top = self.path(prefix) if prefix else self.root
+        if not top.is_dir():
+            return
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
+            for name in sorted(files):
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(folder, name)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                key = self.key_of(path)
+                if key is not None:
+                    yield self._info(key, st)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return self._info(key, st) if not os.path.isdir(self.path(key)) else None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError(f"{self.name}: no object {key!r}") from None
+
+    def put(self, key: str, source: BinaryIO) -> ObjectInfo:
+        target = self.path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                with temp.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                    if self.fsync:
+                        out.flush()
+                        os.fsync(out.fileno())
+                os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+            return self._info(key, target.stat())
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
+
+    def get(self, key: str, dest: Path) -> ObjectInfo:
+        source = self.path(key)
+        try:
+            st = source.stat()
+            shutil.copyfile(source, dest)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"{self.name}: no object {key!r}") from None
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot read {key!r}: {exc.strerror}") from exc
+        return self._info(key, st)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot delete {key!r}: {exc.strerror}") from exc

@@ -1,0 +1,191 @@
+"""Store: the durable state (services, events, jobs, attempts) behind one small interface.
+
+Everything that must survive a crash goes through here, and nothing else keeps
+state that matters: the queue of jobs is a query, not a Python list.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ondrop.events.base import Event
+
+# Job statuses. A job is queued until a worker claims it, then running until it ends.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+# An attempt may also end "interrupted": the platform stopped or died while it ran.
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class StoredService:
+    name: str
+    definition: Mapping[str, Any]  # the service's JSON form, secrets included
+    token: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    service: str
+    event_id: int
+    status: str
+    attempts: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    priority: int = 0
+    pool: str = "faas"
+    input_key: str = ""  # the object that started it; for invocations the payload's name
+    parent_job: str | None = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create with an event: its id, service, pool and priority (higher first)."""
+
+    id: str
+    service: str
+    pool: str = "faas"
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: str
+    number: int
+    started_at: float
+    finished_at: float | None
+    status: str
+    exit_code: int | None
+    reason: str
+    log: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now owns, with its attempt number and the event that started it."""
+
+    job: Job
+    attempt: int
+    event: Event
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: `status` is SUCCEEDED, FAILED or INTERRUPTED."""
+
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    log: str = ""
+
+
+class Store(ABC):
+    # -- services ---------------------------------------------------------
+    @abstractmethod
+    def save_services(self, services: Sequence[StoredService]) -> None:
+        """Create or replace these services, all or none."""
+
+    @abstractmethod
+    def services(self) -> list[StoredService]: ...
+
+    @abstractmethod
+    def service(self, name: str) -> StoredService | None: ...
+
+    @abstractmethod
+    def delete_service(self, name: str) -> bool:
+        """Remove the service and its jobs; False when there was none."""
+
+    # -- events and jobs ----------------------------------------------------
+    @abstractmethod
+    def add_event(self, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+        """Record `event` with these queued jobs, atomically.
+
+        Returns the jobs created; none when the same (source, key, version) was
+        recorded before. With no jobs the event is only remembered as seen.
+        """
+
+    @abstractmethod
+    def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:
+        """The job of `job.service` for this object version: the one recorded before, or
+        `job` (recording the event too when new). True when it was created now."""
+
+    @abstractmethod
+    def seen(self, source: str, key: str, version: str) -> bool:
+        """True when this object version was recorded before."""
+
+    @abstractmethod
+    def event(self, event_id: int) -> Event | None: ...
+
+    @abstractmethod
+    def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
+        """Take up to `limit` due queued jobs, at most caps[service] of a service, and start
+        an attempt for each. Higher priority first, then services in turn, oldest first."""
+
+    @abstractmethod
+    def finish(
+        self, job_id: str, attempt: int, outcome: Outcome, retry_at: float | None
+    ) -> Job | None:
+        """End an attempt. With `retry_at` the job is queued again to run then.
+        Returns the job as it now is; None when it was deleted meanwhile."""
+
+    @abstractmethod
+    def requeue_running(self, reason: str) -> list[str]:
+        """Mark every running attempt interrupted and queue its job again (start-up)."""
+
+    @abstractmethod
+    def next_due(self) -> float | None:
+        """When the earliest queued job may run, or None when none is queued."""
+
+    @abstractmethod
+    def job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def jobs(
+        self, service: str, offset: int = 0, limit: int | None = None, status: str | None = None
+    ) -> list[Job]:
+        """The service's jobs, newest first."""
+
+    @abstractmethod
+    def count_jobs(self, service: str | None = None) -> dict[str, int]:
+        """Number of jobs by status, for one service or all."""
+
+    @abstractmethod
+    def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    @abstractmethod
+    def delete_jobs(self, service: str, statuses: Iterable[str]) -> int: ...
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> bool: ...
+
+    # -- lineage ------------------------------------------------------------
+    @abstractmethod
+    def record_output(self, source: str, key: str, job_id: str) -> None:
+        """Remember that `job_id` writes the object `key` (before it is written)."""
+
+    @abstractmethod
+    def producer(self, source: str, key: str) -> Job | None:
+        """The job that last wrote this object, if a job did."""
+
+    # -- small settings that must persist -----------------------------------
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the underlying connection."""

@@ -1,0 +1,445 @@
+"""The embedded store: one SQLite file in WAL mode, one connection behind a lock.
+
+Every write is one transaction, committed with synchronous=FULL, so what a
+method returned survives a crash of the process or of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ondrop.errors import StoreError
+from ondrop.events.base import Event
+from ondrop.store.base import (
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    Attempt,
+    Claim,
+    Job,
+    NewJob,
+    Outcome,
+    Store,
+    StoredService,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    token TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time REAL NOT NULL,
+    size INTEGER,
+    body TEXT NOT NULL,
+    payload BLOB,
+    parent_job TEXT,
+    UNIQUE (source, key, version)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    service TEXT NOT NULL,
+    event_id INTEGER NOT NULL REFERENCES events (id),
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    pool TEXT NOT NULL DEFAULT 'faas',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    run_after REAL NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    UNIQUE (service, event_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, service, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    log TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_at, j.started_at,
+    j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job"""
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row[0],
+        service=row[1],
+        event_id=row[2],
+        status=row[3],
+        attempts=row[4],
+        created_at=row[5],
+        started_at=row[6],
+        finished_at=row[7],
+        exit_code=row[8],
+        reason=row[9],
+        priority=row[10],
+        pool=row[11],
+        input_key=row[12],
+        parent_job=row[13],
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        source=row["source"],
+        key=row["key"],
+        version=row["version"],
+        kind=row["kind"],
+        time=row["time"],
+        size=row["size"],
+        body=row["body"],
+        payload=row["payload"],
+        parent_job=row["parent_job"],
+        id=row["id"],
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # -- services -------------------------------------------------------------
+    def save_services(self, services: Sequence[StoredService]) -> None:
+        with self._tx() as db:
+            for s in services:
+                db.execute(
+                    """INSERT INTO services (name, definition, token, created_at, updated_at)
+                       VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT (name) DO UPDATE SET definition = excluded.definition,
+                         token = excluded.token, updated_at = excluded.updated_at""",
+                    (s.name, json.dumps(s.definition), s.token, s.created_at, s.updated_at),
+                )
+
+    def _service(self, row: sqlite3.Row) -> StoredService:
+        return StoredService(
+            row["name"], json.loads(row["definition"]), row["token"], row["created_at"],
+            row["updated_at"],
+        )
+
+    def services(self) -> list[StoredService]:
+        return [self._service(r) for r in self._read("SELECT * FROM services ORDER BY name")]
+
+    def service(self, name: str) -> StoredService | None:
+        rows = self._read("SELECT * FROM services WHERE name = ?", (name,))
+        return self._service(rows[0]) if rows else None
+
+    def delete_service(self, name: str) -> bool:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE service = ?)",
+                (name,),
+            )
+            db.execute("DELETE FROM jobs WHERE service = ?", (name,))
+            return db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
+
+    # -- events and jobs --------------------------------------------------------
+    def add_event(self, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+        with self._tx() as db:
+            cursor = db.execute(
+                """INSERT INTO events (source, key, version, kind, time, size, body, payload,
+                                       parent_job)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (source, key, version) DO NOTHING""",
+                (event.source, event.key, event.version, event.kind, event.time, event.size,
+                 event.body, event.payload, event.parent_job),
+            )
+            if cursor.rowcount == 0:
+                return []
+            event_id = cursor.lastrowid
+            assert event_id is not None
+            created = []
+            for new in jobs:
+                db.execute(
+                    """INSERT INTO jobs (id, service, event_id, status, priority, pool,
+                                         created_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                    (new.id, new.service, event_id, QUEUED, new.priority, new.pool, event.time),
+                )
+                created.append(
+                    Job(new.id, new.service, event_id, QUEUED, 0, event.time,
+                        priority=new.priority, pool=new.pool, input_key=event.key,
+                        parent_job=event.parent_job)
+                )
+            return created
+
+    def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO events (source, key, version, kind, time, size, body, payload,
+                                       parent_job)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (source, key, version) DO NOTHING""",
+                (event.source, event.key, event.version, event.kind, event.time, event.size,
+                 event.body, event.payload, event.parent_job),
+            )
+            (event_id,) = db.execute(
+                "SELECT id FROM events WHERE source = ? AND key = ? AND version = ?",
+                (event.source, event.key, event.version),
+            ).fetchone()
+            created = db.execute(
+                """INSERT INTO jobs (id, service, event_id, status, priority, pool, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, event_id) DO NOTHING""",
+                (job.id, job.service, event_id, QUEUED, job.priority, job.pool, time.time()),
+            ).rowcount > 0
+            row = db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                "WHERE j.service = ? AND j.event_id = ?",
+                (job.service, event_id),
+            ).fetchone()
+            return _job(row), created
+
+    def seen(self, source: str, key: str, version: str) -> bool:
+        return bool(
+            self._read(
+                "SELECT 1 FROM events WHERE source = ? AND key = ? AND version = ?",
+                (source, key, version),
+            )
+        )
+
+    def event(self, event_id: int) -> Event | None:
+        rows = self._read("SELECT * FROM events WHERE id = ?", (event_id,))
+        return _event(rows[0]) if rows else None
+
+    def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
+        if limit <= 0:
+            return []
+        with self._tx() as db:
+            heads = db.execute(
+                """SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs
+                   WHERE status = ? AND run_after <= ? GROUP BY service ORDER BY p DESC, s""",
+                (QUEUED, now),
+            ).fetchall()
+            lanes: list[list[int]] = []
+            for head in heads:
+                take = min(limit, caps.get(head["service"], limit))
+                if take <= 0:
+                    continue
+                lanes.append([
+                    r[0]
+                    for r in db.execute(
+                        """SELECT seq FROM jobs WHERE status = ? AND service = ?
+                           AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?""",
+                        (QUEUED, head["service"], now, take),
+                    )
+                ])
+            chosen: list[int] = []
+            while len(chosen) < limit and any(lanes):
+                for lane in lanes:
+                    if lane and len(chosen) < limit:
+                        chosen.append(lane.pop(0))
+            claims = []
+            for seq in chosen:
+                db.execute(
+                    """UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
+                       finished_at = NULL WHERE seq = ?""",
+                    (RUNNING, now, seq),
+                )
+                row = db.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                    "WHERE j.seq = ?",
+                    (seq,),
+                ).fetchone()
+                job = _job(row)
+                db.execute(
+                    """INSERT OR REPLACE INTO attempts (job_id, number, started_at, status)
+                       VALUES (?, ?, ?, ?)""",
+                    (job.id, job.attempts, now, RUNNING),
+                )
+                event = _event(
+                    db.execute("SELECT * FROM events WHERE id = ?", (job.event_id,)).fetchone()
+                )
+                claims.append(Claim(job, job.attempts, event))
+            return claims
+
+    def finish(
+        self, job_id: str, attempt: int, outcome: Outcome, retry_at: float | None
+    ) -> Job | None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,
+                   log = ? WHERE job_id = ? AND number = ?""",
+                (now, outcome.status, outcome.exit_code, outcome.reason, outcome.log, job_id,
+                 attempt),
+            )
+            if retry_at is not None:
+                db.execute(
+                    """UPDATE jobs SET status = ?, run_after = ?, exit_code = ?, reason = ?
+                       WHERE id = ? AND status = ? AND attempts = ?""",
+                    (QUEUED, retry_at, outcome.exit_code, outcome.reason, job_id, RUNNING,
+                     attempt),
+                )
+            else:
+                db.execute(
+                    """UPDATE jobs SET status = ?, finished_at = ?, exit_code = ?, reason = ?
+                       WHERE id = ? AND status = ? AND attempts = ?""",
+                    (outcome.status, now, outcome.exit_code, outcome.reason, job_id, RUNNING,
+                     attempt),
+                )
+        return self.job(job_id)
+
+    def requeue_running(self, reason: str) -> list[str]:
+        now = time.time()
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,))]
+            db.execute(
+                "UPDATE attempts SET status = ?, reason = ?, finished_at = ? WHERE status = ?",
+                (INTERRUPTED, reason, now, RUNNING),
+            )
+            db.execute(
+                "UPDATE jobs SET status = ?, run_after = 0, reason = ? WHERE status = ?",
+                (QUEUED, reason, RUNNING),
+            )
+            return ids
+
+    def next_due(self) -> float | None:
+        rows = self._read("SELECT MIN(run_after) FROM jobs WHERE status = ?", (QUEUED,))
+        value = rows[0][0]
+        return float(value) if value is not None else None
+
+    def job(self, job_id: str) -> Job | None:
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id WHERE j.id = ?",
+            (job_id,),
+        )
+        return _job(rows[0]) if rows else None
+
+    def jobs(
+        self, service: str, offset: int = 0, limit: int | None = None, status: str | None = None
+    ) -> list[Job]:
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+        sql += "WHERE j.service = ?"
+        args: list[Any] = [service]
+        if status:
+            sql += " AND j.status = ?"
+            args.append(status)
+        sql += " ORDER BY j.seq DESC LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
+        return [_job(r) for r in self._read(sql, args)]
+
+    def count_jobs(self, service: str | None = None) -> dict[str, int]:
+        if service is None:
+            rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        else:
+            rows = self._read(
+                "SELECT status, COUNT(*) FROM jobs WHERE service = ? GROUP BY status", (service,)
+            )
+        return {r[0]: r[1] for r in rows}
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        rows = self._read(
+            "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,)
+        )
+        return [
+            Attempt(r["job_id"], r["number"], r["started_at"], r["finished_at"], r["status"],
+                    r["exit_code"], r["reason"], r["log"])
+            for r in rows
+        ]
+
+    def delete_jobs(self, service: str, statuses: Iterable[str]) -> int:
+        wanted = list(statuses)
+        marks = ",".join("?" * len(wanted))
+        with self._tx() as db:
+            db.execute(
+                f"""DELETE FROM attempts WHERE job_id IN
+                    (SELECT id FROM jobs WHERE service = ? AND status IN ({marks}))""",
+                (service, *wanted),
+            )
+            return db.execute(
+                f"DELETE FROM jobs WHERE service = ? AND status IN ({marks})", (service, *wanted)
+            ).rowcount
+
+    def delete_job(self, job_id: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
+            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+    # -- lineage ------------------------------------------------------------------
+    def record_output(self, source: str, key: str, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO outputs (source, key, job_id) VALUES (?, ?, ?)",
+                (source, key, job_id),
+            )
+
+    def producer(self, source: str, key: str) -> Job | None:
+        rows = self._read("SELECT job_id FROM outputs WHERE source = ? AND key = ?", (source, key))
+        return self.job(rows[0][0]) if rows else None
+
+    # -- meta ---------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

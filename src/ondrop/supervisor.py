@@ -1,0 +1,213 @@
+"""The supervisor: one job's stage in -> run -> stage out, outside any container.
+
+It lives in the platform's long-lived workers (no interpreter start per job),
+joins storage and runtime, and is the only place that knows the script's
+environment contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ondrop.errors import NotFoundError, OndropError, StorageError
+from ondrop.events.base import INVOKE, OBJECT, Event
+from ondrop.fdl.models import Service
+from ondrop.runtime.base import RunResult, RunSpec, Runtime
+from ondrop.storage import Providers
+from ondrop.storage.base import ObjectInfo, check_key, join_key
+from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+LOG_LIMIT = 1 << 20  # bytes of a job's output kept in the store (the head and the tail)
+EVENT_ENV_LIMIT = 96 * 1024  # Linux refuses a single environment string over 128 KiB
+SYNC_PRIORITY = 10  # jobs a client waits for (/run) go first; their outputs are kept for it
+
+# What the supervisor tells the platform about each output it stored: (provider, object, job).
+OutputHook = Callable[[str, ObjectInfo, str], None]
+# The runtime for a service, or the reason it has none.
+RuntimeChooser = Callable[[Service], "Runtime | str"]
+
+
+@dataclass(frozen=True)
+class Folders:
+    work: Path  # one folder per running job, removed when it ends
+    results: Path  # outputs of /run jobs, until the waiting client has them
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: Store,
+        providers: Providers,
+        runtime_for: RuntimeChooser,
+        folders: Folders,
+        default_timeout: float,
+        on_output: OutputHook,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.runtime_for = runtime_for
+        self.folders = folders
+        self.default_timeout = default_timeout
+        self.on_output = on_output
+        for folder in (folders.work, folders.results):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def clean_orphans(self) -> int:
+        """Remove work folders left by a platform that died (start-up; nothing runs yet)."""
+        removed = 0
+        for entry in self.folders.work.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        for entry in self.folders.results.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+        return removed
+
+    def run(self, claim: Claim, service: Service) -> Outcome:
+        job, event = claim.job, claim.event
+        runtime = self.runtime_for(service)
+        if isinstance(runtime, str):
+            return Outcome(FAILED, None, runtime)
+        work = self.folders.work / job.id
+        shutil.rmtree(work, ignore_errors=True)
+        inputs, outputs, tmp = work / "input", work / "output", work / "tmp"
+        for folder in (inputs, outputs, tmp):
+            folder.mkdir(parents=True)
+        logfile = work / "log"
+        try:
+            try:
+                input_path = self._stage_in(event, inputs)
+            except NotFoundError as exc:
+                return Outcome(FAILED, None, f"input is gone: {exc}")
+            except StorageError as exc:
+                return Outcome(FAILED, None, f"staging in failed: {exc}")
+            script = work / "script"
+            script.write_text(service.script)
+            env = self._environment(claim, service, input_path, inputs, outputs, tmp)
+            spec = RunSpec(
+                job_id=job.id,
+                script=script,
+                workdir=work,
+                env=env,
+                timeout=float(service.timeout or self.default_timeout),
+                log=logfile,
+                image=service.image,
+                memory=service.memory_bytes,
+                cpu=None,
+            )
+            result = runtime.run(spec)
+            text = _redact(_read_log(logfile), service.environment.secrets.values())
+            if result.interrupted:
+                return Outcome(INTERRUPTED, None, result.reason, text)
+            if not result.ok:
+                return Outcome(FAILED, result.exit_code, result.reason, text)
+            try:
+                stored = self._stage_out(job.id, service, outputs)
+            except (StorageError, OndropError) as exc:
+                return Outcome(FAILED, 0, f"storing outputs failed: {exc}", text)
+            if event.kind == INVOKE and job.priority >= SYNC_PRIORITY:
+                self._keep_results(job.id, outputs, text)
+            summary = f"{len(stored)} output(s)" if service.output else ""
+            log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
+            return Outcome(SUCCEEDED, 0, "", text)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _stage_in(self, event: Event, inputs: Path) -> Path:
+        if event.kind == OBJECT:
+            provider = self.providers.get(event.source)
+            dest = inputs / Path(event.key).name
+            provider.get(event.key, dest)
+            return dest
+        dest = inputs / Path(check_key(event.key or "event-file")).name
+        dest.write_bytes(event.payload or b"")
+        return dest
+
+    def _environment(
+        self, claim: Claim, service: Service, input_path: Path, inputs: Path, outputs: Path,
+        tmp: Path,
+    ) -> dict[str, str]:
+        event = claim.event
+        # Only what the script needs: the platform's own secrets stay out of its reach.
+        env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL",
+                                                             "TZ", "USER", "LOGNAME"}}
+        # `python3` in a script is the interpreter running ondrop, with its packages.
+        python_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", "/usr/bin:/bin")])
+        env.update(service.environment.variables)
+        env.update(service.environment.secrets)
+        env.update(
+            INPUT_FILE_PATH=str(input_path),
+            TMP_INPUT_DIR=str(inputs),
+            TMP_OUTPUT_DIR=str(outputs),
+            TMPDIR=str(tmp),
+            JOB_UUID=claim.job.id,
+            JOB_ATTEMPT=str(claim.attempt),
+            OSCAR_SERVICE_NAME=service.name,
+            EVENT_TIME=event.iso_time,
+        )
+        if event.body and len(event.body) <= EVENT_ENV_LIMIT:
+            env["EVENT"] = event.body
+        if event.kind == OBJECT:
+            bucket, _, rest = event.key.partition("/")
+            env["STORAGE_OBJECT_KEY"] = rest or bucket  # within the bucket, as OSCAR gives it
+            env["STORAGE_OBJECT_PATH"] = event.key
+            env["STORAGE_PROVIDER"] = event.source
+        return env
+
+    def _stage_out(self, job_id: str, service: Service, outputs: Path) -> list[ObjectInfo]:
+        stored: list[ObjectInfo] = []
+        files = sorted(p for p in outputs.rglob("*") if p.is_file() and not p.is_symlink())
+        for target in service.output:
+            provider = self.providers.get(target.storage_provider)
+            for path in files:
+                relative = path.relative_to(outputs).as_posix()
+                if not target.accepts(path.name):
+                    continue
+                key = join_key(target.path, check_key(relative, "output file name"))
+                self.store.record_output(provider.name, key, job_id)
+                info = provider.put_file(key, path)
+                stored.append(info)
+                self.on_output(provider.name, info, job_id)
+        return stored
+
+    def _keep_results(self, job_id: str, outputs: Path, text: str) -> None:
+        keep = self.folders.results / job_id
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir()
+        shutil.move(str(outputs), keep / "output")
+        (keep / "log").write_text(text)
+
+
+def _read_log(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return ""
+    with path.open("rb") as f:
+        if size <= LOG_LIMIT:
+            data = f.read()
+        else:
+            head = f.read(LOG_LIMIT // 16)
+            f.seek(size - (LOG_LIMIT - len(head)))
+            tail = f.read()
+            skipped = size - len(head) - len(tail)
+            data = head + f"\n[... {skipped} bytes of output left out ...]\n".encode() + tail
+    return data.decode("utf-8", errors="replace")
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for value in sorted(set(secrets), key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+__all__ = ["SYNC_PRIORITY", "Folders", "RunResult", "Supervisor"]
