@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from ondrop.client import Client  # noqa: E402
+from ondrop.client import Client
 
 __all__ = ["Client", "__version__"]

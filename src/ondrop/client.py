@@ -1,8 +1,8 @@
 """`ondrop.Client`: the Python client of the REST API; the CLI is built on it.
 
-    with Client() as c:                       # URL and credentials from the environment
-        c.upload("minio.default", "photos/in/cat.png", Path("cat.png"))
-        c.wait_idle("thumbnails")
+with Client() as c:                       # URL and credentials from the environment
+    c.upload("minio.default", "photos/in/cat.png", Path("cat.png"))
+    c.wait_idle("thumbnails")
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ class Client:
         self.url = url.rstrip("/")
         auth = None if token else httpx.BasicAuth(user or "", password or "")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, auth=auth, headers=headers,
-                                  timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, auth=auth, headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -141,8 +140,7 @@ class Client:
                 "PUT",
                 f"/system/files/{quote(provider)}/{quote(key)}",
                 content=_chunks(f, progress),
-                headers={"Content-Length": str(size),
-                         "Content-Type": "application/octet-stream"},
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
             )
         return dict(response.json())
 
@@ -169,8 +167,9 @@ class Client:
         return size
 
     def list_files(self, provider: str, prefix: str = "") -> list[dict[str, Any]]:
-        response = self._request("GET", f"/system/files/{quote(provider)}",
-                                 params={"prefix": prefix})
+        response = self._request(
+            "GET", f"/system/files/{quote(provider)}", params={"prefix": prefix}
+        )
         return list(response.json()["objects"])
 
     # -- jobs -----------------------------------------------------------------------
@@ -179,8 +178,9 @@ class Client:
         params: dict[str, Any] = {"limit": 0}
         if status:
             params["status"] = status
-        return dict(self._request("GET", f"/system/logs/{quote(service)}",
-                                  params=params).json()["jobs"])
+        return dict(
+            self._request("GET", f"/system/logs/{quote(service)}", params=params).json()["jobs"]
+        )
 
     def job(self, service: str, job: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/system/jobs/{quote(service)}/{quote(job)}").json())
@@ -189,32 +189,41 @@ class Client:
         return self._request("GET", f"/system/logs/{quote(service)}/{quote(job)}").text
 
     def delete_jobs(self, service: str, all: bool = False) -> None:
-        self._request("DELETE", f"/system/logs/{quote(service)}",
-                      params={"all": str(all).lower()})
+        self._request("DELETE", f"/system/logs/{quote(service)}", params={"all": str(all).lower()})
 
     # -- invocation -------------------------------------------------------------------
     def submit(self, service: str, data: bytes, filename: str = "event-file") -> str:
         """Start a job with `data` as its input file (POST /job); returns the job id."""
-        response = self._request("POST", f"/job/{quote(service)}", content=data,
-                                 headers=_payload_headers(filename))
+        response = self._request(
+            "POST", f"/job/{quote(service)}", content=data, headers=_payload_headers(filename)
+        )
         return str(response.json()["job_id"])
 
-    def run(self, service: str, data: bytes, filename: str = "event-file",
-            timeout: float | None = None) -> RunOutput:
+    def run(
+        self, service: str, data: bytes, filename: str = "event-file", timeout: float | None = None
+    ) -> RunOutput:
         """Run a job with `data` as its input file and wait for its output (POST /run)."""
         headers = {**_payload_headers(filename), "Accept": "application/octet-stream"}
-        response = self._request("POST", f"/run/{quote(service)}", content=data,
-                                 headers=headers, timeout=timeout)
+        response = self._request(
+            "POST", f"/run/{quote(service)}", content=data, headers=headers, timeout=timeout
+        )
         disposition = response.headers.get("content-disposition", "")
-        name = disposition.split("filename=", 1)[-1].strip('"') if "filename=" in disposition else ""
-        return RunOutput(response.headers.get("x-job-id", ""),
-                         response.headers.get("x-ondrop-output", "file"),
-                         response.content, name)
+        name = (
+            disposition.split("filename=", 1)[-1].strip('"') if "filename=" in disposition else ""
+        )
+        return RunOutput(
+            response.headers.get("x-job-id", ""),
+            response.headers.get("x-ondrop-output", "file"),
+            response.content,
+            name,
+        )
 
 
 def _payload_headers(filename: str) -> dict[str, str]:
-    return {"Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{filename}"'}
+    return {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
 
 
 def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:

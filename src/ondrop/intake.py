@@ -77,8 +77,9 @@ class Intake:
         )
         if others:
             self._record(event, others)
-        new = NewJob(job_id(service), service,
-                     self.router.pool_for(self.services.get(service), event))
+        new = NewJob(
+            job_id(service), service, self.router.pool_for(self.services.get(service), event)
+        )
         job, created = self.store.ensure_job(event, new)
         if created:
             self.on_jobs([job])
@@ -86,8 +87,7 @@ class Intake:
 
     def invoke(self, service: str, payload: bytes, name: str, body: str, priority: int) -> Job:
         """An HTTP invocation of `service` with `payload` as its input file called `name`."""
-        event = invoke_event(service, payload, body)
-        event = Event(**{**event.__dict__, "key": name})
+        event = invoke_event(payload, name, body)
         (job,) = self._record(event, [service], priority)
         return job
 
@@ -98,8 +98,9 @@ class Intake:
 
     def _record(self, event: Event, targets: list[str], priority: int = 0) -> list[Job]:
         jobs = [
-            NewJob(job_id(name), name, self.router.pool_for(self.services.get(name), event),
-                   priority)
+            NewJob(
+                job_id(name), name, self.router.pool_for(self.services.get(name), event), priority
+            )
             for name in targets
         ]
         created = self.store.add_event(event, jobs)

@@ -1,11 +1,12 @@
 """The platform: the parts wired together, as `ondrop up` runs them.
 
-    watcher / upload / invocation / chained output
-        -> intake (store: event + jobs) -> pool -> supervisor (stage in, runtime, stage out)
+watcher / upload / invocation / chained output
+    -> intake (store: event + jobs) -> pool -> supervisor (stage in, runtime, stage out)
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Sequence
@@ -61,8 +62,9 @@ class Platform:
     def start(self) -> None:
         requeued = self.store.requeue_running("the platform stopped while it ran")
         if requeued:
-            log.info("queued again %d job(s) that were running when the platform stopped",
-                     len(requeued))
+            log.info(
+                "queued again %d job(s) that were running when the platform stopped", len(requeued)
+            )
         self.supervisor.clean_orphans()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
@@ -146,12 +148,12 @@ class Platform:
             provider = self.providers.get(name)
             if not isinstance(provider, LocalStorage):
                 continue
-            watcher = FolderWatcher(
-                provider,
-                lambda name=name: [f for p, f in self.services.input_folders() if p == name],
-            )
+            watcher = FolderWatcher(provider, functools.partial(self._folders_of, name))
             self.watchers[name] = watcher
             watcher.start(self._object_seen)
+
+    def _folders_of(self, provider: str) -> list[str]:
+        return [folder for p, folder in self.services.input_folders() if p == provider]
 
     def _object_seen(self, provider: str, info: ObjectInfo) -> None:
         self.intake.object_stored(provider, info)

@@ -84,13 +84,18 @@ class Services:
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)
             now = time.time()
-            self.store.save_services([
-                StoredService(
-                    s.name, s.model_dump(exclude={"token"}), s.token,
-                    self._created(s.name, now), now,
-                )
-                for s in prepared
-            ])
+            self.store.save_services(
+                [
+                    StoredService(
+                        s.name,
+                        s.model_dump(exclude={"token"}),
+                        s.token,
+                        self._created(s.name, now),
+                        now,
+                    )
+                    for s in prepared
+                ]
+            )
             for service in prepared:
                 (result.updated if service.name in self._services else result.created).append(
                     service.name
@@ -110,9 +115,7 @@ class Services:
         """Services whose input takes the object `key` stored in provider `source`."""
         name = key.rsplit("/", 1)[-1]
         return [
-            s.name
-            for s in self.all()
-            if any(self._takes(io, source, key, name) for io in s.input)
+            s.name for s in self.all() if any(self._takes(io, source, key, name) for io in s.input)
         ]
 
     def input_folders(self) -> list[tuple[str, str]]:
@@ -188,7 +191,7 @@ class Services:
             path.append(name)
             for nxt in edges[name]:
                 if state.get(nxt) == 1:
-                    cycle = [*path[path.index(nxt):], nxt]
+                    cycle = [*path[path.index(nxt) :], nxt]
                     raise LoopError(
                         "services would trigger each other in a loop: "
                         + " -> ".join(cycle)

@@ -69,7 +69,7 @@ class Settings:
     def load(
         cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
-        """Settings from `overrides` (None values ignored), then ONDROP_* variables, then defaults."""
+        """From `overrides` (None values ignored), then ONDROP_* variables, then defaults."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -106,5 +106,6 @@ def help_for(name: str) -> str:
 def table() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting: rendered in docs/settings."""
     return [
-        (env_name(f.name), repr(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
+        (env_name(f.name), repr(f.default), f.metadata["help"])
+        for f in dataclasses.fields(Settings)
     ]

@@ -131,13 +131,21 @@ class Supervisor:
         return dest
 
     def _environment(
-        self, claim: Claim, service: Service, input_path: Path, inputs: Path, outputs: Path,
+        self,
+        claim: Claim,
+        service: Service,
+        input_path: Path,
+        inputs: Path,
+        outputs: Path,
         tmp: Path,
     ) -> dict[str, str]:
         event = claim.event
         # Only what the script needs: the platform's own secrets stay out of its reach.
-        env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL",
-                                                             "TZ", "USER", "LOGNAME"}}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"}
+        }
         # `python3` in a script is the interpreter running ondrop, with its packages.
         python_bin = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", "/usr/bin:/bin")])

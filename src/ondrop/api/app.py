@@ -49,7 +49,9 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
 
     @app.exception_handler(OndropError)
     async def ondrop_error(request: Request, exc: OndropError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="ondrop"'} if isinstance(exc, AuthError) else None
+        headers = (
+            {"WWW-Authenticate": 'Basic realm="ondrop"'} if isinstance(exc, AuthError) else None
+        )
         return JSONResponse({"detail": str(exc)}, exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

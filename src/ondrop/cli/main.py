@@ -72,15 +72,15 @@ def up(
     host: str = typer.Option(None, help=help_for("host"), show_default=False),
     port: int = typer.Option(None, help=help_for("port"), show_default=False),
     admin_user: str = typer.Option(None, help=help_for("admin_user"), show_default=False),
-    admin_password: str = typer.Option(
-        None, help=help_for("admin_password"), show_default=False
-    ),
+    admin_password: str = typer.Option(None, help=help_for("admin_password"), show_default=False),
     concurrency: int = typer.Option(None, help=help_for("concurrency"), show_default=False),
     max_upload: str = typer.Option(None, help=help_for("max_upload"), show_default=False),
     grace: float = typer.Option(None, help=help_for("grace"), show_default=False),
     run_images_on_host: bool = typer.Option(
-        None, "--run-images-on-host/--no-run-images-on-host",
-        help=help_for("run_images_on_host"), show_default=False,
+        None,
+        "--run-images-on-host/--no-run-images-on-host",
+        help=help_for("run_images_on_host"),
+        show_default=False,
     ),
     log_level: str = typer.Option(None, help=help_for("log_level"), show_default=False),
 ) -> None:
@@ -89,9 +89,15 @@ def up(
     from ondrop.quantity import parse_bytes
 
     overrides = dict(
-        data=data or CONN.overrides.get("data"), host=host, port=port, admin_user=admin_user,
-        admin_password=admin_password, concurrency=concurrency, grace=grace,
-        run_images_on_host=run_images_on_host, log_level=log_level,
+        data=data or CONN.overrides.get("data"),
+        host=host,
+        port=port,
+        admin_user=admin_user,
+        admin_password=admin_password,
+        concurrency=concurrency,
+        grace=grace,
+        run_images_on_host=run_images_on_host,
+        log_level=log_level,
         max_upload=parse_bytes(max_upload) if max_upload else None,
     )
     serve(Settings.load(overrides))
@@ -123,8 +129,14 @@ def list_services() -> None:
     for s in client.services():
         counts = client.status(s["name"])["jobs"]
         jobs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"
-        table.add_row(s["name"], s["mode"], s.get("runtime") or ("container" if s["image"]
-                      else "process"), _places(s["input"]), _places(s["output"]), jobs)
+        table.add_row(
+            s["name"],
+            s["mode"],
+            s.get("runtime") or ("container" if s["image"] else "process"),
+            _places(s["input"]),
+            _places(s["output"]),
+            jobs,
+        )
     out.print(table)
 
 
@@ -148,7 +160,9 @@ def put(
         files = args
     else:
         if len(args) < 2:
-            raise DefinitionError("give a service and at least one file: ondrop put SERVICE FILE...")
+            raise DefinitionError(
+                "give a service and at least one file: ondrop put SERVICE FILE..."
+            )
         service, files = args[0], args[1:]
         provider, folder = _place(client.service(service), "input", service)
     paths = [Path(f) for f in files]
@@ -175,9 +189,12 @@ def list_files(
     provider, folder = _place(client.service(service), "input" if input else "output", service)
     table = Table("NAME", "SIZE", "MODIFIED")
     for obj in client.list_files(provider, folder):
-        name = obj["key"][len(folder) + 1:] if folder else obj["key"]
-        table.add_row(name, str(obj["size"]), time.strftime("%Y-%m-%d %H:%M:%S",
-                                                            time.localtime(obj["modified"])))
+        name = obj["key"][len(folder) + 1 :] if folder else obj["key"]
+        table.add_row(
+            name,
+            str(obj["size"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(obj["modified"])),
+        )
     out.print(f"{provider}/{folder}")
     out.print(table)
 
@@ -193,7 +210,7 @@ def get(
     client = CONN.client()
     provider, folder = _place(client.service(service), "input" if input else "output", service)
     objects = client.list_files(provider, folder)
-    relative = {(o["key"][len(folder) + 1:] if folder else o["key"]): o for o in objects}
+    relative = {(o["key"][len(folder) + 1 :] if folder else o["key"]): o for o in objects}
     wanted = names or sorted(relative)
     missing = [n for n in wanted if n not in relative]
     if missing:
@@ -202,10 +219,10 @@ def get(
         task = progress.add_task("downloading", total=sum(relative[n]["size"] for n in wanted))
         for name in wanted:
             dest = output / name
-            client.download(provider, relative[name]["key"], dest,
-                            lambda n: progress.advance(task, n))
-            progress.console.print(f"{provider}/{relative[name]['key']} -> {dest}",
-                                   highlight=False)
+            client.download(
+                provider, relative[name]["key"], dest, lambda n: progress.advance(task, n)
+            )
+            progress.console.print(f"{provider}/{relative[name]['key']} -> {dest}", highlight=False)
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -252,25 +269,31 @@ def run(
 @app.command()
 def jobs(
     service: str = typer.Argument(..., help="service"),
-    status: str = typer.Option(None, help="only jobs with this status (Pending, Running, "
-                               "Succeeded, Failed)"),
+    status: str = typer.Option(
+        None, help="only jobs with this status (Pending, Running, Succeeded, Failed)"
+    ),
 ) -> None:
     """List a service's jobs: status, attempts, times, exit code and reason."""
     table = Table("JOB", "STATUS", "INPUT", "CREATED", "DURATION", "ATTEMPTS", "EXIT", "REASON")
     for job_id, job in CONN.client().jobs(service, status).items():
         table.add_row(
-            job_id, _status(job["status"]), job.get("input") or "-",
+            job_id,
+            _status(job["status"]),
+            job.get("input") or "-",
             time.strftime("%H:%M:%S", time.localtime(job["created"])),
             f"{job['duration']:.3f} s" if job.get("duration") is not None else "-",
-            str(job["attempts"]), "-" if job["exit_code"] is None else str(job["exit_code"]),
+            str(job["attempts"]),
+            "-" if job["exit_code"] is None else str(job["exit_code"]),
             job.get("reason") or "",
         )
     out.print(table)
 
 
 @app.command()
-def logs(service: str = typer.Argument(..., help="service"),
-         job: str = typer.Argument(..., help="job id")) -> None:
+def logs(
+    service: str = typer.Argument(..., help="service"),
+    job: str = typer.Argument(..., help="job id"),
+) -> None:
     """Show a job's status and its script's output (stdout and stderr)."""
     client = CONN.client()
     detail = client.job(service, job)
@@ -293,8 +316,13 @@ def wait(
     """Wait until the service has no queued or running job; fail if any job failed."""
     client = CONN.client()
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
         task = progress.add_task(f"{service}: jobs done", total=None)
         while True:
             counts = client.status(service)["jobs"]
@@ -309,8 +337,10 @@ def wait(
     failed = counts.get("failed", 0)
     done = counts.get("succeeded", 0)
     if failed:
-        err.print(f"[red]{failed} job(s) failed[/], {done} succeeded; "
-                  f"see `ondrop jobs {service} --status Failed`")
+        err.print(
+            f"[red]{failed} job(s) failed[/], {done} succeeded; "
+            f"see `ondrop jobs {service} --status Failed`"
+        )
         raise typer.Exit(1)
     out.print(f"{done} job(s) succeeded")
 
@@ -334,8 +364,14 @@ def _status(status: str) -> str:
 
 
 def _transfer_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), console=err, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ HTTP_SOURCE = "http"
 @dataclass(frozen=True)
 class Event:
     source: str  # provider name ("local.default") or "http" for invocations
-    key: str  # object key; for invocations the service name
+    key: str  # object key; for invocations the input file's name
     version: str  # object version (etag, size+mtime); a fresh id for invocations
     kind: str = OBJECT
     time: float = field(default_factory=time.time)
@@ -63,10 +63,17 @@ def object_event(
     return Event(source, key, version, OBJECT, now, size, body, parent_job=parent_job)
 
 
-def invoke_event(service: str, payload: bytes, body: str = "") -> Event:
-    """An event for an HTTP invocation of `service` with `payload` as its input."""
-    return Event(HTTP_SOURCE, service, uuid.uuid4().hex, INVOKE, size=len(payload), body=body,
-                 payload=payload)
+def invoke_event(payload: bytes, name: str = "event-file", body: str = "") -> Event:
+    """An event for an HTTP invocation: `payload` becomes the input file called `name`."""
+    return Event(
+        HTTP_SOURCE,
+        name,
+        uuid.uuid4().hex,
+        INVOKE,
+        size=len(payload),
+        body=body,
+        payload=payload,
+    )
 
 
 def event_json(event: Event) -> dict[str, Any]:

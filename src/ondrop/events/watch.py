@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,12 @@ from ondrop.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
 
+# watchdog warns from its own thread when a folder tree is created faster than it adds
+# watches (`mkdir -p a/b`); it then keeps the watch it has, so the warning is only noise.
+warnings.filterwarnings(
+    "ignore", message=r"Callback with id .* already exists", category=RuntimeWarning
+)
+
 SETTLE = 1.0  # seconds a file that appeared without a close must stay unchanged
 
 
@@ -44,8 +51,9 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
         self._pending: dict[Path, float] = {}
         self._cond = threading.Condition()
         self._stopping = False
-        self._settler = threading.Thread(target=self._settle_loop, name="ondrop-settle",
-                                         daemon=True)
+        self._settler = threading.Thread(
+            target=self._settle_loop, name="ondrop-settle", daemon=True
+        )
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
@@ -113,8 +121,9 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
             self._sink(self.provider.name, info)
         except Exception:
             # Not acknowledged: the rescan on the next start offers it again.
-            log.exception("could not record %s:%s; it is picked up on the next start",
-                          self.provider.name, key)
+            log.exception(
+                "could not record %s:%s; it is picked up on the next start", self.provider.name, key
+            )
 
     def _settle_loop(self) -> None:
         while True:

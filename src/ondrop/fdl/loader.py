@@ -106,8 +106,8 @@ def load_text(text: str, origin: str, base: Path) -> Definition:
     errors: list[str] = []
     clusters: dict[str, str] = {}  # service name -> the OSCAR cluster it was first given for
     for shape, cluster, raw, report in entries:
-        mapped = scar.map_function(raw, report) if shape == "scar" else oscar.map_service(
-            raw, report
+        mapped = (
+            scar.map_function(raw, report) if shape == "scar" else oscar.map_service(raw, report)
         )
         name = str(mapped.get("name") or "") or None
         _resolve_script(mapped, base, report)
@@ -119,9 +119,14 @@ def load_text(text: str, origin: str, base: Path) -> Definition:
                 clusters[service.name] = cluster
                 definition.services.append(service)
             elif cluster and first and cluster != first:
-                report.warnings = [Problem("", f"also defined for OSCAR cluster {cluster!r}; "
-                                           f"ondrop is one cluster and keeps the definition for "
-                                           f"{first!r}")]
+                report.warnings = [
+                    Problem(
+                        "",
+                        f"also defined for OSCAR cluster {cluster!r}; "
+                        f"ondrop is one cluster and keeps the definition for "
+                        f"{first!r}",
+                    )
+                ]
             else:
                 report.error("name", "another service in this file has the same name")
         errors += [describe(origin, name, p) for p in report.errors]
@@ -167,7 +172,8 @@ def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:
             mapped["script"] = candidate.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             report.error("script", f"cannot read {candidate}: {exc}")
-    elif not re.search(r"\s", script.strip()):
+    elif re.fullmatch(r"[^\s]*[./][^\s]*", script.strip()):
+        # One word with a dot or a slash is a file name ("script.sh"), not a command.
         report.error("script", f"script file {script!r} not found (looked for {candidate})")
 
 

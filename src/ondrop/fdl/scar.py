@@ -8,18 +8,50 @@ from ondrop.fdl.problems import Report, is_unset
 
 MODES = {"lambda": "faas", "batch": "batch", "lambda-batch": "hybrid"}
 LAMBDA_FIELDS = {
-    "name", "container", "image", "init_script", "execution_mode", "memory", "timeout",
-    "log_level", "input", "output",
+    "name",
+    "container",
+    "image",
+    "init_script",
+    "execution_mode",
+    "memory",
+    "timeout",
+    "log_level",
+    "input",
+    "output",
 }
 # Lambda settings that only mean something on AWS: warned about when set.
 LAMBDA_AWS = {
-    "run_script", "c_args", "environment", "supervisor", "runtime", "architectures", "layers",
-    "deployment", "vpc", "file_system", "boto_profile", "region", "description",
-    "invocation_type", "asynchronous", "log_type", "extra_payload", "preheat", "handler", "tags",
-    "arn", "config_path",
+    "run_script",
+    "c_args",
+    "environment",
+    "supervisor",
+    "runtime",
+    "architectures",
+    "layers",
+    "deployment",
+    "vpc",
+    "file_system",
+    "boto_profile",
+    "region",
+    "description",
+    "invocation_type",
+    "asynchronous",
+    "log_type",
+    "extra_payload",
+    "preheat",
+    "handler",
+    "tags",
+    "arn",
+    "config_path",
 }
-CONTAINER_FIELDS = {"image", "image_file", "environment", "timeout_threshold", "alpine",
-                    "create_image"}
+CONTAINER_FIELDS = {
+    "image",
+    "image_file",
+    "environment",
+    "timeout_threshold",
+    "alpine",
+    "create_image",
+}
 BATCH_MAPPED = {"vcpus", "memory", "enable_gpu"}
 SECTIONS_AWS = {"iam", "api_gateway", "cloudwatch", "ecr"}
 
@@ -54,7 +86,9 @@ def map_function(entry: dict[str, Any], report: Report) -> dict[str, Any]:
         mapped["memory"] = lam["memory"]
     mode = lam.get("execution_mode", "lambda")
     if mode not in MODES:
-        report.error("lambda.execution_mode", f"expected lambda, batch or lambda-batch, got {mode!r}")
+        report.error(
+            "lambda.execution_mode", f"expected lambda, batch or lambda-batch, got {mode!r}"
+        )
     else:
         mapped["mode"] = MODES[mode]
     container = lam.get("container") or {}

@@ -5,6 +5,7 @@ No image, no limits but the timeout: for scripts you trust on a machine you own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -90,7 +91,5 @@ class ProcessRuntime(Runtime):
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

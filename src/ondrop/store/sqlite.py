@@ -141,6 +141,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        self._served: dict[str, int] = {}  # service -> when it last got a job (a counter)
+        self._turn = 0
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -177,7 +179,10 @@ class SQLiteStore(Store):
 
     def _service(self, row: sqlite3.Row) -> StoredService:
         return StoredService(
-            row["name"], json.loads(row["definition"]), row["token"], row["created_at"],
+            row["name"],
+            json.loads(row["definition"]),
+            row["token"],
+            row["created_at"],
             row["updated_at"],
         )
 
@@ -205,8 +210,17 @@ class SQLiteStore(Store):
                                        parent_job)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (source, key, version) DO NOTHING""",
-                (event.source, event.key, event.version, event.kind, event.time, event.size,
-                 event.body, event.payload, event.parent_job),
+                (
+                    event.source,
+                    event.key,
+                    event.version,
+                    event.kind,
+                    event.time,
+                    event.size,
+                    event.body,
+                    event.payload,
+                    event.parent_job,
+                ),
             )
             if cursor.rowcount == 0:
                 return []
@@ -221,9 +235,18 @@ class SQLiteStore(Store):
                     (new.id, new.service, event_id, QUEUED, new.priority, new.pool, event.time),
                 )
                 created.append(
-                    Job(new.id, new.service, event_id, QUEUED, 0, event.time,
-                        priority=new.priority, pool=new.pool, input_key=event.key,
-                        parent_job=event.parent_job)
+                    Job(
+                        new.id,
+                        new.service,
+                        event_id,
+                        QUEUED,
+                        0,
+                        event.time,
+                        priority=new.priority,
+                        pool=new.pool,
+                        input_key=event.key,
+                        parent_job=event.parent_job,
+                    )
                 )
             return created
 
@@ -234,18 +257,30 @@ class SQLiteStore(Store):
                                        parent_job)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (source, key, version) DO NOTHING""",
-                (event.source, event.key, event.version, event.kind, event.time, event.size,
-                 event.body, event.payload, event.parent_job),
+                (
+                    event.source,
+                    event.key,
+                    event.version,
+                    event.kind,
+                    event.time,
+                    event.size,
+                    event.body,
+                    event.payload,
+                    event.parent_job,
+                ),
             )
             (event_id,) = db.execute(
                 "SELECT id FROM events WHERE source = ? AND key = ? AND version = ?",
                 (event.source, event.key, event.version),
             ).fetchone()
-            created = db.execute(
-                """INSERT INTO jobs (id, service, event_id, status, priority, pool, created_at)
+            created = (
+                db.execute(
+                    """INSERT INTO jobs (id, service, event_id, status, priority, pool, created_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, event_id) DO NOTHING""",
-                (job.id, job.service, event_id, QUEUED, job.priority, job.pool, time.time()),
-            ).rowcount > 0
+                    (job.id, job.service, event_id, QUEUED, job.priority, job.pool, time.time()),
+                ).rowcount
+                > 0
+            )
             row = db.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
                 "WHERE j.service = ? AND j.event_id = ?",
@@ -271,22 +306,27 @@ class SQLiteStore(Store):
         with self._tx() as db:
             heads = db.execute(
                 """SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs
-                   WHERE status = ? AND run_after <= ? GROUP BY service ORDER BY p DESC, s""",
+                   WHERE status = ? AND run_after <= ? GROUP BY service""",
                 (QUEUED, now),
             ).fetchall()
+            # Urgent first; then the service served least recently, so that one service's
+            # backlog never holds another's jobs back for long; then the oldest.
+            heads.sort(key=lambda h: (-h["p"], self._served.get(h["service"], 0), h["s"]))
             lanes: list[list[int]] = []
             for head in heads:
                 take = min(limit, caps.get(head["service"], limit))
                 if take <= 0:
                     continue
-                lanes.append([
-                    r[0]
-                    for r in db.execute(
-                        """SELECT seq FROM jobs WHERE status = ? AND service = ?
+                lanes.append(
+                    [
+                        r[0]
+                        for r in db.execute(
+                            """SELECT seq FROM jobs WHERE status = ? AND service = ?
                            AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?""",
-                        (QUEUED, head["service"], now, take),
-                    )
-                ])
+                            (QUEUED, head["service"], now, take),
+                        )
+                    ]
+                )
             chosen: list[int] = []
             while len(chosen) < limit and any(lanes):
                 for lane in lanes:
@@ -314,6 +354,8 @@ class SQLiteStore(Store):
                     db.execute("SELECT * FROM events WHERE id = ?", (job.event_id,)).fetchone()
                 )
                 claims.append(Claim(job, job.attempts, event))
+                self._turn += 1
+                self._served[job.service] = self._turn
             return claims
 
     def finish(
@@ -324,22 +366,35 @@ class SQLiteStore(Store):
             db.execute(
                 """UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,
                    log = ? WHERE job_id = ? AND number = ?""",
-                (now, outcome.status, outcome.exit_code, outcome.reason, outcome.log, job_id,
-                 attempt),
+                (
+                    now,
+                    outcome.status,
+                    outcome.exit_code,
+                    outcome.reason,
+                    outcome.log,
+                    job_id,
+                    attempt,
+                ),
             )
             if retry_at is not None:
                 db.execute(
                     """UPDATE jobs SET status = ?, run_after = ?, exit_code = ?, reason = ?
                        WHERE id = ? AND status = ? AND attempts = ?""",
-                    (QUEUED, retry_at, outcome.exit_code, outcome.reason, job_id, RUNNING,
-                     attempt),
+                    (QUEUED, retry_at, outcome.exit_code, outcome.reason, job_id, RUNNING, attempt),
                 )
             else:
                 db.execute(
                     """UPDATE jobs SET status = ?, finished_at = ?, exit_code = ?, reason = ?
                        WHERE id = ? AND status = ? AND attempts = ?""",
-                    (outcome.status, now, outcome.exit_code, outcome.reason, job_id, RUNNING,
-                     attempt),
+                    (
+                        outcome.status,
+                        now,
+                        outcome.exit_code,
+                        outcome.reason,
+                        job_id,
+                        RUNNING,
+                        attempt,
+                    ),
                 )
         return self.job(job_id)
 
@@ -392,12 +447,18 @@ class SQLiteStore(Store):
         return {r[0]: r[1] for r in rows}
 
     def attempts(self, job_id: str) -> list[Attempt]:
-        rows = self._read(
-            "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,)
-        )
+        rows = self._read("SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,))
         return [
-            Attempt(r["job_id"], r["number"], r["started_at"], r["finished_at"], r["status"],
-                    r["exit_code"], r["reason"], r["log"])
+            Attempt(
+                r["job_id"],
+                r["number"],
+                r["started_at"],
+                r["finished_at"],
+                r["status"],
+                r["exit_code"],
+                r["reason"],
+                r["log"],
+            )
             for r in rows
         ]
 

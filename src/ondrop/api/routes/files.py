@@ -51,14 +51,18 @@ def download(provider: str, key: str, platform: PlatformDep) -> StreamingRespons
     return StreamingResponse(
         chunks(),
         media_type="application/octet-stream",
-        headers={"Content-Length": str(info.size), "ETag": f'"{info.version}"',
-                 "Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Length": str(info.size),
+            "ETag": f'"{info.version}"',
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
     )
 
 
 @router.put("/system/files/{provider}/{key:path}", status_code=201)
-async def upload(provider: str, key: str, request: Request, platform: PlatformDep
-                 ) -> dict[str, Any]:
+async def upload(
+    provider: str, key: str, request: Request, platform: PlatformDep
+) -> dict[str, Any]:
     """Store the body at `key`; returns the object and the ids of the jobs it started."""
     store = platform.providers.get(provider)
     check_key(key)

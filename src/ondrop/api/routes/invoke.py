@@ -94,8 +94,7 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
             info = await run_in_threadpool(store.stat, key)
             if info is None:
                 raise NotFoundError(f"the event names {key!r}, which is not in {store.name}")
-            found = await run_in_threadpool(platform.intake.object_for, svc.name, store.name,
-                                            info)
+            found = await run_in_threadpool(platform.intake.object_for, svc.name, store.name, info)
             jobs.append(found)
         if not jobs:
             raise InvalidKeyError("the storage event has no records")

@@ -16,8 +16,13 @@ from ondrop.store.base import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCC
 router = APIRouter(dependencies=[Admin], tags=["jobs"])
 
 # OSCAR reports the Kubernetes pod phase.
-PHASES = {QUEUED: "Pending", RUNNING: "Running", SUCCEEDED: "Succeeded", FAILED: "Failed",
-          CANCELLED: "Cancelled"}
+PHASES = {
+    QUEUED: "Pending",
+    RUNNING: "Running",
+    SUCCEEDED: "Succeeded",
+    FAILED: "Failed",
+    CANCELLED: "Cancelled",
+}
 PAGE = 70  # OSCAR's default page size
 
 
@@ -28,8 +33,11 @@ def rfc3339(ts: float | None) -> str | None:
 def job_json(job: Job) -> dict[str, Any]:
     """OSCAR's fields (null ones left out), then ondrop's."""
     data: dict[str, Any] = {"status": PHASES.get(job.status, job.status)}
-    for key, ts in (("creation_time", job.created_at), ("start_time", job.started_at),
-                    ("finish_time", job.finished_at)):
+    for key, ts in (
+        ("creation_time", job.created_at),
+        ("start_time", job.started_at),
+        ("finish_time", job.finished_at),
+    ):
         if ts is not None:
             data[key] = rfc3339(ts)
     duration = None
@@ -58,7 +66,10 @@ def _job(platform: Platform, service: str, job_id: str) -> Job:
 
 @router.get("/system/logs/{service}")
 def list_jobs(
-    service: str, platform: PlatformDep, page: str = "", limit: int = PAGE,
+    service: str,
+    platform: PlatformDep,
+    page: str = "",
+    limit: int = PAGE,
     status: str | None = None,
 ) -> dict[str, Any]:
     """`{"jobs": {name: {status, creation_time, start_time, finish_time, ...}}, "next_page",
@@ -68,9 +79,7 @@ def list_jobs(
     offset = int(page) if page.isdigit() else 0
     wanted = {v: k for k, v in PHASES.items()}.get(status or "", status)
     jobs = platform.store.jobs(service, offset, limit or None, wanted)
-    total = sum(
-        n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s)
-    )
+    total = sum(n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s))
     answer: dict[str, Any] = {"jobs": {job.id: job_json(job) for job in jobs}}
     remaining = total - offset - len(jobs)
     if limit and remaining > 0:
@@ -110,10 +119,17 @@ def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
         "service": found.service,
         **job_json(found),
         "attempt_list": [
-            {"number": a.number, "status": a.status, "exit_code": a.exit_code,
-             "reason": a.reason, "start_time": rfc3339(a.started_at),
-             "finish_time": rfc3339(a.finished_at),
-             "duration": None if a.finished_at is None else round(a.finished_at - a.started_at, 6)}
+            {
+                "number": a.number,
+                "status": a.status,
+                "exit_code": a.exit_code,
+                "reason": a.reason,
+                "start_time": rfc3339(a.started_at),
+                "finish_time": rfc3339(a.finished_at),
+                "duration": None
+                if a.finished_at is None
+                else round(a.finished_at - a.started_at, 6),
+            }
             for a in platform.store.attempts(found.id)
         ],
     }

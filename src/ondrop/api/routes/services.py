@@ -15,10 +15,15 @@ router = APIRouter(dependencies=[Admin], tags=["services"])
 
 ServiceBody = Body(
     description="a service as OSCAR's API takes it (ondrop's fields may be added)",
-    examples=[{"name": "grayify", "script": "convert \"$INPUT_FILE_PATH\" -type Grayscale "
-               "\"$TMP_OUTPUT_DIR/$(basename \"$INPUT_FILE_PATH\")\"",
-               "input": [{"storage_provider": "minio", "path": "grayify/in"}],
-               "output": [{"storage_provider": "minio", "path": "grayify/out"}]}],
+    examples=[
+        {
+            "name": "grayify",
+            "script": 'convert "$INPUT_FILE_PATH" -type Grayscale '
+            '"$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"',
+            "input": [{"storage_provider": "minio", "path": "grayify/in"}],
+            "output": [{"storage_provider": "minio", "path": "grayify/out"}],
+        }
+    ],
 )
 
 
@@ -37,8 +42,7 @@ def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, A
     """Create a service (201); 409 when the name is taken."""
     service, warnings = parse_service(raw)
     applied = platform.apply([service], mode="create")
-    return {**platform.services.get(service.name).public(),
-            "warnings": warnings + applied.warnings}
+    return {**platform.services.get(service.name).public(), "warnings": warnings + applied.warnings}
 
 
 @router.put("/system/services", status_code=204)

@@ -1,0 +1,83 @@
+"""Shared fixtures: settings on a temporary data folder, a real platform, and its API
+served by uvicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from ondrop.api.app import create_app
+from ondrop.api.auth import Credentials
+from ondrop.platform import Platform
+from ondrop.settings import Settings
+
+ADMIN = Credentials("admin", "s3cret-admin")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.load(
+        {
+            "data": tmp_path / "data",
+            "admin_password": ADMIN.password,
+            "concurrency": 2,
+            "grace": 5.0,
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    p = Platform(settings)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def base_url(platform: Platform) -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(platform, ADMIN, manage=False), log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def api(base_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client with the admin's credentials."""
+    with httpx.Client(base_url=base_url, auth=(ADMIN.user, ADMIN.password), timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def anon(base_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client without credentials."""
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        yield c

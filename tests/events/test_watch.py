@@ -1,0 +1,129 @@
+"""The folder watcher: a file counts once it is complete; folders and temp files never."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ondrop.events.watch import FolderWatcher
+from ondrop.storage import LocalStorage
+from ondrop.storage.base import ObjectInfo
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.items: list[ObjectInfo] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, provider: str, info: ObjectInfo) -> None:
+        with self.lock:
+            self.items.append(info)
+
+    def keys(self) -> list[str]:
+        with self.lock:
+            return [i.key for i in self.items]
+
+    def wait_for(self, n: int, timeout: float = 5) -> list[ObjectInfo]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.items) >= n:
+                    return list(self.items)
+            time.sleep(0.01)
+        raise AssertionError(f"expected {n} events, got {self.keys()}")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage("local.default", tmp_path / "root")
+
+
+@pytest.fixture
+def seen(storage: LocalStorage) -> Iterator[Seen]:
+    sink = Seen()
+    watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
+    watcher.start(sink)
+    yield sink
+    watcher.stop()
+
+
+def test_a_file_written_in_pieces_counts_once_when_closed(
+    storage: LocalStorage, seen: Seen
+) -> None:
+    (storage.root / "in").mkdir()
+    with (storage.root / "in" / "big.bin").open("wb") as f:
+        for _ in range(20):
+            f.write(b"x" * 4096)
+            f.flush()
+            time.sleep(0.02)
+    (info,) = seen.wait_for(1)
+    assert (info.key, info.size) == ("in/big.bin", 20 * 4096)
+    time.sleep(0.4)
+    assert seen.keys() == ["in/big.bin"]
+
+
+def test_a_file_renamed_into_place_counts_at_once(storage: LocalStorage, seen: Seen) -> None:
+    (storage.root / "in").mkdir()
+    (storage.root / "in" / ".ondrop-partial").write_bytes(b"data")
+    os.rename(storage.root / "in" / ".ondrop-partial", storage.root / "in" / "done.txt")
+    assert [i.key for i in seen.wait_for(1)] == ["in/done.txt"]
+
+
+def test_a_file_moved_in_from_elsewhere_counts_after_it_settles(
+    storage: LocalStorage, seen: Seen, tmp_path: Path
+) -> None:
+    (storage.root / "in").mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"moved")
+    os.rename(outside, storage.root / "in" / "moved.txt")
+    (info,) = seen.wait_for(1)
+    assert (info.key, info.size) == ("in/moved.txt", 5)
+
+
+def test_folders_and_temp_files_never_count(storage: LocalStorage, seen: Seen) -> None:
+    (storage.root / "in" / "a" / "b").mkdir(parents=True)
+    (storage.root / "in" / ".ondrop-tmp").write_bytes(b"half")
+    time.sleep(0.5)
+    assert seen.keys() == []
+
+
+def test_the_rescan_on_start_offers_files_that_arrived_while_stopped(
+    storage: LocalStorage,
+) -> None:
+    (storage.root / "in" / "sub").mkdir(parents=True)
+    (storage.root / "in" / "sub" / "early.txt").write_text("1")
+    (storage.root / "elsewhere.txt").write_text("not watched")
+    sink = Seen()
+    watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
+    watcher.start(sink)
+    try:
+        assert sink.keys() == ["in/sub/early.txt"]
+    finally:
+        watcher.stop()
+
+
+def test_a_failing_sink_does_not_stop_the_watcher(storage: LocalStorage) -> None:
+    calls: list[str] = []
+
+    def sink(provider: str, info: ObjectInfo) -> None:
+        calls.append(info.key)
+        if len(calls) == 1:
+            raise RuntimeError("store is down")
+
+    watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
+    watcher.start(sink)
+    try:
+        (storage.root / "in").mkdir()
+        (storage.root / "in" / "one").write_text("1")
+        (storage.root / "in" / "two").write_text("2")
+        deadline = time.monotonic() + 5
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == ["in/one", "in/two"]
+    finally:
+        watcher.stop()

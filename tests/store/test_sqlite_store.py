@@ -1,0 +1,151 @@
+"""The SQLite store: events are recorded once, jobs are claimed fairly and within limits,
+attempts end, retry or are interrupted, and all of it survives reopening."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ondrop.events.base import object_event
+from ondrop.store.base import FAILED, QUEUED, RUNNING, SUCCEEDED, NewJob, Outcome
+from ondrop.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "s.db")
+
+
+def add(store: SQLiteStore, key: str, *services: str, version: str = "1") -> list[str]:
+    event = object_event("local.default", key, version, 1)
+    jobs = store.add_event(event, [NewJob(f"{s}-{key}-{version}", s) for s in services])
+    return [j.id for j in jobs]
+
+
+def test_the_same_object_version_twice_makes_jobs_once(store: SQLiteStore) -> None:
+    assert add(store, "in/a", "svc") == ["svc-in/a-1"]
+    assert add(store, "in/a", "svc") == []
+    assert add(store, "in/a", "svc", version="2") == ["svc-in/a-2"]
+    assert store.seen("local.default", "in/a", "1")
+    assert not store.seen("local.default", "in/a", "3")
+
+
+def test_one_event_can_start_several_services(store: SQLiteStore) -> None:
+    assert add(store, "in/a", "one", "two") == ["one-in/a-1", "two-in/a-1"]
+    assert store.count_jobs() == {QUEUED: 2}
+
+
+def test_claim_marks_jobs_running_with_a_new_attempt(store: SQLiteStore) -> None:
+    add(store, "in/a", "svc")
+    (claim,) = store.claim(5, {}, time.time())
+    assert claim.attempt == 1 and claim.job.status == RUNNING
+    assert claim.event.key == "in/a"
+    assert store.claim(5, {}, time.time()) == []
+
+
+def test_claim_respects_per_service_caps_and_lets_services_take_turns(
+    store: SQLiteStore,
+) -> None:
+    for i in range(10):
+        add(store, f"big/{i}", "big")
+    add(store, "small/0", "small")
+    claims = store.claim(2, {}, time.time())
+    assert sorted(c.job.service for c in claims) == ["big", "small"]
+    claims = store.claim(5, {"big": 1}, time.time())
+    assert [c.job.service for c in claims] == ["big"]
+
+
+def test_higher_priority_jobs_are_claimed_first(store: SQLiteStore) -> None:
+    add(store, "a", "svc")
+    store.add_event(object_event("http", "b", "x", 1), [NewJob("urgent", "svc", priority=10)])
+    (claim,) = store.claim(1, {}, time.time())
+    assert claim.job.id == "urgent"
+
+
+def test_finish_records_the_outcome_and_a_retry_waits_for_its_time(store: SQLiteStore) -> None:
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    later = time.time() + 60
+    job = store.finish(claim.job.id, 1, Outcome(FAILED, 2, "exit status 2", "boom"), later)
+    assert job is not None and job.status == QUEUED and job.reason == "exit status 2"
+    assert store.claim(1, {}, time.time()) == []
+    assert store.next_due() == pytest.approx(later)
+    (again,) = store.claim(1, {}, later + 1)
+    assert again.attempt == 2
+    done = store.finish(again.job.id, 2, Outcome(SUCCEEDED, 0, "", "ok"), None)
+    assert done is not None and done.status == SUCCEEDED and done.attempts == 2
+    attempts = store.attempts(claim.job.id)
+    assert [(a.number, a.status, a.log) for a in attempts] == [
+        (1, FAILED, "boom"),
+        (2, SUCCEEDED, "ok"),
+    ]
+
+
+def test_running_jobs_are_queued_again_after_a_crash(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    store.close()  # the platform dies here
+    reopened = SQLiteStore(tmp_path / "s.db")
+    assert reopened.requeue_running("platform stopped") == [claim.job.id]
+    job = reopened.job(claim.job.id)
+    assert job is not None and job.status == QUEUED
+    assert reopened.attempts(claim.job.id)[0].status == "interrupted"
+    (again,) = reopened.claim(1, {}, time.time())
+    assert again.attempt == 2
+
+
+def test_finishing_a_deleted_job_is_harmless(store: SQLiteStore) -> None:
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    store.delete_job(claim.job.id)
+    assert store.finish(claim.job.id, 1, Outcome(SUCCEEDED), None) is None
+
+
+def test_ensure_job_returns_the_job_recorded_before(store: SQLiteStore) -> None:
+    event = object_event("local.default", "a", "1", 1)
+    first, created = store.ensure_job(event, NewJob("j1", "svc"))
+    again, created_again = store.ensure_job(event, NewJob("j2", "svc"))
+    assert (created, created_again, again.id) == (True, False, first.id)
+    other, created_other = store.ensure_job(event, NewJob("j3", "other"))
+    assert created_other and other.id == "j3"
+
+
+def test_jobs_are_listed_newest_first_with_paging_and_deleted_by_status(
+    store: SQLiteStore,
+) -> None:
+    for i in range(5):
+        add(store, f"k{i}", "svc")
+    ids = [j.id for j in store.jobs("svc")]
+    assert ids == [f"svc-k{i}-1" for i in reversed(range(5))]
+    assert [j.id for j in store.jobs("svc", offset=1, limit=2)] == ids[1:3]
+    (claim,) = store.claim(1, {}, time.time())
+    store.finish(claim.job.id, 1, Outcome(SUCCEEDED), None)
+    assert store.delete_jobs("svc", [SUCCEEDED]) == 1
+    assert store.count_jobs("svc") == {QUEUED: 4}
+
+
+def test_services_are_saved_together_and_removed_with_their_jobs(store: SQLiteStore) -> None:
+    from ondrop.store.base import StoredService
+
+    store.save_services(
+        [
+            StoredService("a", {"name": "a"}, "t1", 1.0, 1.0),
+            StoredService("b", {"name": "b"}, "t2", 1.0, 1.0),
+        ]
+    )
+    add(store, "x", "a")
+    assert [s.name for s in store.services()] == ["a", "b"]
+    assert store.delete_service("a")
+    assert not store.delete_service("a")
+    assert store.count_jobs("a") == {}
+
+
+def test_outputs_remember_their_producer(store: SQLiteStore) -> None:
+    (job_id,) = add(store, "in/a", "svc")
+    store.record_output("local.default", "out/a", job_id)
+    producer = store.producer("local.default", "out/a")
+    assert producer is not None and producer.service == "svc"
+    assert store.producer("local.default", "out/b") is None

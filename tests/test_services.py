@@ -1,0 +1,170 @@
+"""Applying services: checked as a whole, nothing changes on error, tokens and secrets kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError
+from ondrop.fdl.models import Service
+from ondrop.services import Services
+from ondrop.storage import LocalStorage, Providers
+from ondrop.store.sqlite import SQLiteStore
+
+
+def svc(name: str, inp: str | None = None, out: str | None = None, **extra: Any) -> Service:
+    data: dict[str, Any] = {"name": name, "script": "true", **extra}
+    if inp:
+        data["input"] = [{"path": inp}]
+    if out:
+        data["output"] = [{"path": out}]
+    return Service.model_validate(data)
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Services:
+    local = LocalStorage("local.default", tmp_path / "storage")
+    providers = Providers({"local.default": local, "minio.default": local})
+    return Services(SQLiteStore(tmp_path / "s.db"), providers, lambda s: (None, None))
+
+
+def test_a_new_service_gets_a_64_hex_token(services: Services) -> None:
+    applied = services.apply([svc("a", "a/in", "a/out")])
+    assert applied.created == ["a"]
+    token = services.get("a").token
+    assert len(token) == 64 and int(token, 16) >= 0
+
+
+def test_an_update_keeps_the_token_and_blank_secrets(services: Services) -> None:
+    services.apply([svc("a", environment={"secrets": {"KEY": "value"}})])
+    token = services.get("a").token
+    applied = services.apply([svc("a", environment={"secrets": {"KEY": ""}})])
+    assert applied.updated == ["a"]
+    assert services.get("a").token == token
+    assert services.get("a").environment.secrets == {"KEY": "value"}
+
+
+def test_services_survive_a_restart(tmp_path: Path, services: Services) -> None:
+    services.apply([svc("a", "a/in")])
+    again = Services(services.store, services.providers, lambda s: (None, None))
+    assert again.get("a").input[0].path == "a/in"
+    assert again.get("a").token == services.get("a").token
+
+
+def test_a_chain_is_fine_and_a_loop_is_refused_naming_the_cycle(services: Services) -> None:
+    services.apply([svc("a", "x/in", "x/mid"), svc("b", "x/mid", "x/out")])
+    with pytest.raises(LoopError) as caught:
+        services.apply([svc("c", "x/out", "x/in")])
+    assert "a -> b -> c -> a" in str(caught.value)
+    assert services.find("c") is None  # nothing changed
+
+
+def test_a_loop_through_nested_folders_is_found(services: Services) -> None:
+    with pytest.raises(LoopError):
+        services.apply([svc("a", "x", "y/sub"), svc("b", "y", "x/deeper")])
+    assert services.all() == []
+
+
+def test_a_service_writing_into_its_own_input_is_not_a_loop(services: Services) -> None:
+    services.apply([svc("self", "x/in", "x/in/processed")])
+    assert services.get("self")
+
+
+def test_an_unknown_provider_is_refused_and_changes_nothing(services: Services) -> None:
+    bad = Service.model_validate(
+        {
+            "name": "a",
+            "script": "true",
+            "input": [{"storage_provider": "minio.nowhere", "path": "x"}],
+        }
+    )
+    with pytest.raises(DefinitionError) as caught:
+        services.apply([svc("ok", "ok/in"), bad])
+    assert "storage provider 'minio.nowhere' is not defined" in str(caught.value)
+    assert services.all() == []
+
+
+def test_a_provider_type_this_platform_cannot_serve_is_refused(services: Services) -> None:
+    s3 = Service.model_validate(
+        {
+            "name": "a",
+            "script": "true",
+            "input": [{"storage_provider": "s3.mine", "path": "bucket"}],
+            "storage_providers": {"s3": {"mine": {"access_key": "k", "secret_key": "s"}}},
+        }
+    )
+    with pytest.raises(DefinitionError) as caught:
+        services.apply([s3])
+    assert "type 's3' is not available" in str(caught.value)
+
+
+def test_a_declared_local_provider_is_created_and_usable(
+    services: Services, tmp_path: Path
+) -> None:
+    folder = tmp_path / "elsewhere"
+    services.apply(
+        [
+            Service.model_validate(
+                {
+                    "name": "a",
+                    "script": "true",
+                    "input": [{"storage_provider": "local.disk", "path": "in"}],
+                    "storage_providers": {"local": {"disk": {"path": str(folder)}}},
+                }
+            )
+        ]
+    )
+    assert services.providers.resolve("local.disk") == "local.disk"
+    assert services.targets("local.disk", "in/file.txt") == ["a"]
+    assert folder.is_dir()
+
+
+def test_targets_follow_folders_and_file_name_filters(services: Services) -> None:
+    services.apply(
+        [
+            svc("all", "photos"),
+            Service.model_validate(
+                {
+                    "name": "png",
+                    "script": "true",
+                    "input": [{"path": "photos/in", "suffix": [".png"], "prefix": ["cat"]}],
+                }
+            ),
+        ]
+    )
+    assert services.targets("local.default", "photos/in/cat1.png") == ["all", "png"]
+    assert services.targets("local.default", "photos/in/dog1.png") == ["all"]
+    assert services.targets("local.default", "photos/in/cat1.jpg") == ["all"]
+    assert services.targets("local.default", "photosynthesis/x.png") == []
+    assert services.targets("memory.other", "photos/in/cat1.png") == []
+
+
+def test_create_and_update_modes_check_existence(services: Services) -> None:
+    services.apply([svc("a")], mode="create")
+    with pytest.raises(ConflictError):
+        services.apply([svc("a")], mode="create")
+    with pytest.raises(NotFoundError):
+        services.apply([svc("b")], mode="update")
+
+
+def test_the_run_check_can_refuse_or_warn(tmp_path: Path, services: Services) -> None:
+    checks = Services(
+        services.store,
+        services.providers,
+        lambda s: ("no GPUs here", None) if s.gpu else (None, "heads up"),
+    )
+    with pytest.raises(DefinitionError) as caught:
+        checks.apply([svc("g", gpu=1)])
+    assert "service 'g': no GPUs here" in str(caught.value)
+    assert checks.apply([svc("w")]).warnings == ["service 'w': heads up"]
+
+
+def test_delete_forgets_a_service(services: Services) -> None:
+    services.apply([svc("a")])
+    services.delete("a")
+    with pytest.raises(NotFoundError):
+        services.get("a")
+    with pytest.raises(NotFoundError):
+        services.delete("a")

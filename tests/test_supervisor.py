@@ -1,0 +1,209 @@
+"""The supervisor: stage in, run with the environment contract, stage out with filters."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ondrop.events.base import invoke_event, object_event
+from ondrop.fdl.models import Service
+from ondrop.runtime.base import RunResult, RunSpec, Runtime
+from ondrop.runtime.fake import FakeRuntime
+from ondrop.runtime.process import ProcessRuntime
+from ondrop.storage import MemoryStorage, Providers
+from ondrop.storage.base import ObjectInfo
+from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, NewJob
+from ondrop.store.sqlite import SQLiteStore
+from ondrop.supervisor import SYNC_PRIORITY, Folders, Supervisor
+
+
+@dataclass
+class Rig:
+    store: SQLiteStore
+    storage: MemoryStorage
+    supervisor: Supervisor
+    runtime: Runtime
+    outputs: list[tuple[str, ObjectInfo, str]] = field(default_factory=list)
+
+    def claim_for(
+        self,
+        service: Service,
+        key: str = "in/photo.png",
+        data: bytes = b"pixels",
+        priority: int = 0,
+    ) -> Claim:
+        if key:
+            info = self.storage.put(key, io.BytesIO(data))
+            event = object_event(self.storage.name, key, info.version, info.size)
+        else:
+            event = invoke_event(data, body="raw")
+        self.store.add_event(
+            event, [NewJob(f"job-{time.monotonic_ns()}", service.name, priority=priority)]
+        )
+        (claim,) = self.store.claim(1, {}, time.time())
+        return claim
+
+
+def rig(tmp_path: Path, runtime: Runtime) -> Rig:
+    storage = MemoryStorage("memory.default")
+    store = SQLiteStore(tmp_path / "s.db")
+    outputs: list[tuple[str, ObjectInfo, str]] = []
+    supervisor = Supervisor(
+        store,
+        Providers({"minio.default": storage, "memory.default": storage}),
+        lambda s: runtime,
+        Folders(tmp_path / "work", tmp_path / "results"),
+        60.0,
+        on_output=lambda p, i, j: outputs.append((p, i, j)),
+    )
+    return Rig(store, storage, supervisor, runtime, outputs)
+
+
+def service(**extra: Any) -> Service:
+    return Service.model_validate(
+        {
+            "name": "svc",
+            "script": "true",
+            "input": [{"path": "in"}],
+            "output": [{"path": "out"}],
+            **extra,
+        }
+    )
+
+
+def test_outputs_are_stored_under_the_output_path_and_announced(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service())
+    outcome = r.supervisor.run(claim, service())
+    assert outcome.status == SUCCEEDED and outcome.log == "copied\n"
+    with r.storage.open("out/photo.png") as f:
+        assert f.read() == b"pixels"
+    assert [(p, i.key, j) for p, i, j in r.outputs] == [
+        ("memory.default", "out/photo.png", claim.job.id)
+    ]
+    producer = r.store.producer("memory.default", "out/photo.png")
+    assert producer is not None and producer.id == claim.job.id
+    assert list((tmp_path / "work").iterdir()) == []  # the work folder is gone
+
+
+def test_the_script_sees_the_environment_contract(tmp_path: Path) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    svc = service(
+        script='env > "$TMP_OUTPUT_DIR/env.txt"\n',
+        environment={"variables": {"COLOR": "blue"}, "secrets": {"TOKEN": "t0psecret"}},
+    )
+    claim = r.claim_for(svc, "in/photos/cat.png")
+    assert r.supervisor.run(claim, svc).status == SUCCEEDED
+    with r.storage.open("out/env.txt") as f:
+        env = dict(line.split("=", 1) for line in f.read().decode().splitlines() if "=" in line)
+    assert Path(env["INPUT_FILE_PATH"]).name == "cat.png"
+    assert env["INPUT_FILE_PATH"].startswith(env["TMP_INPUT_DIR"])
+    assert env["STORAGE_OBJECT_KEY"] == "photos/cat.png"  # within the bucket, as OSCAR
+    assert env["STORAGE_OBJECT_PATH"] == "in/photos/cat.png"
+    assert env["JOB_UUID"] == claim.job.id
+    assert env["COLOR"] == "blue" and env["TOKEN"] == "t0psecret"
+    assert json.loads(env["EVENT"])["Records"][0]["s3"]["object"]["key"] == "photos/cat.png"
+    assert env["EVENT_TIME"].endswith("Z")
+    assert "ONDROP_ADMIN_PASSWORD" not in env
+
+
+def test_a_failing_script_fails_the_job_stores_nothing_and_hides_secrets(tmp_path: Path) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    svc = service(
+        script='echo "key is $TOKEN"; touch "$TMP_OUTPUT_DIR/partial"; exit 4',
+        environment={"secrets": {"TOKEN": "t0psecret"}},
+    )
+    outcome = r.supervisor.run(r.claim_for(svc), svc)
+    assert (outcome.status, outcome.exit_code, outcome.reason) == (FAILED, 4, "exit status 4")
+    assert outcome.log == "key is ***\n"
+    assert r.storage.stat("out/partial") is None
+
+
+def test_output_filters_pick_files_per_output_path(tmp_path: Path) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    svc = Service.model_validate(
+        {
+            "name": "svc",
+            "input": [{"path": "in"}],
+            "script": 'cd "$TMP_OUTPUT_DIR"; mkdir sub; touch a.json b.png sub/c.png thumb-d.png',
+            "output": [
+                {"path": "json", "suffix": [".json"]},
+                {"path": "png", "suffix": [".png"], "prefix": ["thumb-", "c"]},
+            ],
+        }
+    )
+    assert r.supervisor.run(r.claim_for(svc), svc).status == SUCCEEDED
+    assert [o.key for o in r.storage.list("json")] == ["json/a.json"]
+    assert [o.key for o in r.storage.list("png")] == ["png/sub/c.png", "png/thumb-d.png"]
+
+
+def test_a_vanished_input_fails_the_job_saying_so(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service())
+    r.storage.delete("in/photo.png")
+    outcome = r.supervisor.run(claim, service())
+    assert outcome.status == FAILED and outcome.reason.startswith("input is gone")
+
+
+def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service())
+    r.storage.fail_with = "connection refused"
+    outcome = r.supervisor.run(claim, service())
+    assert outcome.status == FAILED
+    assert outcome.reason == "staging in failed: memory.default: connection refused"
+
+
+def test_an_invocation_payload_is_the_input_file(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service(), key="", data=b"payload bytes")
+    assert r.supervisor.run(claim, service()).status == SUCCEEDED
+    with r.storage.open("out/event-file") as f:
+        assert f.read() == b"payload bytes"
+
+
+def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service(), key="", data=b"x", priority=SYNC_PRIORITY)
+    r.supervisor.run(claim, service())
+    kept = tmp_path / "results" / claim.job.id
+    assert (kept / "output" / "event-file").read_bytes() == b"x"
+    assert (kept / "log").read_text() == "copied\n"
+
+
+def test_a_runtime_that_is_missing_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    r.supervisor.runtime_for = lambda s: "no container engine"
+    outcome = r.supervisor.run(r.claim_for(service()), service())
+    assert (outcome.status, outcome.reason) == (FAILED, "no container engine")
+    assert r.runtime.calls == []  # type: ignore[attr-defined]
+
+
+def test_an_interrupted_run_is_reported_as_interrupted(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime(lambda spec: RunResult(None, "stopped", 0.1, interrupted=True)))
+    outcome = r.supervisor.run(r.claim_for(service()), service())
+    assert outcome.status == INTERRUPTED
+
+
+def test_the_time_limit_comes_from_the_service(tmp_path: Path) -> None:
+    fake = FakeRuntime()
+    r = rig(tmp_path, fake)
+    r.supervisor.run(r.claim_for(service(timeout=7)), service(timeout=7))
+    spec: RunSpec = fake.calls[0]
+    assert spec.timeout == 7
+
+
+@pytest.mark.parametrize("name", ["../escape", "sub/../../escape"])
+def test_a_symlink_out_of_the_output_folder_is_not_followed(tmp_path: Path, name: str) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    secret = tmp_path / "host-secret"
+    secret.write_text("do not copy")
+    svc = service(script=f'ln -s {secret} "$TMP_OUTPUT_DIR/link"; echo {name} > /dev/null')
+    assert r.supervisor.run(r.claim_for(svc), svc).status == SUCCEEDED
+    assert r.storage.stat("out/link") is None
