@@ -45,11 +45,14 @@ class Intake:
     def object_stored(
         self, provider: str, info: ObjectInfo, parent_job: str | None = None
     ) -> list[Job]:
-        """A new object version in a provider: start the services whose input takes it."""
+        """A new object version in a provider: start the services whose input takes it.
+        Returns the jobs of this version, also when another source recorded it first."""
         source = self.providers.resolve(provider)
         targets = self.services.targets(source, info.key)
-        if not targets or self.store.seen(source, info.key, info.version):
+        if not targets:
             return []
+        if self.store.seen(source, info.key, info.version):
+            return self.store.event_jobs(source, info.key, info.version)
         producer = self.store.job(parent_job) if parent_job else None
         if producer is None:
             producer = self.store.producer(source, info.key)
@@ -61,7 +64,7 @@ class Intake:
         event = object_event(
             source, info.key, info.version, info.size, producer.id if producer else None
         )
-        return self._record(event, targets)
+        return self._record(event, targets) or self.store.event_jobs(source, info.key, info.version)
 
     def object_for(self, service: str, provider: str, info: ObjectInfo) -> Job:
         """A storage event sent to one service (`/job` with a MinIO/S3 event): that service's

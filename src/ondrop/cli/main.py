@@ -34,8 +34,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output is read by programs: wide enough that nothing is cut short.
+out = Console(width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
 
 
 class Connection:
@@ -274,7 +275,8 @@ def jobs(
     ),
 ) -> None:
     """List a service's jobs: status, attempts, times, exit code and reason."""
-    table = Table("JOB", "STATUS", "INPUT", "CREATED", "DURATION", "ATTEMPTS", "EXIT", "REASON")
+    table = Table("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "EXIT", "REASON")
+    table.add_column("JOB", overflow="fold")
     for job_id, job in CONN.client().jobs(service, status).items():
         table.add_row(
             job_id,
@@ -285,6 +287,7 @@ def jobs(
             str(job["attempts"]),
             "-" if job["exit_code"] is None else str(job["exit_code"]),
             job.get("reason") or "",
+            job_id,
         )
     out.print(table)
 

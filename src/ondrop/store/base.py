@@ -130,6 +130,10 @@ class Store(ABC):
     def event(self, event_id: int) -> Event | None: ...
 
     @abstractmethod
+    def event_jobs(self, source: str, key: str, version: str) -> list[Job]:
+        """The jobs an object version started (none when it was never recorded)."""
+
+    @abstractmethod
     def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
         """Take up to `limit` due queued jobs, at most caps[service] of a service, and start
         an attempt for each. Higher priority first, then services in turn, oldest first."""

@@ -300,6 +300,14 @@ class SQLiteStore(Store):
         rows = self._read("SELECT * FROM events WHERE id = ?", (event_id,))
         return _event(rows[0]) if rows else None
 
+    def event_jobs(self, source: str, key: str, version: str) -> list[Job]:
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+            "WHERE e.source = ? AND e.key = ? AND e.version = ? ORDER BY j.seq",
+            (source, key, version),
+        )
+        return [_job(r) for r in rows]
+
     def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
         if limit <= 0:
             return []

@@ -1,0 +1,360 @@
+"""The REST API against a real platform: OSCAR's shapes, credentials, files, /job and /run."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.conftest import ADMIN
+
+from ondrop.settings import Settings
+
+COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"\necho "copied $(basename "$INPUT_FILE_PATH")"\n'
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.load(
+        {
+            "data": tmp_path / "data",
+            "admin_password": ADMIN.password,
+            "concurrency": 2,
+            "max_upload": 4096,
+        },
+        environ={},
+    )
+
+
+def create(api: httpx.Client, name: str = "copy", **extra: Any) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "script": COPY,
+        "input": [{"storage_provider": "minio", "path": f"{name}/in"}],
+        "output": [{"storage_provider": "minio", "path": f"{name}/out"}],
+        **extra,
+    }
+    response = api.post("/system/services", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def wait_job(api: httpx.Client, service: str, job: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = api.get(f"/system/logs/{service}").json()["jobs"].get(job)
+        if found and found["status"] in {"Succeeded", "Failed"}:
+            return dict(found)
+        time.sleep(0.02)
+    raise AssertionError(f"job {job} did not finish")
+
+
+# -- credentials -------------------------------------------------------------------------
+def test_health_needs_no_credentials(anon: httpx.Client) -> None:
+    response = anon.get("/health")
+    assert (response.status_code, response.text) == (200, "Ok")
+
+
+@pytest.mark.parametrize("auth", [None, ("admin", "wrong"), ("someone", ADMIN.password)])
+def test_system_endpoints_refuse_missing_or_wrong_credentials_with_401(
+    anon: httpx.Client, auth: tuple[str, str] | None
+) -> None:
+    for path in [
+        "/system/info",
+        "/system/config",
+        "/system/services",
+        "/system/logs/x",
+        "/system/files/minio.default",
+    ]:
+        response = anon.get(path, auth=auth)
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"].startswith("Basic")
+        assert "admin credentials required" in response.json()["detail"]
+
+
+def test_malformed_basic_credentials_get_401_not_500(anon: httpx.Client) -> None:
+    response = anon.get("/system/info", headers={"Authorization": "Basic !!!notbase64"})
+    assert response.status_code == 401
+
+
+def test_info_and_config_have_oscars_shape(api: httpx.Client) -> None:
+    info = api.get("/system/info").json()
+    assert {
+        "version",
+        "git_commit",
+        "architecture",
+        "kubernetes_version",
+        "serverless_backend",
+    } <= set(info)
+    config = api.get("/system/config").json()
+    assert {"endpoint", "verify", "access_key", "secret_key", "region"} <= set(
+        config["minio_provider"]
+    )
+    assert config["config"]["name"] == "ondrop"
+
+
+# -- services ------------------------------------------------------------------------------
+def test_service_crud_follows_oscar(api: httpx.Client) -> None:
+    created = create(api, environment={"variables": {"A": "1"}, "secrets": {"S": "hidden-val"}})
+    assert len(created["token"]) == 64
+    shown = api.get("/system/services/copy").json()
+    assert shown["environment"] == {"variables": {"A": "1"}, "secrets": {"S": ""}}
+    assert [s["name"] for s in api.get("/system/services").json()] == ["copy"]
+    again = api.post("/system/services", json={"name": "copy", "script": "true"})
+    assert again.status_code == 409
+    update = api.put("/system/services", json={**shown, "script": "echo changed"})
+    assert (update.status_code, update.content) == (204, b"")
+    after = api.get("/system/services/copy").json()
+    assert after["token"] == created["token"] and after["script"] == "echo changed"
+    assert api.delete("/system/services/copy").status_code == 204
+    missing = api.get("/system/services/copy")
+    assert missing.status_code == 404 and "no service named 'copy'" in missing.json()["detail"]
+
+
+def test_an_invalid_service_gets_422_naming_the_field(api: httpx.Client) -> None:
+    response = api.post(
+        "/system/services", json={"name": "x", "script": "true", "memory": "lots", "colour": "red"}
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "service 'x': field 'colour': unknown field" in detail
+    assert "field 'memory': expected a size" in detail
+
+
+def test_apply_refuses_a_loop_and_changes_nothing(api: httpx.Client) -> None:
+    a = {"name": "a", "script": "true", "input": [{"path": "x/1"}], "output": [{"path": "x/2"}]}
+    b = {"name": "b", "script": "true", "input": [{"path": "x/2"}], "output": [{"path": "x/1"}]}
+    response = api.post("/system/apply", json={"services": [a, b]})
+    assert response.status_code == 409
+    assert "a -> b -> a" in response.json()["detail"]
+    assert api.get("/system/services").json() == []
+
+
+def test_apply_refuses_an_unknown_provider(api: httpx.Client) -> None:
+    bad = {"name": "a", "script": "true", "input": [{"storage_provider": "minio.far", "path": "x"}]}
+    response = api.post("/system/apply", json={"services": [bad]})
+    assert response.status_code == 422
+    assert "storage provider 'minio.far' is not defined" in response.json()["detail"]
+
+
+def test_an_image_without_a_container_engine_is_applied_with_a_warning_and_fails_its_jobs(
+    api: httpx.Client,
+) -> None:
+    svc = {"name": "img", "image": "busybox", "script": "true", "input": [{"path": "img/in"}]}
+    answer = api.post("/system/apply", json={"services": [svc]}).json()
+    assert answer["created"] == ["img"]
+    assert "no container engine" in answer["warnings"][0]
+    put = api.put("/system/files/minio.default/img/in/a.txt", content=b"x").json()
+    job = wait_job(api, "img", put["jobs"][0]["job"])
+    assert job["status"] == "Failed" and "no container engine" in job["reason"]
+
+
+# -- files ---------------------------------------------------------------------------------
+def test_an_upload_starts_one_job_whose_output_can_be_downloaded(api: httpx.Client) -> None:
+    create(api)
+    answer = api.put("/system/files/minio.default/copy/in/hello.txt", content=b"hello")
+    assert answer.status_code == 201
+    (started,) = answer.json()["jobs"]
+    assert started["service"] == "copy"
+    job = wait_job(api, "copy", started["job"])
+    assert (job["status"], job["exit_code"], job["input"]) == ("Succeeded", 0, "copy/in/hello.txt")
+    listing = api.get("/system/files/minio.default", params={"prefix": "copy/out"}).json()
+    assert [o["key"] for o in listing["objects"]] == ["copy/out/hello.txt"]
+    assert api.get("/system/files/minio.default/copy/out/hello.txt").content == b"hello"
+    log = api.get(f"/system/logs/copy/{started['job']}")
+    assert (log.text, log.headers["content-type"].split(";")[0]) == (
+        "copied hello.txt\n",
+        "text/plain",
+    )
+
+
+def test_an_object_version_seen_again_starts_no_second_job(
+    api: httpx.Client, platform: Any
+) -> None:
+    create(api)
+    first = api.put("/system/files/minio.default/copy/in/a.txt", content=b"1").json()
+    (job,) = first["jobs"]
+    wait_job(api, "copy", job["job"])
+    storage = platform.providers.get("minio.default")
+    info = storage.stat("copy/in/a.txt")
+    again = platform.intake.object_stored("minio.default", info)  # the watcher, late
+    assert [j.id for j in again] == [job["job"]]
+    assert platform.store.count_jobs("copy") == {"succeeded": 1}
+    second = api.put("/system/files/minio.default/copy/in/a.txt", content=b"22").json()
+    assert second["jobs"][0]["job"] != job["job"]  # a new version is new work
+
+
+@pytest.mark.parametrize("key", ["a/%2e%2e/%2e%2e/etc/passwd", "a/%00b", "%2Fetc/passwd", "a//b"])
+def test_unsafe_object_keys_are_refused_with_400(api: httpx.Client, key: str) -> None:
+    response = api.put(f"/system/files/minio.default/{key}", content=b"x")
+    assert response.status_code == 400, response.text
+    assert "key" in response.json()["detail"]
+
+
+def test_an_upload_over_the_limit_gets_413_and_leaves_nothing(
+    api: httpx.Client, platform: Any
+) -> None:
+    response = api.put("/system/files/minio.default/big.bin", content=b"x" * 5000)
+    assert response.status_code == 413
+    assert "over the limit of 4Ki" in response.json()["detail"]
+
+    def stream() -> Any:  # no Content-Length: cut off while streaming
+        for _ in range(10):
+            yield b"y" * 1000
+
+    response = api.put("/system/files/minio.default/big2.bin", content=stream())
+    assert response.status_code == 413
+    assert list(platform.providers.get("local.default").list()) == []
+    assert list(platform.tmp.iterdir()) == []
+
+
+def test_an_unknown_provider_gets_404(api: httpx.Client) -> None:
+    response = api.get("/system/files/s3.nowhere")
+    assert response.status_code == 404
+    assert "storage provider 's3.nowhere' is not defined" in response.json()["detail"]
+
+
+# -- /job and /run -------------------------------------------------------------------------
+def test_job_needs_the_services_own_token(api: httpx.Client, anon: httpx.Client) -> None:
+    token = create(api)["token"]
+    other = create(api, "other")["token"]
+    assert anon.post("/job/copy", content=b"x").status_code == 401
+    bearer = anon.post("/job/copy", content=b"x", headers={"Authorization": f"Bearer {other}"})
+    assert bearer.status_code == 401
+    assert "does not grant access" in bearer.json()["detail"]
+    ok = anon.post("/job/copy", content=b"eA==", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 201
+    assert ok.json()["job_id"].startswith("copy-")
+    assert (
+        anon.post("/job/nothing", content=b"x", auth=(ADMIN.user, ADMIN.password)).status_code
+        == 404
+    )
+
+
+def test_job_takes_a_base64_payload_as_the_input_file(api: httpx.Client) -> None:
+    create(api)
+    body = base64.b64encode(b"\x00\x01binary")
+    job_id = api.post(
+        "/job/copy", content=body, headers={"Content-Disposition": 'attachment; filename="in.bin"'}
+    ).json()["job_id"]
+    assert wait_job(api, "copy", job_id)["status"] == "Succeeded"
+    assert api.get("/system/files/minio.default/copy/out/in.bin").content == b"\x00\x01binary"
+
+
+def test_job_with_a_minio_event_runs_on_the_stored_object(api: httpx.Client) -> None:
+    create(api, "ev", input=[])
+    api.put("/system/files/minio.default/bucket/photo.png", content=b"png")
+    event = {
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": "bucket/photo.png",
+        "Records": [
+            {
+                "eventSource": "minio:s3",
+                "s3": {"bucket": {"name": "bucket"}, "object": {"key": "photo.png"}},
+            }
+        ],
+    }
+    first = api.post("/job/ev", json=event).json()["job_id"]
+    again = api.post("/job/ev", json=event).json()["job_id"]
+    assert first == again  # the same object version is one job
+    assert wait_job(api, "ev", first)["input"] == "bucket/photo.png"
+    assert api.get("/system/files/minio.default/ev/out/photo.png").content == b"png"
+
+
+def test_run_answers_with_the_single_output_in_base64_as_oscar(
+    api: httpx.Client, anon: httpx.Client
+) -> None:
+    token = create(api)["token"]
+    response = anon.post(
+        "/run/copy",
+        content=base64.b64encode(b"sync data"),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert base64.b64decode(response.content) == b"sync data"
+    assert response.headers["x-ondrop-output"] == "file"
+    job = api.get(f"/system/jobs/copy/{response.headers['x-job-id']}").json()
+    assert job["status"] == "Succeeded" and job["attempt_list"][0]["exit_code"] == 0
+
+
+def test_run_gives_raw_bytes_to_clients_that_accept_them(api: httpx.Client) -> None:
+    create(api)
+    response = api.post(
+        "/run/copy",
+        content=b"\xff\xfe raw",
+        headers={"Content-Type": "application/octet-stream", "Accept": "application/octet-stream"},
+    )
+    assert response.content == b"\xff\xfe raw"
+
+
+def test_run_zips_several_outputs_and_gives_the_log_when_there_are_none(
+    api: httpx.Client,
+) -> None:
+    create(api, "many", script='cd "$TMP_OUTPUT_DIR"; echo 1 > a; mkdir d; echo 2 > d/b', output=[])
+    zipped = api.post("/run/many", content=b"{}", headers={"Accept": "application/octet-stream"})
+    assert zipped.headers["x-ondrop-output"] == "zip"
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        assert sorted(archive.namelist()) == ["a", "d/b"]
+        assert archive.read("d/b") == b"2\n"
+    create(api, "say", script='echo "hello from $(cat "$INPUT_FILE_PATH")"', output=[])
+    said = api.post("/run/say", content=json.dumps({"who": "you"}))
+    assert said.headers["x-ondrop-output"] == "log"
+    assert said.text == 'hello from {"who": "you"}\n'
+
+
+def test_run_of_a_failing_script_is_an_error_with_the_reason(api: httpx.Client) -> None:
+    create(api, "fail", script="echo oops; exit 7")
+    response = api.post("/run/fail", content=b"{}")
+    assert response.status_code == 500
+    assert "failed: exit status 7" in response.json()["detail"]
+
+
+# -- jobs and logs ---------------------------------------------------------------------------
+def test_the_job_list_has_oscars_shape_and_pages(api: httpx.Client) -> None:
+    create(api)
+    ids = [api.post("/job/copy", content=b"{}").json()["job_id"] for _ in range(3)]
+    for job_id in ids:
+        wait_job(api, "copy", job_id)
+    page = api.get("/system/logs/copy", params={"limit": 2}).json()
+    assert list(page["jobs"]) == ids[::-1][:2]
+    assert (page["next_page"], page["remaining_jobs"]) == ("2", 1)
+    rest = api.get("/system/logs/copy", params={"limit": 2, "page": page["next_page"]}).json()
+    assert list(rest["jobs"]) == [ids[0]] and "next_page" not in rest
+    job = rest["jobs"][ids[0]]
+    assert job["status"] == "Succeeded"
+    assert job["creation_time"].endswith("Z") and job["finish_time"].endswith("Z")
+
+
+def test_delete_logs_removes_succeeded_jobs_unless_all(api: httpx.Client) -> None:
+    create(api)
+    create(api, "fail", script="exit 1")
+    ok = api.post("/job/copy", content=b"{}").json()["job_id"]
+    bad = api.post("/job/fail", content=b"{}").json()["job_id"]
+    wait_job(api, "copy", ok)
+    wait_job(api, "fail", bad)
+    assert api.delete("/system/logs/copy").status_code == 204
+    assert api.get("/system/logs/copy").json()["jobs"] == {}
+    api.delete("/system/logs/fail")
+    assert list(api.get("/system/logs/fail").json()["jobs"]) == [bad]
+    api.delete("/system/logs/fail", params={"all": "true"})
+    assert api.get("/system/logs/fail").json()["jobs"] == {}
+    assert api.get(f"/system/logs/fail/{bad}").status_code == 404
+
+
+def test_the_openapi_document_and_docs_are_served(anon: httpx.Client) -> None:
+    paths = anon.get("/openapi.json").json()["paths"]
+    for path in [
+        "/system/services",
+        "/system/logs/{service}",
+        "/job/{service}",
+        "/run/{service}",
+        "/system/files/{provider}/{key}",
+    ]:
+        assert path in paths
+    assert anon.get("/docs").status_code == 200

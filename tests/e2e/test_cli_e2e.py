@@ -1,0 +1,210 @@
+"""End to end: `ondrop up` in a subprocess, used only through the CLI and HTTP, as a user."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SLOW_COPY = """#!/bin/sh
+sleep 0.1
+name=$(basename "$INPUT_FILE_PATH")
+tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$name.upper"
+echo "did $name"
+"""
+
+
+class Platform:
+    """One `ondrop up` on a data folder; start, crash and restart it."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.env = {**os.environ, "ONDROP_DATA": str(data)}
+        for key in ("ONDROP_URL", "ONDROP_ADMIN_USER", "ONDROP_ADMIN_PASSWORD", "ONDROP_PORT"):
+            self.env.pop(key, None)
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, *flags: str) -> None:
+        endpoint = self.data / "endpoint.json"
+        endpoint.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ondrop", "up", "--port", "0", "--concurrency", "2", *flags],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ondrop up exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+            if endpoint.exists():
+                url = json.loads(endpoint.read_text())["url"]
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).text == "Ok":
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("ondrop up did not come up in 30 s")
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "ondrop", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"ondrop {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Platform]:
+    platform = Platform(tmp_path / "data")
+    platform.start()
+    yield platform
+    if platform.proc and platform.proc.poll() is None:
+        platform.stop()
+
+
+def write_fdl(folder: Path, script: str = SLOW_COPY) -> Path:
+    (folder / "upper.sh").write_text(script)
+    fdl = folder / "upper.yaml"
+    fdl.write_text("""
+functions:
+  oscar:
+  - local:
+      name: upper
+      script: upper.sh
+      input: [{storage_provider: minio, path: docs/in}]
+      output: [{storage_provider: minio, path: docs/out}]
+""")
+    return fdl
+
+
+def test_a_user_applies_drops_uploads_runs_and_reads_logs(up: Platform, tmp_path: Path) -> None:
+    assert "created upper" in up.cli("apply", str(write_fdl(tmp_path))).stdout
+    # Dropped into the input folder on disk: the watcher starts the job.
+    inbox = up.data / "storage" / "docs" / "in"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "dropped.txt").write_text("dropped\n")
+    # Uploaded with the CLI.
+    (tmp_path / "sent.txt").write_text("sent\n")
+    put = up.cli("put", "upper", str(tmp_path / "sent.txt"))
+    assert "sent.txt -> minio.default/docs/in/sent.txt" in put.stderr
+    deadline = time.monotonic() + 20
+    while "dropped.txt.upper" not in up.cli("ls", "upper").stdout:
+        assert time.monotonic() < deadline, "the dropped file was not processed"
+        time.sleep(0.1)
+    assert up.cli("wait", "upper", "--timeout", "30").returncode == 0
+    assert "dropped.txt.upper" in up.cli("ls", "upper").stdout
+    got = up.cli("get", "upper", "-o", str(tmp_path / "got"))
+    assert got.returncode == 0
+    assert (tmp_path / "got" / "sent.txt.upper").read_text() == "SENT\n"
+    assert (tmp_path / "got" / "dropped.txt.upper").read_text() == "DROPPED\n"
+    jobs = json.loads(
+        httpx.get(
+            f"{json.loads((up.data / 'endpoint.json').read_text())['url']}/system/logs/upper",
+            auth=("admin", json.loads((up.data / "admin.json").read_text())["password"]),
+        ).text
+    )["jobs"]
+    assert len(jobs) == 2 and all(j["status"] == "Succeeded" for j in jobs.values())
+    job_id = next(iter(jobs))
+    logs = up.cli("logs", "upper", job_id)
+    assert logs.stdout.startswith("did ") and "Succeeded" in logs.stderr
+    table = up.cli("jobs", "upper").stdout
+    assert table.count("Succeeded") == 2
+
+
+def test_run_sync_and_async_through_the_cli(up: Platform, tmp_path: Path) -> None:
+    up.cli("apply", str(write_fdl(tmp_path)))
+    result = up.cli("run", "upper", "--text", "shout")
+    assert result.stdout == "SHOUT"
+    (tmp_path / "in.txt").write_text("file input\n")
+    saved = up.cli(
+        "run", "upper", "--input", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt")
+    )
+    assert saved.returncode == 0
+    assert (tmp_path / "out.txt").read_text() == "FILE INPUT\n"
+    job_id = up.cli("run", "upper", "--text", "later", "--async").stdout.strip()
+    assert job_id.startswith("upper-")
+    assert up.cli("wait", "upper", "--timeout", "30").returncode == 0
+    assert "did event-file" in up.cli("logs", "upper", job_id).stdout
+
+
+def test_a_restart_in_the_middle_of_a_backlog_processes_every_input_exactly_once(
+    up: Platform, tmp_path: Path
+) -> None:
+    up.cli("apply", str(write_fdl(tmp_path)))
+    files = []
+    for i in range(30):
+        path = tmp_path / f"f{i:02}.txt"
+        path.write_text(f"file {i}\n")
+        files.append(str(path))
+    up.cli("put", "upper", *files)
+    time.sleep(0.5)
+    up.stop(signal.SIGKILL)  # a crash, mid-backlog
+    inbox = up.data / "storage" / "docs" / "in"
+    (inbox / "while-down.txt").write_text("arrived while down\n")
+    up.start()
+    assert up.cli("wait", "upper", "--timeout", "60").returncode == 0
+    outputs = sorted(p.name for p in (up.data / "storage" / "docs" / "out").iterdir())
+    assert outputs == sorted([f"f{i:02}.txt.upper" for i in range(30)] + ["while-down.txt.upper"])
+    url = json.loads((up.data / "endpoint.json").read_text())["url"]
+    password = json.loads((up.data / "admin.json").read_text())["password"]
+    jobs = httpx.get(
+        f"{url}/system/logs/upper", params={"limit": 0}, auth=("admin", password)
+    ).json()["jobs"]
+    inputs = sorted(j["input"] for j in jobs.values())
+    assert inputs == sorted(set(inputs)), "an input started two jobs"
+    assert len(inputs) == 31
+    assert all(j["status"] == "Succeeded" for j in jobs.values())
+    assert list((up.data / "work").iterdir()) == []
+
+
+def test_ctrl_c_stops_cleanly_and_a_wrong_fdl_is_a_clear_error(
+    up: Platform, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  - name: x\n   script: [oops\n")
+    result = up.cli("apply", str(bad), check=False)
+    assert result.returncode == 1
+    assert "not valid YAML at line 3" in result.stderr and "Traceback" not in result.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("services: [{name: x, script: nowhere.sh}]")
+    result = up.cli("apply", str(missing), check=False)
+    assert "service 'x': field 'script': script file 'nowhere.sh' not found" in result.stderr
+    result = up.cli("jobs", "ghost", check=False)
+    assert result.returncode == 1 and "no service named 'ghost'" in result.stderr
+    out = up.stop(signal.SIGINT)
+    assert up.proc is not None and up.proc.returncode == 0
+    assert "stopped" in out and "Traceback" not in out
+    assert not (up.data / "endpoint.json").exists()
+
+
+def test_the_cli_says_clearly_when_no_platform_is_running(tmp_path: Path) -> None:
+    platform = Platform(tmp_path / "nothing")
+    platform.env["ONDROP_URL"] = "http://127.0.0.1:9"
+    result = platform.cli("services", check=False)
+    assert result.returncode == 1
+    assert "cannot reach the platform at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
