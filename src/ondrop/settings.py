@@ -103,9 +103,11 @@ def help_for(name: str) -> str:
     return f"{f.metadata['help']} (env {env_name(name)})"
 
 
-def table() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting: rendered in docs/settings."""
-    return [
-        (env_name(f.name), repr(f.default), f.metadata["help"])
-        for f in dataclasses.fields(Settings)
-    ]
+def table() -> list[tuple[str, str, str, str]]:
+    """(variable, flag, default, meaning) for every setting: docs/settings.md shows it."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = "user data dir" if f.name == "data" else repr(f.default)
+        flag = "--" + f.name.replace("_", "-")
+        rows.append((env_name(f.name), flag, default, f.metadata["help"]))
+    return rows

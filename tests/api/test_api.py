@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ADMIN
 
 from ondrop.settings import Settings
+from tests.conftest import ADMIN
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"\necho "copied $(basename "$INPUT_FILE_PATH")"\n'
 

@@ -57,9 +57,15 @@ CONN = Connection()
 @app.callback()
 def _options(
     url: str = typer.Option(None, "--url", help=help_for("url"), show_default=False),
-    user: str = typer.Option(None, "--user", help=help_for("admin_user"), show_default=False),
+    user: str = typer.Option(
+        None, "--admin-user", "--user", help=help_for("admin_user"), show_default=False
+    ),
     password: str = typer.Option(
-        None, "--password", help=help_for("admin_password"), show_default=False
+        None,
+        "--admin-password",
+        "--password",
+        help=help_for("admin_password"),
+        show_default=False,
     ),
     data: Path = typer.Option(None, "--data", help=help_for("data"), show_default=False),
 ) -> None:
@@ -275,9 +281,12 @@ def jobs(
     ),
 ) -> None:
     """List a service's jobs: status, attempts, times, exit code and reason."""
-    table = Table("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "EXIT", "REASON")
+    found = CONN.client().jobs(service, status)
+    table = Table(title=f"{service}: {len(found)} job(s)", title_justify="left")
     table.add_column("JOB", overflow="fold")
-    for job_id, job in CONN.client().jobs(service, status).items():
+    for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "EXIT", "REASON"):
+        table.add_column(column)
+    for job_id, job in found.items():
         table.add_row(
             job_id,
             _status(job["status"]),
@@ -287,7 +296,6 @@ def jobs(
             str(job["attempts"]),
             "-" if job["exit_code"] is None else str(job["exit_code"]),
             job.get("reason") or "",
-            job_id,
         )
     out.print(table)
 
