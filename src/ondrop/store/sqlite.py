@@ -21,6 +21,7 @@ from ondrop.store.base import (
     INTERRUPTED,
     QUEUED,
     RUNNING,
+    SUCCEEDED,
     Attempt,
     Claim,
     Job,
@@ -403,6 +404,15 @@ class SQLiteStore(Store):
                         RUNNING,
                         attempt,
                     ),
+                )
+                # An invocation's body is needed until all its jobs have succeeded (a failed
+                # one may be run again); then it only takes room.
+                db.execute(
+                    """UPDATE events SET payload = NULL
+                       WHERE id = (SELECT event_id FROM jobs WHERE id = ?) AND payload IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM jobs WHERE event_id = events.id
+                                       AND status != ?)""",
+                    (job_id, SUCCEEDED),
                 )
         return self.job(job_id)
 
