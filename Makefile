@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint docs clean
 
 setup: $(READY)
 
@@ -23,6 +23,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+docs: setup
+	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \
+		> docs/settings.md
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache src/*.egg-info

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ondrop.events.base import invoke_event, object_event
+from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.fake import FakeRuntime
@@ -29,6 +30,7 @@ class Rig:
     storage: MemoryStorage
     supervisor: Supervisor
     runtime: Runtime
+    payloads: Payloads
     outputs: list[tuple[str, ObjectInfo, str]] = field(default_factory=list)
 
     def claim_for(
@@ -42,7 +44,9 @@ class Rig:
             info = self.storage.put(key, io.BytesIO(data))
             event = object_event(self.storage.name, key, info.version, info.size)
         else:
-            event = invoke_event(data, body="raw")
+            body = self.payloads.folder.parent / "body"
+            body.write_bytes(data)
+            event = invoke_event(self.payloads.adopt(body), len(data), body="raw")
         self.store.add_event(
             event, [NewJob(f"job-{time.monotonic_ns()}", service.name, priority=priority)]
         )
@@ -54,6 +58,7 @@ def rig(tmp_path: Path, runtime: Runtime) -> Rig:
     storage = MemoryStorage("memory.default")
     store = SQLiteStore(tmp_path / "s.db")
     outputs: list[tuple[str, ObjectInfo, str]] = []
+    payloads = Payloads(tmp_path / "payloads")
     supervisor = Supervisor(
         store,
         Providers({"minio.default": storage, "memory.default": storage}),
@@ -61,8 +66,9 @@ def rig(tmp_path: Path, runtime: Runtime) -> Rig:
         Folders(tmp_path / "work", tmp_path / "results"),
         60.0,
         on_output=lambda p, i, j: outputs.append((p, i, j)),
+        payloads=payloads,
     )
-    return Rig(store, storage, supervisor, runtime, outputs)
+    return Rig(store, storage, supervisor, runtime, payloads, outputs)
 
 
 def service(**extra: Any) -> Service:

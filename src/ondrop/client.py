@@ -7,8 +7,8 @@ with Client() as c:                       # URL and credentials from the environ
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +38,17 @@ class RunOutput:
 def connection(settings: Settings) -> tuple[str, str, str]:
     """(url, user, password) from the settings, else from the data folder of `ondrop up`."""
     data = Path(settings.data)
-    url, user, password = settings.url, settings.admin_user, settings.admin_password
-    if not url:
-        try:
-            url = json.loads((data / ENDPOINT_FILE).read_text())["url"]
-        except (OSError, ValueError, KeyError):
-            url = DEFAULT_URL
-    if not password:
-        try:
-            stored = json.loads((data / "admin.json").read_text())
-            password = stored.get("password", "")
-            if "ONDROP_ADMIN_USER" not in os.environ:
-                user = stored.get("user", user)
-        except (OSError, ValueError):
-            pass
+    endpoint: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        endpoint = json.loads((data / ENDPOINT_FILE).read_text())
+    stored: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        stored = json.loads((data / "admin.json").read_text())
+    url = settings.url or str(endpoint.get("url") or DEFAULT_URL)
+    user = settings.admin_user or str(endpoint.get("user") or stored.get("user") or "admin")
+    password = settings.admin_password
+    if not password and stored.get("user", "admin") == user:
+        password = str(stored.get("password", ""))
     return url.rstrip("/"), user, password
 
 

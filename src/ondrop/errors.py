@@ -8,9 +8,11 @@
     ├── InvalidKeyError         an object key or name is unsafe (400)
     ├── TooLargeError           an upload is over the configured limit (413)
     ├── AuthError               missing or wrong credentials (401)
+    ├── ForbiddenError          these credentials do not allow this (403)
     ├── StorageError            a storage provider failed (502)
     ├── ExecutionError          a job could not be run as asked (500)
     ├── StoreError              the durable store failed (500)
+    ├── UnavailableError        the platform is stopping or busy; try again (503)
     └── ClientError             the platform answered an error to the client
 
 Library exceptions are translated where they enter (`raise ... from exc`) and
@@ -54,6 +56,10 @@ class AuthError(OndropError):
     status_code = 401
 
 
+class ForbiddenError(OndropError):
+    status_code = 403
+
+
 class StorageError(OndropError):
     status_code = 502
 
@@ -64,6 +70,10 @@ class ExecutionError(OndropError):
 
 class StoreError(OndropError):
     status_code = 500
+
+
+class UnavailableError(OndropError):
+    status_code = 503
 
 
 class ClientError(OndropError):

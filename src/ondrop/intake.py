@@ -88,9 +88,12 @@ class Intake:
             self.on_jobs([job])
         return job
 
-    def invoke(self, service: str, payload: bytes, name: str, body: str, priority: int) -> Job:
-        """An HTTP invocation of `service` with `payload` as its input file called `name`."""
-        event = invoke_event(payload, name, body)
+    def invoke(
+        self, service: str, payload: str, size: int, name: str, body: str, priority: int
+    ) -> Job:
+        """An HTTP invocation of `service`: the body kept as `payload` (see Payloads) becomes
+        its input file called `name`."""
+        event = invoke_event(payload, size, name, body)
         (job,) = self._record(event, [service], priority)
         return job
 

@@ -6,12 +6,17 @@ watcher / upload / invocation / chained output
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
+from ondrop.errors import ConflictError, DefinitionError, NotFoundError
+from ondrop.events.payloads import Payloads
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
 from ondrop.intake import Intake
@@ -23,11 +28,13 @@ from ondrop.services import Applied, Services
 from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers
 from ondrop.storage.base import ObjectInfo
+from ondrop.store.base import FINISHED, SUCCEEDED, Claim, Job
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import Folders, Supervisor
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = "ondrop.lock"
 DEFAULT_TIMEOUT = 900.0  # seconds, for services that give none (AWS Lambda's maximum)
 
 
@@ -35,13 +42,19 @@ class Platform:
     def __init__(self, settings: Settings, runtimes: dict[str, Runtime] | None = None) -> None:
         self.settings = settings
         data = Path(settings.data)
-        data.mkdir(parents=True, exist_ok=True)
+        try:
+            data.mkdir(parents=True, exist_ok=True, mode=0o700)  # tokens and secrets live here
+            if not data.is_dir():
+                raise NotADirectoryError(f"{data} is not a folder")
+        except OSError as exc:
+            raise DefinitionError(f"cannot use {data} as the data folder: {exc}") from None
         self.data = data
         self.tmp = data / "tmp"
         self.store = SQLiteStore(data / "ondrop.db")
         default = LocalStorage("local.default", data / "storage")
         self.providers = Providers({"local.default": default, "minio.default": default})
         self.runtimes: dict[str, Runtime] = runtimes or {"process": ProcessRuntime()}
+        self.payloads = Payloads(data / "payloads")
         self.services = Services(self.store, self.providers, self.check_runnable)
         self.supervisor = Supervisor(
             self.store,
@@ -50,39 +63,61 @@ class Platform:
             Folders(data / "work", data / "results"),
             DEFAULT_TIMEOUT,
             on_output=self._output_stored,
+            payloads=self.payloads,
         )
-        self.pool = LocalPool(self.store, self.services, self.supervisor.run, settings.workers)
+        self.pool = LocalPool(
+            self.store,
+            self.services,
+            self.supervisor.run,
+            settings.workers,
+            on_finished=self._job_finished,
+        )
         self.intake = Intake(
             self.store, self.services, self.providers, Router(), lambda jobs: self.pool.wake()
         )
         self.watchers: dict[str, FolderWatcher] = {}
         self.started = False
+        self._lock: IO[str] | None = None
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
+        self._lock = _lock_data(self.data)
         requeued = self.store.requeue_running("the platform stopped while it ran")
         if requeued:
             log.info(
                 "queued again %d job(s) that were running when the platform stopped", len(requeued)
             )
-        self.supervisor.clean_orphans()
+        reaped = self.supervisor.clean_orphans(self.runtimes.values())
+        if reaped:
+            log.warning("killed %d job process(es) left running by a platform that died", reaped)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
+        self.payloads.keep_only(self.store.payloads_in_use())
         self.pool.start()
         self._watch()
         self.started = True
 
-    def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """Shutdown has begun: start no more jobs; running ones go on for the grace period."""
+        self.pool.drain()
+
+    def interrupt(self, force: bool = False) -> None:
+        """Stop running jobs now (`force`: SIGKILL at once); they run again on the next start."""
+        for runtime in self.runtimes.values():
+            runtime.stop_all(force)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop watching, let running jobs finish within `grace` seconds (the setting when
+        None), interrupt the rest, close the store."""
         for watcher in self.watchers.values():
             watcher.stop()
-        self.pool.stop(self.settings.grace, self._interrupt_all)
+        self.pool.stop(self.settings.grace if grace is None else grace, self.interrupt)
         self.providers.close()
         self.store.close()
         self.started = False
-
-    def _interrupt_all(self) -> None:
-        for runtime in self.runtimes.values():
-            runtime.stop_all()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- services -------------------------------------------------------------------
     def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
@@ -96,6 +131,12 @@ class Platform:
         if self.started:
             self._watch()
         return applied
+
+    def delete_service(self, name: str) -> None:
+        """Remove a service and its jobs; whoever waits for one of them is told."""
+        unfinished = [j.id for j in self.store.jobs(name) if j.status not in FINISHED]
+        self.services.delete(name)
+        self.pool.abandon(unfinished, NotFoundError(f"service {name!r} was removed"))
 
     def runtime_for(self, service: Service) -> Runtime | str:
         """The runtime that runs `service`'s jobs, or why none can."""
@@ -138,6 +179,10 @@ class Platform:
         return None, None
 
     # -- events ---------------------------------------------------------------------
+    def _job_finished(self, claim: Claim, job: Job) -> None:
+        if job.status == SUCCEEDED and claim.event.payload:
+            self.payloads.discard(claim.event.payload)  # a failed job keeps it for a re-run
+
     def _output_stored(self, provider: str, info: ObjectInfo, job_id: str) -> None:
         self.intake.object_stored(provider, info, parent_job=job_id)
 
@@ -157,3 +202,24 @@ class Platform:
 
     def _object_seen(self, provider: str, info: ObjectInfo) -> None:
         self.intake.object_stored(provider, info)
+
+
+def _lock_data(data: Path) -> IO[str]:
+    """Hold the data folder for this process: two platforms on one store would run every
+    job twice."""
+    handle = (data / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ConflictError(
+            f"another ondrop ({owner}) is running with the data folder {data}; stop it first, "
+            "or give this one another --data"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle

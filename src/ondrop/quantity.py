@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?|[kmgtp]i?|B)?\s*$")
@@ -43,7 +44,7 @@ def parse_cpu(text: str | float | int) -> float:
         cores = float(raw[:-1]) / 1000 if raw.endswith("m") else float(raw)
     except ValueError:
         raise ValueError(f"expected a CPU amount such as 0.5, 2 or 500m, got {text!r}") from None
-    if cores <= 0:
+    if not math.isfinite(cores) or cores <= 0:
         raise ValueError(f"expected a positive CPU amount, got {text!r}")
     return cores
 

@@ -32,6 +32,9 @@ def _setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse})
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("ondrop"))
 
@@ -44,7 +47,11 @@ class Settings:
     host: str = _setting("127.0.0.1", "address the API listens on")
     port: int = _setting(8030, "port the API listens on; 0 picks a free one", int)
     url: str = _setting("", "platform URL the client talks to (default: from the data folder)")
-    admin_user: str = _setting("admin", "admin user name for /system/* (HTTP basic)")
+    admin_user: str = _setting(
+        "",
+        "admin user name for /system/* (HTTP basic; default: the one kept in the data "
+        "folder, else admin)",
+    )
     admin_password: str = _setting(
         "", "admin password (default: generated on first start, kept in the data folder)"
     )
@@ -64,6 +71,19 @@ class Settings:
     def __post_init__(self) -> None:
         if self.data is None:
             object.__setattr__(self, "data", default_data_dir())
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port {self.port} is not between 0 and 65535")
+        if self.concurrency < 0:
+            problems.append(f"concurrency {self.concurrency} is negative")
+        if self.grace < 0:
+            problems.append(f"grace {self.grace} is negative")
+        if self.max_upload <= 0:
+            problems.append(f"max_upload {self.max_upload} must be positive")
+        if self.log_level.lower() not in LOG_LEVELS:
+            problems.append(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if problems:
+            raise DefinitionError("invalid settings: " + "; ".join(problems))
 
     @classmethod
     def load(
@@ -111,3 +131,25 @@ def table() -> list[tuple[str, str, str, str]]:
         flag = "--" + f.name.replace("_", "-")
         rows.append((env_name(f.name), flag, default, f.metadata["help"]))
     return rows
+
+
+def markdown() -> str:
+    """docs/settings.md, from the table (`make docs` writes it)."""
+    lines = [
+        "# Settings",
+        "",
+        "One table: every setting is read from its environment variable unless its flag",
+        "is given, and falls back to the default. `ondrop up` takes every flag but `--url`;",
+        "the other commands take `--url`, `--admin-user`, `--admin-password` and `--data`",
+        "before the command (`ondrop --url http://host:8030 services`) and otherwise find",
+        "a local platform through its data folder. This page is generated from the code",
+        "(`make docs`) and the tests check that it is current.",
+        "",
+        "| variable | flag | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{env}` | `{flag}` | `{default}` | {meaning} |"
+        for env, flag, default, meaning in table()
+    ]
+    return "\n".join(lines) + "\n"

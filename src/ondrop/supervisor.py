@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ondrop.errors import NotFoundError, OndropError, StorageError
 from ondrop.events.base import INVOKE, OBJECT, Event
+from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.storage import Providers
@@ -50,7 +51,9 @@ class Supervisor:
         folders: Folders,
         default_timeout: float,
         on_output: OutputHook,
+        payloads: Payloads,
     ) -> None:
+        self.payloads = payloads
         self.store = store
         self.providers = providers
         self.runtime_for = runtime_for
@@ -60,15 +63,17 @@ class Supervisor:
         for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def clean_orphans(self) -> int:
-        """Remove work folders left by a platform that died (start-up; nothing runs yet)."""
-        removed = 0
+    def clean_orphans(self, runtimes: Iterable[Runtime]) -> int:
+        """Kill and remove what a platform that died left behind: processes or containers
+        of its jobs, their work folders, unclaimed /run results (start-up; nothing runs)."""
+        reaped = 0
         for entry in self.folders.work.iterdir():
+            for runtime in runtimes:
+                reaped += runtime.reap(entry)
             shutil.rmtree(entry, ignore_errors=True)
-            removed += 1
         for entry in self.folders.results.iterdir():
             shutil.rmtree(entry, ignore_errors=True)
-        return removed
+        return reaped
 
     def run(self, claim: Claim, service: Service) -> Outcome:
         job, event = claim.job, claim.event
@@ -127,7 +132,13 @@ class Supervisor:
             provider.get(event.key, dest)
             return dest
         dest = inputs / Path(check_key(event.key or "event-file")).name
-        dest.write_bytes(event.payload or b"")
+        if event.payload is None:
+            dest.write_bytes(b"")
+        else:
+            try:
+                shutil.copyfile(self.payloads.path(event.payload), dest)
+            except FileNotFoundError:
+                raise NotFoundError("the invocation's body is no longer kept") from None
         return dest
 
     def _environment(

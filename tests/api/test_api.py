@@ -358,3 +358,116 @@ def test_the_openapi_document_and_docs_are_served(anon: httpx.Client) -> None:
     ]:
         assert path in paths
     assert anon.get("/docs").status_code == 200
+
+
+def test_a_token_starts_jobs_only_on_its_services_inputs(
+    api: httpx.Client, anon: httpx.Client
+) -> None:
+    token = create(api)["token"]
+    api.put("/system/files/minio.default/private/secret.txt", content=b"secret")
+    api.put("/system/files/minio.default/copy/in/mine.txt", content=b"mine")
+
+    def event(bucket: str, key: str) -> dict[str, Any]:
+        return {"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    refused = anon.post("/job/copy", json=event("private", "secret.txt"), headers=bearer)
+    assert refused.status_code == 403
+    assert "not in an input path of 'copy'" in refused.json()["detail"]
+    assert (
+        anon.post("/job/copy", json=event("copy", "in/mine.txt"), headers=bearer).status_code == 201
+    )
+    assert api.post("/job/copy", json=event("private", "secret.txt")).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Records": [{"s3": "x"}]},
+        {"Records": []},
+        {"Records": [{"s3": {"bucket": {"name": 1}, "object": {"key": "k"}}}]},
+    ],
+)
+def test_a_malformed_storage_event_is_a_400(api: httpx.Client, body: dict[str, Any]) -> None:
+    create(api)
+    response = api.post("/job/copy", json=body)
+    assert response.status_code == 400, response.text
+
+
+def test_raw_invocations_still_get_an_event_describing_them(api: httpx.Client) -> None:
+    create(api, "ev", script='echo "$EVENT"', output=[])
+    response = api.post(
+        "/run/ev",
+        content=b"\x00\x01",
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": 'attachment; filename="blob.bin"',
+        },
+    )
+    assert json.loads(response.text) == {"event": "invocation", "file": "blob.bin", "size": 2}
+
+
+def test_an_absurd_page_is_the_first_page(api: httpx.Client) -> None:
+    create(api)
+    response = api.get("/system/logs/copy", params={"page": "9" * 40})
+    assert response.status_code == 200 and response.json()["jobs"] == {}
+
+
+def test_a_run_whose_job_is_deleted_while_queued_gets_404(api: httpx.Client, platform: Any) -> None:
+    import threading
+
+    create(api, "slow", script="sleep 2", max_concurrency=1)
+    blockers = [api.post("/job/slow", content=b"{}").json()["job_id"] for _ in range(2)]
+    answer: dict[str, Any] = {}
+
+    def run() -> None:
+        with httpx.Client(base_url=str(api.base_url), auth=api.auth, timeout=30) as c:
+            answer["response"] = c.post("/run/slow", content=b"{}")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    queued: list[str] = []
+    while not queued and time.monotonic() < deadline:
+        jobs = api.get("/system/logs/slow", params={"status": "Pending"}).json()["jobs"]
+        queued = [j for j in jobs if j not in blockers]
+        time.sleep(0.05)
+    assert queued, "the /run job never showed up"
+    assert api.delete(f"/system/logs/slow/{queued[0]}").status_code == 204
+    thread.join(10)
+    assert answer["response"].status_code == 404
+    assert "was deleted" in answer["response"].json()["detail"]
+
+
+def test_payloads_are_kept_as_files_until_their_job_succeeded(
+    api: httpx.Client, platform: Any
+) -> None:
+    create(api)
+    create(api, "fail", script="exit 1")
+    ok = api.post("/job/copy", content=b"{}").json()["job_id"]
+    bad = api.post("/job/fail", content=b"{}").json()["job_id"]
+    wait_job(api, "copy", ok)
+    wait_job(api, "fail", bad)
+    kept = list(platform.payloads.folder.iterdir())
+    assert len(kept) == 1  # the failed job's body, for a re-run
+    assert kept[0].name in platform.store.payloads_in_use()
+
+
+def test_large_and_line_wrapped_base64_bodies_are_decoded(tmp_path: Path) -> None:
+    from ondrop.api.routes.invoke import decode_body
+
+    data = bytes(range(256)) * 8192  # 2 MiB: past the size read whole
+    encoded = base64.encodebytes(data)  # 76-column lines, as the base64 tool writes
+    body = tmp_path / "body"
+    body.write_bytes(encoded)
+    content, _ = decode_body(body, "text/plain")
+    assert content.read_bytes() == data and not body.exists()
+    small = tmp_path / "small"
+    small.write_bytes(base64.encodebytes(b"hello"))
+    assert decode_body(small, "")[0].read_bytes() == b"hello"
+    text = tmp_path / "text"
+    text.write_bytes(b"just words, not base64")
+    assert decode_body(text, "")[0].read_bytes() == b"just words, not base64"
+    big_json = tmp_path / "json"
+    big_json.write_bytes(b'  {"a": "' + b"x" * (2 << 20) + b'"}')
+    assert decode_body(big_json, "")[0] == big_json

@@ -208,3 +208,88 @@ def test_the_cli_says_clearly_when_no_platform_is_running(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "cannot reach the platform at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _marker_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
+    up: Platform, tmp_path: Path
+) -> None:
+    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
+    script = f"#!/bin/bash\nexec -a {marker} sleep 30\n"
+    up.cli("apply", str(write_fdl(tmp_path, script)))
+    (tmp_path / "a.txt").write_text("a")
+    up.cli("put", "upper", str(tmp_path / "a.txt"))
+    deadline = time.monotonic() + 10
+    while not _marker_processes(marker):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    assert up.proc is not None
+    up.proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert up.proc.poll() is None, "the first Ctrl-C must wait for running jobs"
+    started = time.monotonic()
+    out = up.stop(signal.SIGINT)
+    assert time.monotonic() - started < 10
+    assert up.proc.returncode == 0 and "Traceback" not in out
+    assert "stopping running jobs now" in out
+    assert _marker_processes(marker) == []
+
+
+def test_a_crash_leaves_no_job_process_behind_after_the_restart(
+    up: Platform, tmp_path: Path
+) -> None:
+    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
+    script = f"#!/bin/bash\nexec -a {marker} sleep 30\n"
+    up.cli("apply", str(write_fdl(tmp_path, script)))
+    (tmp_path / "a.txt").write_text("a")
+    up.cli("put", "upper", str(tmp_path / "a.txt"))
+    deadline = time.monotonic() + 10
+    while not _marker_processes(marker):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    (orphan,) = _marker_processes(marker)
+    up.stop(signal.SIGKILL)
+    assert _marker_processes(marker) == [orphan]  # the script outlived the platform
+    up.start()
+    deadline = time.monotonic() + 10
+    while orphan in _marker_processes(marker):
+        assert time.monotonic() < deadline, "the orphan was not killed on restart"
+        time.sleep(0.05)
+    assert up.proc is not None
+    up.proc.send_signal(signal.SIGINT)  # the job runs again: stop it at once this time
+    time.sleep(0.3)
+    up.stop(signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "--max-upload", "lots"], "--max-upload: expected a size"),
+        (["up", "--port", "99999"], "port 99999 is not between 0 and 65535"),
+        (["up", "--log-level", "loud"], "log_level 'loud'"),
+    ],
+)
+def test_bad_flags_are_clear_errors_not_tracebacks(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    platform = Platform(tmp_path / "data")
+    result = platform.cli(*args, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_platforms_cannot_share_a_data_folder(up: Platform) -> None:
+    result = up.cli("up", "--port", "0", check=False)
+    assert result.returncode == 1
+    assert "another ondrop" in result.stderr and "Traceback" not in result.stderr

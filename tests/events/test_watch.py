@@ -127,3 +127,54 @@ def test_a_failing_sink_does_not_stop_the_watcher(storage: LocalStorage) -> None
         assert calls == ["in/one", "in/two"]
     finally:
         watcher.stop()
+
+
+def test_a_slow_writer_that_pauses_longer_than_the_settle_time_still_counts_once(
+    storage: LocalStorage, seen: Seen
+) -> None:
+    (storage.root / "in").mkdir()
+    time.sleep(0.1)  # let the watcher add its watch on the new folder
+    with (storage.root / "in" / "slow.txt").open("w") as f:
+        f.write("part1\n")
+        f.flush()
+        time.sleep(0.6)  # three times the settle time, file still open
+        assert seen.keys() == []
+        f.write("part2\n")
+    (info,) = seen.wait_for(1)
+    assert info.size == len("part1\npart2\n")
+    time.sleep(0.4)
+    assert len(seen.keys()) == 1
+
+
+def test_a_moved_in_file_that_someone_reads_still_counts(
+    storage: LocalStorage, seen: Seen, tmp_path: Path
+) -> None:
+    (storage.root / "in").mkdir()
+    (tmp_path / "m.txt").write_text("moved")
+    os.rename(tmp_path / "m.txt", storage.root / "in" / "m.txt")
+    assert (storage.root / "in" / "m.txt").read_text() == "moved"
+    assert [i.key for i in seen.wait_for(1)] == ["in/m.txt"]
+
+
+def test_links_out_of_the_folder_and_odd_names_are_skipped_not_fatal(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    (storage.root / "in").mkdir()
+    (tmp_path / "secret").write_text("host file")
+    (storage.root / "in" / "link").symlink_to(tmp_path / "secret")
+    (storage.root / "in" / "ok.txt").write_text("fine")
+    os.close(
+        os.open(
+            os.path.join(os.fsencode(storage.root / "in"), b"bad\xffname"), os.O_CREAT | os.O_WRONLY
+        )
+    )
+    sink = Seen()
+    watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
+    watcher.start(sink)
+    try:
+        assert sink.keys() == ["in/ok.txt"]
+        (storage.root / "in" / "link2").symlink_to(tmp_path / "secret")
+        (storage.root / "in" / "later.txt").write_text("later")
+        assert [i.key for i in sink.wait_for(2)][1] == "in/later.txt"
+    finally:
+        watcher.stop()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ondrop.errors import DefinitionError
 from ondrop.fdl import load_file, load_text, parse_service
@@ -233,3 +236,49 @@ def test_public_form_hides_secrets() -> None:
     assert shown["storage_providers"]["minio"]["elsewhere"]["secret_key"] == "hidden"
     assert shown["storage_providers"]["minio"]["elsewhere"]["access_key"] == "hidden"
     assert "very-secret" not in str(shown) and "abcdef123" not in str(shown)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "name",
+    "script",
+    "image",
+    "memory",
+    "cpu",
+    "input",
+    "output",
+    "environment",
+    "storage_providers",
+    "timeout",
+    "mode",
+    "enable_gpu",
+    "synchronous",
+    "log_level",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6))
+def test_any_service_json_is_accepted_or_refused_with_a_definition_error(
+    raw: dict[str, object],
+) -> None:
+    try:
+        parse_service({"name": "fuzz", "script": "true", **raw})
+    except DefinitionError as exc:
+        assert str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_any_yaml_document_is_loaded_or_refused_with_a_definition_error(data: object) -> None:
+    text = yaml.safe_dump({"services": [data]} if isinstance(data, dict) else data)
+    try:
+        load_text(text, "fuzz.yaml", Path("/nonexistent"))
+    except DefinitionError as exc:
+        assert str(exc).startswith("fuzz.yaml")

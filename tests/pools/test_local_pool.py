@@ -216,3 +216,67 @@ def test_backoff_grows_and_is_jittered() -> None:
     assert 0.5 <= local.backoff(1) <= 1.5
     assert 4 <= local.backoff(4) <= 12
     assert local.backoff(30) <= 450
+
+
+def test_a_full_pool_waits_quietly_instead_of_spinning(make: Callable[..., Rig]) -> None:
+    gate = threading.Event()
+    rig = make(lambda c, s: (gate.wait(5), Outcome(SUCCEEDED, 0))[1], workers=1)
+    calls = 0
+    claim = rig.store.claim
+
+    def counting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return claim(*args)
+
+    rig.store.claim = counting  # type: ignore[method-assign,assignment]
+    rig.add("a", 3)
+    time.sleep(1.0)
+    assert calls <= 5, f"the scheduler claimed {calls} times in a second while full"
+    gate.set()
+    assert rig.wait_done() == {SUCCEEDED: 3}
+
+
+def test_interrupted_attempts_do_not_use_up_retries(
+    make: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "backoff", lambda attempt: 0.01)
+
+    def execute(claim: Claim, service: Service) -> Outcome:
+        if claim.attempt <= 2:
+            return Outcome(INTERRUPTED, None, "stopped by the platform")
+        if claim.attempt == 3:
+            return Outcome(FAILED, 1, "exit status 1")
+        return Outcome(SUCCEEDED, 0)
+
+    rig = make(execute, retries=1)
+    (job_id,) = rig.add("a", 1)
+    assert rig.wait_done() == {SUCCEEDED: 1}
+    assert [a.status for a in rig.store.attempts(job_id)] == [
+        INTERRUPTED,
+        INTERRUPTED,
+        FAILED,
+        SUCCEEDED,
+    ]
+
+
+def test_waiters_are_told_when_their_job_is_deleted_or_will_not_start(
+    make: Callable[..., Rig],
+) -> None:
+    from ondrop.errors import NotFoundError, UnavailableError
+
+    gate = threading.Event()
+    rig = make(lambda c, s: (gate.wait(5), Outcome(SUCCEEDED, 0))[1], workers=1)
+    running, queued, deleted = rig.add("a", 3)
+    time.sleep(0.2)
+    gone = rig.pool.watch(deleted)
+    rig.store.delete_job(deleted)
+    rig.pool.abandon([deleted], NotFoundError("deleted"))
+    with pytest.raises(NotFoundError):
+        gone.result(1)
+    first, second = rig.pool.watch(running), rig.pool.watch(queued)
+    rig.pool.drain()
+    with pytest.raises(UnavailableError):
+        second.result(1)
+    gate.set()
+    assert first.result(5).status == SUCCEEDED

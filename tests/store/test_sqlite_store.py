@@ -151,15 +151,12 @@ def test_outputs_remember_their_producer(store: SQLiteStore) -> None:
     assert store.producer("local.default", "out/b") is None
 
 
-def test_an_invocation_body_is_dropped_once_its_job_succeeded_but_kept_after_a_failure(
-    store: SQLiteStore,
-) -> None:
+def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: SQLiteStore) -> None:
     from ondrop.events.base import invoke_event
 
-    for name, status in [("ok", SUCCEEDED), ("bad", FAILED)]:
-        store.add_event(invoke_event(b"body", name), [NewJob(name, "svc")])
-        (claim,) = store.claim(1, {}, time.time())
-        store.finish(claim.job.id, 1, Outcome(status), None)
-        event = store.event(claim.job.event_id)
-        assert event is not None
-        assert event.payload == (None if status == SUCCEEDED else b"body")
+    for name, status in [("ok", SUCCEEDED), ("bad", FAILED), ("waiting", None)]:
+        store.add_event(invoke_event(f"body-{name}", 4, name), [NewJob(name, "svc")])
+        if status is not None:
+            (claim,) = store.claim(1, {}, time.time())
+            store.finish(claim.job.id, 1, Outcome(status), None)
+    assert store.payloads_in_use() == {"body-bad", "body-waiting"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from ondrop.errors import AuthError
+from ondrop.errors import AuthError, DefinitionError
 from ondrop.settings import Settings
 
 CREDENTIALS_FILE = "admin.json"
@@ -25,19 +25,35 @@ class Credentials:
     password: str
 
 
+def stored_credentials(data: Path) -> dict[str, str]:
+    """The credentials kept in the data folder ({} when there are none)."""
+    path = data / CREDENTIALS_FILE
+    if not path.exists():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+        return {k: str(v) for k, v in stored.items() if k in {"user", "password"}}
+    except (OSError, ValueError) as exc:
+        raise DefinitionError(
+            f"cannot read the admin credentials in {path} ({exc}); remove the file to have "
+            "new ones generated, or give ONDROP_ADMIN_PASSWORD"
+        ) from None
+
+
 def admin_credentials(settings: Settings) -> Credentials:
     """The admin's credentials: from settings, else kept in the data folder, else new ones
     (written there, readable by the owner only)."""
-    path = Path(settings.data) / CREDENTIALS_FILE
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
+    data = Path(settings.data)
+    stored = stored_credentials(data)
     user = settings.admin_user or stored.get("user") or "admin"
-    password = settings.admin_password or stored.get("password") or ""
-    if not password:
-        password = secrets.token_urlsafe(18)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if settings.admin_password:
+        return Credentials(user, settings.admin_password)  # given: never written to disk
+    password = stored.get("password") or secrets.token_urlsafe(18)
+    if stored != {"user": user, "password": password}:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(data / CREDENTIALS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({"user": user, "password": password}, f)
     return Credentials(user, password)

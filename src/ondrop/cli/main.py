@@ -93,7 +93,6 @@ def up(
 ) -> None:
     """Start the platform in the foreground: API, workers and file watching."""
     from ondrop.cli.up import serve
-    from ondrop.quantity import parse_bytes
 
     overrides = dict(
         data=data or CONN.overrides.get("data"),
@@ -105,7 +104,7 @@ def up(
         grace=grace,
         run_images_on_host=run_images_on_host,
         log_level=log_level,
-        max_upload=parse_bytes(max_upload) if max_upload else None,
+        max_upload=_size(max_upload) if max_upload else None,
     )
     serve(Settings.load(overrides))
 
@@ -279,8 +278,13 @@ def jobs(
     status: str = typer.Option(
         None, help="only jobs with this status (Pending, Running, Succeeded, Failed)"
     ),
+    clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
 ) -> None:
     """List a service's jobs: status, attempts, times, exit code and reason."""
+    if clear:
+        CONN.client().delete_jobs(service, all=True)
+        out.print(f"removed the finished jobs of {service}")
+        return
     found = CONN.client().jobs(service, status)
     table = Table(title=f"{service}: {len(found)} job(s)", title_justify="left")
     table.add_column("JOB", overflow="fold")
@@ -324,7 +328,8 @@ def wait(
     service: str = typer.Argument(..., help="service"),
     timeout: float = typer.Option(0, help="give up after this many seconds (0: never)"),
 ) -> None:
-    """Wait until the service has no queued or running job; fail if any job failed."""
+    """Wait until the service has no queued or running job; fail if any of its jobs failed
+    (`ondrop jobs SERVICE --clear` forgets old ones)."""
     client = CONN.client()
     started = time.monotonic()
     with Progress(
@@ -356,7 +361,16 @@ def wait(
     out.print(f"{done} job(s) succeeded")
 
 
-# -- helpers --------------------------------------------------------------------------------
+# -- helpers ----------------------------------------------------------------------------------
+def _size(text: str) -> int:
+    from ondrop.quantity import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise DefinitionError(f"--max-upload: {exc}") from None
+
+
 def _place(service: dict[str, Any], which: str, name: str) -> tuple[str, str]:
     entries = service.get(which) or []
     if not entries:
@@ -390,6 +404,10 @@ def main() -> None:
         app()
     except OndropError as exc:
         err.print(f"[red]error[/]: {exc}", highlight=False)
+        sys.exit(1)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error[/]: {exc.strerror or exc}{where}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -23,10 +27,6 @@ from ondrop.platform import Platform
 from ondrop.settings import Settings
 
 console = Console(stderr=True)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def serve(settings: Settings) -> None:
@@ -53,32 +53,69 @@ def serve(settings: Settings) -> None:
     platform = Platform(settings)
     platform.start()
     endpoint = Path(settings.data) / ENDPOINT_FILE
-    endpoint.write_text(json.dumps({"url": url, "pid": _pid()}))
+    endpoint.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
     _banner(settings, platform, url, admin.user, admin.password)
 
     app = create_app(platform, admin, manage=False)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    previous: Any = signal.signal(signal.SIGTERM, _interrupt)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, int(settings.grace)),
+    )
+    server = _Server(config)
+    stopping = _Stopping(server, platform, settings.grace)
+    previous = {sig: signal.signal(sig, stopping.signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
     finally:
-        console.print(
-            f"[bold]stopping[/]: running jobs get up to {settings.grace:g} s to finish "
-            "(Ctrl-C again stops them now; they run again on the next start)"
-        )
         endpoint.unlink(missing_ok=True)
-        platform.stop()
-        signal.signal(signal.SIGTERM, previous)
+        if not stopping.signals:
+            stopping.signal(signal.SIGTERM, None)
+        platform.stop(grace=max(0.0, stopping.deadline - time.monotonic()))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         console.print("stopped; nothing accepted was lost")
 
 
-def _pid() -> int:
-    import os
+class _Server(uvicorn.Server):
+    """uvicorn, leaving signals to `_Stopping`."""
 
-    return os.getpid()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _Stopping:
+    """Ctrl-C (or SIGTERM) once: stop taking requests and starting jobs, let running jobs
+    finish within the grace period. Twice: stop running jobs now. Three times: kill them."""
+
+    def __init__(self, server: uvicorn.Server, platform: Platform, grace: float) -> None:
+        self.server = server
+        self.platform = platform
+        self.grace = grace
+        self.signals = 0
+        self.deadline = time.monotonic() + grace
+
+    def signal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of the main thread: only set flags and start threads.
+        self.signals += 1
+        if self.signals == 1:
+            self.deadline = time.monotonic() + self.grace
+            console.print(
+                f"[bold]stopping[/]: running jobs get up to {self.grace:g} s to finish "
+                "(Ctrl-C again stops them now; they run again on the next start)"
+            )
+            self.server.should_exit = True
+            threading.Thread(target=self.platform.begin_stop, daemon=True).start()
+        elif self.signals == 2:
+            console.print("stopping running jobs now (Ctrl-C again kills them)")
+            self.deadline = time.monotonic()
+            self.server.force_exit = True
+            threading.Thread(target=self.platform.interrupt, daemon=True).start()
+        else:
+            threading.Thread(target=self.platform.interrupt, args=(True,), daemon=True).start()
 
 
 def _banner(settings: Settings, platform: Platform, url: str, user: str, password: str) -> None:

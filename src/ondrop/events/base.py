@@ -32,7 +32,7 @@ class Event:
     time: float = field(default_factory=time.time)
     size: int | None = None
     body: str = ""  # the raw event JSON, what the script gets as $EVENT
-    payload: bytes | None = None  # an invocation's body
+    payload: str | None = None  # an invocation's body: its file in the payloads folder
     parent_job: str | None = None  # the job whose output this object is
     id: int | None = None  # given by the store
 
@@ -63,17 +63,10 @@ def object_event(
     return Event(source, key, version, OBJECT, now, size, body, parent_job=parent_job)
 
 
-def invoke_event(payload: bytes, name: str = "event-file", body: str = "") -> Event:
-    """An event for an HTTP invocation: `payload` becomes the input file called `name`."""
-    return Event(
-        HTTP_SOURCE,
-        name,
-        uuid.uuid4().hex,
-        INVOKE,
-        size=len(payload),
-        body=body,
-        payload=payload,
-    )
+def invoke_event(payload: str, size: int, name: str = "event-file", body: str = "") -> Event:
+    """An event for an HTTP invocation: the body kept as `payload` becomes the input file
+    called `name`."""
+    return Event(HTTP_SOURCE, name, uuid.uuid4().hex, INVOKE, size=size, body=body, payload=payload)
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Watch a local provider's folder with inotify (watchdog) and rescan it on start.
 
-A file counts as landed when it is closed after writing or renamed into place;
-a file that only appears (moved in from elsewhere, hard-linked) counts once it
-has been quiet for a moment. Folders and half-written temp files never count.
+A file counts as landed when it is closed after writing or renamed into place.
+A file that appears without being opened (moved in from elsewhere, hard-linked)
+counts once it has been quiet for a moment; one that is open for writing waits
+for its close, however slow the writer. Folders and temp files never count.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 from watchdog.events import (
     DirCreatedEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -48,7 +51,8 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
         self.settle = settle
         self._sink: Sink | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._pending: dict[Path, float] = {}
+        self._pending: dict[Path, float] = {}  # appeared, not opened: when last changed
+        self._writing: set[Path] = set()  # appeared and opened: wait for the close
         self._cond = threading.Condition()
         self._stopping = False
         self._settler = threading.Thread(
@@ -68,8 +72,13 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
         """Offer every object under the watched folders; the store drops what it has seen."""
         count = 0
         for folder in self.folders():
-            for info in self.provider.list(folder):
-                self._deliver_info(info.key)
+            try:
+                keys = [info.key for info in self.provider.list(folder)]
+            except Exception:
+                log.exception("could not rescan %s:%s", self.provider.name, folder)
+                continue
+            for key in keys:
+                self._deliver_info(key)
                 count += 1
         return count
 
@@ -98,6 +107,25 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
                 self._pending[_path(event.src_path)] = time.monotonic()
                 self._cond.notify_all()
 
+    def on_opened(self, event: FileSystemEvent) -> None:
+        # open(O_CREAT) gives "created" then "opened": a writer holds the file until it
+        # closes it, so it must not settle early. A file moved in is never opened here.
+        if isinstance(event, FileOpenedEvent):
+            path = _path(event.src_path)
+            with self._cond:
+                if self._pending.pop(path, None) is not None:
+                    self._writing.add(path)
+
+    def on_closed_no_write(self, event: FileSystemEvent) -> None:
+        # Only read after all (someone looked at a moved-in file): let it settle again.
+        if isinstance(event, FileClosedNoWriteEvent):
+            path = _path(event.src_path)
+            with self._cond:
+                if path in self._writing:
+                    self._writing.discard(path)
+                    self._pending[path] = time.monotonic()
+                    self._cond.notify_all()
+
     def on_modified(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileModifiedEvent):
             path = _path(event.src_path)
@@ -109,20 +137,24 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
     def _landed(self, path: Path) -> None:
         with self._cond:
             self._pending.pop(path, None)
+            self._writing.discard(path)
         key = self.provider.key_of(path)
         if key is not None:
             self._deliver_info(key)
 
     def _deliver_info(self, key: str) -> None:
-        info = self.provider.stat(key)
-        if info is None or self._sink is None:
+        if self._sink is None:
             return
         try:
-            self._sink(self.provider.name, info)
+            info = self.provider.stat(key)
+            if info is not None:
+                self._sink(self.provider.name, info)
         except Exception:
             # Not acknowledged: the rescan on the next start offers it again.
             log.exception(
-                "could not record %s:%s; it is picked up on the next start", self.provider.name, key
+                "could not record %s:%s; it is picked up on the next start",
+                self.provider.name,
+                key,
             )
 
     def _settle_loop(self) -> None:

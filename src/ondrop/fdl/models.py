@@ -166,6 +166,8 @@ def validate_providers(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
         model = PROVIDER_MODELS.get(kind)
         checked[kind] = {}
         for ident, config in entries.items():
+            if config is not None and not isinstance(config, dict):
+                raise ValueError(f"{kind}.{ident}: expected a mapping of settings")
             if model is None:
                 checked[kind][str(ident)] = dict(config or {})
                 continue

@@ -66,7 +66,8 @@ def map_service(raw: dict[str, Any], report: Report) -> dict[str, Any]:
     for io_field in ("input", "output"):
         if mapped.get(io_field) is None and io_field in mapped:
             mapped[io_field] = []  # OSCAR's JSON writes null for "none"
-        for i, entry in enumerate(mapped.get(io_field) or []):
+        entries = mapped.get(io_field)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, dict) and "options" in entry:
                 entry = dict(entry)
                 if not is_unset(entry.pop("options")):

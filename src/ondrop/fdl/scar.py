@@ -85,7 +85,7 @@ def map_function(entry: dict[str, Any], report: Report) -> dict[str, Any]:
     elif "memory" in lam:
         mapped["memory"] = lam["memory"]
     mode = lam.get("execution_mode", "lambda")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         report.error(
             "lambda.execution_mode", f"expected lambda, batch or lambda-batch, got {mode!r}"
         )

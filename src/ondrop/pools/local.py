@@ -13,9 +13,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ondrop.errors import NotFoundError, UnavailableError
 from ondrop.fdl.models import Service
 from ondrop.services import Services
 from ondrop.store.base import FAILED, FINISHED, INTERRUPTED, Claim, Job, Outcome, Store
@@ -33,7 +34,15 @@ def backoff(attempt: int) -> float:
 
 
 class LocalPool:
-    def __init__(self, store: Store, services: Services, execute: Execute, workers: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        services: Services,
+        execute: Execute,
+        workers: int,
+        on_finished: Callable[[Claim, Job], None] | None = None,
+    ) -> None:
+        self.on_finished = on_finished
         self.store = store
         self.services = services
         self.execute = execute
@@ -54,12 +63,23 @@ class LocalPool:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, grace: float, interrupt: Callable[[], None]) -> None:
-        """Stop claiming; give running jobs `grace` seconds, then `interrupt` them.
-        Interrupted jobs are queued again and run on the next start."""
+    def drain(self) -> None:
+        """Stop starting jobs (shutdown has begun). Running ones go on; whoever waits for a
+        job that will not start now is told so."""
         self._stopping.set()
         self._wake.set()
-        self._thread.join()
+        with self._lock:
+            waiting = [j for j in self._waiters if j not in self._running]
+        self.abandon(
+            waiting, UnavailableError("the platform is stopping; the job runs on its next start")
+        )
+
+    def stop(self, grace: float, interrupt: Callable[[], None]) -> None:
+        """Drain; give running jobs `grace` seconds, then `interrupt` them and wait for them
+        to end. Interrupted jobs are queued again and run on the next start."""
+        self.drain()
+        if self._thread.is_alive():
+            self._thread.join()
         deadline = time.monotonic() + grace
         with self._idle:
             while self._running and time.monotonic() < deadline:
@@ -76,22 +96,31 @@ class LocalPool:
 
     # -- waiting for a job ---------------------------------------------------------
     def watch(self, job_id: str) -> Future[Job]:
-        """A future that is done when the job has finished for good (not between retries)."""
+        """A future that is done when the job has finished for good (not between retries),
+        or fails when the job is deleted or will not run before shutdown."""
         future: Future[Job] = Future()
         with self._lock:
             self._waiters.setdefault(job_id, []).append(future)
+            stopping = self._stopping.is_set() and job_id not in self._running
         job = self.store.job(job_id)
-        if job is not None and job.status in FINISHED:
+        if job is None:
+            self.abandon([job_id], NotFoundError(f"job {job_id!r} was deleted"))
+        elif job.status in FINISHED:
             self._resolve(job)
+        elif stopping:
+            self.abandon(
+                [job_id],
+                UnavailableError("the platform is stopping; the job runs on its next start"),
+            )
         return future
 
-    def forget(self, job_id: str, future: Future[Job]) -> None:
+    def abandon(self, job_ids: Iterable[str], error: Exception) -> None:
+        """Fail the waiters of these jobs with `error` (deleted, or not run before shutdown)."""
         with self._lock:
-            futures = self._waiters.get(job_id, [])
-            if future in futures:
-                futures.remove(future)
-            if not futures:
-                self._waiters.pop(job_id, None)
+            futures = [f for j in job_ids for f in self._waiters.pop(j, [])]
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
 
     def _resolve(self, job: Job) -> None:
         with self._lock:
@@ -112,6 +141,8 @@ class LocalPool:
             self._wake.clear()
 
     def _schedule(self) -> float:
+        if self._stopping.is_set():
+            return IDLE_WAIT
         with self._lock:
             free = self.workers - len(self._running)
             busy = Counter(self._running.values())
@@ -126,10 +157,12 @@ class LocalPool:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
                 self._executor.submit(self._run, claim)
-        due = self.store.next_due()
-        if due is None:
+        due, now = self.store.next_due(), time.time()
+        if due is None or due <= now:
+            # Nothing queued, or due jobs that no free worker or cap allows: a new job or a
+            # finished one wakes the scheduler.
             return IDLE_WAIT
-        return min(IDLE_WAIT, max(0.0, due - time.time()))
+        return min(IDLE_WAIT, due - now)  # a retry waits for its time
 
     def _run(self, claim: Claim) -> None:
         job = claim.job
@@ -146,8 +179,11 @@ class LocalPool:
         retry_at: float | None = None
         if outcome.status == INTERRUPTED:
             retry_at = time.time()
-        elif outcome.status == FAILED and service is not None and claim.attempt <= service.retries:
-            retry_at = time.time() + backoff(claim.attempt)
+        elif outcome.status == FAILED and service is not None:
+            # Attempts the platform interrupted are not the job's fault: only failures count.
+            failures = 1 + sum(a.status == FAILED for a in self.store.attempts(job.id))
+            if failures <= service.retries:
+                retry_at = time.time() + backoff(failures)
         try:
             finished = self.store.finish(job.id, claim.attempt, outcome, retry_at)
         except Exception:
@@ -157,5 +193,10 @@ class LocalPool:
             self._running.pop(job.id, None)
             self._idle.notify_all()
         if finished is not None and finished.status in FINISHED:
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(claim, finished)
+                except Exception:
+                    log.exception("job %s: clean-up after it ended failed", job.id)
             self._resolve(finished)
         self._wake.set()

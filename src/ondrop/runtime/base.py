@@ -59,8 +59,13 @@ class Runtime(ABC):
     def stop(self, job_id: str) -> None:
         """Stop a running job (shutdown, cancel); its run() returns interrupted."""
 
-    def stop_all(self) -> None:
-        """Stop every job this runtime runs."""
+    def stop_all(self, force: bool = False) -> None:
+        """Stop every job this runtime runs; `force`: kill them at once, no grace."""
+
+    def reap(self, workdir: Path) -> bool:
+        """Kill what a platform that died left running for the job in `workdir` (start-up).
+        True when something was found."""
+        return False
 
     def describe(self) -> str:
         return self.name

@@ -11,10 +11,12 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+PID_FILE = "pid"
 
 
 class ProcessRuntime(Runtime):
@@ -47,6 +49,8 @@ class ProcessRuntime(Runtime):
                 return RunResult(None, f"cannot start the script: {exc.strerror}", 0.0)
         with self._lock:
             self._running[spec.job_id] = proc
+        # Who to kill if this platform dies: the process group, known by its start time.
+        (spec.workdir / PID_FILE).write_text(f"{proc.pid} {_start_time(proc.pid)}")
         try:
             try:
                 code = proc.wait(timeout=spec.timeout)
@@ -83,11 +87,35 @@ class ProcessRuntime(Runtime):
             self._stopped.add(job_id)
         threading.Thread(target=self._kill, args=(proc,), daemon=True).start()
 
-    def stop_all(self) -> None:
+    def stop_all(self, force: bool = False) -> None:
         with self._lock:
-            jobs = list(self._running)
-        for job_id in jobs:
-            self.stop(job_id)
+            jobs = list(self._running.items())
+            self._stopped.update(job_id for job_id, _ in jobs)
+        for job_id, proc in jobs:
+            if force:
+                _kill_group(proc.pid, signal.SIGKILL)
+            else:
+                self.stop(job_id)
+
+    def reap(self, workdir: Path) -> bool:
+        try:
+            pid_text, start = (workdir / PID_FILE).read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return False
+        if _start_time(pid) != start:
+            return False  # long gone, and the pid may be someone else's now
+        _kill_group(pid, signal.SIGKILL)
+        return True
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot, or '' when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -34,6 +34,10 @@ def check_key(key: str, what: str = "object key") -> str:
         raise InvalidKeyError(f"{what} is empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(f"{what} is longer than {MAX_KEY_LENGTH} characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(f"{what} {key!r} is not valid UTF-8") from None
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise InvalidKeyError(f"{what} {key!r} contains a NUL or control character")
     if "\\" in key:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ondrop.errors import NotFoundError, StorageError
+from ondrop.errors import InvalidKeyError, NotFoundError, StorageError
 from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, StorageProvider, check_key
+
+log = logging.getLogger(__name__)
 
 
 class LocalStorage(StorageProvider):
@@ -34,14 +38,19 @@ class LocalStorage(StorageProvider):
         return target
 
     def key_of(self, path: Path) -> str | None:
-        """The key of a file under the root, or None for files that are not objects."""
+        """The key of a file under the root, or None for files that are not objects: temp
+        files, and names no key can have (not UTF-8, control characters)."""
         try:
             relative = path.relative_to(self.root)
         except ValueError:
             return None
         if any(part.startswith(TEMP_PREFIX) for part in relative.parts):
             return None
-        return relative.as_posix()
+        try:
+            return check_key(relative.as_posix())
+        except InvalidKeyError as exc:
+            log.warning("%s: ignoring %s: %s", self.name, os.fsencode(path), exc)
+            return None
 
     def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", st.st_mtime)
@@ -53,23 +62,24 @@ class LocalStorage(StorageProvider):
         for folder, dirs, files in os.walk(top):
             dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
             for name in sorted(files):
-                if name.startswith(TEMP_PREFIX):
+                key = self.key_of(Path(folder, name))
+                if key is None:
                     continue
-                path = Path(folder, name)
-                try:
-                    st = path.stat()
-                except FileNotFoundError:
-                    continue
-                key = self.key_of(path)
-                if key is not None:
-                    yield self._info(key, st)
+                info = self.stat(key)
+                if info is not None:
+                    yield info
 
     def stat(self, key: str) -> ObjectInfo | None:
+        """The object at `key`; None for folders, missing files and links that leave the root."""
         try:
-            st = self.path(key).stat()
+            path = self.path(key)
+            st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return self._info(key, st) if not os.path.isdir(self.path(key)) else None
+        except StorageError as exc:
+            log.warning("%s", exc)
+            return None
+        return None if stat.S_ISDIR(st.st_mode) else self._info(key, st)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -79,6 +89,8 @@ class LocalStorage(StorageProvider):
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
         target = self.path(key)
+        if target.is_dir():
+            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             temp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
@@ -111,5 +123,7 @@ class LocalStorage(StorageProvider):
             self.path(key).unlink()
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object") from None
         except OSError as exc:
             raise StorageError(f"{self.name}: cannot delete {key!r}: {exc.strerror}") from exc

@@ -146,6 +146,10 @@ class Store(ABC):
         Returns the job as it now is; None when it was deleted meanwhile."""
 
     @abstractmethod
+    def payloads_in_use(self) -> set[str]:
+        """Invocation bodies some job may still need (it has not succeeded yet)."""
+
+    @abstractmethod
     def requeue_running(self, reason: str) -> list[str]:
         """Mark every running attempt interrupted and queue its job again (start-up)."""
 

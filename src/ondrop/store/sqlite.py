@@ -6,7 +6,9 @@ method returned survives a crash of the process or of the machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     size INTEGER,
     body TEXT NOT NULL,
-    payload BLOB,
+    payload TEXT,
     parent_job TEXT,
     UNIQUE (source, key, version)
 );
@@ -132,6 +134,10 @@ def _event(row: sqlite3.Row) -> Event:
 class SQLiteStore(Store):
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            # Tokens and secrets live here; SQLite gives its -wal and -shm files the same mode.
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -405,16 +411,15 @@ class SQLiteStore(Store):
                         attempt,
                     ),
                 )
-                # An invocation's body is needed until all its jobs have succeeded (a failed
-                # one may be run again); then it only takes room.
-                db.execute(
-                    """UPDATE events SET payload = NULL
-                       WHERE id = (SELECT event_id FROM jobs WHERE id = ?) AND payload IS NOT NULL
-                       AND NOT EXISTS (SELECT 1 FROM jobs WHERE event_id = events.id
-                                       AND status != ?)""",
-                    (job_id, SUCCEEDED),
-                )
         return self.job(job_id)
+
+    def payloads_in_use(self) -> set[str]:
+        rows = self._read(
+            """SELECT DISTINCT e.payload FROM events e JOIN jobs j ON j.event_id = e.id
+               WHERE e.payload IS NOT NULL AND j.status != ?""",
+            (SUCCEEDED,),
+        )
+        return {r[0] for r in rows}
 
     def requeue_running(self, reason: str) -> list[str]:
         now = time.time()

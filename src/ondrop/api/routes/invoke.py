@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import zipfile
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -25,15 +26,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ondrop.api.auth import is_admin
 from ondrop.api.body import receive
 from ondrop.api.deps import PlatformDep, ServiceAccess
-from ondrop.errors import ExecutionError, InvalidKeyError, NotFoundError
+from ondrop.errors import ExecutionError, ForbiddenError, InvalidKeyError, NotFoundError
+from ondrop.fdl.models import Service
 from ondrop.platform import Platform
-from ondrop.storage.base import check_key
+from ondrop.storage.base import check_key, under
 from ondrop.store.base import SUCCEEDED, Job
 from ondrop.supervisor import SYNC_PRIORITY
 
 router = APIRouter(tags=["invoke"])
+POLL = 5.0  # seconds between checks that a /run job still exists
+SMALL_BODY = 1 << 20  # bodies up to this size are read whole (storage events, JSON)
 
 _FILENAME = re.compile(r'filename="?([^";]+)"?')
 
@@ -46,20 +51,45 @@ def _filename(request: Request) -> str:
     return check_key(name, "file name")
 
 
-def decode_payload(raw: bytes, content_type: str) -> tuple[bytes, str]:
-    """(input file content, text for $EVENT) from a request body, as OSCAR reads it."""
+def decode_body(path: Path, content_type: str) -> tuple[Path, str]:
+    """(the file holding the input, text for $EVENT) from the body received at `path`, read
+    as OSCAR reads it. A base64 body is decoded into a sibling file that replaces it."""
     if content_type.startswith("application/octet-stream"):
-        return raw, ""
-    text = raw.decode("utf-8", errors="replace")
+        return path, ""
+    if path.stat().st_size <= SMALL_BODY:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            json.loads(raw)
+            return path, text
+        except ValueError:
+            pass
+    else:
+        text = ""
+        with path.open("rb") as f:
+            if f.read(64).lstrip()[:1] in (b"{", b"["):
+                return path, text  # a large JSON document, taken as it is
+    decoded = path.with_name(path.name + ".decoded")
     try:
-        json.loads(raw)
-        return raw, text
-    except ValueError:
-        pass
-    try:
-        return base64.b64decode(raw, validate=True), text
+        _unbase64(path, decoded)
     except (binascii.Error, ValueError):
-        return raw, text  # ondrop is lenient: plain text is taken as it is
+        decoded.unlink(missing_ok=True)
+        return path, text  # ondrop is lenient: a body that is not base64 is taken as it is
+    path.unlink()
+    return decoded, text
+
+
+def _unbase64(source: Path, dest: Path) -> None:
+    """Decode base64 (line breaks allowed) from `source` into `dest`, a chunk at a time."""
+    carry = b""
+    with source.open("rb") as f, dest.open("wb") as out:
+        while chunk := f.read(1 << 20):
+            data = carry + chunk.translate(None, b" \t\r\n")
+            cut = len(data) - len(data) % 4
+            out.write(base64.b64decode(data[:cut], validate=True))
+            carry = data[cut:]
+        if carry:
+            raise binascii.Error("incomplete base64")
 
 
 def storage_records(raw: bytes) -> list[str] | None:
@@ -71,11 +101,20 @@ def storage_records(raw: bytes) -> list[str] | None:
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         return None
     keys = []
-    for record in event["Records"]:
-        s3 = record.get("s3", {}) if isinstance(record, dict) else {}
-        bucket = s3.get("bucket", {}).get("name", "")
-        key = unquote_plus(s3.get("object", {}).get("key", ""))
+    for i, record in enumerate(event["Records"]):
+        try:
+            bucket = record["s3"]["bucket"]["name"]
+            key = record["s3"]["object"]["key"]
+            if not isinstance(bucket, str) or not isinstance(key, str):
+                raise TypeError
+        except (KeyError, TypeError):
+            raise InvalidKeyError(
+                f"storage event record {i}: expected s3.bucket.name and s3.object.key strings"
+            ) from None
+        key = unquote_plus(key)
         keys.append(check_key(f"{bucket}/{key}" if bucket else key, "event object key"))
+    if not keys:
+        raise InvalidKeyError("the storage event has no records")
     return keys
 
 
@@ -83,26 +122,50 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
     svc = platform.services.get(service)
     body = await receive(request, platform.settings.max_upload, platform.tmp)
     try:
-        raw = body.read_bytes()
+        keys = None
+        if body.stat().st_size <= SMALL_BODY:
+            keys = storage_records(body.read_bytes())
+        if keys is not None and priority < SYNC_PRIORITY:
+            return await _on_objects(request, platform, svc, keys)
+        content, text = await run_in_threadpool(
+            decode_body, body, request.headers.get("content-type", "")
+        )
+        body = content
+        name = _filename(request)
+        size = content.stat().st_size
+        if not text:  # raw bytes: $EVENT describes the invocation instead
+            text = json.dumps({"event": "invocation", "file": name, "size": size})
+        kept = await run_in_threadpool(platform.payloads.adopt, content)
+        return await run_in_threadpool(
+            platform.intake.invoke, svc.name, kept, size, name, text, priority
+        )
     finally:
         body.unlink(missing_ok=True)
-    keys = storage_records(raw)
-    if keys is not None and priority < SYNC_PRIORITY:
-        jobs = []
-        store = platform.providers.get("minio.default")
-        for key in keys:
-            info = await run_in_threadpool(store.stat, key)
-            if info is None:
-                raise NotFoundError(f"the event names {key!r}, which is not in {store.name}")
-            found = await run_in_threadpool(platform.intake.object_for, svc.name, store.name, info)
-            jobs.append(found)
-        if not jobs:
-            raise InvalidKeyError("the storage event has no records")
-        return jobs[0]
-    payload, text = decode_payload(raw, request.headers.get("content-type", ""))
-    return await run_in_threadpool(
-        platform.intake.invoke, svc.name, payload, _filename(request), text, priority
-    )
+
+
+async def _on_objects(request: Request, platform: Platform, svc: Service, keys: list[str]) -> Job:
+    """A MinIO/S3 event: jobs on the stored objects it names (the first one is answered)."""
+    store = platform.providers.get("minio.default")
+    if not is_admin(request, request.app.state.admin):
+        # A service's token opens its own inputs, not every object in the store.
+        inputs = [
+            io.path
+            for io in svc.input
+            if platform.providers.resolve(io.storage_provider) == store.name
+        ]
+        outside = [k for k in keys if not any(under(k, path) for path in inputs)]
+        if outside:
+            raise ForbiddenError(
+                f"{outside[0]!r} is not in an input path of {svc.name!r}; this token only "
+                "starts jobs on the service's own inputs"
+            )
+    jobs = []
+    for key in keys:
+        info = await run_in_threadpool(store.stat, key)
+        if info is None:
+            raise NotFoundError(f"the event names {key!r}, which is not in {store.name}")
+        jobs.append(await run_in_threadpool(platform.intake.object_for, svc.name, store.name, info))
+    return jobs[0]
 
 
 @router.post("/job/{service}", status_code=201, dependencies=[ServiceAccess])
@@ -123,7 +186,7 @@ async def run(service: str, request: Request, platform: PlatformDep) -> Response
     future = platform.pool.watch(found.id)
     results = platform.supervisor.folders.results / found.id
     try:
-        ended: Job = await asyncio.wrap_future(future)
+        ended = await _ended(platform, future, found.id)
     except asyncio.CancelledError:  # the client went away; the job goes on
         future.add_done_callback(lambda _: shutil.rmtree(results, ignore_errors=True))
         raise
@@ -133,6 +196,17 @@ async def run(service: str, request: Request, platform: PlatformDep) -> Response
         return _reply(results, ended, request.headers.get("accept", ""))
     finally:
         shutil.rmtree(results, ignore_errors=True)
+
+
+async def _ended(platform: Platform, future: Future[Job], job_id: str) -> Job:
+    """The job once it has ended; also notices a job deleted behind the pool's back."""
+    waiting = asyncio.wrap_future(future)
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), POLL)
+        except TimeoutError:
+            if platform.store.job(job_id) is None:
+                raise NotFoundError(f"job {job_id!r} was deleted") from None
 
 
 def _reply(results: Path, job: Job, accept: str) -> Response:
@@ -159,4 +233,4 @@ def _reply(results: Path, job: Job, accept: str) -> Response:
     return Response(base64.b64encode(data), media_type="text/plain", headers=headers)
 
 
-__all__: list[Any] = ["decode_payload", "router", "storage_records"]
+__all__: list[Any] = ["decode_body", "router", "storage_records"]

@@ -76,7 +76,7 @@ def list_jobs(
     "remaining_jobs"}`, newest first. `limit=0` returns every job; `page` is the
     `next_page` of the previous answer."""
     platform.services.get(service)
-    offset = int(page) if page.isdigit() else 0
+    offset = int(page) if page.isdigit() and len(page) < 16 else 0
     wanted = {v: k for k, v in PHASES.items()}.get(status or "", status)
     jobs = platform.store.jobs(service, offset, limit or None, wanted)
     total = sum(n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s))
@@ -141,4 +141,5 @@ def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     if found.status == RUNNING:
         raise ConflictError(f"job {job!r} is running; delete it once it has ended")
     platform.store.delete_job(found.id)
+    platform.pool.abandon([found.id], NotFoundError(f"job {found.id!r} was deleted"))
     return Response(status_code=204)

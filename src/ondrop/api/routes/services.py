@@ -56,7 +56,7 @@ def update_service(platform: PlatformDep, raw: Any = ServiceBody) -> Response:
 @router.delete("/system/services/{name}", status_code=204)
 def delete_service(name: str, platform: PlatformDep) -> Response:
     """Remove a service and its jobs (204). Files in its folders stay."""
-    platform.services.delete(name)
+    platform.delete_service(name)
     return Response(status_code=204)
 
 
