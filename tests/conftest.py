@@ -29,6 +29,7 @@ def settings(tmp_path: Path) -> Settings:
             "admin_password": ADMIN.password,
             "concurrency": 2,
             "grace": 5.0,
+            "container_engine": "none",
         },
         environ={},
     )
@@ -81,3 +82,11 @@ def anon(base_url: str) -> Iterator[httpx.Client]:
     """An HTTP client without credentials."""
     with httpx.Client(base_url=base_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The name of a busybox image in podman (built offline on first use)."""
+    from tests.support.images import busybox_image
+
+    return busybox_image(tmp_path_factory.mktemp("images"))

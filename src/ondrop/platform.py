@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from ondrop.errors import ConflictError, DefinitionError, NotFoundError
+from ondrop.errors import ConflictError, DefinitionError, NotFoundError, OndropError
 from ondrop.events.payloads import Payloads
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
 from ondrop.intake import Intake
 from ondrop.pools.local import LocalPool
 from ondrop.pools.router import Router
+from ondrop.runtime import ContainerRuntime, build_runtimes
 from ondrop.runtime.base import Runtime
-from ondrop.runtime.process import ProcessRuntime
 from ondrop.services import Applied, Services
 from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers
@@ -53,7 +53,9 @@ class Platform:
         self.store = SQLiteStore(data / "ondrop.db")
         default = LocalStorage("local.default", data / "storage")
         self.providers = Providers({"local.default": default, "minio.default": default})
-        self.runtimes: dict[str, Runtime] = runtimes or {"process": ProcessRuntime()}
+        self.runtimes: dict[str, Runtime] = (
+            runtimes if runtimes is not None else build_runtimes(settings, data)
+        )
         self.payloads = Payloads(data / "payloads")
         self.services = Services(self.store, self.providers, self.check_runnable)
         self.supervisor = Supervisor(
@@ -88,6 +90,8 @@ class Platform:
                 "queued again %d job(s) that were running when the platform stopped", len(requeued)
             )
         reaped = self.supervisor.clean_orphans(self.runtimes.values())
+        for runtime in self.runtimes.values():
+            runtime.clean()
         if reaped:
             log.warning("killed %d job process(es) left running by a platform that died", reaped)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -131,6 +135,13 @@ class Platform:
         if self.started:
             self._watch()
         return applied
+
+    def container_engine(self) -> str | None:
+        """The container engine in use ("podman 4.3.1"), or None."""
+        runtime = self.runtimes.get("container")
+        if not isinstance(runtime, ContainerRuntime):
+            return None
+        return f"{runtime.engine.name} {runtime.engine.version()}"
 
     def delete_service(self, name: str) -> None:
         """Remove a service and its jobs; whoever waits for one of them is told."""
@@ -176,6 +187,13 @@ class Platform:
             return "the process runtime needs a script", None
         if runtime.name == "process" and service.image:
             return None, f"image {service.image!r} is not used: the script runs on the host"
+        if isinstance(runtime, ContainerRuntime):
+            if not service.image:
+                return "the container runtime needs an image", None
+            try:
+                runtime.images.image(service.image)  # pulled now if allowed and missing
+            except OndropError as exc:
+                return str(exc), None
         return None, None
 
     # -- events ---------------------------------------------------------------------

@@ -66,6 +66,18 @@ class Settings:
         "is available (off: such jobs fail and say why)",
         _bool,
     )
+    container_engine: str = _setting(
+        "auto",
+        "engine for services with an image: auto (podman, else docker), podman, docker or none",
+    )
+    oci_runtime: str = _setting(
+        "auto",
+        "OCI runtime that starts containers fast (as root): auto (crun, else runc), "
+        "crun, runc, or none (the engine runs them)",
+    )
+    pull: bool = _setting(
+        True, "pull an image from its registry when it is not in the engine's store", _bool
+    )
     log_level: str = _setting("info", "log level: debug, info, warning, error")
 
     def __post_init__(self) -> None:

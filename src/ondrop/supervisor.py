@@ -8,9 +8,7 @@ environment contract.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from ondrop.errors import NotFoundError, OndropError, StorageError
 from ondrop.events.base import INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
+from ondrop.quantity import parse_cpu
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
@@ -95,7 +94,7 @@ class Supervisor:
                 return Outcome(FAILED, None, f"staging in failed: {exc}")
             script = work / "script"
             script.write_text(service.script)
-            env = self._environment(claim, service, input_path, inputs, outputs, tmp)
+            env = self._environment(claim, service, runtime, input_path, work)
             spec = RunSpec(
                 job_id=job.id,
                 script=script,
@@ -105,7 +104,8 @@ class Supervisor:
                 log=logfile,
                 image=service.image,
                 memory=service.memory_bytes,
-                cpu=None,
+                cpu=parse_cpu(service.cpu) if service.cpu else None,
+                network=service.network,
             )
             result = runtime.run(spec)
             text = _redact(_read_log(logfile), service.environment.secrets.values())
@@ -142,31 +142,18 @@ class Supervisor:
         return dest
 
     def _environment(
-        self,
-        claim: Claim,
-        service: Service,
-        input_path: Path,
-        inputs: Path,
-        outputs: Path,
-        tmp: Path,
+        self, claim: Claim, service: Service, runtime: Runtime, input_path: Path, work: Path
     ) -> dict[str, str]:
+        """The script's environment contract, with paths as the script sees them; the
+        runtime adds its base (PATH, HOME...) under it."""
         event = claim.event
-        # Only what the script needs: the platform's own secrets stay out of its reach.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k in {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"}
-        }
-        # `python3` in a script is the interpreter running ondrop, with its packages.
-        python_bin = str(Path(sys.executable).parent)
-        env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", "/usr/bin:/bin")])
-        env.update(service.environment.variables)
+        env = dict(service.environment.variables)
         env.update(service.environment.secrets)
         env.update(
-            INPUT_FILE_PATH=str(input_path),
-            TMP_INPUT_DIR=str(inputs),
-            TMP_OUTPUT_DIR=str(outputs),
-            TMPDIR=str(tmp),
+            INPUT_FILE_PATH=runtime.inside(work, input_path),
+            TMP_INPUT_DIR=runtime.inside(work, work / "input"),
+            TMP_OUTPUT_DIR=runtime.inside(work, work / "output"),
+            TMPDIR=runtime.inside(work, work / "tmp"),
             JOB_UUID=claim.job.id,
             JOB_ATTEMPT=str(claim.attempt),
             OSCAR_SERVICE_NAME=service.name,

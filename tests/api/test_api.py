@@ -27,6 +27,7 @@ def settings(tmp_path: Path) -> Settings:
             "admin_password": ADMIN.password,
             "concurrency": 2,
             "max_upload": 4096,
+            "container_engine": "none",
         },
         environ={},
     )

@@ -1,5 +1,6 @@
 """The Runtime contract: exit status, time limit, environment, logs and stop, on every
-runtime that can run here."""
+runtime: the process runtime, and the container runtime both ways it starts containers
+(the OCI runtime directly, and the engine's `run`)."""
 
 from __future__ import annotations
 
@@ -14,64 +15,106 @@ from ondrop.runtime.base import RunSpec, Runtime
 from ondrop.runtime.process import ProcessRuntime
 
 
-@pytest.fixture(params=["process"])
-def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    yield ProcessRuntime()
+@pytest.fixture(params=["process", "container", "container-engine"])
+def runtime(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
+    if request.param == "process":
+        yield ProcessRuntime()
+        return
+    from ondrop.runtime.container import ContainerRuntime
+    from ondrop.runtime.engine import detect
+    from ondrop.runtime.images import Images
+    from ondrop.runtime.oci import find_oci_runtime
+
+    image = request.getfixturevalue("busybox")
+    engine = detect("podman")
+    assert engine is not None
+    folder = tmp_path_factory.mktemp("images")
+    oci = find_oci_runtime() if request.param == "container" else None
+    runtime = ContainerRuntime(
+        engine, Images(engine, folder, pull=False), oci, f"ondrop-test{time.monotonic_ns()}-"
+    )
+    runtime.test_image = image  # type: ignore[attr-defined]
+    yield runtime
+    runtime.clean()
 
 
-def spec(tmp_path: Path, script: str, timeout: float = 10, **env: str) -> RunSpec:
-    (tmp_path / "script").write_text(script)
+def spec(runtime: Runtime, work: Path, script: str, timeout: float = 10, **env: str) -> RunSpec:
+    for folder in ("input", "output", "tmp"):
+        (work / folder).mkdir(exist_ok=True)
+    (work / "script").write_text(script)
     return RunSpec(
         job_id=f"job-{time.monotonic_ns()}",
-        script=tmp_path / "script",
-        workdir=tmp_path,
+        script=work / "script",
+        workdir=work,
         env={"PATH": "/usr/bin:/bin", **env},
         timeout=timeout,
-        log=tmp_path / "log",
+        log=work / "log",
+        image=getattr(runtime, "test_image", ""),
     )
 
 
 def test_a_zero_exit_succeeds_and_its_output_is_logged(runtime: Runtime, tmp_path: Path) -> None:
-    result = runtime.run(spec(tmp_path, 'echo "out $GREETING"; echo err >&2', GREETING="hi"))
-    assert result.ok and result.exit_code == 0
+    result = runtime.run(
+        spec(runtime, tmp_path, 'echo "out $GREETING"; echo err >&2', GREETING="hi")
+    )
+    assert result.ok and result.exit_code == 0, (tmp_path / "log").read_text()
     assert (tmp_path / "log").read_text().splitlines() == ["out hi", "err"]
 
 
 def test_a_non_zero_exit_fails_with_the_status(runtime: Runtime, tmp_path: Path) -> None:
-    result = runtime.run(spec(tmp_path, "exit 3"))
+    result = runtime.run(spec(runtime, tmp_path, "exit 3"))
     assert not result.ok
     assert (result.exit_code, result.reason) == (3, "exit status 3")
 
 
 def test_a_shebang_picks_the_interpreter(runtime: Runtime, tmp_path: Path) -> None:
-    result = runtime.run(
-        spec(
-            tmp_path, "#!/usr/bin/env python3\nprint(6 * 7)\n", PATH="/usr/local/bin:/usr/bin:/bin"
-        )
-    )
-    assert result.ok, (tmp_path / "log").read_text()
+    result = runtime.run(spec(runtime, tmp_path, "#!/bin/sh -e\necho $((6 * 7))\nfalse\necho no\n"))
     assert (tmp_path / "log").read_text() == "42\n"
+    assert result.exit_code == 1  # -e from the shebang line stopped it
+
+
+def test_the_script_reads_its_input_and_writes_outputs_where_it_is_told(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    job = spec(runtime, tmp_path, 'tr a-z A-Z < "$IN" > "$OUT/shout.txt"')
+    (tmp_path / "input" / "words.txt").write_text("quiet words\n")
+    job = RunSpec(
+        **{
+            **job.__dict__,
+            "env": {
+                **job.env,
+                "IN": runtime.inside(tmp_path, tmp_path / "input" / "words.txt"),
+                "OUT": runtime.inside(tmp_path, tmp_path / "output"),
+            },
+        }
+    )
+    assert runtime.run(job).ok, (tmp_path / "log").read_text()
+    assert (tmp_path / "output" / "shout.txt").read_text() == "QUIET WORDS\n"
 
 
 def test_the_time_limit_kills_the_script_and_its_children(runtime: Runtime, tmp_path: Path) -> None:
-    marker = tmp_path / "child-alive"
+    job = spec(runtime, tmp_path, "", timeout=0.5)
+    marker = runtime.inside(tmp_path, tmp_path / "tmp" / "child-alive")
+    job.script.write_text(f"(sleep 2; touch {marker}) &\nsleep 30\n")
     started = time.monotonic()
-    result = runtime.run(spec(tmp_path, f"(sleep 3; touch {marker}) &\nsleep 30\n", timeout=0.5))
-    assert time.monotonic() - started < 5
+    result = runtime.run(job)
+    assert time.monotonic() - started < 8
     assert (result.exit_code, result.reason) == (None, "timed out after 0.5 s")
-    time.sleep(3.5)
-    assert not marker.exists(), "a child of the script outlived the job"
+    time.sleep(2.5)
+    assert not (tmp_path / "tmp" / "child-alive").exists(), "a child outlived the job"
 
 
 def test_a_signal_is_reported_by_name(runtime: Runtime, tmp_path: Path) -> None:
-    result = runtime.run(spec(tmp_path, "kill -KILL $$"))
-    assert result.reason == "killed by SIGKILL"
+    result = runtime.run(spec(runtime, tmp_path, "sh -c 'kill -KILL $$'"))
+    assert result.reason == "exit status 137 (SIGKILL)"
 
 
 def test_stop_interrupts_a_running_job(runtime: Runtime, tmp_path: Path) -> None:
-    job = spec(tmp_path, "sleep 30")
-    threading.Timer(0.3, runtime.stop, args=(job.job_id,)).start()
+    job = spec(runtime, tmp_path, "sleep 30")
+    threading.Timer(1.0, runtime.stop, args=(job.job_id,)).start()
     started = time.monotonic()
     result = runtime.run(job)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8
     assert result.interrupted and not result.ok

@@ -124,10 +124,13 @@ def _banner(settings: Settings, platform: Platform, url: str, user: str, passwor
     console.print(f"  admin      {user} / {password}")
     console.print(f"  data       {settings.data}")
     console.print(f"  storage    minio.default = local.default = {storage}")
-    console.print(
-        f"  runtimes   {', '.join(sorted(platform.runtimes))} "
-        "(no container engine: services naming an image fail unless runtime: process)"
-    )
+    for name, runtime in sorted(platform.runtimes.items()):
+        console.print(f"  runtime    {name}: {runtime.describe()}")
+    if "container" not in platform.runtimes:
+        console.print(
+            "  runtime    container: none (no container engine found; services that name an "
+            "image fail unless they set runtime: process)"
+        )
     console.print(f"  workers    {settings.workers}")
     console.print(f"  API docs   {url}/docs")
     console.print("Ctrl-C stops it.")

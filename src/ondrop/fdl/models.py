@@ -209,6 +209,9 @@ class Service(_Strict):
         None, gt=0, description="jobs of this service at once; default the platform's limit"
     )
     gpu: int = Field(0, ge=0, description="GPUs each job needs; default 0")
+    network: bool = Field(
+        False, description="may a containerised job reach the network; default no"
+    )
     log_level: str = Field("INFO", description="NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL")
     environment: Environment = Field(default_factory=Environment)
     input: list[StorageIO] = Field(

@@ -24,6 +24,7 @@ class RunSpec:
     image: str = ""
     memory: int | None = None  # bytes
     cpu: float | None = None  # cores
+    network: bool = False  # may the job reach the network (container runtime)
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,20 @@ class RunResult:
 
 
 def describe_exit(code: int) -> str:
+    """ "exit status 3"; "killed by SIGKILL" for a process a signal ended; shells report a
+    command a signal ended as 128 + the signal: "exit status 137 (SIGKILL)"."""
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
+        return f"killed by {_signal_name(-code)}"
+    if 128 < code < 160:
+        return f"exit status {code} ({_signal_name(code - 128)})"
     return f"exit status {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class Runtime(ABC):
@@ -58,6 +66,13 @@ class Runtime(ABC):
     @abstractmethod
     def stop(self, job_id: str) -> None:
         """Stop a running job (shutdown, cancel); its run() returns interrupted."""
+
+    def inside(self, workdir: Path, path: Path) -> str:
+        """Where the script sees `path`, a file or folder in the job's `workdir`."""
+        return str(path)
+
+    def clean(self) -> None:
+        """Remove what a platform that died left behind beyond work folders (start-up)."""
 
     def stop_all(self, force: bool = False) -> None:
         """Stop every job this runtime runs; `force`: kill them at once, no grace."""

@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,9 @@ PID_FILE = "pid"
 
 class ProcessRuntime(Runtime):
     name = "process"
+
+    def describe(self) -> str:
+        return "scripts run on this machine, no isolation"
 
     def __init__(self) -> None:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
@@ -39,7 +43,7 @@ class ProcessRuntime(Runtime):
                 proc = subprocess.Popen(
                     argv,
                     cwd=spec.workdir,
-                    env=dict(spec.env),
+                    env={**base_environment(), **spec.env},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -107,6 +111,20 @@ class ProcessRuntime(Runtime):
             return False  # long gone, and the pid may be someone else's now
         _kill_group(pid, signal.SIGKILL)
         return True
+
+
+def base_environment() -> dict[str, str]:
+    """What a script on the host gets besides its contract: only what it needs, so the
+    platform's own secrets stay out of its reach. `python3` is the interpreter running
+    ondrop, with the packages installed beside it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"}
+    }
+    python_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", "/usr/bin:/bin")])
+    return env
 
 
 def _start_time(pid: int) -> str:

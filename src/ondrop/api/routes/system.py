@@ -33,8 +33,8 @@ def info(platform: PlatformDep) -> dict[str, Any]:
         "kubernetes_version": "",
         "serverless_backend": {"name": "ondrop", "version": __version__},
         "backend": "local",
-        "runtimes": sorted(platform.runtimes),
-        "container_engine": None,
+        "runtimes": {name: r.describe() for name, r in sorted(platform.runtimes.items())},
+        "container_engine": platform.container_engine(),
         "workers": platform.settings.workers,
         "storage_providers": platform.providers.names(),
     }

@@ -1,0 +1,308 @@
+"""`container`: the job's script runs inside the service's image, isolated and limited.
+
+Fast path (root, with crun or runc): each image is unpacked once and shared read-only;
+a job is an OCI bundle in its work folder, started by the OCI runtime directly with its
+own namespaces (no network unless asked), a memory limit, a CPU quota and a pids limit.
+Otherwise `podman run` / `docker run` with the same limits. The supervisor stays
+outside: images need nothing of ondrop in them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ondrop.errors import OndropError
+from ondrop.quantity import format_bytes
+from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit
+from ondrop.runtime.cgroups import JobCgroup, remove_all
+from ondrop.runtime.engine import Engine, Image
+from ondrop.runtime.images import Images
+from ondrop.runtime.oci import Bind, OciRuntime, bundle_config
+
+# Where the job's folders appear inside the container.
+INSIDE = {
+    "input": "/ondrop/input",
+    "output": "/ondrop/output",
+    "tmp": "/tmp",
+    "script": "/ondrop/script",
+}
+PIDS_LIMIT = 1024
+CONTAINER_FILE = "container"  # in the work folder: what to remove if the platform dies
+KILL_WAIT = 10.0
+
+
+class ContainerRuntime(Runtime):
+    name = "container"
+
+    def __init__(self, engine: Engine, images: Images, oci: OciRuntime | None, prefix: str) -> None:
+        self.engine = engine
+        self.images = images
+        self.oci = oci
+        self.prefix = prefix  # names this platform's containers: ondrop-<data folder hash>-
+        self._running: dict[str, str] = {}  # job id -> container name
+        self._stopped: set[str] = set()
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        how = f"started with {self.oci.name}" if self.oci else f"started with {self.engine.name}"
+        return f"{self.engine.name} images, {how}"
+
+    def inside(self, workdir: Path, path: Path) -> str:
+        first, *rest = path.relative_to(workdir).parts
+        return "/".join([INSIDE[first], *rest])
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, spec: RunSpec) -> RunResult:
+        started = time.monotonic()
+        try:
+            image = self.images.image(spec.image)
+            args = self._command(spec, image)
+        except OndropError as exc:
+            return RunResult(None, str(exc), time.monotonic() - started)
+        env = dict(_pairs(image.env))
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env["HOME"] = "/tmp"  # the image is read-only
+        env.update(spec.env)
+        name = self.prefix + spec.job_id
+        (spec.workdir / CONTAINER_FILE).write_text(
+            json.dumps({"name": name, "via": "oci" if self.oci else "engine"})
+        )
+        with self._lock:
+            self._running[spec.job_id] = name
+        try:
+            if self.oci is not None:
+                code, timed_out, oom = self._run_bundle(spec, image, name, args, env)
+            else:
+                code, timed_out, oom = self._run_engine(spec, image, name, args, env)
+        except OndropError as exc:
+            return RunResult(None, str(exc), time.monotonic() - started)
+        finally:
+            with self._lock:
+                self._running.pop(spec.job_id, None)
+                stopped = spec.job_id in self._stopped
+                self._stopped.discard(spec.job_id)
+        duration = time.monotonic() - started
+        if stopped:
+            return RunResult(None, "stopped by the platform", duration, interrupted=True)
+        if timed_out:
+            return RunResult(None, f"timed out after {spec.timeout:g} s", duration)
+        if oom and spec.memory is not None:
+            return RunResult(None, f"out of memory (limit {format_bytes(spec.memory)})", duration)
+        return RunResult(code, "" if code == 0 else describe_exit(code), duration)
+
+    def _command(self, spec: RunSpec, image: Image) -> list[str]:
+        if spec.script.read_text().strip():
+            # Through the shebang when there is one, else through /bin/sh, as OSCAR does.
+            if spec.script.read_bytes()[:2] == b"#!":
+                spec.script.chmod(0o755)
+                return [INSIDE["script"]]
+            return ["/bin/sh", INSIDE["script"]]
+        command = image.entrypoint + image.cmd
+        if not command:
+            raise OndropError(f"service has no script and image {image.ref} has no command")
+        return command
+
+    def _binds(self, spec: RunSpec) -> list[Bind]:
+        work = spec.workdir
+        return [
+            Bind(work / "input", INSIDE["input"], readonly=True),
+            Bind(work / "output", INSIDE["output"]),
+            Bind(work / "tmp", INSIDE["tmp"]),
+            Bind(work / "script", INSIDE["script"], readonly=True),
+        ]
+
+    def _run_bundle(
+        self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
+    ) -> tuple[int, bool, bool]:
+        assert self.oci is not None
+        rootfs = self.images.rootfs(image)
+        user = _user(image.user, rootfs)
+        if user != (0, 0):
+            for folder in ("output", "tmp"):
+                os.chown(spec.workdir / folder, *user)
+        cgroup = JobCgroup(name, spec.memory)
+        cgroup.create()
+        bundle = spec.workdir / "bundle"
+        bundle.mkdir(exist_ok=True)
+        config = bundle_config(
+            rootfs=rootfs,
+            args=args,
+            env=env,
+            cwd=image.workdir or "/",
+            binds=self._binds(spec),
+            hostname=spec.job_id[:63],
+            cgroups_path=cgroup.container_path,
+            user=user,
+            cpu=spec.cpu,
+            pids=PIDS_LIMIT,
+            network=spec.network,
+        )
+        (bundle / "config.json").write_text(json.dumps(config))
+        timed_out = False
+        try:
+            with spec.log.open("ab") as log:
+                proc = self.oci.start(bundle, name, log)
+            try:
+                code = proc.wait(timeout=spec.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                self.oci.kill(name)
+                code = _wait_or_kill(proc)
+            oom = code in (137, -9) and cgroup.out_of_memory()
+        finally:
+            self.oci.delete(name)
+            cgroup.remove()
+        return code, timed_out, oom
+
+    def _run_engine(
+        self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
+    ) -> tuple[int, bool, bool]:
+        env_file = spec.workdir / "env"  # not on the command line: secrets stay out of `ps`
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{k}={v.replace(chr(10), ' ')}\n" for k, v in env.items())
+        command = [
+            self.engine.binary,
+            "run",
+            "--name",
+            name,
+            "--env-file",
+            str(env_file),
+            "--read-only",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            str(PIDS_LIMIT),
+            "--entrypoint",
+            args[0],
+        ]
+        if not spec.network:
+            command += ["--network", "none"]
+        if spec.memory is not None:
+            command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
+        if spec.cpu is not None:
+            command += ["--cpus", f"{spec.cpu:g}"]
+        for bind in self._binds(spec):
+            command += ["-v", f"{bind.source}:{bind.destination}:{'ro' if bind.readonly else 'rw'}"]
+        command += [image.id, *args[1:]]
+        timed_out = False
+        try:
+            with spec.log.open("ab") as log:
+                proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                code = proc.wait(timeout=spec.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                subprocess.run([self.engine.binary, "kill", name], capture_output=True, timeout=30)
+                code = _wait_or_kill(proc)
+            state = subprocess.run(
+                [self.engine.binary, "inspect", name, "--format", "{{.State.OOMKilled}}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            # Engines do not always notice an OOM kill (podman on cgroup v1): a SIGKILL we
+            # did not send to a job with a memory limit is taken for one.
+            oom = state.stdout.strip() == "true" or (
+                code == 137 and not timed_out and spec.memory is not None
+            )
+        finally:
+            self.engine.remove([name])
+        return code, timed_out, oom
+
+    # -- stopping and cleaning up ---------------------------------------------------------
+    def stop(self, job_id: str) -> None:
+        with self._lock:
+            name = self._running.get(job_id)
+            if name is None:
+                return
+            self._stopped.add(job_id)
+        threading.Thread(target=self._kill, args=(name,), daemon=True).start()
+
+    def stop_all(self, force: bool = False) -> None:
+        with self._lock:
+            jobs = list(self._running)
+        for job_id in jobs:
+            self.stop(job_id)
+
+    def _kill(self, name: str) -> None:
+        if self.oci is not None:
+            self.oci.kill(name)
+        else:
+            subprocess.run([self.engine.binary, "kill", name], capture_output=True, timeout=30)
+
+    def reap(self, workdir: Path) -> bool:
+        try:
+            name = json.loads((workdir / CONTAINER_FILE).read_text())["name"]
+        except (OSError, ValueError, KeyError):
+            return False
+        self._remove(name)
+        return True
+
+    def _remove(self, name: str) -> None:
+        if self.oci is not None:
+            self.oci.delete(name)
+        self.engine.remove([name])
+        JobCgroup(name, None).remove()
+
+    def clean(self) -> None:
+        """Remove this platform's containers and cgroups that a dead platform left."""
+        names = set(self.engine.containers(self.prefix))
+        if self.oci is not None:
+            names.update(self.oci.containers(self.prefix))
+        for name in names:
+            self._remove(name)
+        remove_all(self.prefix)
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(timeout=KILL_WAIT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def _pairs(env: list[str]) -> list[tuple[str, str]]:
+    return [(k, v) for k, _, v in (item.partition("=") for item in env) if k]
+
+
+def _user(spec: str, rootfs: Path) -> tuple[int, int]:
+    """(uid, gid) for an image's USER: numbers, or names looked up in the image."""
+    if not spec:
+        return 0, 0
+    user, _, group = spec.partition(":")
+
+    def lookup(name: str, table: str) -> int:
+        if name.isdigit():
+            return int(name)
+        with contextlib.suppress(OSError):
+            for line in (rootfs / "etc" / table).read_text().splitlines():
+                fields = line.split(":")
+                if fields[0] == name and len(fields) > 2:
+                    return int(fields[2])
+        raise OndropError(f"image user {spec!r}: no {name!r} in the image's /etc/{table}")
+
+    uid = lookup(user, "passwd")
+    if group:
+        return uid, lookup(group, "group")
+    with contextlib.suppress(OSError):
+        for line in (rootfs / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 3 and fields[2] == str(uid):
+                return uid, int(fields[3])
+    return uid, uid

@@ -1,0 +1,131 @@
+"""End to end with real containers: `ondrop up` finds podman and runs services that
+name an image in containers, limited and cleaned up, also after a crash."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli_e2e import Platform
+
+pytestmark = pytest.mark.e2e
+
+
+def fdl(folder: Path, image: str, script: str, memory: str = "64Mi") -> Path:
+    (folder / "count.sh").write_text(script)
+    path = folder / "count.yaml"
+    path.write_text(f"""
+services:
+  - name: count
+    image: {image}
+    script: count.sh
+    memory: {memory}
+    timeout: 60
+    input: [{{path: words/in}}]
+    output: [{{path: words/out}}]
+""")
+    return path
+
+
+@pytest.fixture
+def up(tmp_path: Path, busybox: str) -> Iterator[Platform]:
+    platform = Platform(tmp_path / "data")
+    platform.start()
+    yield platform
+    if platform.proc and platform.proc.poll() is None:
+        platform.proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        platform.stop(signal.SIGINT)
+
+
+def containers(prefix: str = "ondrop-") -> list[str]:
+    found = subprocess.run(["crun", "list", "-q"], capture_output=True, text=True).stdout.split()
+    found += subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
+    return [c for c in found if c.startswith(prefix)]
+
+
+def test_files_dropped_for_a_containerised_service_are_processed_in_containers(
+    up: Platform, tmp_path: Path, busybox: str
+) -> None:
+    script = (
+        'wc -w < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH").n"\n'
+        'echo "counted in $(hostname) as $(id -u)"\n'
+    )
+    applied = up.cli("apply", str(fdl(tmp_path, busybox, script)))
+    assert "created count" in applied.stdout
+    inbox = up.data / "storage" / "words" / "in"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        (inbox / f"doc{i}.txt").write_text("one two three " * (i + 1))
+    deadline = time.monotonic() + 30
+    out = up.data / "storage" / "words" / "out"
+    while len(list(out.glob("*.n")) if out.exists() else []) < 5:
+        assert time.monotonic() < deadline, "the outputs did not appear"
+        time.sleep(0.1)
+    assert sorted(int((out / f"doc{i}.txt.n").read_text()) for i in range(5)) == [3, 6, 9, 12, 15]
+    assert up.cli("wait", "count").returncode == 0
+    url = json.loads((up.data / "endpoint.json").read_text())["url"]
+    password = json.loads((up.data / "admin.json").read_text())["password"]
+    info = httpx.get(f"{url}/system/info", auth=("admin", password)).json()
+    assert info["container_engine"].startswith("podman")
+    job = next(iter(httpx.get(f"{url}/system/logs/count", auth=("admin", password)).json()["jobs"]))
+    log = up.cli("logs", "count", job).stdout
+    assert log.startswith("counted in count-") and log.endswith("as 0\n")
+
+
+def test_an_image_that_does_not_exist_is_refused_at_apply(up: Platform, tmp_path: Path) -> None:
+    result = up.cli("apply", str(fdl(tmp_path, "grycap/darknet", "true")), check=False)
+    assert result.returncode == 1
+    assert (
+        "image grycap/darknet not found locally and the registry could not be reached: "
+        "build or import it first"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
+    up: Platform, tmp_path: Path, busybox: str
+) -> None:
+    up.cli("apply", str(fdl(tmp_path, busybox, "sleep 60\n")))
+    (tmp_path / "a.txt").write_text("a")
+    up.cli("put", "count", str(tmp_path / "a.txt"))
+    deadline = time.monotonic() + 20
+    while not containers():
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.05)
+    (name,) = containers()
+    pid = (
+        json.loads(
+            subprocess.run(["crun", "state", name], capture_output=True, text=True).stdout or "{}"
+        ).get("pid")
+        or json.loads(
+            subprocess.run(["runc", "state", name], capture_output=True, text=True).stdout
+        )["pid"]
+    )
+    up.stop(signal.SIGKILL)
+    assert Path(f"/proc/{pid}").exists(), "the container should outlive the killed platform"
+    up.start()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "the crashed job's container was not removed"
+        time.sleep(0.05)
+    # The job runs again in a new container; stop the platform at once, then look around.
+    assert up.proc is not None
+    up.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    up.stop(signal.SIGINT)
+    assert containers() == []
+    leftovers = subprocess.run(
+        "ls -d /sys/fs/cgroup/*/ondrop/ondrop-* /sys/fs/cgroup/ondrop/ondrop-* 2>/dev/null",
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert leftovers == ""

@@ -1,0 +1,136 @@
+"""The container runtime's promises beyond the contract: limits are enforced, the network
+is off unless asked for, the image is read-only, nothing is left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ondrop.runtime.base import RunResult, RunSpec
+from ondrop.runtime.container import ContainerRuntime
+from ondrop.runtime.oci import Bind, bundle_config
+
+
+@pytest.fixture(params=["oci", "engine"])
+def runtime(
+    request: pytest.FixtureRequest, busybox: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ContainerRuntime]:
+    from ondrop.runtime.engine import detect
+    from ondrop.runtime.images import Images
+    from ondrop.runtime.oci import find_oci_runtime
+
+    engine = detect("podman")
+    assert engine is not None
+    oci = find_oci_runtime() if request.param == "oci" else None
+    runtime = ContainerRuntime(
+        engine,
+        Images(engine, tmp_path_factory.mktemp("img"), pull=False),
+        oci,
+        f"ondrop-t{time.monotonic_ns() % 10**8}-",
+    )
+    yield runtime
+    runtime.clean()
+
+
+def run(
+    runtime: ContainerRuntime, work: Path, script: str, image: str, **options: object
+) -> RunResult:
+    for folder in ("input", "output", "tmp"):
+        (work / folder).mkdir(exist_ok=True)
+    (work / "script").write_text(script)
+    spec = RunSpec(
+        job_id=f"job-{time.monotonic_ns()}",
+        script=work / "script",
+        workdir=work,
+        env={},
+        timeout=20,
+        log=work / "log",
+        image=image,
+    )
+    return runtime.run(RunSpec(**{**spec.__dict__, **options}))
+
+
+def test_a_job_over_its_memory_limit_fails_saying_so(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    result = run(runtime, tmp_path, "tail /dev/zero", busybox, memory=32 * 1024**2)
+    assert result.reason == "out of memory (limit 32Mi)"
+    ok = run(runtime, tmp_path, "head -c 1000000 /dev/zero | wc -c", busybox, memory=32 * 1024**2)
+    assert ok.ok, (tmp_path / "log").read_text()
+
+
+def test_the_network_is_off_unless_the_service_asks(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    script = "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"
+    assert run(runtime, tmp_path, script, busybox).ok
+    assert (tmp_path / "log").read_text().split() == ["lo"]
+    (tmp_path / "log").unlink()
+    refused = run(runtime, tmp_path, "nc -w 2 192.0.2.1 80 </dev/null", busybox)
+    assert not refused.ok
+    (tmp_path / "log").unlink()
+    assert run(runtime, tmp_path, script, busybox, network=True).ok
+    assert len((tmp_path / "log").read_text().split()) > 1
+
+
+def test_the_image_is_read_only_and_tmp_and_outputs_are_writable(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert not run(runtime, tmp_path, "touch /etc/changed", busybox).ok
+    assert run(runtime, tmp_path, 'touch /tmp/a "$HOME/b" /ondrop/output/c', busybox).ok
+    assert (tmp_path / "output" / "c").exists()
+
+
+def test_an_image_that_does_not_exist_is_a_clear_failure(
+    runtime: ContainerRuntime, tmp_path: Path
+) -> None:
+    result = run(runtime, tmp_path, "true", "localhost/ondrop-no-such-image:1")
+    assert result.reason.startswith(
+        "image localhost/ondrop-no-such-image:1 not found locally and pulling is off"
+    )
+
+
+def test_nothing_is_left_behind(runtime: ContainerRuntime, busybox: str, tmp_path: Path) -> None:
+    run(runtime, tmp_path, "true", busybox, memory=16 * 1024**2)
+    run(runtime, tmp_path, "sleep 30", busybox, timeout=0.5)
+    assert runtime.engine.containers(runtime.prefix) == []
+    if runtime.oci is not None:
+        assert runtime.oci.containers(runtime.prefix) == []
+    leftovers = subprocess.run(
+        f"ls -d /sys/fs/cgroup/*/ondrop/{runtime.prefix}* "
+        f"/sys/fs/cgroup/ondrop/{runtime.prefix}* 2>/dev/null",
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert leftovers == ""
+
+
+def test_the_bundle_asks_for_the_limits_and_no_added_capabilities(tmp_path: Path) -> None:
+    config = bundle_config(
+        rootfs=tmp_path,
+        args=["/bin/sh"],
+        env={"A": "1"},
+        cwd="/work",
+        binds=[Bind(tmp_path, "/in", readonly=True)],
+        hostname="h",
+        cgroups_path="/ondrop/x/job",
+        cpu=0.5,
+        pids=100,
+    )
+    assert config["root"] == {"path": str(tmp_path), "readonly": True}
+    assert config["linux"]["resources"]["cpu"] == {"period": 100000, "quota": 50000}
+    assert config["linux"]["resources"]["pids"] == {"limit": 100}
+    assert {"type": "network"} in config["linux"]["namespaces"]
+    assert "CAP_SYS_ADMIN" not in config["process"]["capabilities"]["bounding"]
+    assert config["process"]["noNewPrivileges"] is True
+    assert {
+        "destination": "/in",
+        "type": "bind",
+        "source": str(tmp_path),
+        "options": ["rbind", "nosuid", "nodev", "ro"],
+    } in config["mounts"]
