@@ -3,6 +3,7 @@ name an image in containers, limited and cleaned up, also after a crash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -93,14 +94,15 @@ def test_an_image_that_does_not_exist_is_refused_at_apply(up: Platform, tmp_path
 def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
     up: Platform, tmp_path: Path, busybox: str
 ) -> None:
+    prefix = "ondrop-" + hashlib.sha256(str(up.data.resolve()).encode()).hexdigest()[:8]
     up.cli("apply", str(fdl(tmp_path, busybox, "sleep 60\n")))
     (tmp_path / "a.txt").write_text("a")
     up.cli("put", "count", str(tmp_path / "a.txt"))
     deadline = time.monotonic() + 20
-    while not containers():
+    while not containers(prefix):
         assert time.monotonic() < deadline, "the container never started"
         time.sleep(0.05)
-    (name,) = containers()
+    (name,) = containers(prefix)
     pid = (
         json.loads(
             subprocess.run(["crun", "state", name], capture_output=True, text=True).stdout or "{}"

@@ -26,6 +26,7 @@ from rich.table import Table
 from ondrop.client import Client, connection
 from ondrop.errors import ClientError, DefinitionError, OndropError
 from ondrop.fdl.loader import load_file
+from ondrop.runtime.engine import Engine, detect
 from ondrop.settings import Settings, help_for
 
 app = typer.Typer(
@@ -116,6 +117,12 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
     definition = load_file(fdl)
     for warning in definition.warnings:
         err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    if definition.builds:
+        engine = _engine()
+        for name, build in definition.builds.items():
+            with err.status(f"building {build.tag} for {name} with {engine.name}"):
+                engine.build(build.context, build.tag, build.file)
+            err.print(f"built {build.tag}")
     services = [s.model_dump(exclude={"token"}) for s in definition.services]
     result = CONN.client().apply(services)
     for warning in result.get("warnings", []):
@@ -361,7 +368,69 @@ def wait(
     out.print(f"{done} job(s) succeeded")
 
 
+# -- images ---------------------------------------------------------------------------------
+image_app = typer.Typer(
+    help="Build or import container images into the local engine.", no_args_is_help=True
+)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    context: Path = typer.Argument(Path("."), help="folder with a Containerfile or Dockerfile"),
+    tag: str = typer.Option(..., "-t", "--tag", help="name for the image, e.g. localhost/wc:1"),
+    file: Path = typer.Option(
+        None, "-f", "--file", help="the Containerfile (default: in the folder)"
+    ),
+) -> None:
+    """Build an image with the local engine (podman or docker)."""
+    engine = _engine()
+    with err.status(f"building {tag} with {engine.name}"):
+        image = engine.build(context, tag, file)
+    out.print(f"built {tag} ({image.id[:12]})")
+
+
+@image_app.command("import")
+def image_import(
+    tarball: Path = typer.Argument(..., help="a root filesystem as a tar file"),
+    tag: str = typer.Argument(..., help="name for the image, e.g. localhost/tools:1"),
+) -> None:
+    """Import a root filesystem tarball as an image (no registry needed)."""
+    if not tarball.is_file():
+        raise DefinitionError(f"{tarball}: no such file")
+    engine = _engine()
+    with err.status(f"importing {tarball} as {tag}"):
+        image = engine.import_rootfs(tarball, tag)
+    out.print(f"imported {tag} ({image.id[:12]})")
+
+
+@image_app.command("busybox")
+def image_busybox(
+    tag: str = typer.Argument("localhost/busybox:latest", help="name for the image"),
+) -> None:
+    """Make a small busybox image from this machine's static busybox (offline)."""
+    import tempfile
+
+    from ondrop.runtime.rootfs import busybox_rootfs
+
+    engine = _engine()
+    with tempfile.TemporaryDirectory() as scratch:
+        tarball = busybox_rootfs(Path(scratch) / "rootfs.tar")
+        with err.status(f"importing a busybox root filesystem as {tag}"):
+            image = engine.import_rootfs(tarball, tag)
+    out.print(f"imported {tag} ({image.id[:12]})")
+
+
 # -- helpers ----------------------------------------------------------------------------------
+def _engine() -> Engine:
+    engine = detect(Settings.load(CONN.overrides).container_engine)
+    if engine is None:
+        raise DefinitionError(
+            "no container engine found: install podman (or docker) to build or import images"
+        )
+    return engine
+
+
 def _size(text: str) -> int:
     from ondrop.quantity import parse_bytes
 

@@ -30,6 +30,16 @@ class Definition:
     origin: str
     services: list[Service] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    builds: dict[str, Build] = field(default_factory=dict)  # service name -> its image build
+
+
+@dataclass(frozen=True)
+class Build:
+    """`build:` of a service: make its image from a Containerfile before applying."""
+
+    context: Path
+    file: Path | None
+    tag: str
 
 
 def load_file(path: Path) -> Definition:
@@ -106,10 +116,15 @@ def load_text(text: str, origin: str, base: Path) -> Definition:
     errors: list[str] = []
     clusters: dict[str, str] = {}  # service name -> the OSCAR cluster it was first given for
     for shape, cluster, raw, report in entries:
+        build_spec = raw.pop("build", None) if shape != "scar" else None
         mapped = (
             scar.map_function(raw, report) if shape == "scar" else oscar.map_service(raw, report)
         )
         name = str(mapped.get("name") or "") or None
+        if build_spec is not None and name:
+            build = _build(build_spec, base, name, mapped, report)
+            if build is not None:
+                definition.builds[name] = build
         _resolve_script(mapped, base, report)
         service = _validate(mapped, report)
         if service is not None:
@@ -177,6 +192,36 @@ def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:
         report.error("script", f"script file {script!r} not found (looked for {candidate})")
 
 
+def _build(
+    spec: Any, base: Path, name: str, mapped: dict[str, Any], report: Report
+) -> Build | None:
+    """`build: folder` or `build: {context: folder, file: Containerfile}`, relative to the
+    FDL; the image is tagged as the service's `image` (set to localhost/<name> if empty)."""
+    if isinstance(spec, str):
+        spec = {"context": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("context", "."), str):
+        report.error("build", "expected a folder, or {context: folder, file: Containerfile}")
+        return None
+    unknown = set(spec) - {"context", "file"}
+    if unknown:
+        report.unknown(f"build.{sorted(unknown)[0]}", {"context", "file"})
+        return None
+    context = (base / spec.get("context", ".")).resolve()
+    file = (context / spec["file"]) if spec.get("file") else None
+    if not context.is_dir():
+        report.error("build", f"build context {context} is not a folder")
+        return None
+    found = file or next(
+        (context / n for n in ("Containerfile", "Dockerfile") if (context / n).is_file()), None
+    )
+    if found is None or not found.is_file():
+        report.error("build", f"no Containerfile or Dockerfile in {context}")
+        return None
+    tag = str(mapped.get("image") or f"localhost/ondrop-{name}:latest")
+    mapped["image"] = tag
+    return Build(context, found, tag)
+
+
 def _attach_providers(
     service: Service, providers: dict[str, dict[str, dict[str, Any]]], report: Report
 ) -> Service:
@@ -204,4 +249,4 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-__all__ = ["Definition", "Problem", "load_file", "load_text", "parse_service"]
+__all__ = ["Build", "Definition", "Problem", "load_file", "load_text", "parse_service"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ondrop.errors import OndropError
 from ondrop.quantity import format_bytes
-from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit
+from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit, wait_exit
 from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
@@ -146,18 +146,20 @@ class ContainerRuntime(Runtime):
         )
         (bundle / "config.json").write_text(json.dumps(config))
         timed_out = False
+        code: int | None = None
         try:
             with spec.log.open("ab") as log:
                 proc = self.oci.start(bundle, name, log)
-            try:
-                code = proc.wait(timeout=spec.timeout)
-            except subprocess.TimeoutExpired:
+            status = wait_exit(proc, spec.timeout)
+            if status is None:
                 timed_out = True
                 self.oci.kill(name)
-                code = _wait_or_kill(proc)
+                status = _wait_or_kill(proc)
+            code = status
             oom = code in (137, -9) and cgroup.out_of_memory()
         finally:
-            self.oci.delete(name)
+            if code != 0:  # after a clean exit `run` has removed the container itself
+                self.oci.delete(name)
             cgroup.remove()
         return code, timed_out, oom
 
@@ -202,12 +204,12 @@ class ContainerRuntime(Runtime):
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            try:
-                code = proc.wait(timeout=spec.timeout)
-            except subprocess.TimeoutExpired:
+            status = wait_exit(proc, spec.timeout)
+            if status is None:
                 timed_out = True
                 subprocess.run([self.engine.binary, "kill", name], capture_output=True, timeout=30)
-                code = _wait_or_kill(proc)
+                status = _wait_or_kill(proc)
+            code = status
             state = subprocess.run(
                 [self.engine.binary, "inspect", name, "--format", "{{.State.OOMKilled}}"],
                 capture_output=True,

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit
+from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit, wait_exit
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 PID_FILE = "pid"
@@ -56,13 +56,12 @@ class ProcessRuntime(Runtime):
         # Who to kill if this platform dies: the process group, known by its start time.
         (spec.workdir / PID_FILE).write_text(f"{proc.pid} {_start_time(proc.pid)}")
         try:
-            try:
-                code = proc.wait(timeout=spec.timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
+            status = wait_exit(proc, spec.timeout)
+            timed_out = status is None
+            if status is None:
                 self._kill(proc)
-                code = proc.wait()
-                timed_out = True
+                status = proc.wait()
+            code = status
             _kill_group(proc.pid, signal.SIGKILL)  # children that outlived the script
         finally:
             with self._lock:
