@@ -123,7 +123,7 @@ def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
     up.proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     up.stop(signal.SIGINT)
-    assert containers() == []
+    assert containers(prefix) == []
     leftovers = subprocess.run(
         "ls -d /sys/fs/cgroup/*/ondrop/ondrop-* /sys/fs/cgroup/ondrop/ondrop-* 2>/dev/null",
         shell=True,
