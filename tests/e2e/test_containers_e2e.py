@@ -125,7 +125,7 @@ def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
     up.stop(signal.SIGINT)
     assert containers(prefix) == []
     leftovers = subprocess.run(
-        "ls -d /sys/fs/cgroup/*/ondrop/ondrop-* /sys/fs/cgroup/ondrop/ondrop-* 2>/dev/null",
+        f"ls -d /sys/fs/cgroup/*/ondrop/{prefix}* /sys/fs/cgroup/ondrop/{prefix}* 2>/dev/null",
         shell=True,
         capture_output=True,
         text=True,
