@@ -131,3 +131,25 @@ def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
         text=True,
     ).stdout
     assert leftovers == ""
+
+
+def test_the_wordcount_example_and_an_image_built_at_apply(
+    up: Platform, tmp_path: Path, busybox: str
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "wordcount"
+    (tmp_path / "wordcount.sh").write_text((example / "wordcount.sh").read_text())
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "Containerfile").write_text(
+        f"FROM {busybox}\nRUN echo built-at-apply > /etc/marker\n")
+    fdl_text = (example / "wordcount.yaml").read_text()
+    fdl_text = fdl_text.replace("image: localhost/busybox:latest",
+                                "image: localhost/ondrop-test-wordcount:1\n    build: image")
+    (tmp_path / "wordcount.yaml").write_text(fdl_text)
+    applied = up.cli("apply", str(tmp_path / "wordcount.yaml"))
+    assert "built localhost/ondrop-test-wordcount:1" in applied.stderr
+    (tmp_path / "story.txt").write_text("the cat and the dog and the bird\n")
+    up.cli("put", "wordcount", str(tmp_path / "story.txt"))
+    assert up.cli("wait", "wordcount").returncode == 0
+    up.cli("get", "wordcount", "-o", str(tmp_path / "counts"))
+    top = (tmp_path / "counts" / "story.top20").read_text().split()
+    assert top[:4] == ["3", "the", "2", "and"]
