@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import summary, write_section
 
 from ondrop.client import Client
+from ondrop.runtime.cgroups import JobCgroup
 from ondrop.runtime.engine import detect
 from ondrop.runtime.images import Images
 from ondrop.runtime.oci import (
@@ -72,6 +73,7 @@ def bare_crun(scratch: Path, runs: int) -> tuple[list[float], str]:
     samples = [
         timed([oci.binary, "run", "--bundle", str(bundle), f"bench-{i}"]) for i in range(runs)
     ]
+    JobCgroup("bench", None).remove()
     return samples, oci.name
 
 
