@@ -17,8 +17,8 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/thumbnails/demo.sh
 
 lint: setup
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 
 test: lint

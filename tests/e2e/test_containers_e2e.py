@@ -140,10 +140,13 @@ def test_the_wordcount_example_and_an_image_built_at_apply(
     (tmp_path / "wordcount.sh").write_text((example / "wordcount.sh").read_text())
     (tmp_path / "image").mkdir()
     (tmp_path / "image" / "Containerfile").write_text(
-        f"FROM {busybox}\nRUN echo built-at-apply > /etc/marker\n")
+        f"FROM {busybox}\nRUN echo built-at-apply > /etc/marker\n"
+    )
     fdl_text = (example / "wordcount.yaml").read_text()
-    fdl_text = fdl_text.replace("image: localhost/busybox:latest",
-                                "image: localhost/ondrop-test-wordcount:1\n    build: image")
+    fdl_text = fdl_text.replace(
+        "image: localhost/busybox:latest",
+        "image: localhost/ondrop-test-wordcount:1\n    build: image",
+    )
     (tmp_path / "wordcount.yaml").write_text(fdl_text)
     applied = up.cli("apply", str(tmp_path / "wordcount.yaml"))
     assert "built localhost/ondrop-test-wordcount:1" in applied.stderr
