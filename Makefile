@@ -10,7 +10,7 @@ setup: $(READY)
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore]'
 	touch $@
 
 demo: setup

@@ -90,3 +90,21 @@ def busybox(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tests.support.images import busybox_image
 
     return busybox_image(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real WebDAV server (wsgidav) for the whole session."""
+    from tests.support.servers import webdav_server
+
+    with webdav_server(tmp_path_factory.mktemp("webdav")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real S3 server (SeaweedFS) for the whole session."""
+    from tests.support.servers import seaweedfs_server
+
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -10,6 +10,7 @@
     ├── AuthError               missing or wrong credentials (401)
     ├── ForbiddenError          these credentials do not allow this (403)
     ├── StorageError            a storage provider failed (502)
+    │   └── StorageUnavailableError  it cannot be reached now; jobs wait and retry (503)
     ├── ExecutionError          a job could not be run as asked (500)
     ├── StoreError              the durable store failed (500)
     ├── UnavailableError        the platform is stopping or busy; try again (503)
@@ -62,6 +63,12 @@ class ForbiddenError(OndropError):
 
 class StorageError(OndropError):
     status_code = 502
+
+
+class StorageUnavailableError(StorageError):
+    """The store is down or unreachable: worth trying again later, not the job's fault."""
+
+    status_code = 503
 
 
 class ExecutionError(OndropError):

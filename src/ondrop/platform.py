@@ -17,6 +17,8 @@ from typing import IO
 
 from ondrop.errors import ConflictError, DefinitionError, NotFoundError, OndropError
 from ondrop.events.payloads import Payloads
+from ondrop.events.base import EventSource
+from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
 from ondrop.intake import Intake
@@ -26,7 +28,8 @@ from ondrop.runtime import ContainerRuntime, build_runtimes
 from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
 from ondrop.settings import Settings
-from ondrop.storage import LocalStorage, Providers
+from ondrop.storage import LocalStorage, Providers, StorageProvider, build
+from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.storage.base import ObjectInfo
 from ondrop.store.base import FINISHED, SUCCEEDED, Claim, Job
 from ondrop.store.sqlite import SQLiteStore
@@ -35,12 +38,17 @@ from ondrop.supervisor import Folders, Supervisor
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "ondrop.lock"
+PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their events
 DEFAULT_TIMEOUT = 900.0  # seconds, for services that give none (AWS Lambda's maximum)
 
 
 class Platform:
-    def __init__(self, settings: Settings, runtimes: dict[str, Runtime] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, runtimes: dict[str, Runtime] | None = None, url: str = ""
+    ) -> None:
+        """`url` is where this platform's API answers (stores send their webhooks there)."""
         self.settings = settings
+        self.url = url
         data = Path(settings.data)
         try:
             data.mkdir(parents=True, exist_ok=True, mode=0o700)  # tokens and secrets live here
@@ -51,8 +59,15 @@ class Platform:
         self.data = data
         self.tmp = data / "tmp"
         self.store = SQLiteStore(data / "ondrop.db")
-        default = LocalStorage("local.default", data / "storage")
-        self.providers = Providers({"local.default": default, "minio.default": default})
+        local = LocalStorage("local.default", data / "storage")
+        default: StorageProvider = local
+        self.pushed: set[str] = set()  # providers that send their own events (webhooks)
+        self.object_store: SeaweedFS | None = None
+        if settings.object_store == "seaweedfs":
+            self.object_store = SeaweedFS(data / "seaweedfs")
+            default = build("minio.default", self.object_store.provider_config())
+            self.pushed.add("minio.default")
+        self.providers = Providers({"local.default": local, "minio.default": default})
         self.runtimes: dict[str, Runtime] = (
             runtimes if runtimes is not None else build_runtimes(settings, data)
         )
@@ -77,13 +92,17 @@ class Platform:
         self.intake = Intake(
             self.store, self.services, self.providers, Router(), lambda jobs: self.pool.wake()
         )
-        self.watchers: dict[str, FolderWatcher] = {}
+        self.watchers: dict[str, EventSource] = {}
         self.started = False
         self._lock: IO[str] | None = None
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         self._lock = _lock_data(self.data)
+        if self.object_store is not None:
+            if not self.url:
+                raise DefinitionError("the bundled object store needs the platform's URL")
+            self.object_store.start(f"{self.url}/events/seaweedfs")
         requeued = self.store.requeue_running("the platform stopped while it ran")
         if requeued:
             log.info(
@@ -118,6 +137,8 @@ class Platform:
         self.pool.stop(self.settings.grace if grace is None else grace, self.interrupt)
         self.providers.close()
         self.store.close()
+        if self.object_store is not None:
+            self.object_store.stop()
         self.started = False
         if self._lock is not None:
             self._lock.close()
@@ -205,15 +226,22 @@ class Platform:
         self.intake.object_stored(provider, info, parent_job=job_id)
 
     def _watch(self) -> None:
-        """Watch every local provider that a service takes input from."""
+        """An event source for every provider a service takes input from: inotify for local
+        folders; for stores, polling, or one listing at start where the store pushes."""
         wanted = {name for name, _ in self.services.input_folders()}
         for name in sorted(wanted - set(self.watchers)):
             provider = self.providers.get(name)
-            if not isinstance(provider, LocalStorage):
-                continue
-            watcher = FolderWatcher(provider, functools.partial(self._folders_of, name))
-            self.watchers[name] = watcher
-            watcher.start(self._object_seen)
+            folders = functools.partial(self._folders_of, name)
+            source: EventSource
+            if isinstance(provider, LocalStorage):
+                source = FolderWatcher(provider, folders)
+            else:
+                interval = self.settings.poll_interval
+                if name in self.pushed:  # webhooks can be lost: a slow listing catches up
+                    interval = max(PUSHED_POLL, interval) if interval else 0.0
+                source = Poller(provider, folders, interval)
+            self.watchers[name] = source
+            source.start(self._object_seen)
 
     def _folders_of(self, provider: str) -> list[str]:
         return [folder for p, folder in self.services.input_folders() if p == provider]

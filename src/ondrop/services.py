@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError
+from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError, OndropError
 from ondrop.fdl.models import Service, StorageIO
 from ondrop.storage import Providers, canonical
 from ondrop.storage.base import under
@@ -83,6 +83,8 @@ class Services:
                 prepared.append(self._carry_over(service, old))
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)
+            for service in prepared:
+                self._make_folders(service)
             now = time.time()
             self.store.save_services(
                 [
@@ -139,6 +141,16 @@ class Services:
                 self.providers.check(name, service.storage_providers)
             except DefinitionError as exc:
                 raise DefinitionError(f"service {service.name!r}: {exc}") from None
+
+    def _make_folders(self, service: Service) -> None:
+        """Create the service's folders (buckets on object stores), as OSCAR does; a store
+        that refuses says why here, before anything is saved."""
+        self._add_providers(service)
+        for io in [*service.input, *service.output]:
+            try:
+                self.providers.get(io.storage_provider).ensure_folder(io.path)
+            except OndropError as exc:
+                raise type(exc)(f"service {service.name!r}: {exc}") from None
 
     def _add_providers(self, service: Service) -> None:
         for name in service.provider_names():

@@ -78,6 +78,15 @@ class Settings:
     pull: bool = _setting(
         True, "pull an image from its registry when it is not in the engine's store", _bool
     )
+    poll_interval: float = _setting(
+        10.0,
+        "seconds between listings of input folders in stores that cannot push events "
+        "(S3, WebDAV); 0 lists them only at start",
+        float,
+    )
+    object_store: str = _setting(
+        "none", "run a bundled object store as minio.default: none or seaweedfs"
+    )
     log_level: str = _setting("info", "log level: debug, info, warning, error")
 
     def __post_init__(self) -> None:
@@ -92,6 +101,8 @@ class Settings:
             problems.append(f"grace {self.grace} is negative")
         if self.max_upload <= 0:
             problems.append(f"max_upload {self.max_upload} must be positive")
+        if self.object_store not in ("none", "seaweedfs"):
+            problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if problems:

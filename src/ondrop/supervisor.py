@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ondrop.errors import NotFoundError, OndropError, StorageError
+from ondrop.errors import NotFoundError, OndropError, StorageError, StorageUnavailableError
 from ondrop.events.base import INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
@@ -91,7 +91,12 @@ class Supervisor:
             except NotFoundError as exc:
                 return Outcome(FAILED, None, f"input is gone: {exc}")
             except StorageError as exc:
-                return Outcome(FAILED, None, f"staging in failed: {exc}")
+                return Outcome(
+                    FAILED,
+                    None,
+                    f"staging in failed: {exc}",
+                    retryable=isinstance(exc, StorageUnavailableError),
+                )
             script = work / "script"
             script.write_text(service.script)
             env = self._environment(claim, service, runtime, input_path, work)
@@ -115,8 +120,14 @@ class Supervisor:
                 return Outcome(FAILED, result.exit_code, result.reason, text)
             try:
                 stored = self._stage_out(job.id, service, outputs)
-            except (StorageError, OndropError) as exc:
-                return Outcome(FAILED, 0, f"storing outputs failed: {exc}", text)
+            except OndropError as exc:
+                return Outcome(
+                    FAILED,
+                    0,
+                    f"storing outputs failed: {exc}",
+                    text,
+                    retryable=isinstance(exc, StorageUnavailableError),
+                )
             if event.kind == INVOKE and job.priority >= SYNC_PRIORITY:
                 self._keep_results(job.id, outputs, text)
             summary = f"{len(stored)} output(s)" if service.output else ""

@@ -1,72 +1,112 @@
-"""The StorageProvider contract, run on every implementation. A provider is done when it
-passes this suite."""
+"""The StorageProvider contract, run on every implementation against a real server where
+there is one: local folders, the in-memory double, WebDAV (wsgidav) and S3 (SeaweedFS).
+A provider is done when it passes this suite."""
 
 from __future__ import annotations
 
 import io
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ondrop.errors import InvalidKeyError, NotFoundError
-from ondrop.storage import LocalStorage, MemoryStorage, StorageProvider
+from ondrop.storage import LocalStorage, MemoryStorage, StorageProvider, build
+
+KINDS = ["local", "memory", "webdav", "s3"]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=KINDS)
 def provider(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageProvider]:
     if request.param == "local":
         yield LocalStorage("local.test", tmp_path / "root")
-    else:
+    elif request.param == "memory":
         yield MemoryStorage("memory.test")
+    elif request.param == "webdav":
+        dav = request.getfixturevalue("webdav")
+        store = build(
+            "webdav.test", {"hostname": dav.url, "login": dav.user, "password": dav.password}
+        )
+        yield store
+        store.close()
+    else:
+        s3 = request.getfixturevalue("seaweedfs")
+        store = build("minio.test", s3.provider_config())
+        yield store
+        store.close()
+
+
+@pytest.fixture
+def root(provider: StorageProvider) -> str:
+    """A fresh top folder (a bucket on S3) for the test's objects."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    provider.ensure_folder(name)
+    return name
 
 
 def put(provider: StorageProvider, key: str, data: bytes) -> None:
     provider.put(key, io.BytesIO(data))
 
 
-def test_what_is_put_can_be_read_back_whole(provider: StorageProvider, tmp_path: Path) -> None:
-    data = bytes(range(256)) * 5000  # over a megabyte: more than one chunk
-    info = provider.put("a/b/c.bin", io.BytesIO(data))
-    assert (info.key, info.size) == ("a/b/c.bin", len(data))
-    with provider.open("a/b/c.bin") as f:
+def test_what_is_put_can_be_read_back_whole(
+    provider: StorageProvider, root: str, tmp_path: Path
+) -> None:
+    data = os.urandom(1 << 20) * 20  # 20 MiB: several chunks, multipart on S3
+    info = provider.put(f"{root}/b/c.bin", io.BytesIO(data))
+    assert (info.key, info.size) == (f"{root}/b/c.bin", len(data))
+    with provider.open(f"{root}/b/c.bin") as f:
         assert f.read() == data
-    got = provider.get("a/b/c.bin", tmp_path / "copy")
+    got = provider.get(f"{root}/b/c.bin", tmp_path / "copy")
     assert (tmp_path / "copy").read_bytes() == data
     assert got.version == info.version
+    source = tmp_path / "source.bin"
+    source.write_bytes(data[:100_000])
+    assert provider.put_file(f"{root}/from-file.bin", source).size == 100_000
 
 
-def test_stat_describes_an_object_and_none_for_a_missing_one(provider: StorageProvider) -> None:
-    put(provider, "x/y.txt", b"hello")
-    info = provider.stat("x/y.txt")
+def test_stat_describes_an_object_and_none_for_a_missing_one(
+    provider: StorageProvider, root: str
+) -> None:
+    put(provider, f"{root}/x/y.txt", b"hello")
+    info = provider.stat(f"{root}/x/y.txt")
     assert info is not None and info.size == 5 and info.version
-    assert provider.stat("x/nothing.txt") is None
-    assert provider.stat("x") is None  # a folder is not an object
+    assert provider.stat(f"{root}/x/nothing.txt") is None
+    assert provider.stat(f"{root}/x") is None  # a folder is not an object
 
 
-def test_list_is_recursive_sorted_and_limited_to_the_folder(provider: StorageProvider) -> None:
+def test_list_is_recursive_sorted_and_limited_to_the_folder(
+    provider: StorageProvider, root: str
+) -> None:
     for key in ["in/b.txt", "in/a.txt", "in/sub/c.txt", "inside.txt", "out/d.txt"]:
-        put(provider, key, b"1")
-    assert [o.key for o in provider.list("in")] == ["in/a.txt", "in/b.txt", "in/sub/c.txt"]
-    assert len(list(provider.list())) == 5
-    assert list(provider.list("nowhere")) == []
+        put(provider, f"{root}/{key}", b"1")
+    assert [o.key for o in provider.list(f"{root}/in")] == [
+        f"{root}/in/a.txt",
+        f"{root}/in/b.txt",
+        f"{root}/in/sub/c.txt",
+    ]
+    assert len(list(provider.list(root))) == 5
+    assert list(provider.list(f"{root}/nowhere")) == []
 
 
-def test_a_new_content_gets_a_new_version(provider: StorageProvider) -> None:
-    first = provider.put("v.txt", io.BytesIO(b"one"))
-    second = provider.put("v.txt", io.BytesIO(b"three"))
+def test_a_new_content_gets_a_new_version(provider: StorageProvider, root: str) -> None:
+    first = provider.put(f"{root}/v.txt", io.BytesIO(b"one"))
+    second = provider.put(f"{root}/v.txt", io.BytesIO(b"three"))
     assert first.version != second.version
-    with provider.open("v.txt") as f:
+    with provider.open(f"{root}/v.txt") as f:
         assert f.read() == b"three"
 
 
-def test_delete_removes_and_is_quiet_when_already_gone(provider: StorageProvider) -> None:
-    put(provider, "gone.txt", b"1")
-    provider.delete("gone.txt")
-    provider.delete("gone.txt")
-    assert provider.stat("gone.txt") is None
+def test_delete_removes_and_is_quiet_when_already_gone(
+    provider: StorageProvider, root: str
+) -> None:
+    put(provider, f"{root}/gone.txt", b"1")
+    provider.delete(f"{root}/gone.txt")
+    provider.delete(f"{root}/gone.txt")
+    assert provider.stat(f"{root}/gone.txt") is None
     with pytest.raises(NotFoundError):
-        provider.open("gone.txt")
+        provider.open(f"{root}/gone.txt")
 
 
 @pytest.mark.parametrize(
@@ -81,14 +121,14 @@ def test_delete_removes_and_is_quiet_when_already_gone(provider: StorageProvider
         "back\\slash",
         "",
         "a/./b",
-        ".ondrop-tmp",
+        "a/.ondrop-tmp",
     ],
 )
 def test_unsafe_keys_are_refused_before_anything_is_touched(
-    provider: StorageProvider, key: str
+    provider: StorageProvider, root: str, key: str
 ) -> None:
     with pytest.raises(InvalidKeyError):
         put(provider, key, b"x")
     with pytest.raises(InvalidKeyError):
         provider.stat(key)
-    assert list(provider.list()) == []
+    assert list(provider.list(root)) == []

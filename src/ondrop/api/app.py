@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from ondrop import __version__
 from ondrop.api.auth import Credentials
-from ondrop.api.routes import files, invoke, logs, services, system
+from ondrop.api.routes import events, files, invoke, logs, services, system
 from ondrop.errors import AuthError, OndropError
 from ondrop.platform import Platform
 
@@ -70,6 +70,6 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
             500,
         )
 
-    for module in (system, services, logs, invoke, files):
+    for module in (system, services, logs, invoke, files, events):
         app.include_router(module.router)
     return app

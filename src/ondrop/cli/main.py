@@ -90,6 +90,13 @@ def up(
         help=help_for("run_images_on_host"),
         show_default=False,
     ),
+    container_engine: str = typer.Option(
+        None, help=help_for("container_engine"), show_default=False
+    ),
+    oci_runtime: str = typer.Option(None, help=help_for("oci_runtime"), show_default=False),
+    pull: bool = typer.Option(None, "--pull/--no-pull", help=help_for("pull"), show_default=False),
+    poll_interval: float = typer.Option(None, help=help_for("poll_interval"), show_default=False),
+    object_store: str = typer.Option(None, help=help_for("object_store"), show_default=False),
     log_level: str = typer.Option(None, help=help_for("log_level"), show_default=False),
 ) -> None:
     """Start the platform in the foreground: API, workers and file watching."""
@@ -104,6 +111,11 @@ def up(
         concurrency=concurrency,
         grace=grace,
         run_images_on_host=run_images_on_host,
+        container_engine=container_engine,
+        oci_runtime=oci_runtime,
+        pull=pull,
+        poll_interval=poll_interval,
+        object_store=object_store,
         log_level=log_level,
         max_upload=_size(max_upload) if max_upload else None,
     )

@@ -50,7 +50,9 @@ def serve(settings: Settings) -> None:
     host = settings.host if settings.host not in {"0.0.0.0", "::"} else "127.0.0.1"
     url = f"http://{host}:{port}"
 
-    platform = Platform(settings)
+    platform = Platform(settings, url=url)
+    if platform.object_store is not None:
+        console.print("starting the bundled object store (SeaweedFS)...")
     platform.start()
     endpoint = Path(settings.data) / ENDPOINT_FILE
     endpoint.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
@@ -123,7 +125,15 @@ def _banner(settings: Settings, platform: Platform, url: str, user: str, passwor
     console.print(f"[bold green]ondrop {__version__}[/] is up at [bold]{url}[/]")
     console.print(f"  admin      {user} / {password}")
     console.print(f"  data       {settings.data}")
-    console.print(f"  storage    minio.default = local.default = {storage}")
+    if platform.object_store is not None:
+        s3 = platform.object_store.provider_config()
+        console.print(
+            f"  storage    minio.default = SeaweedFS S3 at {s3['endpoint']} "
+            f"(key {s3['access_key']} / {s3['secret_key']}, region {s3['region']})"
+        )
+        console.print(f"             local.default = {storage}")
+    else:
+        console.print(f"  storage    minio.default = local.default = {storage}")
     for name, runtime in sorted(platform.runtimes.items()):
         console.print(f"  runtime    {name}: {runtime.describe()}")
     if "container" not in platform.runtimes:

@@ -113,7 +113,7 @@ class LocalProviderConfig(_Strict):
 
 
 class MinioProviderConfig(_Strict):
-    endpoint: str = ""
+    endpoint: str = Field("", description="URL of the S3 API, http(s)://host:port")
     verify: bool = True
     access_key: str = ""
     secret_key: str = ""
@@ -128,9 +128,10 @@ class S3ProviderConfig(_Strict):
 
 
 class WebdavProviderConfig(_Strict):
-    hostname: str
+    hostname: str = Field(description="host[:port][/base path]; https unless a scheme is given")
     login: str = ""
     password: str = ""
+    verify: bool = True
 
 
 class OnedataProviderConfig(_Strict):

@@ -8,6 +8,7 @@ claim, so a crash at any point leaves the job queued or running, never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -19,12 +20,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ondrop.errors import NotFoundError, UnavailableError
 from ondrop.fdl.models import Service
 from ondrop.services import Services
-from ondrop.store.base import FAILED, FINISHED, INTERRUPTED, Claim, Job, Outcome, Store
+from ondrop.store.base import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    UNAVAILABLE,
+    Claim,
+    Job,
+    Outcome,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
 Execute = Callable[[Claim, Service], Outcome]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
+STORE_RETRY_CAP = 60.0  # longest wait between attempts while a store is down
 
 
 def backoff(attempt: int) -> float:
@@ -179,8 +190,14 @@ class LocalPool:
         retry_at: float | None = None
         if outcome.status == INTERRUPTED:
             retry_at = time.time()
+        elif outcome.retryable:
+            # A store was down: wait and try again, however long it takes, without using
+            # up the service's retries.
+            outcome = dataclasses.replace(outcome, status=UNAVAILABLE)
+            retry_at = time.time() + min(STORE_RETRY_CAP, backoff(claim.attempt))
         elif outcome.status == FAILED and service is not None:
-            # Attempts the platform interrupted are not the job's fault: only failures count.
+            # Attempts the platform interrupted, or that found a store down, are not the
+            # job's fault: only its own failures count.
             failures = 1 + sum(a.status == FAILED for a in self.store.attempts(job.id))
             if failures <= service.retries:
                 retry_at = time.time() + backoff(failures)

@@ -17,7 +17,7 @@ from ondrop.storage.local import LocalStorage
 from ondrop.storage.memory import MemoryStorage
 
 # Provider types this platform can serve, by FDL type name.
-AVAILABLE = ("local",)
+AVAILABLE = ("local", "minio", "s3", "webdav")
 
 
 def canonical(name: str) -> str:
@@ -106,6 +106,27 @@ def build(name: str, config: Mapping[str, Any]) -> StorageProvider:
         return LocalStorage(name, path)
     if kind == "memory":
         return MemoryStorage(name)
+    if kind in ("minio", "s3"):
+        from ondrop.storage.s3 import S3Storage
+
+        return S3Storage(
+            name,
+            endpoint=str(config.get("endpoint") or ""),
+            access_key=str(config.get("access_key") or ""),
+            secret_key=str(config.get("secret_key") or ""),
+            region=str(config.get("region") or ""),
+            verify=bool(config.get("verify", True)),
+        )
+    if kind == "webdav":
+        from ondrop.storage.webdav import WebDAVStorage
+
+        return WebDAVStorage(
+            name,
+            hostname=str(config.get("hostname") or ""),
+            login=str(config.get("login") or ""),
+            password=str(config.get("password") or ""),
+            verify=bool(config.get("verify", True)),
+        )
     raise DefinitionError(f"storage provider {name!r}: type {kind!r} is not available")
 
 

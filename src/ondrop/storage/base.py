@@ -111,6 +111,10 @@ class StorageProvider(ABC):
         with path.open("rb") as source:
             return self.put(key, source)
 
+    def ensure_folder(self, path: str) -> None:
+        """Make the folder `path` exist (a bucket on object stores) so it can be written to
+        and listed; applying a service calls it for its inputs and outputs."""
+
     def close(self) -> None:
         """Release connections; the default has none."""
 

@@ -118,6 +118,15 @@ class LocalStorage(StorageProvider):
             raise StorageError(f"{self.name}: cannot read {key!r}: {exc.strerror}") from exc
         return self._info(key, st)
 
+    def ensure_folder(self, path: str) -> None:
+        target = self.path(path) if path else self.root
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"{self.name}: cannot create folder {path!r}: {exc.strerror}"
+            ) from exc
+
     def delete(self, key: str) -> None:
         try:
             self.path(key).unlink()

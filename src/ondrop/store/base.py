@@ -20,8 +20,10 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
-# An attempt may also end "interrupted": the platform stopped or died while it ran.
+# An attempt may also end "interrupted": the platform stopped or died while it ran, or
+# "unavailable": a store it needed was down. Neither counts against the job's retries.
 INTERRUPTED = "interrupted"
+UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Outcome:
     exit_code: int | None = None
     reason: str = ""
     log: str = ""
+    retryable: bool = False  # not the job's fault (a store was down): try again later
 
 
 class Store(ABC):

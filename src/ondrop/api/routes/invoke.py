@@ -144,27 +144,26 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
 
 
 async def _on_objects(request: Request, platform: Platform, svc: Service, keys: list[str]) -> Job:
-    """A MinIO/S3 event: jobs on the stored objects it names (the first one is answered)."""
-    store = platform.providers.get("minio.default")
-    if not is_admin(request, request.app.state.admin):
-        # A service's token opens its own inputs, not every object in the store.
-        inputs = [
-            io.path
-            for io in svc.input
-            if platform.providers.resolve(io.storage_provider) == store.name
-        ]
-        outside = [k for k in keys if not any(under(k, path) for path in inputs)]
-        if outside:
-            raise ForbiddenError(
-                f"{outside[0]!r} is not in an input path of {svc.name!r}; this token only "
-                "starts jobs on the service's own inputs"
-            )
+    """A MinIO/S3 event: jobs on the stored objects it names (the first one is answered).
+    Each object is looked for in the service's input whose bucket it names, as the store
+    that sent the event is the one OSCAR wired to that input; else in minio.default."""
+    admin = is_admin(request, request.app.state.admin)
     jobs = []
     for key in keys:
-        info = await run_in_threadpool(store.stat, key)
+        inputs = [io for io in svc.input if under(key, io.path)]
+        provider = platform.providers.get(inputs[0].storage_provider if inputs else "minio.default")
+        if not inputs and not admin:
+            # A service's token opens its own inputs, not every object in a store.
+            raise ForbiddenError(
+                f"{key!r} is not in an input path of {svc.name!r}; this token only starts "
+                "jobs on the service's own inputs"
+            )
+        info = await run_in_threadpool(provider.stat, key)
         if info is None:
-            raise NotFoundError(f"the event names {key!r}, which is not in {store.name}")
-        jobs.append(await run_in_threadpool(platform.intake.object_for, svc.name, store.name, info))
+            raise NotFoundError(f"the event names {key!r}, which is not in {provider.name}")
+        jobs.append(
+            await run_in_threadpool(platform.intake.object_for, svc.name, provider.name, info)
+        )
     return jobs[0]
 
 

@@ -42,8 +42,12 @@ def info(platform: PlatformDep) -> dict[str, Any]:
 
 @router.get("/system/config", dependencies=[Admin], tags=["system"])
 def config(platform: PlatformDep) -> dict[str, Any]:
-    """OSCAR's config shape. The embedded default has no S3 endpoint: `minio_provider`
-    is empty and `minio.default` is the local store."""
+    """OSCAR's config shape. `minio_provider` is the bundled object store when the
+    platform runs one (`--object-store seaweedfs`); on the embedded default it is empty
+    and `minio.default` is the local store."""
+    minio = {"endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": ""}
+    if platform.object_store is not None:
+        minio = platform.object_store.provider_config()
     return {
         "config": {
             "name": "ondrop",
@@ -54,13 +58,7 @@ def config(platform: PlatformDep) -> dict[str, Any]:
             "serverless_backend": "ondrop",
             "yunikorn_enable": False,
         },
-        "minio_provider": {
-            "endpoint": "",
-            "verify": True,
-            "access_key": "",
-            "secret_key": "",
-            "region": "",
-        },
+        "minio_provider": minio,
         "storage_providers": platform.providers.names(),
         "max_upload": platform.settings.max_upload,
     }

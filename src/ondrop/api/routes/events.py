@@ -1,0 +1,54 @@
+"""/events/seaweedfs: the bundled store's filer webhook (one POST per created or updated
+entry), authenticated by the bearer token ondrop gave it."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from ondrop.api.deps import PlatformDep
+from ondrop.errors import AuthError, InvalidKeyError, NotFoundError
+from ondrop.storage.base import check_key
+
+router = APIRouter(tags=["events"])
+BUCKETS = "/buckets/"
+
+
+def object_key(event: Any) -> str | None:
+    """`bucket/key` of a filer event about a stored object; None for anything else
+    (folders, multipart parts under .uploads, the .system bucket, versions)."""
+    if not isinstance(event, dict) or event.get("event_type") not in ("create", "update"):
+        return None
+    entry = (event.get("message") or {}).get("new_entry") or {}
+    path = event.get("key")
+    if not isinstance(path, str) or not path.startswith(BUCKETS) or entry.get("is_directory"):
+        return None
+    key = path[len(BUCKETS) :]
+    if any(part.startswith(".") or part.endswith(".versions") for part in key.split("/")):
+        return None
+    try:
+        return check_key(key)
+    except InvalidKeyError:
+        return None
+
+
+@router.post("/events/seaweedfs")
+async def seaweedfs(request: Request, platform: PlatformDep) -> dict[str, Any]:
+    store = platform.object_store
+    if store is None:
+        raise NotFoundError("this platform runs no bundled object store")
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not secrets.compare_digest(given.encode(), store.webhook_token.encode()):
+        raise AuthError("the webhook token is wrong")
+    key = object_key(await request.json())
+    if key is None or "/" not in key:
+        return {"jobs": []}
+    provider = platform.providers.get("minio.default")
+    info = await run_in_threadpool(provider.stat, key)
+    if info is None:
+        return {"jobs": []}
+    jobs = await run_in_threadpool(platform.intake.object_stored, provider.name, info)
+    return {"jobs": [{"service": j.service, "job": j.id} for j in jobs]}

