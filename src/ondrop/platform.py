@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import IO
 
 from ondrop.errors import ConflictError, DefinitionError, NotFoundError, OndropError
-from ondrop.events.payloads import Payloads
 from ondrop.events.base import EventSource
+from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
@@ -29,8 +29,8 @@ from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
 from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers, StorageProvider, build
-from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.storage.base import ObjectInfo
+from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.store.base import FINISHED, SUCCEEDED, Claim, Job
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import Folders, Supervisor

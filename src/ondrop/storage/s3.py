@@ -115,7 +115,7 @@ class S3Storage(StorageProvider):
                 f"{where}: {what}: the store refused the credentials ({code}); "
                 "check access_key and secret_key"
             )
-        if isinstance(status, int) and status >= 500 or code in {"SlowDown", "RequestTimeout"}:
+        if (isinstance(status, int) and status >= 500) or code in {"SlowDown", "RequestTimeout"}:
             return StorageUnavailableError(
                 f"{where}: {what}: the store is failing ({code}); jobs wait and retry"
             )
