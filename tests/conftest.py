@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -45,11 +46,16 @@ def platform(settings: Settings) -> Iterator[Platform]:
         p.stop()
 
 
-@pytest.fixture
-def base_url(platform: Platform) -> Iterator[str]:
+def listening_socket() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
+    return sock
+
+
+@contextmanager
+def serving(platform: Platform, sock: socket.socket) -> Iterator[str]:
+    """The platform's API served by uvicorn on `sock`, in a thread; yields its URL."""
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(platform, ADMIN, manage=False), log_level="warning", lifespan="off"
@@ -68,6 +74,12 @@ def base_url(platform: Platform) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture
+def base_url(platform: Platform) -> Iterator[str]:
+    with serving(platform, listening_socket()) as url:
+        yield url
 
 
 @pytest.fixture

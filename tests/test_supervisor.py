@@ -213,3 +213,12 @@ def test_a_symlink_out_of_the_output_folder_is_not_followed(tmp_path: Path, name
     svc = service(script=f'ln -s {secret} "$TMP_OUTPUT_DIR/link"; echo {name} > /dev/null')
     assert r.supervisor.run(r.claim_for(svc), svc).status == SUCCEEDED
     assert r.storage.stat("out/link") is None
+
+
+def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service())
+    r.storage.down = True
+    outcome = r.supervisor.run(claim, service())
+    assert outcome.status == FAILED and outcome.retryable
+    assert "the store is down" in outcome.reason

@@ -280,3 +280,26 @@ def test_waiters_are_told_when_their_job_is_deleted_or_will_not_start(
         second.result(1)
     gate.set()
     assert first.result(5).status == SUCCEEDED
+
+
+def test_a_store_outage_is_waited_out_without_using_up_retries(
+    make: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ondrop.store.base import UNAVAILABLE
+
+    monkeypatch.setattr(local, "backoff", lambda attempt: 0.01)
+
+    def execute(claim: Claim, service: Service) -> Outcome:
+        if claim.attempt <= 3:
+            return Outcome(FAILED, None, "staging in failed: store down", retryable=True)
+        return Outcome(SUCCEEDED, 0)
+
+    rig = make(execute)  # retries: 0
+    (job_id,) = rig.add("a", 1)
+    assert rig.wait_done() == {SUCCEEDED: 1}
+    assert [a.status for a in rig.store.attempts(job_id)] == [
+        UNAVAILABLE,
+        UNAVAILABLE,
+        UNAVAILABLE,
+        SUCCEEDED,
+    ]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ondrop.errors import NotFoundError, StorageError
+from ondrop.errors import NotFoundError, StorageError, StorageUnavailableError
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key, under
 
 
@@ -22,8 +22,11 @@ class MemoryStorage(StorageProvider):
         self._versions = itertools.count(1)
         self._lock = threading.Lock()
         self.fail_with: str | None = None  # set to make every call raise StorageError
+        self.down = False  # set to make every call raise StorageUnavailableError
 
     def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailableError(f"{self.name}: the store is down")
         if self.fail_with:
             raise StorageError(f"{self.name}: {self.fail_with}")
 

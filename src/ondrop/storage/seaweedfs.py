@@ -154,6 +154,8 @@ class SeaweedFS:
             "-webdav=false",
             "-admin.ui=false",
             "-master.telemetry=false",
+            # As on MinIO: a bucket is made on purpose (ondrop does at apply), not by a typo.
+            "-s3.autoCreateBucket=false",
             f"-s3.config={conf / 's3.json'}",
         ]
         log_file = (self.folder / "weed.log").open("ab")

@@ -1,0 +1,243 @@
+"""The platform on real stores: the bundled SeaweedFS with its upload webhook, a WebDAV
+input polled for new files, chains across providers, and outages retried."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ondrop.fdl.models import Service
+from ondrop.platform import Platform
+from ondrop.settings import Settings
+from tests.conftest import ADMIN, listening_socket, serving
+from tests.support.servers import S3Server, WebDAV
+
+COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
+
+
+def settings_for(tmp_path: Path, **extra: Any) -> Settings:
+    return Settings.load(
+        {
+            "data": tmp_path / "data",
+            "admin_password": ADMIN.password,
+            "container_engine": "none",
+            "poll_interval": 0.2,
+            **extra,
+        },
+        environ={},
+    )
+
+
+def wait_for(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def bundled(tmp_path: Path) -> Iterator[tuple[Platform, httpx.Client]]:
+    from tests.support.servers import weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed")
+    sock = listening_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    platform = Platform(settings_for(tmp_path, object_store="seaweedfs"), url=url)
+    platform.start()
+    try:
+        with (
+            serving(platform, sock),
+            httpx.Client(base_url=url, auth=(ADMIN.user, ADMIN.password), timeout=30) as api,
+        ):
+            yield platform, api
+    finally:
+        platform.stop()
+
+
+def s3_client(api: httpx.Client) -> Any:
+    import boto3
+
+    config = api.get("/system/config").json()["minio_provider"]
+    return boto3.client(
+        "s3",
+        endpoint_url=config["endpoint"],
+        aws_access_key_id=config["access_key"],
+        aws_secret_access_key=config["secret_key"],
+        region_name=config["region"],
+    )
+
+
+def test_an_upload_to_the_bundled_store_starts_the_job_by_its_webhook(
+    bundled: tuple[Platform, httpx.Client],
+) -> None:
+    platform, api = bundled
+    answer = api.post(
+        "/system/apply",
+        json={
+            "services": [
+                {
+                    "name": "copy",
+                    "script": COPY,
+                    "input": [{"path": "photos/in"}],
+                    "output": [{"path": "photos/out"}],
+                }
+            ]
+        },
+    ).json()
+    assert answer["created"] == ["copy"]
+    s3 = s3_client(api)
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"photos"}  # made at apply
+    platform.settings = platform.settings.with_(poll_interval=3600.0)  # only the webhook now
+    s3.put_object(Bucket="photos", Key="in/cat.jpg", Body=b"meow")
+    jobs = wait_for(lambda: api.get("/system/logs/copy").json()["jobs"], timeout=10)
+    (job,) = jobs.values()
+    assert job["input"] == "photos/in/cat.jpg"
+    wait_for(
+        lambda: (
+            api.get("/system/logs/copy").json()["jobs"][next(iter(jobs))]["status"] == "Succeeded"
+        )
+    )
+    assert s3.get_object(Bucket="photos", Key="out/cat.jpg")["Body"].read() == b"meow"
+
+
+def test_the_webhook_needs_its_token_and_ignores_folders_and_parts(
+    bundled: tuple[Platform, httpx.Client],
+) -> None:
+    platform, api = bundled
+    assert platform.object_store is not None
+    body = {"event_type": "create", "key": "/buckets/b/.uploads/x/0001.part", "message": {}}
+    assert api.post("/events/seaweedfs", json=body).status_code == 401
+    token = {"Authorization": f"Bearer {platform.object_store.webhook_token}"}
+    with httpx.Client(base_url=api.base_url) as hook:  # the filer sends no basic auth
+        for key in ["/buckets/b/.uploads/x/0001.part", "/buckets/.system/owners", "/elsewhere/x"]:
+            answer = hook.post("/events/seaweedfs", json={**body, "key": key}, headers=token)
+            assert answer.json() == {"jobs": []}
+
+
+def test_a_minio_event_posted_to_job_runs_on_the_object_in_the_bundled_store(
+    bundled: tuple[Platform, httpx.Client],
+) -> None:
+    platform, api = bundled
+    api.post(
+        "/system/services",
+        json={
+            "name": "copy",
+            "script": COPY,
+            "input": [{"path": "docs/in"}],
+            "output": [{"path": "docs/out"}],
+        },
+    )
+    s3 = s3_client(api)
+    s3.put_object(Bucket="docs", Key="in/a.txt", Body=b"a")
+    event = {
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": "docs/in/a.txt",
+        "Records": [
+            {
+                "eventSource": "minio:s3",
+                "s3": {"bucket": {"name": "docs"}, "object": {"key": "in/a.txt"}},
+            }
+        ],
+    }
+    job = api.post("/job/copy", json=event).json()["job_id"]
+    jobs = api.get("/system/logs/copy").json()["jobs"]
+    assert list(jobs) == [job]  # the webhook and /job agree: one job
+
+
+def test_a_chain_across_providers_webdav_in_s3_between_local_out(
+    tmp_path: Path, webdav: WebDAV, seaweedfs: S3Server
+) -> None:
+    platform = Platform(settings_for(tmp_path))
+    platform.start()
+    try:
+        providers = {
+            "webdav": {
+                "dav": {"hostname": webdav.url, "login": webdav.user, "password": webdav.password}
+            },
+            "minio": {"s3": seaweedfs.provider_config()},
+        }
+        platform.apply(
+            [
+                Service.model_validate(
+                    {
+                        "name": "upper",
+                        "script": 'tr a-z A-Z < "$INPUT_FILE_PATH" > '
+                        '"$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"',
+                        "input": [{"storage_provider": "webdav.dav", "path": "chain/in"}],
+                        "output": [{"storage_provider": "minio.s3", "path": "chain-mid/up"}],
+                        "storage_providers": providers,
+                    }
+                ),
+                Service.model_validate(
+                    {
+                        "name": "rev",
+                        "script": 'rev < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/'
+                        '$(basename "$INPUT_FILE_PATH").rev"',
+                        "input": [{"storage_provider": "minio.s3", "path": "chain-mid/up"}],
+                        "output": [{"storage_provider": "local.default", "path": "chain/out"}],
+                        "storage_providers": providers,
+                    }
+                ),
+            ]
+        )
+        dav = platform.providers.get("webdav.dav")
+        dav.put("chain/in/word.txt", io.BytesIO(b"ondrop\n"))
+        out = platform.providers.get("local.default")
+        wait_for(lambda: out.stat("chain/out/word.txt.rev"), timeout=20)
+        with out.open("chain/out/word.txt.rev") as f:
+            assert f.read() == b"PORDNO\n"
+        (upper_job,) = platform.store.jobs("upper")
+        (rev_job,) = platform.store.jobs("rev")
+        assert rev_job.parent_job == upper_job.id
+    finally:
+        platform.stop()
+
+
+def test_the_poller_finds_what_arrived_while_down_and_only_that(
+    tmp_path: Path, webdav: WebDAV
+) -> None:
+    providers = {
+        "webdav": {
+            "dav": {"hostname": webdav.url, "login": webdav.user, "password": webdav.password}
+        }
+    }
+    service = Service.model_validate(
+        {
+            "name": "copy",
+            "script": COPY,
+            "input": [{"storage_provider": "webdav.dav", "path": "polled/in"}],
+            "output": [{"storage_provider": "local.default", "path": "polled/out"}],
+            "storage_providers": providers,
+        }
+    )
+    from ondrop.storage import build
+
+    dav = build("webdav.dav", providers["webdav"]["dav"])  # the user's own client
+    first = Platform(settings_for(tmp_path))
+    first.start()
+    dav.put("polled/in/before.txt", io.BytesIO(b"was there before"))
+    first.apply([service])  # files already there are the past
+    dav.put("polled/in/while-up.txt", io.BytesIO(b"up"))
+    wait_for(lambda: first.store.count_jobs("copy").get("succeeded") == 1)
+    first.stop()
+    dav.put("polled/in/while-down.txt", io.BytesIO(b"down"))
+    second = Platform(settings_for(tmp_path))
+    second.start()
+    try:
+        wait_for(lambda: second.store.count_jobs("copy").get("succeeded") == 2)
+        time.sleep(0.6)  # a few more polls: nothing else may start
+        inputs = sorted(j.input_key for j in second.store.jobs("copy"))
+        assert inputs == ["polled/in/while-down.txt", "polled/in/while-up.txt"]
+    finally:
+        second.stop()
+        dav.close()
