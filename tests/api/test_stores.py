@@ -127,7 +127,7 @@ def test_the_webhook_needs_its_token_and_ignores_folders_and_parts(
 def test_a_minio_event_posted_to_job_runs_on_the_object_in_the_bundled_store(
     bundled: tuple[Platform, httpx.Client],
 ) -> None:
-    platform, api = bundled
+    _platform, api = bundled
     api.post(
         "/system/services",
         json={
