@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import boto3  # noqa: E402
-from report import write_section  # noqa: E402
+import boto3
+from report import write_section
 
-from ondrop.storage import build  # noqa: E402
-from ondrop.storage.seaweedfs import SeaweedFS  # noqa: E402
+from ondrop.storage import build
+from ondrop.storage.seaweedfs import SeaweedFS
 
 
 def rate(size: int, seconds: float) -> float:
@@ -46,20 +46,23 @@ def main() -> None:
         server.start("http://127.0.0.1:9/nowhere")
         try:
             config = server.provider_config()
-            client = boto3.client("s3", endpoint_url=config["endpoint"],
-                                  aws_access_key_id=config["access_key"],
-                                  aws_secret_access_key=config["secret_key"],
-                                  region_name=config["region"])
+            client = boto3.client(
+                "s3",
+                endpoint_url=config["endpoint"],
+                aws_access_key_id=config["access_key"],
+                aws_secret_access_key=config["secret_key"],
+                region_name=config["region"],
+            )
             client.create_bucket(Bucket="bench")
             store = build("minio.bench", config)
             source = scratch / "source.bin"
             block = os.urandom(1 << 20)
             with source.open("wb") as f:
                 for i in range(args.size_mib):
-                    f.write(block[i % 1024:] + block[: i % 1024])
-            results: dict[str, list[float]] = {k: [] for k in
-                                               ("boto3 up", "ondrop up", "boto3 down",
-                                                "ondrop down")}
+                    f.write(block[i % 1024 :] + block[: i % 1024])
+            results: dict[str, list[float]] = {
+                k: [] for k in ("boto3 up", "ondrop up", "boto3 down", "ondrop down")
+            }
             for run in range(args.runs):
                 started = time.perf_counter()
                 client.upload_file(str(source), "bench", f"boto3/{run}.bin")
@@ -88,15 +91,21 @@ def main() -> None:
         base = median[f"boto3 {way}"]
         for who in ("boto3", "ondrop"):
             values = results[f"{who} {way}"]
-            lines.append(f"| {who} {label} | {median[f'{who} {way}']:.0f} | {min(values):.0f} "
-                         f"| {max(values):.0f} | {median[f'{who} {way}'] / base:.2f} |")
+            lines.append(
+                f"| {who} {label} | {median[f'{who} {way}']:.0f} | {min(values):.0f} "
+                f"| {max(values):.0f} | {median[f'{who} {way}'] / base:.2f} |"
+            )
         ratio = median[f"ondrop {way}"] / base
-        verdicts.append(f"{label}: {ratio:.0%} of boto3 (target at least 80%, "
-                        f"{'met' if ratio >= 0.8 else 'missed'})")
+        verdicts.append(
+            f"{label}: {ratio:.0%} of boto3 (target at least 80%, "
+            f"{'met' if ratio >= 0.8 else 'missed'})"
+        )
     table = "\n".join(lines)
     print(table)
     print("; ".join(verdicts))
-    write_section("storage-throughput", f"""## Streaming through the bundled object store
+    write_section(
+        "storage-throughput",
+        f"""## Streaming through the bundled object store
 
 `.venv/bin/python bench/storage_throughput.py --size-mib {args.size_mib} --runs {args.runs}`:
 a {args.size_mib} MiB file to and from SeaweedFS (`weed mini` on loopback), medians of
@@ -104,7 +113,8 @@ a {args.size_mib} MiB file to and from SeaweedFS (`weed mini` on loopback), medi
 
 {table}
 
-{"; ".join(verdicts)}.""")
+{"; ".join(verdicts)}.""",
+    )
 
 
 if __name__ == "__main__":
