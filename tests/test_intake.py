@@ -83,6 +83,7 @@ def test_a_storage_event_for_one_service_returns_its_job_once(
     info = storage.put("video/in/clip.mp4", io.BytesIO(b"mp4"))
     first = intake.object_for("detect", "minio.default", info)
     again = intake.object_for("detect", "minio.default", info)
+    assert first is not None and again is not None
     assert first.id == again.id and first.service == "detect"
     # The services whose input takes the object got their job too, once.
     jobs = intake.store.event_jobs("memory.default", info.key, info.version)
@@ -108,3 +109,15 @@ def test_the_router_sends_batch_services_to_batch_and_the_rest_to_faas() -> None
     for mode, pool in [("faas", "faas"), ("hybrid", "faas"), ("batch", "batch")]:
         service = Service.model_validate({"name": "s", "script": "true", "mode": mode})
         assert Router().pool_for(service, event) == pool
+
+
+def test_a_storage_event_about_a_services_own_output_starts_nothing(
+    rig: tuple[Intake, MemoryStorage, list[Job]],
+) -> None:
+    intake, storage, _ = rig
+    (split,) = intake.object_stored(
+        "memory.default", storage.put("video/in/clip.mp4", io.BytesIO(b"mp4"))
+    )
+    intake.store.record_output("memory.default", "video/in/loop.mp4", split.id)
+    info = storage.put("video/in/loop.mp4", io.BytesIO(b"own output"))
+    assert intake.object_for("split", "memory.default", info) is None

@@ -87,17 +87,17 @@ def test_an_unknown_provider_is_refused_and_changes_nothing(services: Services) 
 
 
 def test_a_provider_type_this_platform_cannot_serve_is_refused(services: Services) -> None:
-    s3 = Service.model_validate(
+    onedata = Service.model_validate(
         {
             "name": "a",
             "script": "true",
-            "input": [{"storage_provider": "s3.mine", "path": "bucket"}],
-            "storage_providers": {"s3": {"mine": {"access_key": "k", "secret_key": "s"}}},
+            "input": [{"storage_provider": "onedata.mine", "path": "space"}],
+            "storage_providers": {"onedata": {"mine": {"oneprovider_host": "op.example"}}},
         }
     )
     with pytest.raises(DefinitionError) as caught:
-        services.apply([s3])
-    assert "type 's3' is not available" in str(caught.value)
+        services.apply([onedata])
+    assert "type 'onedata' is not available" in str(caught.value)
 
 
 def test_a_declared_local_provider_is_created_and_usable(
@@ -168,3 +168,33 @@ def test_delete_forgets_a_service(services: Services) -> None:
         services.get("a")
     with pytest.raises(NotFoundError):
         services.delete("a")
+
+
+def local_disk(name: str, folder: Path) -> Service:
+    return Service.model_validate(
+        {
+            "name": name,
+            "script": "true",
+            "input": [{"storage_provider": "local.disk", "path": "in"}],
+            "storage_providers": {"local": {"disk": {"path": str(folder)}}},
+        }
+    )
+
+
+def test_a_provider_declared_wrongly_can_be_fixed_by_applying_again(
+    services: Services, tmp_path: Path
+) -> None:
+    services.apply([local_disk("a", tmp_path / "first")])
+    services.apply([local_disk("a", tmp_path / "second")])
+    provider = services.providers.get("local.disk")
+    assert isinstance(provider, LocalStorage) and provider.root == (tmp_path / "second")
+
+
+def test_two_services_cannot_declare_one_provider_two_ways(
+    services: Services, tmp_path: Path
+) -> None:
+    services.apply([local_disk("a", tmp_path / "first")])
+    with pytest.raises(DefinitionError) as caught:
+        services.apply([local_disk("b", tmp_path / "second")])
+    assert "declared with other settings by service 'a'" in str(caught.value)
+    assert services.find("b") is None

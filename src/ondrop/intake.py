@@ -66,14 +66,17 @@ class Intake:
         )
         return self._record(event, targets) or self.store.event_jobs(source, info.key, info.version)
 
-    def object_for(self, service: str, provider: str, info: ObjectInfo) -> Job:
+    def object_for(self, service: str, provider: str, info: ObjectInfo) -> Job | None:
         """A storage event sent to one service (`/job` with a MinIO/S3 event): that service's
         job for the object version, new or recorded before; other services whose input
-        takes the object get theirs too."""
+        takes the object get theirs too. None when the object is the service's own output
+        (a store's webhook on an input folder that holds the outputs too)."""
         source = self.providers.resolve(provider)
         others = [t for t in self.services.targets(source, info.key) if t != service]
         producer = self.store.producer(source, info.key)
         if producer is not None:
+            if producer.service == service:
+                return None
             others = [t for t in others if t != producer.service]
         event = object_event(
             source, info.key, info.version, info.size, producer.id if producer else None

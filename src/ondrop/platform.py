@@ -99,6 +99,16 @@ class Platform:
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         self._lock = _lock_data(self.data)
+        try:
+            self._start()
+        except BaseException:
+            if self.object_store is not None:
+                self.object_store.stop()
+            self._lock.close()
+            self._lock = None
+            raise
+
+    def _start(self) -> None:
         if self.object_store is not None:
             if not self.url:
                 raise DefinitionError("the bundled object store needs the platform's URL")

@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError, OndropError
 from ondrop.fdl.models import Service, StorageIO
-from ondrop.storage import Providers, canonical
+from ondrop.storage import Providers, StorageProvider, canonical
 from ondrop.storage.base import under
 from ondrop.store.base import Store, StoredService
 
@@ -43,7 +44,8 @@ class Services:
         for stored in store.services():
             service = Service.model_validate({**stored.definition, "token": stored.token})
             self._services[service.name] = service
-            self._add_providers(service)
+            for name, config in _declared(service).items():
+                self.providers.register(name, self.providers.candidate(name, config), config)
 
     def get(self, name: str) -> Service:
         service = self._services.get(name)
@@ -83,8 +85,9 @@ class Services:
                 prepared.append(self._carry_over(service, old))
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)
+            staged = self._stage_providers(prepared, after)
             for service in prepared:
-                self._make_folders(service)
+                self._make_folders(service, staged)
             now = time.time()
             self.store.save_services(
                 [
@@ -103,7 +106,8 @@ class Services:
                     service.name
                 )
                 self._services[service.name] = service
-                self._add_providers(service)
+            for name, (provider, config) in staged.items():
+                self.providers.register(name, provider, config)
             return result
 
     def delete(self, name: str) -> None:
@@ -142,22 +146,38 @@ class Services:
             except DefinitionError as exc:
                 raise DefinitionError(f"service {service.name!r}: {exc}") from None
 
-    def _make_folders(self, service: Service) -> None:
+    def _stage_providers(
+        self, prepared: list[Service], after: dict[str, Service]
+    ) -> dict[str, tuple[StorageProvider, dict[str, Any]]]:
+        """The providers these services declare, built but not registered yet (so a wrong
+        key can be fixed by applying again); one name, one set of settings."""
+        staged: dict[str, tuple[StorageProvider, dict[str, Any]]] = {}
+        for service in prepared:
+            for name, config in _declared(service).items():
+                for other in after.values():
+                    theirs = _declared(other).get(name)
+                    if theirs is not None and theirs != config:
+                        raise DefinitionError(
+                            f"service {service.name!r}: storage provider {name!r} is declared "
+                            f"with other settings by service {other.name!r}; give them the "
+                            "same settings, or use another id"
+                        )
+                if name not in staged:
+                    staged[name] = (self.providers.candidate(name, config), config)
+        return staged
+
+    def _make_folders(
+        self, service: Service, staged: dict[str, tuple[StorageProvider, dict[str, Any]]]
+    ) -> None:
         """Create the service's folders (buckets on object stores), as OSCAR does; a store
         that refuses says why here, before anything is saved."""
-        self._add_providers(service)
         for io in [*service.input, *service.output]:
+            name = canonical(io.storage_provider)
+            provider = staged[name][0] if name in staged else self.providers.get(name)
             try:
-                self.providers.get(io.storage_provider).ensure_folder(io.path)
+                provider.ensure_folder(io.path)
             except OndropError as exc:
                 raise type(exc)(f"service {service.name!r}: {exc}") from None
-
-    def _add_providers(self, service: Service) -> None:
-        for name in service.provider_names():
-            kind, _, ident = canonical(name).partition(".")
-            config = service.storage_providers.get(kind, {}).get(ident)
-            if config is not None:
-                self.providers.add(name, config)
 
     def _carry_over(self, service: Service, old: Service | None) -> Service:
         """Keep the token of an existing service, and secrets sent back blank."""
@@ -218,3 +238,14 @@ class Services:
         for name in sorted(edges):
             if name not in state:
                 visit(name)
+
+
+def _declared(service: Service) -> dict[str, dict[str, Any]]:
+    """The providers `service` declares and uses, by canonical name."""
+    found = {}
+    for name in service.provider_names():
+        kind, _, ident = canonical(name).partition(".")
+        config = service.storage_providers.get(kind, {}).get(ident)
+        if config is not None:
+            found[f"{kind}.{ident}"] = dict(config)
+    return found

@@ -8,7 +8,9 @@ environment contract.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +183,7 @@ class Supervisor:
 
     def _stage_out(self, job_id: str, service: Service, outputs: Path) -> list[ObjectInfo]:
         stored: list[ObjectInfo] = []
-        files = sorted(p for p in outputs.rglob("*") if p.is_file() and not p.is_symlink())
+        files = output_files(outputs)
         for target in service.output:
             provider = self.providers.get(target.storage_provider)
             for path in files:
@@ -201,6 +203,26 @@ class Supervisor:
         keep.mkdir()
         shutil.move(str(outputs), keep / "output")
         (keep / "log").write_text(text)
+
+
+def output_files(folder: Path) -> list[Path]:
+    """The regular files a script left in `folder`, in name order. Links are never
+    followed: a script (in a container above all) must not make the platform read or
+    store a file of the host's."""
+    found = []
+    for top, _dirs, files in os.walk(folder):  # os.walk does not enter linked folders
+        for name in files:
+            path = Path(top, name)
+            if stat.S_ISREG(path.lstat().st_mode):
+                found.append(path)
+    return sorted(found)
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at `path`; refuses a link put there meanwhile."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def _read_log(path: Path) -> str:

@@ -472,3 +472,17 @@ def test_large_and_line_wrapped_base64_bodies_are_decoded(tmp_path: Path) -> Non
     big_json = tmp_path / "json"
     big_json.write_bytes(b'  {"a": "' + b"x" * (2 << 20) + b'"}')
     assert decode_body(big_json, "")[0] == big_json
+
+
+def test_run_never_returns_a_file_a_link_in_the_outputs_points_to(api: httpx.Client) -> None:
+    create(
+        api,
+        "leaky",
+        output=[],
+        script='ln -s /etc/hostname "$TMP_OUTPUT_DIR/leak"\n'
+        'mkdir "$TMP_OUTPUT_DIR/d" && ln -s /etc/hostname "$TMP_OUTPUT_DIR/d/leak2"\n'
+        'echo fine > "$TMP_OUTPUT_DIR/ok.txt"',
+    )
+    response = api.post("/run/leaky", content=b"{}", headers={"Accept": "application/octet-stream"})
+    assert response.headers["x-ondrop-output"] == "file"
+    assert response.content == b"fine\n"

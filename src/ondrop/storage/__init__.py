@@ -54,7 +54,8 @@ class Providers:
         return sorted(self._by_name)
 
     def check(self, name: str, declared: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
-        """DefinitionError unless `name` is known here or declared in a form this platform runs."""
+        """DefinitionError unless `name` is known here or declared in a form this platform
+        runs; the platform's own providers cannot be redefined."""
         name = canonical(name)
         kind, _, ident = name.partition(".")
         config = declared.get(kind, {}).get(ident)
@@ -66,14 +67,9 @@ class Providers:
                     f"storage provider {name!r} is not defined: add it under storage_providers "
                     f"or use one of: {', '.join(sorted(self._by_name))}"
                 )
-            if name in self._by_name and self._configs.get(name) != dict(config):
-                if name not in self._configs:
-                    raise DefinitionError(
-                        f"storage provider {name!r} is the platform's own; it cannot be redefined"
-                    )
+            if name in self._by_name and name not in self._configs:
                 raise DefinitionError(
-                    f"storage provider {name!r} is already defined with other settings by "
-                    "another service"
+                    f"storage provider {name!r} is the platform's own; it cannot be redefined"
                 )
             if kind not in AVAILABLE:
                 raise DefinitionError(
@@ -81,16 +77,27 @@ class Providers:
                     f"yet (available: {', '.join(AVAILABLE)})"
                 )
 
-    def add(self, name: str, config: Mapping[str, Any]) -> StorageProvider:
-        """Create (or return the existing) provider declared as `name` with `config`."""
+    def candidate(self, name: str, config: Mapping[str, Any] | None) -> StorageProvider:
+        """The provider `name` as `config` declares it: the registered one when its settings
+        are the same, else a new one that is not registered (see register)."""
         name = canonical(name)
         with self._lock:
-            if name in self._by_name:
-                return self._by_name[name]
-            provider = build(name, config)
+            if config is None or self._configs.get(name) == dict(config):
+                return self.get(name)
+        return build(name, config)
+
+    def register(self, name: str, provider: StorageProvider, config: Mapping[str, Any]) -> None:
+        """Make `provider` the one `name` means (replacing a declaration with other
+        settings, whose connections are closed)."""
+        name = canonical(name)
+        with self._lock:
+            old = self._by_name.get(name)
+            if old is provider:
+                return
             self._by_name[name] = provider
             self._configs[name] = dict(config)
-            return provider
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         for provider in self.all():

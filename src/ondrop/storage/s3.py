@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import boto3
+from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ondrop.errors import InvalidKeyError, NotFoundError, StorageError, StorageUnavailableError
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key
@@ -94,17 +97,27 @@ class S3Storage(StorageProvider):
             )
         return bucket, rest
 
-    def _error(self, exc: Exception, what: str) -> StorageError:
+    @contextmanager
+    def _calls(self, what: str) -> Iterator[None]:
+        """Turn what boto3 raises while doing `what` into ondrop's storage errors."""
+        try:
+            yield
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            raise self._error(exc, what) from exc
+
+    def _error(self, exc: BaseException, what: str) -> StorageError:
         where = f"{self.name} ({self.endpoint or 'AWS'})"
-        if isinstance(exc, EndpointConnectionError | BotoCoreError) and not isinstance(
-            exc, ClientError
-        ):
+        if isinstance(exc, S3UploadFailedError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # boto3 wraps the store's answer
+        if isinstance(exc, BotoConnectionError | HTTPClientError | RetriesExceededError):
             return StorageUnavailableError(
-                f"{where}: cannot reach the store to {what}: {exc}; "
-                "is it running? Jobs wait and retry."
+                f"{where}: cannot reach the store to {what} ({type(exc).__name__}); is it "
+                "running? Jobs wait and retry."
             )
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if not isinstance(exc, ClientError):
+            return StorageError(f"{where}: {what}: {exc}")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return StorageError(
                 f"{where}: {what}: the bucket does not exist; create it, or "
@@ -122,87 +135,74 @@ class S3Storage(StorageProvider):
         return StorageError(f"{where}: {what}: {code or exc}")
 
     @staticmethod
-    def _info(key: str, etag: str, size: int, modified: Any, version_id: str = "") -> ObjectInfo:
+    def _missing(exc: ClientError) -> bool:
+        return str(exc.response.get("Error", {}).get("Code", "")) in MISSING | {"NoSuchBucket"}
+
+    @staticmethod
+    def _info(key: str, etag: str, size: int, modified: Any) -> ObjectInfo:
+        """One version formula for listings and lookups alike (a version id would be in
+        one and not the other, and start the same object twice)."""
         stamp = modified.timestamp()
-        version = f"{etag.strip(chr(34))}@{int(stamp)}"
-        if version_id and version_id != "null":
-            version += f"#{version_id}"
-        return ObjectInfo(key, int(size), version, stamp)
+        return ObjectInfo(key, int(size), f"{etag.strip(chr(34))}@{int(stamp)}", stamp)
 
     # -- the interface ----------------------------------------------------------------------
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not prefix:
-            try:
+            with self._calls("list the buckets"):
                 buckets = [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
-            except (ClientError, BotoCoreError) as exc:
-                raise self._error(exc, "list the buckets") from exc
             for bucket in sorted(buckets):
                 yield from self.list(bucket)
             return
         bucket, _, folder = prefix.partition("/")
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=bucket, Prefix=f"{folder}/" if folder else ""):
-                for obj in page.get("Contents", []):
-                    key = f"{bucket}/{obj['Key']}"
-                    if obj["Key"].endswith("/"):
-                        continue  # a folder marker
-                    try:
-                        check_key(key)
-                    except InvalidKeyError:
-                        continue
-                    yield self._info(key, obj["ETag"], obj["Size"], obj["LastModified"])
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"list {prefix!r}") from exc
+        with self._calls(f"list {prefix!r}"):
+            pages = list(paginator.paginate(Bucket=bucket, Prefix=f"{folder}/" if folder else ""))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = f"{bucket}/{obj['Key']}"
+                if obj["Key"].endswith("/"):
+                    continue  # a folder marker
+                try:
+                    check_key(key)
+                except InvalidKeyError:
+                    continue
+                yield self._info(key, obj["ETag"], obj["Size"], obj["LastModified"])
 
     def stat(self, key: str) -> ObjectInfo | None:
         bucket, rest = self._split(key)
         try:
-            head = self.client.head_object(Bucket=bucket, Key=rest)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in MISSING or code == "NoSuchBucket":
+            with self._calls(f"look at {key!r}"):
+                head = self.client.head_object(Bucket=bucket, Key=rest)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__):
                 return None
-            raise self._error(exc, f"look at {key!r}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"look at {key!r}") from exc
-        return self._info(
-            key,
-            head["ETag"],
-            head["ContentLength"],
-            head["LastModified"],
-            head.get("VersionId", ""),
-        )
+            raise
+        return self._info(key, head["ETag"], head["ContentLength"], head["LastModified"])
 
     def open(self, key: str) -> BinaryIO:
         bucket, rest = self._split(key)
         try:
-            body = self.client.get_object(Bucket=bucket, Key=rest)["Body"]
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in MISSING:
+            with self._calls(f"read {key!r}"):
+                body = self.client.get_object(Bucket=bucket, Key=rest)["Body"]
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__):
                 raise NotFoundError(f"{self.name}: no object {key!r}") from None
-            raise self._error(exc, f"read {key!r}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"read {key!r}") from exc
+            raise
         return cast(BinaryIO, io.BufferedReader(_Body(body), 1 << 20))
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
         bucket, rest = self._split(key)
-        try:
+        with self._calls(f"write {key!r}"):
             self.client.upload_fileobj(source, bucket, rest, Config=self.transfer)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"write {key!r}") from exc
-        info = self.stat(key)
-        if info is None:
-            raise StorageError(f"{self.name}: wrote {key!r} but cannot find it")
-        return info
+        return self._written(key)
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         bucket, rest = self._split(key)
-        try:
+        with self._calls(f"write {key!r}"):
             self.client.upload_file(str(path), bucket, rest, Config=self.transfer)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"write {key!r}") from exc
+        return self._written(key)
+
+    def _written(self, key: str) -> ObjectInfo:
         info = self.stat(key)
         if info is None:
             raise StorageError(f"{self.name}: wrote {key!r} but cannot find it")
@@ -214,40 +214,37 @@ class S3Storage(StorageProvider):
             raise NotFoundError(f"{self.name}: no object {key!r}")
         bucket, rest = self._split(key)
         try:
-            self.client.download_file(bucket, rest, str(dest), Config=self.transfer)
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in MISSING:
+            with self._calls(f"read {key!r}"):
+                self.client.download_file(bucket, rest, str(dest), Config=self.transfer)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__):
                 raise NotFoundError(f"{self.name}: no object {key!r}") from None
-            raise self._error(exc, f"read {key!r}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"read {key!r}") from exc
+            raise
         return info
 
     def delete(self, key: str) -> None:
         bucket, rest = self._split(key)
-        try:
+        with self._calls(f"delete {key!r}"):
             self.client.delete_object(Bucket=bucket, Key=rest)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"delete {key!r}") from exc
 
     def ensure_folder(self, path: str) -> None:
         bucket = check_key(path.strip("/")).partition("/")[0]
         try:
-            self.client.head_bucket(Bucket=bucket)
+            with self._calls(f"look at bucket {bucket!r}"):
+                self.client.head_bucket(Bucket=bucket)
             return
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) not in MISSING | {"NoSuchBucket"}:
-                raise self._error(exc, f"look at bucket {bucket!r}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"look at bucket {bucket!r}") from exc
+        except StorageError as exc:
+            if not (isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__)):
+                raise
         try:
-            self.client.create_bucket(Bucket=bucket)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            with self._calls(f"create bucket {bucket!r}"):
+                self.client.create_bucket(Bucket=bucket)
+        except StorageError as exc:
+            code = ""
+            if isinstance(exc.__cause__, ClientError):
+                code = str(exc.__cause__.response.get("Error", {}).get("Code", ""))
             if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                raise self._error(exc, f"create bucket {bucket!r}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"create bucket {bucket!r}") from exc
+                raise
 
     def close(self) -> None:
         self.client.close()

@@ -75,10 +75,11 @@ class SeaweedFS:
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(path.read_text())
         ports = state.get("ports", {})
-        # An HTTP port and its gRPC port (+10000) must both be free.
+        # Chosen once and kept: S3 tools are configured with this endpoint. An HTTP port
+        # and its gRPC port (+10000) must both be free.
         for service in SERVICES:
             port = ports.get(service)
-            if not (port and _free(port) and _free(port + 10000)):
+            if not port:
                 while True:
                     port = _free_port()
                     if port + 10000 < 65536 and _free(port + 10000):
@@ -88,10 +89,32 @@ class SeaweedFS:
         state.setdefault("access_key", "ondrop" + secrets.token_hex(6))
         state.setdefault("secret_key", secrets.token_urlsafe(24))
         state.setdefault("webhook_token", secrets.token_urlsafe(24))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._save(state)
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        fd = os.open(self.folder / "state.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
-        return state
+
+    def _kill_leftover(self, pid: Any) -> None:
+        """Stop the SeaweedFS a platform that died left running on this folder."""
+        if not isinstance(pid, int):
+            return
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if b"weed" not in command or str(self.folder).encode() not in command:
+            return  # the pid is someone else's now
+        log.warning("stopping the SeaweedFS (pid %d) a previous platform left running", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
     @property
     def endpoint(self) -> str:
@@ -112,7 +135,22 @@ class SeaweedFS:
         }
 
     def start(self, webhook: str) -> None:
-        """Start it with its upload webhook pointing at `webhook`; returns once S3 answers."""
+        """Start it with its upload webhook pointing at `webhook`; returns once S3 answers.
+        The caller holds the data folder, so a SeaweedFS still running there is a dead
+        platform's and is stopped first."""
+        self._kill_leftover(self.state.get("pid"))
+        busy = [
+            f"{service} {port}"
+            for service, port in self.state["ports"].items()
+            if not (_free(port) and _free(port + 10000))
+        ]
+        if busy:
+            raise ExecutionError(
+                "ports of the bundled object store are in use by another program "
+                f"({', '.join(busy)}, and each +10000 for gRPC); free them, or remove "
+                f"{self.folder / 'state.json'} to choose new ones (S3 clients then need the "
+                "new endpoint)"
+            )
         conf, data = self.folder / "conf", self.folder / "data"
         conf.mkdir(exist_ok=True)
         data.mkdir(exist_ok=True)
@@ -168,6 +206,8 @@ class SeaweedFS:
             start_new_session=True,
         )
         log_file.close()
+        self.state["pid"] = self.proc.pid
+        self._save(self.state)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

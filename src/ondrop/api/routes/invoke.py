@@ -29,12 +29,13 @@ from fastapi.responses import JSONResponse
 from ondrop.api.auth import is_admin
 from ondrop.api.body import receive
 from ondrop.api.deps import PlatformDep, ServiceAccess
+from ondrop.api.routes.logs import PHASES
 from ondrop.errors import ExecutionError, ForbiddenError, InvalidKeyError, NotFoundError
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 from ondrop.storage.base import check_key, under
 from ondrop.store.base import SUCCEEDED, Job
-from ondrop.supervisor import SYNC_PRIORITY
+from ondrop.supervisor import SYNC_PRIORITY, output_files, read_regular
 
 router = APIRouter(tags=["invoke"])
 POLL = 5.0  # seconds between checks that a /run job still exists
@@ -118,7 +119,7 @@ def storage_records(raw: bytes) -> list[str] | None:
     return keys
 
 
-async def _accept(request: Request, platform: Platform, service: str, priority: int) -> Job:
+async def _accept(request: Request, platform: Platform, service: str, priority: int) -> Job | None:
     svc = platform.services.get(service)
     body = await receive(request, platform.settings.max_upload, platform.tmp)
     try:
@@ -143,7 +144,9 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
         body.unlink(missing_ok=True)
 
 
-async def _on_objects(request: Request, platform: Platform, svc: Service, keys: list[str]) -> Job:
+async def _on_objects(
+    request: Request, platform: Platform, svc: Service, keys: list[str]
+) -> Job | None:
     """A MinIO/S3 event: jobs on the stored objects it names (the first one is answered).
     Each object is looked for in the service's input whose bucket it names, as the store
     that sent the event is the one OSCAR wired to that input; else in minio.default."""
@@ -161,18 +164,27 @@ async def _on_objects(request: Request, platform: Platform, svc: Service, keys: 
         info = await run_in_threadpool(provider.stat, key)
         if info is None:
             raise NotFoundError(f"the event names {key!r}, which is not in {provider.name}")
-        jobs.append(
-            await run_in_threadpool(platform.intake.object_for, svc.name, provider.name, info)
-        )
-    return jobs[0]
+        found = await run_in_threadpool(platform.intake.object_for, svc.name, provider.name, info)
+        if found is not None:
+            jobs.append(found)
+    return jobs[0] if jobs else None
 
 
 @router.post("/job/{service}", status_code=201, dependencies=[ServiceAccess])
 async def job(service: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """Start a job and return at once (201) with its id."""
     found = await _accept(request, platform, service, priority=0)
+    if found is None:
+        return JSONResponse(
+            {
+                "job_id": None,
+                "service": service,
+                "status": "Skipped",
+                "reason": "the object is this service's own output",
+            }
+        )
     return JSONResponse(
-        {"job_id": found.id, "service": service, "status": "Pending"},
+        {"job_id": found.id, "service": service, "status": PHASES.get(found.status, "Pending")},
         status_code=201,
         headers={"Location": f"/system/logs/{service}/{found.id}"},
     )
@@ -182,6 +194,7 @@ async def job(service: str, request: Request, platform: PlatformDep) -> JSONResp
 async def run(service: str, request: Request, platform: PlatformDep) -> Response:
     """Run a job and answer with its output once it has ended."""
     found = await _accept(request, platform, service, priority=SYNC_PRIORITY)
+    assert found is not None  # /run bodies are always invocations
     future = platform.pool.watch(found.id)
     results = platform.supervisor.folders.results / found.id
     try:
@@ -209,21 +222,23 @@ async def _ended(platform: Platform, future: Future[Job], job_id: str) -> Job:
 
 
 def _reply(results: Path, job: Job, accept: str) -> Response:
-    outputs = sorted(p for p in (results / "output").rglob("*") if p.is_file())
+    outputs = output_files(results / "output")
     headers = {"X-Job-Id": job.id}
     if not outputs:
         text = (results / "log").read_text() if (results / "log").exists() else ""
         headers["X-Ondrop-Output"] = "log"
         return Response(text, media_type="text/plain; charset=utf-8", headers=headers)
     if len(outputs) == 1:
-        data = outputs[0].read_bytes()
+        data = read_regular(outputs[0])
         headers["X-Ondrop-Output"] = "file"
         headers["Content-Disposition"] = f'attachment; filename="{outputs[0].name}"'
     else:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in outputs:
-                archive.write(path, path.relative_to(results / "output").as_posix())
+                archive.writestr(
+                    path.relative_to(results / "output").as_posix(), read_regular(path)
+                )
         data = buffer.getvalue()
         headers["X-Ondrop-Output"] = "zip"
         headers["Content-Disposition"] = 'attachment; filename="outputs.zip"'
