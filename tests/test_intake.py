@@ -95,7 +95,7 @@ def test_seen_objects_start_nothing_later(
 ) -> None:
     intake, storage, _ = rig
     info = storage.put("video/in/old.mp4", io.BytesIO(b"old"))
-    intake.seen("minio.default", info)
+    intake.seen("memory.default", info)
     assert intake.object_stored("memory.default", info) == []
 
 

@@ -100,9 +100,9 @@ class Intake:
         (job,) = self._record(event, [service], priority)
         return job
 
-    def seen(self, provider: str, info: ObjectInfo) -> None:
-        """Remember an object as already there, so that it never starts a job."""
-        source = self.providers.resolve(provider)
+    def seen(self, source: str, info: ObjectInfo) -> None:
+        """Remember an object of the provider named `source` as already there, so that it
+        never starts a job."""
         self.store.add_event(object_event(source, info.key, info.version, info.size), [])
 
     def _record(self, event: Event, targets: list[str], priority: int = 0) -> list[Job]:

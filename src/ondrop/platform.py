@@ -126,6 +126,7 @@ class Platform:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.payloads.keep_only(self.store.payloads_in_use())
+        self._prune_images()
         self.pool.start()
         self._watch()
         self.started = True
@@ -156,16 +157,19 @@ class Platform:
 
     # -- services -------------------------------------------------------------------
     def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
-        before = set(self.services.input_folders())
-        applied = self.services.apply(services, mode)
-        for provider_name, folder in set(self.services.input_folders()) - before:
-            # Files already there belong to the past: only new arrivals start jobs.
-            provider = self.providers.get(provider_name)
-            for info in provider.list(folder):
-                self.intake.seen(provider_name, info)
+        applied = self.services.apply(services, mode, before_save=self._past)
         if self.started:
             self._watch()
         return applied
+
+    def _past(self, inputs: list[tuple[StorageProvider, str]]) -> None:
+        """Files already in a new input folder belong to the past: remembered as seen
+        before the service exists, so that only new arrivals start its jobs."""
+        watched = set(self.services.input_folders())
+        for provider, folder in inputs:
+            if (provider.name, folder) not in watched:
+                for info in provider.list(folder):
+                    self.intake.seen(provider.name, info)
 
     def container_engine(self) -> str | None:
         """The container engine in use ("podman 4.3.1"), or None."""
@@ -228,6 +232,20 @@ class Platform:
         return None, None
 
     # -- events ---------------------------------------------------------------------
+    def _prune_images(self) -> None:
+        """Forget unpacked images no applied service uses (an old build of a tag)."""
+        runtime = self.runtimes.get("container")
+        if not isinstance(runtime, ContainerRuntime):
+            return
+        keep = set()
+        for service in self.services.all():
+            if service.image and self.runtime_for(service) is runtime:
+                try:
+                    keep.add(runtime.images.image(service.image).id)
+                except OndropError:
+                    continue
+        runtime.images.prune(keep)
+
     def _job_finished(self, claim: Claim, job: Job) -> None:
         if job.status == SUCCEEDED and claim.event.payload:
             self.payloads.discard(claim.event.payload)  # a failed job keeps it for a re-run

@@ -59,9 +59,15 @@ class Services:
     def all(self) -> list[Service]:
         return sorted(self._services.values(), key=lambda s: s.name)
 
-    def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
+    def apply(
+        self,
+        services: Sequence[Service],
+        mode: str = "apply",
+        before_save: Callable[[list[tuple[StorageProvider, str]]], None] | None = None,
+    ) -> Applied:
         """Create or update `services` together. `mode` is "create" (all must be new),
-        "update" (all must exist) or "apply" (either)."""
+        "update" (all must exist) or "apply" (either). `before_save` gets every
+        (provider, folder) they take input from, once the folders exist."""
         with self._lock:
             result = Applied()
             names = [s.name for s in services]
@@ -88,6 +94,14 @@ class Services:
             staged = self._stage_providers(prepared, after)
             for service in prepared:
                 self._make_folders(service, staged)
+            if before_save is not None:
+                before_save(
+                    [
+                        (self._provider(io.storage_provider, staged), io.path)
+                        for service in prepared
+                        for io in service.input
+                    ]
+                )
             now = time.time()
             self.store.save_services(
                 [
@@ -166,14 +180,19 @@ class Services:
                     staged[name] = (self.providers.candidate(name, config), config)
         return staged
 
+    def _provider(
+        self, name: str, staged: dict[str, tuple[StorageProvider, dict[str, Any]]]
+    ) -> StorageProvider:
+        name = canonical(name)
+        return staged[name][0] if name in staged else self.providers.get(name)
+
     def _make_folders(
         self, service: Service, staged: dict[str, tuple[StorageProvider, dict[str, Any]]]
     ) -> None:
         """Create the service's folders (buckets on object stores), as OSCAR does; a store
         that refuses says why here, before anything is saved."""
         for io in [*service.input, *service.output]:
-            name = canonical(io.storage_provider)
-            provider = staged[name][0] if name in staged else self.providers.get(name)
+            provider = self._provider(io.storage_provider, staged)
             try:
                 provider.ensure_folder(io.path)
             except OndropError as exc:

@@ -85,3 +85,19 @@ services:
     assert head["ContentLength"] == GIB
     growth = peak_rss(up.proc.pid) - before
     assert growth < 200 * 1024**2, f"the platform grew by {growth / 1024**2:.0f} MiB"
+
+
+def test_after_a_crash_the_bundled_store_comes_back_on_the_same_endpoint(up: Platform) -> None:
+    import httpx
+
+    def endpoint() -> str:
+        url = json.loads((up.data / "endpoint.json").read_text())["url"]
+        password = json.loads((up.data / "admin.json").read_text())["password"]
+        config = httpx.get(f"{url}/system/config", auth=("admin", password)).json()
+        return str(config["minio_provider"]["endpoint"])
+
+    before = endpoint()
+    up.stop(signal.SIGKILL)  # SeaweedFS outlives the platform
+    up.start("--object-store", "seaweedfs", "--container-engine", "none")
+    assert endpoint() == before
+    assert httpx.get(before, timeout=5).status_code in (200, 403)

@@ -134,3 +134,49 @@ def test_the_bundle_asks_for_the_limits_and_no_added_capabilities(tmp_path: Path
         "source": str(tmp_path),
         "options": ["rbind", "nosuid", "nodev", "ro"],
     } in config["mounts"]
+
+
+def test_multi_line_values_reach_the_script_whole(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    pem = "-----BEGIN KEY-----\nline two\n-----END KEY-----"
+    result = run(
+        runtime, tmp_path, 'printf "%s" "$PEM" > /ondrop/output/pem', busybox, env={"PEM": pem}
+    )
+    assert result.ok, (tmp_path / "log").read_text()
+    assert (tmp_path / "output" / "pem").read_text() == pem
+
+
+def test_an_image_whose_user_is_not_root_writes_its_outputs(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    image = "localhost/ondrop-test-nobody:1"
+    if runtime.engine.image(image) is None:
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "Containerfile").write_text(f"FROM {busybox}\nUSER 65534:65534\n")
+        runtime.engine.build(tmp_path / "ctx", image)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run(runtime, work, "id -u > /ondrop/output/uid; touch /tmp/scratch", image)
+    assert result.ok, (work / "log").read_text()
+    assert (work / "output" / "uid").read_text() == "65534\n"
+
+
+def test_a_job_has_localhost_a_syscall_filter_and_dns_only_with_the_network(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert run(
+        runtime, tmp_path, "grep -c localhost /etc/hosts; grep Seccomp: /proc/self/status", busybox
+    ).ok
+    count, seccomp = (tmp_path / "log").read_text().split("\n")[:2]
+    assert int(count) >= 1
+    assert seccomp.split()[-1] == "2"  # a filter is on, as under podman
+    (tmp_path / "log").unlink()
+    assert (
+        run(
+            runtime, tmp_path, "cat /etc/resolv.conf 2>/dev/null | grep -c nameserver", busybox
+        ).exit_code
+        == 1
+    )  # no name server without the network
+    (tmp_path / "log").unlink()
+    assert run(runtime, tmp_path, "grep -c nameserver /etc/resolv.conf", busybox, network=True).ok

@@ -13,6 +13,7 @@ from ondrop.events.base import EventSource, Sink
 from ondrop.storage.base import StorageProvider
 
 log = logging.getLogger(__name__)
+JOIN_TIMEOUT = 5.0
 
 
 class Poller(EventSource):
@@ -36,7 +37,7 @@ class Poller(EventSource):
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(JOIN_TIMEOUT)  # a hanging store must not hold the shutdown
 
     def poll(self) -> int:
         """One pass over every input folder; returns how many objects were offered."""
@@ -44,9 +45,17 @@ class Poller(EventSource):
         for folder in self.folders():
             try:
                 infos = list(self.provider.list(folder))
-            except OndropError as exc:
+            except Exception as exc:  # a listing must never end the poller
                 if not self._failing:
-                    log.warning("%s; polling again every %g s", exc, self.interval)
+                    if isinstance(exc, OndropError):
+                        log.warning("%s; polling again every %g s", exc, self.interval)
+                    else:
+                        log.exception(
+                            "listing %s:%s failed; polling again every %g s",
+                            self.provider.name,
+                            folder,
+                            self.interval,
+                        )
                 self._failing = True
                 continue
             if self._failing:
@@ -68,7 +77,10 @@ class Poller(EventSource):
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # folders() of a service being removed, and the like
+                log.exception("polling %s failed; trying again", self.provider.name)
             if self.interval <= 0:
                 return  # one pass at start: the store pushes the rest
             self._stop.wait(self.interval)

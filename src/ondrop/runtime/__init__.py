@@ -27,8 +27,9 @@ def build_runtimes(settings: Settings, data: Path) -> dict[str, Runtime]:
     # Containers are named after this data folder, so two platforms never touch each
     # other's, and a restarted one finds what it left.
     tag = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8]
-    images = Images(engine, data / "images", settings.pull)
-    runtimes["container"] = ContainerRuntime(engine, images, oci, f"ondrop-{tag}-")
+    prefix = f"ondrop-{tag}-"
+    images = Images(engine, data / "images", settings.pull, prefix)
+    runtimes["container"] = ContainerRuntime(engine, images, oci, prefix)
     return runtimes
 
 

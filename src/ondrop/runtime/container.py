@@ -24,7 +24,7 @@ from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit, wait
 from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
-from ondrop.runtime.oci import Bind, OciRuntime, bundle_config
+from ondrop.runtime.oci import Bind, OciRuntime, bundle_config, seccomp_profile
 
 # Where the job's folders appear inside the container.
 INSIDE = {
@@ -46,6 +46,7 @@ class ContainerRuntime(Runtime):
         self.images = images
         self.oci = oci
         self.prefix = prefix  # names this platform's containers: ondrop-<data folder hash>-
+        self.seccomp = seccomp_profile()  # podman's syscall filter, where it is installed
         self._running: dict[str, str] = {}  # job id -> container name
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
@@ -131,18 +132,25 @@ class ContainerRuntime(Runtime):
         cgroup.create()
         bundle = spec.workdir / "bundle"
         bundle.mkdir(exist_ok=True)
+        hostname = spec.job_id[:63]
+        hosts = spec.workdir / "hosts"
+        hosts.write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
+        binds = [*self._binds(spec), Bind(hosts, "/etc/hosts", readonly=True)]
+        if spec.network and Path("/etc/resolv.conf").exists():
+            binds.append(Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", readonly=True))
         config = bundle_config(
             rootfs=rootfs,
             args=args,
             env=env,
             cwd=image.workdir or "/",
-            binds=self._binds(spec),
-            hostname=spec.job_id[:63],
+            binds=binds,
+            hostname=hostname,
             cgroups_path=cgroup.container_path,
             user=user,
             cpu=spec.cpu,
             pids=PIDS_LIMIT,
             network=spec.network,
+            seccomp=self.seccomp,
         )
         (bundle / "config.json").write_text(json.dumps(config))
         timed_out = False
@@ -166,10 +174,16 @@ class ContainerRuntime(Runtime):
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
     ) -> tuple[int, bool, bool]:
-        env_file = spec.workdir / "env"  # not on the command line: secrets stay out of `ps`
+        # Not on the command line, where `ps` shows it: an env file, and `-e NAME` (the value
+        # from podman's own environment) for values an env file cannot hold (line breaks).
+        env_file = spec.workdir / "env"
+        multiline = {k: v for k, v in env.items() if "\n" in v}
         fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.writelines(f"{k}={v.replace(chr(10), ' ')}\n" for k, v in env.items())
+            f.writelines(f"{k}={v}\n" for k, v in env.items() if k not in multiline)
+        # A user of the image's, whoever it is, must be able to write its outputs.
+        (spec.workdir / "output").chmod(0o777)
+        (spec.workdir / "tmp").chmod(0o1777)
         command = [
             self.engine.binary,
             "run",
@@ -184,6 +198,7 @@ class ContainerRuntime(Runtime):
             str(PIDS_LIMIT),
             "--entrypoint",
             args[0],
+            *(arg for name in multiline for arg in ("-e", name)),
         ]
         if not spec.network:
             command += ["--network", "none"]
@@ -199,6 +214,7 @@ class ContainerRuntime(Runtime):
             with spec.log.open("ab") as log:
                 proc = subprocess.Popen(
                     command,
+                    env={**os.environ, **multiline},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -114,9 +114,10 @@ class Engine:
             raise ExecutionError(f"{self.name} imported {tag} but cannot find it")
         return imported
 
-    def export_rootfs(self, image: Image, tarball: Path) -> None:
-        """Write the image's root filesystem, flattened, to `tarball`."""
-        name = f"ondrop-export-{uuid.uuid4().hex[:12]}"
+    def export_rootfs(self, image: Image, tarball: Path, prefix: str = "ondrop-") -> None:
+        """Write the image's root filesystem, flattened, to `tarball` (through a container
+        named with `prefix`, so a clean-up after a crash finds it)."""
+        name = f"{prefix}export-{uuid.uuid4().hex[:12]}"
         self._run("create", "--name", name, image.id, "true")
         try:
             self._run("export", "-o", str(tarball), name, timeout=1800)

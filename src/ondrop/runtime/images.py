@@ -13,10 +13,19 @@ from ondrop.errors import ExecutionError
 from ondrop.runtime.engine import Engine, Image
 
 RECHECK = 10.0  # seconds a tag's image id is trusted before the engine is asked again
+LAYOUT = "2"  # what `ready` holds: bumped when unpacking changes, to unpack again
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 class Images:
-    def __init__(self, engine: Engine, folder: Path, pull: bool) -> None:
+    def __init__(self, engine: Engine, folder: Path, pull: bool, prefix: str = "ondrop-") -> None:
+        self.prefix = prefix  # names the containers made to export images
         self.engine = engine
         self.folder = folder
         self.pull = pull
@@ -39,14 +48,14 @@ class Images:
         """The image's root filesystem, unpacked on first use."""
         home = self.folder / image.id
         ready = home / "ready"
-        if ready.exists():
+        if _read(ready) == LAYOUT:
             return home / "rootfs"
         with self._lock:
             lock = self._locks.setdefault(image.id, threading.Lock())
         with lock:
-            if not ready.exists():
+            if _read(ready) != LAYOUT:
                 self._unpack(image, home)
-                ready.touch()
+                ready.write_text(LAYOUT)
         return home / "rootfs"
 
     def _unpack(self, image: Image, home: Path) -> None:
@@ -54,7 +63,7 @@ class Images:
         (home / "rootfs").mkdir(parents=True)
         tarball = home / "rootfs.tar"
         try:
-            self.engine.export_rootfs(image, tarball)
+            self.engine.export_rootfs(image, tarball, self.prefix)
             result = subprocess.run(
                 ["tar", "--numeric-owner", "-xpf", str(tarball), "-C", str(home / "rootfs")],
                 capture_output=True,
@@ -63,6 +72,14 @@ class Images:
             )
             if result.returncode != 0:
                 raise ExecutionError(f"cannot unpack image {image.ref}: {result.stderr.strip()}")
+            # Mount points a job may need, which a read-only root cannot grow later.
+            etc = home / "rootfs" / "etc"
+            if not etc.is_symlink():
+                etc.mkdir(exist_ok=True)
+                for name in ("hosts", "resolv.conf"):
+                    target = etc / name
+                    if not target.exists() and not target.is_symlink():
+                        target.touch()
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
             raise

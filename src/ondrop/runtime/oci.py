@@ -63,6 +63,7 @@ def bundle_config(
     cpu: float | None = None,
     pids: int | None = None,
     network: bool = False,
+    seccomp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The config.json of a job's container: its own pid, ipc, uts, mount and (unless
     `network`) network namespaces; a read-only root; writable only where `binds` say."""
@@ -143,6 +144,7 @@ def bundle_config(
             "cgroupsPath": cgroups_path,
             "maskedPaths": MASKED,
             "readonlyPaths": READ_ONLY,
+            **({"seccomp": seccomp} if seccomp else {}),
         },
     }
 
@@ -228,3 +230,55 @@ def probe(runtime: OciRuntime, scratch: Path) -> str | None:
     ):
         return None  # it got as far as starting the program
     return output.strip().splitlines()[-1] if output.strip() else f"exit {result.returncode}"
+
+
+SECCOMP_PROFILE = Path("/usr/share/containers/seccomp.json")  # containers-common's
+ARCHES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_ARCH_AARCH64")}
+
+
+def seccomp_profile(path: Path = SECCOMP_PROFILE) -> dict[str, Any] | None:
+    """The seccomp filter podman gives containers, as an OCI `linux.seccomp` for a job with
+    CAPABILITIES on this machine's architecture; None when the profile is not installed."""
+    import json
+    import platform
+
+    try:
+        profile = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    arch, scmp_arch = ARCHES.get(platform.machine(), ("", ""))
+    if not arch:
+        return None
+    architectures = [scmp_arch]
+    for entry in profile.get("archMap") or []:
+        if entry.get("architecture") == scmp_arch:
+            architectures += entry.get("subArchitectures") or []
+
+    def applies(rule: dict[str, Any]) -> bool:
+        includes, excludes = rule.get("includes") or {}, rule.get("excludes") or {}
+        if includes.get("caps") and not set(includes["caps"]) <= set(CAPABILITIES):
+            return False
+        if includes.get("arches") and arch not in includes["arches"]:
+            return False
+        if excludes.get("caps") and set(excludes["caps"]) & set(CAPABILITIES):
+            return False
+        return not (excludes.get("arches") and arch in excludes["arches"])
+
+    syscalls = []
+    for rule in profile.get("syscalls") or []:
+        if not applies(rule):
+            continue
+        syscall: dict[str, Any] = {"names": rule["names"], "action": rule["action"]}
+        if rule.get("args"):
+            syscall["args"] = rule["args"]
+        if rule.get("errnoRet") is not None:
+            syscall["errnoRet"] = rule["errnoRet"]
+        syscalls.append(syscall)
+    seccomp: dict[str, Any] = {
+        "defaultAction": profile["defaultAction"],
+        "architectures": architectures,
+        "syscalls": syscalls,
+    }
+    if profile.get("defaultErrnoRet") is not None:
+        seccomp["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    return seccomp

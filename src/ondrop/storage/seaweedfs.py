@@ -46,7 +46,10 @@ def weed_binary() -> str:
 
 
 def _free(port: int) -> bool:
+    """True when a server could listen on `port` (as SeaweedFS does, with SO_REUSEADDR:
+    connections of a stopped one waiting out TIME_WAIT do not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -139,6 +142,11 @@ class SeaweedFS:
         The caller holds the data folder, so a SeaweedFS still running there is a dead
         platform's and is stopped first."""
         self._kill_leftover(self.state.get("pid"))
+        deadline = time.monotonic() + 5  # a stopped one's ports free up a moment later
+        while time.monotonic() < deadline and not all(
+            _free(p) and _free(p + 10000) for p in self.state["ports"].values()
+        ):
+            time.sleep(0.1)
         busy = [
             f"{service} {port}"
             for service, port in self.state["ports"].items()

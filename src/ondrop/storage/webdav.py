@@ -7,6 +7,7 @@ no reader sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import io
 import posixpath
@@ -107,8 +108,16 @@ class WebDAVStorage(StorageProvider):
             return []
         if response.status_code != 207:
             raise StorageError(f"{self.name}: list {key!r}: HTTP {response.status_code}")
+        try:
+            return self._parse(response.content)
+        except (ET.ParseError, ValueError, TypeError) as exc:
+            raise StorageError(
+                f"{self.name}: list {key!r}: the server's answer is not a WebDAV listing ({exc})"
+            ) from None
+
+    def _parse(self, content: bytes) -> list[tuple[str, bool, ObjectInfo | None]]:
         found = []
-        for item in ET.fromstring(response.content).iter(f"{DAV}response"):
+        for item in ET.fromstring(content).iter(f"{DAV}response"):
             href = unquote(urlsplit(item.findtext(f"{DAV}href", "")).path)
             relative = href[len(self.base) :].strip("/") if href.startswith(self.base) else ""
             prop = item.find(f"{DAV}propstat/{DAV}prop")
@@ -159,7 +168,8 @@ class WebDAVStorage(StorageProvider):
             raise NotFoundError(f"{self.name}: no object {key!r}")
         if response.status_code >= 400:
             response.close()
-            raise StorageError(f"{self.name}: read {key!r}: HTTP {response.status_code}")
+            error = StorageUnavailableError if response.status_code >= 500 else StorageError
+            raise error(f"{self.name}: read {key!r}: HTTP {response.status_code}")
         return cast(BinaryIO, io.BufferedReader(_Stream(response), 1 << 20))
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
@@ -173,18 +183,24 @@ class WebDAVStorage(StorageProvider):
             while chunk := source.read(1 << 20):
                 yield chunk
 
-        response = self._request("PUT", temp, f"write {key!r}", content=chunks())
-        if response.status_code not in (200, 201, 204):
-            raise StorageError(f"{self.name}: write {key!r}: HTTP {response.status_code}")
-        moved = self._request(
-            "MOVE",
-            temp,
-            f"write {key!r}",
-            headers={"Destination": self.origin + self._path(key), "Overwrite": "T"},
-        )
-        if moved.status_code not in (201, 204):
-            self._request("DELETE", temp, f"clean up after {key!r}")
-            raise StorageError(f"{self.name}: write {key!r}: MOVE gave HTTP {moved.status_code}")
+        try:
+            response = self._request("PUT", temp, f"write {key!r}", content=chunks())
+            if response.status_code not in (200, 201, 204):
+                raise StorageError(f"{self.name}: write {key!r}: HTTP {response.status_code}")
+            moved = self._request(
+                "MOVE",
+                temp,
+                f"write {key!r}",
+                headers={"Destination": self.origin + self._path(key), "Overwrite": "T"},
+            )
+            if moved.status_code not in (201, 204):
+                raise StorageError(
+                    f"{self.name}: write {key!r}: MOVE gave HTTP {moved.status_code}"
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):  # no half-written temporary left behind
+                self.http.request("DELETE", self._path(temp))
+            raise
         info = self.stat(key)
         if info is None:
             raise StorageError(f"{self.name}: wrote {key!r} but cannot find it")

@@ -19,18 +19,24 @@ BUCKETS = "/buckets/"
 
 def object_key(event: Any) -> str | None:
     """`bucket/key` of a filer event about a stored object; None for anything else
-    (folders, multipart parts under .uploads, the .system bucket, versions)."""
+    (folders, multipart parts under .uploads, the .system bucket)."""
     if not isinstance(event, dict) or event.get("event_type") not in ("create", "update"):
         return None
-    entry = (event.get("message") or {}).get("new_entry") or {}
+    message = event.get("message")
+    entry = message.get("new_entry") if isinstance(message, dict) else None
     path = event.get("key")
-    if not isinstance(path, str) or not path.startswith(BUCKETS) or entry.get("is_directory"):
+    if not isinstance(path, str) or not path.startswith(BUCKETS):
         return None
-    key = path[len(BUCKETS) :]
-    if any(part.startswith(".") or part.endswith(".versions") for part in key.split("/")):
+    if isinstance(entry, dict) and entry.get("is_directory"):
+        return None
+    parts = path[len(BUCKETS) :].split("/")
+    if len(parts) >= 2 and parts[-2].endswith(".versions") and parts[-1].startswith("v_"):
+        # A versioned bucket keeps `key.versions/v_<id>`: the object is `key`.
+        parts = [*parts[:-2], parts[-2].removesuffix(".versions")]
+    if any(part.startswith(".") for part in parts):
         return None
     try:
-        return check_key(key)
+        return check_key("/".join(parts))
     except InvalidKeyError:
         return None
 
@@ -43,7 +49,11 @@ async def seaweedfs(request: Request, platform: PlatformDep) -> dict[str, Any]:
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not secrets.compare_digest(given.encode(), store.webhook_token.encode()):
         raise AuthError("the webhook token is wrong")
-    key = object_key(await request.json())
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidKeyError("the webhook body is not JSON") from None
+    key = object_key(body)
     if key is None or "/" not in key:
         return {"jobs": []}
     provider = platform.providers.get("minio.default")
