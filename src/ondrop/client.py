@@ -185,6 +185,19 @@ class Client:
     def logs(self, service: str, job: str) -> str:
         return self._request("GET", f"/system/logs/{quote(service)}/{quote(job)}").text
 
+    def retry(self, service: str, job: str | None = None) -> list[str]:
+        """Run a failed or cancelled job again, or every failed job when `job` is None."""
+        if job is None:
+            answer = self._request("POST", f"/system/jobs/{quote(service)}/retry").json()
+            return list(answer["retried"])
+        self._request("POST", f"/system/jobs/{quote(service)}/{quote(job)}/retry")
+        return [job]
+
+    def cancel(self, service: str, job: str) -> str:
+        """Cancel a queued job or stop a running one; returns its status now."""
+        answer = self._request("POST", f"/system/jobs/{quote(service)}/{quote(job)}/cancel")
+        return str(answer.json()["status"])
+
     def delete_jobs(self, service: str, all: bool = False) -> None:
         self._request("DELETE", f"/system/logs/{quote(service)}", params={"all": str(all).lower()})
 

@@ -88,6 +88,7 @@ class Platform:
             self.supervisor.run,
             settings.workers,
             on_finished=self._job_finished,
+            stop_job=self._stop_job,
         )
         self.intake = Intake(
             self.store, self.services, self.providers, Router(), lambda jobs: self.pool.wake()
@@ -232,6 +233,10 @@ class Platform:
         return None, None
 
     # -- events ---------------------------------------------------------------------
+    def _stop_job(self, job_id: str) -> None:
+        for runtime in self.runtimes.values():
+            runtime.stop(job_id)  # each ignores jobs it does not run
+
     def _prune_images(self) -> None:
         """Forget unpacked images no applied service uses (an old build of a tag)."""
         runtime = self.runtimes.get("container")

@@ -324,6 +324,32 @@ def jobs(
 
 
 @app.command()
+def retry(
+    service: str = typer.Argument(..., help="service"),
+    jobs: list[str] = typer.Argument(None, help="failed or cancelled jobs to run again"),
+    failed: bool = typer.Option(False, "--failed", help="run every failed job again"),
+) -> None:
+    """Run failed (or cancelled) jobs again, after fixing what made them fail."""
+    if bool(jobs) == failed:
+        raise DefinitionError("name the jobs to run again, or give --failed for all of them")
+    client = CONN.client()
+    retried = (
+        client.retry(service) if failed else [j for job in jobs for j in client.retry(service, job)]
+    )
+    out.print(f"queued again: {len(retried)} job(s)")
+
+
+@app.command()
+def cancel(
+    service: str = typer.Argument(..., help="service"),
+    job: str = typer.Argument(..., help="job to cancel"),
+) -> None:
+    """Cancel a queued job, or stop a running one."""
+    status = CONN.client().cancel(service, job)
+    out.print(f"{job}: {'stopping' if status == 'Running' else status.lower()}")
+
+
+@app.command()
 def logs(
     service: str = typer.Argument(..., help="service"),
     job: str = typer.Argument(..., help="job id"),

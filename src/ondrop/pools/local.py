@@ -21,9 +21,12 @@ from ondrop.errors import NotFoundError, UnavailableError
 from ondrop.fdl.models import Service
 from ondrop.services import Services
 from ondrop.store.base import (
+    CANCELLED,
     FAILED,
     FINISHED,
     INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
     UNAVAILABLE,
     Claim,
     Job,
@@ -52,8 +55,11 @@ class LocalPool:
         execute: Execute,
         workers: int,
         on_finished: Callable[[Claim, Job], None] | None = None,
+        stop_job: Callable[[str], None] | None = None,
     ) -> None:
         self.on_finished = on_finished
+        self.stop_job = stop_job  # stops a running job's process or container
+        self._cancelled: dict[str, str] = {}  # running job id -> why it is being cancelled
         self.store = store
         self.services = services
         self.execute = execute
@@ -125,6 +131,26 @@ class LocalPool:
             )
         return future
 
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> str:
+        """Cancel a queued job, or stop a running one and end it cancelled; returns the
+        job's status now (a finished job is left as it is)."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if self.store.cancel_queued(job_id, reason):
+            cancelled = self.store.job(job_id)
+            if cancelled is not None:
+                self._resolve(cancelled)
+            return CANCELLED
+        with self._lock:
+            running = job_id in self._running
+            if running:
+                self._cancelled[job_id] = reason
+        if running and self.stop_job is not None:
+            self.stop_job(job_id)
+            return RUNNING
+        return job.status
+
     def abandon(self, job_ids: Iterable[str], error: Exception) -> None:
         """Fail the waiters of these jobs with `error` (deleted, or not run before shutdown)."""
         with self._lock:
@@ -187,8 +213,12 @@ class LocalPool:
         except Exception as exc:
             log.exception("job %s: the supervisor failed", job.id)
             outcome = Outcome(FAILED, None, f"internal error: {exc}")
+        with self._lock:
+            cancelled = self._cancelled.pop(job.id, None)
         retry_at: float | None = None
-        if outcome.status == INTERRUPTED:
+        if cancelled is not None and outcome.status != SUCCEEDED:
+            outcome = dataclasses.replace(outcome, status=CANCELLED, reason=cancelled)
+        elif outcome.status == INTERRUPTED:
             retry_at = time.time()
         elif outcome.retryable:
             # A store was down: wait and try again, however long it takes, without using

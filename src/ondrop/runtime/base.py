@@ -42,6 +42,22 @@ class RunResult:
         return self.exit_code == 0 and not self.reason
 
 
+def script_command(script: Path, seen_as: str) -> list[str]:
+    """How to run the script file `script`, which the process sees at `seen_as`: through
+    its shebang's interpreter when it has one (parsed as the kernel does: the interpreter
+    and at most one argument), else through /bin/sh, as OSCAR does.
+
+    The interpreter is started with the script as its argument instead of executing the
+    script itself: a file just written is "busy" for exec while any process forked
+    meanwhile still holds it open, which happens when jobs start side by side."""
+    with script.open("rb") as f:
+        first = f.readline(4096)
+    if not first.startswith(b"#!"):
+        return ["/bin/sh", seen_as]
+    interpreter, _, argument = first[2:].decode("utf-8", "replace").strip().partition(" ")
+    return [interpreter, *([argument.strip()] if argument.strip() else []), seen_as]
+
+
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     """The exit status of `proc`, or None when it is still running after `timeout` seconds.
 

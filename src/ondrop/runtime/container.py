@@ -20,7 +20,14 @@ from pathlib import Path
 
 from ondrop.errors import OndropError
 from ondrop.quantity import format_bytes
-from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit, wait_exit
+from ondrop.runtime.base import (
+    RunResult,
+    RunSpec,
+    Runtime,
+    describe_exit,
+    script_command,
+    wait_exit,
+)
 from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
@@ -100,11 +107,7 @@ class ContainerRuntime(Runtime):
 
     def _command(self, spec: RunSpec, image: Image) -> list[str]:
         if spec.script.read_text().strip():
-            # Through the shebang when there is one, else through /bin/sh, as OSCAR does.
-            if spec.script.read_bytes()[:2] == b"#!":
-                spec.script.chmod(0o755)
-                return [INSIDE["script"]]
-            return ["/bin/sh", INSIDE["script"]]
+            return script_command(spec.script, INSIDE["script"])
         command = image.entrypoint + image.cmd
         if not command:
             raise OndropError(f"service has no script and image {image.ref} has no command")

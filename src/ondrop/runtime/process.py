@@ -14,7 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-from ondrop.runtime.base import RunResult, RunSpec, Runtime, describe_exit, wait_exit
+from ondrop.runtime.base import (
+    RunResult,
+    RunSpec,
+    Runtime,
+    describe_exit,
+    script_command,
+    wait_exit,
+)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 PID_FILE = "pid"
@@ -33,11 +40,7 @@ class ProcessRuntime(Runtime):
 
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
-        # Through the shebang when there is one, else through /bin/sh, as OSCAR does.
-        head = spec.script.read_bytes()[:2]
-        argv = [str(spec.script)] if head == b"#!" else ["/bin/sh", str(spec.script)]
-        if head == b"#!":
-            spec.script.chmod(0o700)
+        argv = script_command(spec.script, str(spec.script))
         with spec.log.open("ab") as log:
             try:
                 proc = subprocess.Popen(

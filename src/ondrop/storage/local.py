@@ -24,10 +24,21 @@ class LocalStorage(StorageProvider):
         super().__init__(name)
         self.root = root.resolve()
         self.fsync = fsync
+        # Uploads are written here, then renamed into place: readers never see half a file,
+        # and what a crash leaves behind is in one place.
+        self.tmp = self.root / f"{TEMP_PREFIX}tmp"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{name}: cannot create its folder {self.root}: {exc}") from exc
+        self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        """Remove half-written uploads of processes that are gone."""
+        for entry in self.tmp.iterdir():
+            pid = entry.name.partition("-")[0]
+            if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+                entry.unlink(missing_ok=True)
 
     def path(self, key: str) -> Path:
         """The file that holds `key`; refuses keys that would leave the root (via symlinks too)."""
@@ -93,7 +104,7 @@ class LocalStorage(StorageProvider):
             raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            temp = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
             try:
                 with temp.open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)

@@ -153,6 +153,14 @@ class Store(ABC):
         """Invocation bodies some job may still need (it has not succeeded yet)."""
 
     @abstractmethod
+    def retry_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        """Queue failed or cancelled jobs again, now; returns those that were."""
+
+    @abstractmethod
+    def cancel_queued(self, job_id: str, reason: str) -> bool:
+        """Cancel the job if it is queued (True); a running one the pool stops."""
+
+    @abstractmethod
     def requeue_running(self, reason: str) -> list[str]:
         """Mark every running attempt interrupted and queue its job again (start-up)."""
 

@@ -20,6 +20,8 @@ from typing import Any
 from ondrop.errors import StoreError
 from ondrop.events.base import Event
 from ondrop.store.base import (
+    CANCELLED,
+    FAILED,
     INTERRUPTED,
     QUEUED,
     RUNNING,
@@ -420,6 +422,30 @@ class SQLiteStore(Store):
             (SUCCEEDED,),
         )
         return {r[0] for r in rows}
+
+    def retry_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        retried = []
+        with self._tx() as db:
+            for job_id in job_ids:
+                changed = db.execute(
+                    """UPDATE jobs SET status = ?, run_after = 0, finished_at = NULL,
+                       reason = '' WHERE id = ? AND status IN (?, ?)""",
+                    (QUEUED, job_id, FAILED, CANCELLED),
+                ).rowcount
+                if changed:
+                    retried.append(job_id)
+        return retried
+
+    def cancel_queued(self, job_id: str, reason: str) -> bool:
+        with self._tx() as db:
+            return (
+                db.execute(
+                    """UPDATE jobs SET status = ?, finished_at = ?, reason = ?
+                   WHERE id = ? AND status = ?""",
+                    (CANCELLED, time.time(), reason, job_id, QUEUED),
+                ).rowcount
+                > 0
+            )
 
     def requeue_running(self, reason: str) -> list[str]:
         now = time.time()

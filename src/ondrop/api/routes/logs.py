@@ -143,3 +143,38 @@ def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     platform.store.delete_job(found.id)
     platform.pool.abandon([found.id], NotFoundError(f"job {found.id!r} was deleted"))
     return Response(status_code=204)
+
+
+@router.post("/system/jobs/{service}/retry")
+def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
+    """Run every failed job of the service again (ondrop); answers their ids."""
+    platform.services.get(service)
+    failed = [j.id for j in platform.store.jobs(service, status=FAILED)]
+    retried = platform.store.retry_jobs(failed)
+    platform.pool.wake()
+    return {"retried": retried}
+
+
+@router.post("/system/jobs/{service}/{job}/retry")
+def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
+    """Run a failed or cancelled job again, keeping its earlier attempts (ondrop)."""
+    found = _job(platform, service, job)
+    if not platform.store.retry_jobs([found.id]):
+        raise ConflictError(
+            f"job {job!r} is {found.status}; only failed or cancelled jobs are run again"
+        )
+    platform.pool.wake()
+    again = platform.store.job(found.id)
+    assert again is not None
+    return {"id": again.id, **job_json(again)}
+
+
+@router.post("/system/jobs/{service}/{job}/cancel")
+def cancel_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
+    """Cancel a queued job, or stop a running one (ondrop). A running job answers
+    `Running` and ends `Cancelled` a moment later."""
+    found = _job(platform, service, job)
+    if found.status in FINISHED:
+        raise ConflictError(f"job {job!r} has already ended ({PHASES[found.status]})")
+    status = platform.pool.cancel(found.id)
+    return {"id": found.id, "status": PHASES.get(status, status)}
