@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: setup demo test lint docs clean
+.PHONY: setup demo test lint docs soak clean
 
 setup: $(READY)
 
@@ -23,6 +23,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# Bigger crash-loop rounds than CI runs: 20 rounds of 1,000 files, kill -9 each time.
+soak: setup
+	ONDROP_FAULT_ROUNDS=20 ONDROP_FAULT_FILES=1000 $(BIN)/pytest -s tests/faults/test_crash_loop.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \

@@ -1,0 +1,158 @@
+"""Fault tests 2-4 and the retry and cancel controls: a job killed mid-run, a store that
+goes away during a burst, a script that always fails; every time, nothing is lost."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ondrop import Client
+from ondrop.platform import Platform
+from ondrop.pools import local
+from tests.api.test_stores import bundled, s3_client  # noqa: F401  (the bundled fixture)
+from tests.conftest import ADMIN
+
+
+def marker_pids(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[Client]:
+    with Client(base_url, ADMIN.user, ADMIN.password) as c:
+        yield c
+
+
+def test_a_job_killed_by_a_signal_mid_run_is_retried_and_succeeds(
+    client: Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "backoff", lambda attempt: 0.1)
+    marker = f"ondrop-fault-{time.monotonic_ns()}"
+    client.apply(
+        [
+            {
+                "name": "victim",
+                "retries": 1,
+                "output": [{"path": "victim/out"}],
+                "script": f'#!/bin/bash\nif [ "$JOB_ATTEMPT" = 1 ]; then exec -a {marker} '
+                'sleep 30; fi\necho survived > "$TMP_OUTPUT_DIR/done.txt"\n',
+            }
+        ]
+    )
+    job = client.submit("victim", b"{}")
+    (pid,) = wait_until(lambda: marker_pids(marker))
+    import os
+
+    os.kill(pid, signal.SIGKILL)
+    detail = wait_until(lambda: (d := client.job("victim", job))["status"] == "Succeeded" and d)
+    attempts = detail["attempt_list"]
+    assert [a["status"] for a in attempts] == ["failed", "succeeded"]
+    assert attempts[0]["reason"] == "killed by SIGKILL"
+
+
+def test_a_script_that_always_fails_ends_failed_with_every_attempt_then_retry_after_a_fix(
+    client: Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "backoff", lambda attempt: 0.05)
+    broken = {
+        "name": "flaky",
+        "retries": 2,
+        "output": [{"path": "flaky/out"}],
+        "script": 'echo "attempt $JOB_ATTEMPT failing"; exit 3',
+    }
+    client.apply([broken])
+    jobs = [client.submit("flaky", b"{}") for _ in range(3)]
+    wait_until(lambda: all(client.job("flaky", j)["status"] == "Failed" for j in jobs))
+    detail = client.job("flaky", jobs[0])
+    assert (detail["attempts"], detail["reason"]) == (3, "exit status 3")
+    log = client.logs("flaky", jobs[0])
+    for n in (1, 2, 3):
+        assert f"--- attempt {n}: exit status 3 ---\nattempt {n} failing" in log
+    client.apply([{**broken, "script": 'echo fixed > "$TMP_OUTPUT_DIR/ok.txt"'}])
+    assert sorted(client.retry("flaky")) == sorted(jobs)
+    wait_until(lambda: all(client.job("flaky", j)["status"] == "Succeeded" for j in jobs))
+    assert client.job("flaky", jobs[0])["attempts"] == 4
+
+
+def test_cancel_stops_a_running_job_and_drops_a_queued_one_and_retry_runs_them_again(
+    client: Client, platform: Platform
+) -> None:
+    client.apply([{"name": "slow", "max_concurrency": 1, "script": "sleep 30"}])
+    running, queued = client.submit("slow", b"{}"), client.submit("slow", b"{}")
+    wait_until(lambda: client.job("slow", running)["status"] == "Running")
+    assert client.cancel("slow", queued) == "Cancelled"
+    started = time.monotonic()
+    assert client.cancel("slow", running) == "Running"  # being stopped
+    wait_until(lambda: client.job("slow", running)["status"] == "Cancelled", timeout=10)
+    assert time.monotonic() - started < 10
+    assert client.job("slow", running)["reason"] == "cancelled by the user"
+    with pytest.raises(Exception, match="already ended"):
+        client.cancel("slow", running)
+    client.apply([{"name": "slow", "script": "true"}])
+    assert client.retry("slow", queued) == [queued]
+    wait_until(lambda: client.job("slow", queued)["status"] == "Succeeded")
+
+
+def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
+    bundled: tuple[Platform, httpx.Client],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    platform, api = bundled
+    assert platform.object_store is not None
+    monkeypatch.setattr(local, "STORE_RETRY_CAP", 2.0)
+    api.post(
+        "/system/apply",
+        json={
+            "services": [
+                {
+                    "name": "copy",
+                    "script": 'sleep 0.2; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"',
+                    "input": [{"path": "burst/in"}],
+                    "output": [{"path": "burst/out"}],
+                }
+            ]
+        },
+    )
+    s3 = s3_client(api)
+    for i in range(30):
+        s3.put_object(Bucket="burst", Key=f"in/f{i:02}.txt", Body=f"file {i}".encode())
+    wait_until(lambda: len(api.get("/system/logs/copy").json()["jobs"]) == 30, timeout=20)
+    platform.object_store.stop()  # the store goes away while the burst is processed
+    outage = threading.Event()
+    threading.Timer(10.0, outage.set).start()
+    outage.wait()
+    platform.object_store.start(f"{platform.url}/events/seaweedfs")
+    wait_until(lambda: platform.store.count_jobs("copy") == {"succeeded": 30}, timeout=120)
+    unavailable = sum(
+        a.status == "unavailable"
+        for j in platform.store.jobs("copy")
+        for a in platform.store.attempts(j.id)
+    )
+    assert unavailable > 0, "the outage should have been noticed"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="burst", Prefix="out/")["Contents"]}
+    assert keys == {f"out/f{i:02}.txt" for i in range(30)}
