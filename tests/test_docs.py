@@ -20,3 +20,16 @@ def test_the_fdl_page_describes_every_service_field() -> None:
     page = (DOCS / "fdl.md").read_text()
     for field in Service.model_fields:
         assert f"| `{field}` |" in page, field
+
+
+def test_up_takes_a_flag_for_every_setting_but_the_clients_url() -> None:
+    import typer.main
+
+    from ondrop.cli.main import app
+
+    command = typer.main.get_command(app)
+    up = command.commands["up"]  # type: ignore[attr-defined]
+    flags = {opt for param in up.params for opt in param.opts}
+    for env, flag, _default, _meaning in table():
+        if env != "ONDROP_URL":
+            assert flag in flags, f"ondrop up has no {flag} for {env}"

@@ -14,6 +14,7 @@ import pytest
 from ondrop.events.base import invoke_event, object_event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
+from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.fake import FakeRuntime
 from ondrop.runtime.process import ProcessRuntime
@@ -54,6 +55,9 @@ class Rig:
         return claim
 
 
+ALLOC = Allocation(timeout=60.0)
+
+
 def rig(tmp_path: Path, runtime: Runtime) -> Rig:
     storage = MemoryStorage("memory.default")
     store = SQLiteStore(tmp_path / "s.db")
@@ -64,7 +68,6 @@ def rig(tmp_path: Path, runtime: Runtime) -> Rig:
         Providers({"minio.default": storage, "memory.default": storage}),
         lambda s: runtime,
         Folders(tmp_path / "work", tmp_path / "results"),
-        60.0,
         on_output=lambda p, i, j: outputs.append((p, i, j)),
         payloads=payloads,
     )
@@ -86,7 +89,7 @@ def service(**extra: Any) -> Service:
 def test_outputs_are_stored_under_the_output_path_and_announced(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
-    outcome = r.supervisor.run(claim, service())
+    outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == SUCCEEDED and outcome.log == "copied\n"
     with r.storage.open("out/photo.png") as f:
         assert f.read() == b"pixels"
@@ -105,7 +108,7 @@ def test_the_script_sees_the_environment_contract(tmp_path: Path) -> None:
         environment={"variables": {"COLOR": "blue"}, "secrets": {"TOKEN": "t0psecret"}},
     )
     claim = r.claim_for(svc, "in/photos/cat.png")
-    assert r.supervisor.run(claim, svc).status == SUCCEEDED
+    assert r.supervisor.run(claim, svc, ALLOC).status == SUCCEEDED
     with r.storage.open("out/env.txt") as f:
         env = dict(line.split("=", 1) for line in f.read().decode().splitlines() if "=" in line)
     assert Path(env["INPUT_FILE_PATH"]).name == "cat.png"
@@ -125,7 +128,7 @@ def test_a_failing_script_fails_the_job_stores_nothing_and_hides_secrets(tmp_pat
         script='echo "key is $TOKEN"; touch "$TMP_OUTPUT_DIR/partial"; exit 4',
         environment={"secrets": {"TOKEN": "t0psecret"}},
     )
-    outcome = r.supervisor.run(r.claim_for(svc), svc)
+    outcome = r.supervisor.run(r.claim_for(svc), svc, ALLOC)
     assert (outcome.status, outcome.exit_code, outcome.reason) == (FAILED, 4, "exit status 4")
     assert outcome.log == "key is ***\n"
     assert r.storage.stat("out/partial") is None
@@ -144,7 +147,7 @@ def test_output_filters_pick_files_per_output_path(tmp_path: Path) -> None:
             ],
         }
     )
-    assert r.supervisor.run(r.claim_for(svc), svc).status == SUCCEEDED
+    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
     assert [o.key for o in r.storage.list("json")] == ["json/a.json"]
     assert [o.key for o in r.storage.list("png")] == ["png/sub/c.png", "png/thumb-d.png"]
 
@@ -153,7 +156,7 @@ def test_a_vanished_input_fails_the_job_saying_so(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
     r.storage.delete("in/photo.png")
-    outcome = r.supervisor.run(claim, service())
+    outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.reason.startswith("input is gone")
 
 
@@ -161,7 +164,7 @@ def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) ->
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
     r.storage.fail_with = "connection refused"
-    outcome = r.supervisor.run(claim, service())
+    outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED
     assert outcome.reason == "staging in failed: memory.default: connection refused"
 
@@ -169,7 +172,7 @@ def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) ->
 def test_an_invocation_payload_is_the_input_file(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service(), key="", data=b"payload bytes")
-    assert r.supervisor.run(claim, service()).status == SUCCEEDED
+    assert r.supervisor.run(claim, service(), ALLOC).status == SUCCEEDED
     with r.storage.open("out/event-file") as f:
         assert f.read() == b"payload bytes"
 
@@ -177,7 +180,7 @@ def test_an_invocation_payload_is_the_input_file(tmp_path: Path) -> None:
 def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service(), key="", data=b"x", priority=SYNC_PRIORITY)
-    r.supervisor.run(claim, service())
+    r.supervisor.run(claim, service(), ALLOC)
     kept = tmp_path / "results" / claim.job.id
     assert (kept / "output" / "event-file").read_bytes() == b"x"
     assert (kept / "log").read_text() == "copied\n"
@@ -186,23 +189,25 @@ def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> 
 def test_a_runtime_that_is_missing_fails_the_job_with_the_reason(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     r.supervisor.runtime_for = lambda s: "no container engine"
-    outcome = r.supervisor.run(r.claim_for(service()), service())
+    outcome = r.supervisor.run(r.claim_for(service()), service(), ALLOC)
     assert (outcome.status, outcome.reason) == (FAILED, "no container engine")
     assert r.runtime.calls == []  # type: ignore[attr-defined]
 
 
 def test_an_interrupted_run_is_reported_as_interrupted(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime(lambda spec: RunResult(None, "stopped", 0.1, interrupted=True)))
-    outcome = r.supervisor.run(r.claim_for(service()), service())
+    outcome = r.supervisor.run(r.claim_for(service()), service(), ALLOC)
     assert outcome.status == INTERRUPTED
 
 
-def test_the_time_limit_comes_from_the_service(tmp_path: Path) -> None:
+def test_the_job_runs_with_its_pools_allocation(tmp_path: Path) -> None:
     fake = FakeRuntime()
     r = rig(tmp_path, fake)
-    r.supervisor.run(r.claim_for(service(timeout=7)), service(timeout=7))
+    allocation = Allocation(timeout=7, memory=64 * 1024**2, cpu=0.5, gpus=("1", "3"))
+    r.supervisor.run(r.claim_for(service()), service(), allocation)
     spec: RunSpec = fake.calls[0]
-    assert spec.timeout == 7
+    assert (spec.timeout, spec.memory, spec.cpu, spec.gpus) == (7, 64 * 1024**2, 0.5, ("1", "3"))
+    assert spec.env["CUDA_VISIBLE_DEVICES"] == "1,3"
 
 
 @pytest.mark.parametrize("name", ["../escape", "sub/../../escape"])
@@ -211,7 +216,7 @@ def test_a_symlink_out_of_the_output_folder_is_not_followed(tmp_path: Path, name
     secret = tmp_path / "host-secret"
     secret.write_text("do not copy")
     svc = service(script=f'ln -s {secret} "$TMP_OUTPUT_DIR/link"; echo {name} > /dev/null')
-    assert r.supervisor.run(r.claim_for(svc), svc).status == SUCCEEDED
+    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
     assert r.storage.stat("out/link") is None
 
 
@@ -219,6 +224,6 @@ def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> Non
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
     r.storage.down = True
-    outcome = r.supervisor.run(claim, service())
+    outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.retryable
     assert "the store is down" in outcome.reason

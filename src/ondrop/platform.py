@@ -11,19 +11,31 @@ import functools
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO
 
-from ondrop.errors import ConflictError, DefinitionError, NotFoundError, OndropError
+from ondrop.errors import (
+    ConflictError,
+    DefinitionError,
+    NotFoundError,
+    OndropError,
+    UnavailableError,
+)
 from ondrop.events.base import EventSource
 from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
 from ondrop.intake import Intake
+from ondrop.pools.base import Admission, Slots
+from ondrop.pools.batch import BatchCapacity, detect_gpus
+from ondrop.pools.faas import FaasLimits
 from ondrop.pools.local import LocalPool
 from ondrop.pools.router import Router
+from ondrop.pools.waiters import Waiters
 from ondrop.runtime import ContainerRuntime, build_runtimes
 from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
@@ -31,7 +43,7 @@ from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers, StorageProvider, build
 from ondrop.storage.base import ObjectInfo
 from ondrop.storage.seaweedfs import SeaweedFS
-from ondrop.store.base import FINISHED, SUCCEEDED, Claim, Job
+from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import Folders, Supervisor
 
@@ -39,7 +51,6 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = "ondrop.lock"
 PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their events
-DEFAULT_TIMEOUT = 900.0  # seconds, for services that give none (AWS Lambda's maximum)
 
 
 class Platform:
@@ -78,20 +89,36 @@ class Platform:
             self.providers,
             self.runtime_for,
             Folders(data / "work", data / "results"),
-            DEFAULT_TIMEOUT,
             on_output=self._output_stored,
             payloads=self.payloads,
         )
-        self.pool = LocalPool(
-            self.store,
-            self.services,
-            self.supervisor.run,
-            settings.workers,
-            on_finished=self._job_finished,
-            stop_job=self._stop_job,
-        )
+        gpus = detect_gpus(settings.gpus)
+        self.waiters = Waiters(self.store)
+        slots = Slots(settings.workers)
+        admissions: list[Admission] = [
+            FaasLimits(
+                settings.faas_concurrency or settings.workers,
+                settings.faas_max_timeout,
+                settings.faas_max_memory,
+            ),
+            BatchCapacity(settings.batch_cpus, settings.batch_memory, gpus),
+        ]
+        self.pools = {
+            admission.name: LocalPool(
+                self.store,
+                self.services,
+                admission,
+                self.supervisor.run,
+                self.waiters,
+                slots,
+                on_finished=self._job_finished,
+                stop_job=self._stop_job,
+                wake_pool=lambda name: self.pools[name].wake(),
+            )
+            for admission in admissions
+        }
         self.intake = Intake(
-            self.store, self.services, self.providers, Router(), lambda jobs: self.pool.wake()
+            self.store, self.services, self.providers, Router(bool(gpus)), self._jobs_queued
         )
         self.watchers: dict[str, EventSource] = {}
         self.started = False
@@ -128,13 +155,18 @@ class Platform:
         self.tmp.mkdir(parents=True)
         self.payloads.keep_only(self.store.payloads_in_use())
         self._prune_images()
-        self.pool.start()
+        for pool in self.pools.values():
+            pool.start()
         self._watch()
         self.started = True
 
     def begin_stop(self) -> None:
         """Shutdown has begun: start no more jobs; running ones go on for the grace period."""
-        self.pool.drain()
+        stopping = UnavailableError("the platform is stopping; the job runs on its next start")
+        self.waiters.closed = stopping
+        for pool in self.pools.values():
+            pool.drain()
+        self.waiters.abandon([j for j in self.waiters.waiting() if not self._runs(j)], stopping)
 
     def interrupt(self, force: bool = False) -> None:
         """Stop running jobs now (`force`: SIGKILL at once); they run again on the next start."""
@@ -146,7 +178,9 @@ class Platform:
         None), interrupt the rest, close the store."""
         for watcher in self.watchers.values():
             watcher.stop()
-        self.pool.stop(self.settings.grace if grace is None else grace, self.interrupt)
+        deadline = time.monotonic() + (self.settings.grace if grace is None else grace)
+        for pool in self.pools.values():
+            pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
         self.providers.close()
         self.store.close()
         if self.object_store is not None:
@@ -183,7 +217,42 @@ class Platform:
         """Remove a service and its jobs; whoever waits for one of them is told."""
         unfinished = [j.id for j in self.store.jobs(name) if j.status not in FINISHED]
         self.services.delete(name)
-        self.pool.abandon(unfinished, NotFoundError(f"service {name!r} was removed"))
+        self.waiters.abandon(unfinished, NotFoundError(f"service {name!r} was removed"))
+
+    # -- jobs -----------------------------------------------------------------------
+    def watch(self, job_id: str) -> Future[Job]:
+        """A future for the end of the job (see Waiters)."""
+        return self.waiters.watch(job_id, running=self._runs(job_id))
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> str:
+        """Cancel a queued job, or stop a running one (it then ends cancelled); returns the
+        job's status now. A finished job is left as it is."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if self.store.cancel_queued(job_id, reason):
+            cancelled = self.store.job(job_id)
+            if cancelled is not None:
+                self.waiters.resolve(cancelled)
+            return CANCELLED
+        if any(pool.cancel_running(job_id, reason) for pool in self.pools.values()):
+            return RUNNING
+        return job.status
+
+    def running(self) -> dict[str, dict[str, int]]:
+        """Jobs running now, by pool and service."""
+        return {name: pool.running() for name, pool in self.pools.items()}
+
+    def wake(self) -> None:
+        for pool in self.pools.values():
+            pool.wake()
+
+    def _runs(self, job_id: str) -> bool:
+        return any(pool.runs(job_id) for pool in self.pools.values())
+
+    def _jobs_queued(self, jobs: list[Job]) -> None:
+        for pool in {job.pool for job in jobs}:
+            self.pools[pool].wake()
 
     def runtime_for(self, service: Service) -> Runtime | str:
         """The runtime that runs `service`'s jobs, or why none can."""
@@ -208,12 +277,10 @@ class Platform:
         return runtime
 
     def check_runnable(self, service: Service) -> tuple[str | None, str | None]:
-        if service.gpu:
-            return (
-                f"asks for {service.gpu} GPU(s) and this platform has none to give; "
-                "remove `gpu`/`enable_gpu` to run it on the CPU",
-                None,
-            )
+        if service.gpu or service.mode in ("batch", "hybrid"):
+            problem = self.pools["batch"].admission.refuse(service)
+            if problem:
+                return problem, None
         if service.runtime is not None and service.runtime not in self.runtimes:
             return f"the {service.runtime} runtime is not available on this platform", None
         runtime = self.runtime_for(service)

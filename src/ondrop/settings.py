@@ -56,6 +56,22 @@ class Settings:
         "", "admin password (default: generated on first start, kept in the data folder)"
     )
     concurrency: int = _setting(0, "jobs run at once on this machine (0: one per CPU core)", int)
+    faas_concurrency: int = _setting(
+        0, "jobs the faas pool runs at once (0: as many as ONDROP_CONCURRENCY)", int
+    )
+    faas_max_timeout: float = _setting(
+        900.0, "seconds a faas job may run at most (AWS Lambda's limit)", float
+    )
+    faas_max_memory: int = _setting(
+        10 * 1024**3, "memory a faas job may use at most (10Gi, AWS Lambda's limit)", parse_bytes
+    )
+    batch_cpus: float = _setting(0.0, "CPU cores the batch pool hands out (0: all)", float)
+    batch_memory: int = _setting(
+        0, "memory the batch pool hands out (0: all the machine's)", parse_bytes
+    )
+    gpus: str = _setting(
+        "", "GPUs: a count or device ids (0,2) instead of what nvidia-smi finds; 0 for none"
+    )
     max_upload: int = _setting(
         1024**3, "largest accepted upload or invocation body (bytes, or 512Mi, 2G)", parse_bytes
     )

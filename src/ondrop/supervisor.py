@@ -19,7 +19,7 @@ from ondrop.errors import NotFoundError, OndropError, StorageError, StorageUnava
 from ondrop.events.base import INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
-from ondrop.quantity import parse_cpu
+from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
@@ -50,7 +50,6 @@ class Supervisor:
         providers: Providers,
         runtime_for: RuntimeChooser,
         folders: Folders,
-        default_timeout: float,
         on_output: OutputHook,
         payloads: Payloads,
     ) -> None:
@@ -59,7 +58,6 @@ class Supervisor:
         self.providers = providers
         self.runtime_for = runtime_for
         self.folders = folders
-        self.default_timeout = default_timeout
         self.on_output = on_output
         for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +74,7 @@ class Supervisor:
             shutil.rmtree(entry, ignore_errors=True)
         return reaped
 
-    def run(self, claim: Claim, service: Service) -> Outcome:
+    def run(self, claim: Claim, service: Service, allocation: Allocation) -> Outcome:
         job, event = claim.job, claim.event
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
@@ -102,17 +100,21 @@ class Supervisor:
             script = work / "script"
             script.write_text(service.script)
             env = self._environment(claim, service, runtime, input_path, work)
+            # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
+            # read these); a job given none sees none.
+            env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(allocation.gpus)
             spec = RunSpec(
                 job_id=job.id,
                 script=script,
                 workdir=work,
                 env=env,
-                timeout=float(service.timeout or self.default_timeout),
+                timeout=allocation.timeout,
                 log=logfile,
                 image=service.image,
-                memory=service.memory_bytes,
-                cpu=parse_cpu(service.cpu) if service.cpu else None,
+                memory=allocation.memory,
+                cpu=allocation.cpu,
                 network=service.network,
+                gpus=allocation.gpus,
             )
             result = runtime.run(spec)
             text = _redact(_read_log(logfile), service.environment.secrets.values())

@@ -13,7 +13,10 @@ import pytest
 from ondrop.events.base import object_event
 from ondrop.fdl.models import Service
 from ondrop.pools import local
+from ondrop.pools.base import Slots
+from ondrop.pools.faas import FaasLimits
 from ondrop.pools.local import LocalPool
+from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.storage import LocalStorage, Providers
 from ondrop.store.base import (
@@ -28,6 +31,24 @@ from ondrop.store.base import (
 from ondrop.store.sqlite import SQLiteStore
 
 
+def make_pool(
+    store: SQLiteStore,
+    services: Services,
+    execute: Callable[[Claim, Service], Outcome],
+    waiters: Waiters,
+    workers: int,
+) -> LocalPool:
+    """A faas pool of `workers` slots running `execute` (which ignores the allocation)."""
+    return LocalPool(
+        store,
+        services,
+        FaasLimits(workers, 900.0, 1024**3),
+        lambda claim, service, allocation: execute(claim, service),
+        waiters,
+        Slots(workers),
+    )
+
+
 class Rig:
     def __init__(
         self, tmp_path: Path, execute: Callable[[Claim, Service], Outcome], workers: int = 2
@@ -37,7 +58,8 @@ class Rig:
         self.services = Services(
             self.store, Providers({"local.default": storage}), lambda s: (None, None)
         )
-        self.pool = LocalPool(self.store, self.services, execute, workers)
+        self.waiters = Waiters(self.store)
+        self.pool = make_pool(self.store, self.services, execute, self.waiters, workers)
 
     def add(self, service: str, n: int) -> list[str]:
         ids = []
@@ -134,7 +156,7 @@ def test_a_small_service_is_not_stuck_behind_a_big_backlog(make: Callable[..., R
     rig.pool.stop(1.0, lambda: None)  # queue everything first, then start a fresh pool
     rig.add("a", 40)
     rig.add("b", 1)
-    rig.pool = LocalPool(rig.store, rig.services, execute, 1)
+    rig.pool = make_pool(rig.store, rig.services, execute, rig.waiters, 1)
     rig.pool.start()
     rig.wait_done()
     assert order.index("b") <= 2
@@ -185,11 +207,11 @@ def test_watch_resolves_when_the_job_has_finished(make: Callable[..., Rig]) -> N
 
     rig = make(execute)
     (job_id,) = rig.add("a", 1)
-    future = rig.pool.watch(job_id)
+    future = rig.waiters.watch(job_id)
     assert not future.done()
     gate.set()
     assert future.result(5).status == SUCCEEDED
-    assert rig.pool.watch(job_id).result(1).status == SUCCEEDED  # already finished
+    assert rig.waiters.watch(job_id).result(1).status == SUCCEEDED  # already finished
 
 
 def test_stop_interrupts_jobs_past_the_grace_and_queues_them_again(tmp_path: Path) -> None:
@@ -269,15 +291,19 @@ def test_waiters_are_told_when_their_job_is_deleted_or_will_not_start(
     rig = make(lambda c, s: (gate.wait(5), Outcome(SUCCEEDED, 0))[1], workers=1)
     running, queued, deleted = rig.add("a", 3)
     time.sleep(0.2)
-    gone = rig.pool.watch(deleted)
+    gone = rig.waiters.watch(deleted)
     rig.store.delete_job(deleted)
-    rig.pool.abandon([deleted], NotFoundError("deleted"))
+    rig.waiters.abandon([deleted], NotFoundError("deleted"))
     with pytest.raises(NotFoundError):
         gone.result(1)
-    first, second = rig.pool.watch(running), rig.pool.watch(queued)
+    assert rig.waiters.watch(deleted).exception(1) is not None  # deleted: told at once
+    first, second = rig.waiters.watch(running), rig.waiters.watch(queued)
     rig.pool.drain()
+    rig.waiters.closed = UnavailableError("stopping")
+    rig.waiters.abandon([queued], rig.waiters.closed)
     with pytest.raises(UnavailableError):
         second.result(1)
+    assert rig.waiters.watch(queued).exception(1) is not None  # late waiters are told too
     gate.set()
     assert first.result(5).status == SUCCEEDED
 

@@ -82,6 +82,16 @@ def up(
     admin_user: str = typer.Option(None, help=help_for("admin_user"), show_default=False),
     admin_password: str = typer.Option(None, help=help_for("admin_password"), show_default=False),
     concurrency: int = typer.Option(None, help=help_for("concurrency"), show_default=False),
+    faas_concurrency: int = typer.Option(
+        None, help=help_for("faas_concurrency"), show_default=False
+    ),
+    faas_max_timeout: float = typer.Option(
+        None, help=help_for("faas_max_timeout"), show_default=False
+    ),
+    faas_max_memory: str = typer.Option(None, help=help_for("faas_max_memory"), show_default=False),
+    batch_cpus: float = typer.Option(None, help=help_for("batch_cpus"), show_default=False),
+    batch_memory: str = typer.Option(None, help=help_for("batch_memory"), show_default=False),
+    gpus: str = typer.Option(None, help=help_for("gpus"), show_default=False),
     max_upload: str = typer.Option(None, help=help_for("max_upload"), show_default=False),
     grace: float = typer.Option(None, help=help_for("grace"), show_default=False),
     run_images_on_host: bool = typer.Option(
@@ -117,7 +127,13 @@ def up(
         poll_interval=poll_interval,
         object_store=object_store,
         log_level=log_level,
-        max_upload=_size(max_upload) if max_upload else None,
+        max_upload=_size("--max-upload", max_upload),
+        faas_concurrency=faas_concurrency,
+        faas_max_timeout=faas_max_timeout,
+        faas_max_memory=_size("--faas-max-memory", faas_max_memory),
+        batch_cpus=batch_cpus,
+        batch_memory=_size("--batch-memory", batch_memory),
+        gpus=gpus,
     )
     serve(Settings.load(overrides))
 
@@ -163,6 +179,42 @@ def list_services() -> None:
             jobs,
         )
     out.print(table)
+
+
+@app.command()
+def status() -> None:
+    """The pools: capacity, what runs, what waits; and jobs by status."""
+    client = CONN.client()
+    answer = client.status()
+    table = Table(
+        "POOL", "CAPACITY", "FREE", "RUNNING", "QUEUED", title="pools", title_justify="left"
+    )
+    faas, batch = answer["pools"]["faas"], answer["pools"]["batch"]
+    table.add_row(
+        "faas",
+        f"{faas['concurrency']} jobs, {faas['max_timeout']:g} s, {faas['max_memory']} each",
+        f"{faas['concurrency'] - faas['running']} jobs",
+        str(faas["running"]),
+        str(faas["queued"]),
+    )
+    gpus = f", GPUs {','.join(batch['gpus'])}" if batch["gpus"] else ""
+    free_gpus = f", GPUs {','.join(batch['free_gpus']) or 'none'}" if batch["gpus"] else ""
+    table.add_row(
+        "batch",
+        f"{batch['cpus']:g} CPUs, {batch['memory']}{gpus}",
+        f"{batch['free_cpus']:g} CPUs, {batch['free_memory']}{free_gpus}",
+        str(batch["running"]),
+        str(batch["queued"]),
+    )
+    out.print(table)
+    running = Table("POOL", "SERVICE", "RUNNING", title="running", title_justify="left")
+    for pool, services in answer["running"].items():
+        for service, count in sorted(services.items()):
+            running.add_row(pool, service, str(count))
+    if running.row_count:
+        out.print(running)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(answer["jobs"].items())) or "none"
+    out.print(f"jobs: {counts}; platform limit {answer['workers']} at once")
 
 
 @app.command()
@@ -469,13 +521,15 @@ def _engine() -> Engine:
     return engine
 
 
-def _size(text: str) -> int:
+def _size(flag: str, text: str | None) -> int | None:
     from ondrop.quantity import parse_bytes
 
+    if not text:
+        return None
     try:
         return parse_bytes(text)
     except ValueError as exc:
-        raise DefinitionError(f"--max-upload: {exc}") from None
+        raise DefinitionError(f"{flag}: {exc}") from None
 
 
 def _place(service: dict[str, Any], which: str, name: str) -> tuple[str, str]:

@@ -209,7 +209,15 @@ class Service(_Strict):
     max_concurrency: int | None = Field(
         None, gt=0, description="jobs of this service at once; default the platform's limit"
     )
-    gpu: int = Field(0, ge=0, description="GPUs each job needs; default 0")
+    gpu: int = Field(0, ge=0, description="GPUs each job needs (on the batch pool); default 0")
+    gpu_optional: bool = Field(
+        False, description="run on the CPU where there is no GPU, instead of refusing; default no"
+    )
+    batch_above: str | None = Field(
+        None,
+        description="hybrid services: inputs larger than this size ('100Mi') go straight to "
+        "batch; default none",
+    )
     network: bool = Field(
         False, description="may a containerised job reach the network; default no"
     )
@@ -241,6 +249,14 @@ class Service(_Strict):
             return None
         if parse_bytes(value) <= 0:
             raise ValueError(f"expected a positive size, got {value!r}")
+        return str(value)
+
+    @field_validator("batch_above", mode="before")
+    @classmethod
+    def _batch_above(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        parse_bytes(value)
         return str(value)
 
     @field_validator("log_level", mode="before")

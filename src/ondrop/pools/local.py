@@ -1,9 +1,10 @@
-"""The local pool: queued jobs from the store run on worker threads of this machine.
+"""A pool on this machine: queued jobs of the pool, taken from the store, each run on a
+thread of its own (none are kept idle: the platform costs nothing between jobs).
 
-One scheduler thread claims due jobs while there are free workers, within the
-platform's limit and each service's `max_concurrency`, services taking turns.
-Workers run the supervisor; a finished attempt is written back before the next
-claim, so a crash at any point leaves the job queued or running, never lost.
+One scheduler thread claims due jobs while the pool's admission (faas: a count; batch:
+CPU, memory and GPUs) and the platform's limit allow, within each service's
+`max_concurrency`, services taking turns. A finished attempt is written back at once,
+so a crash at any point leaves the job queued or running, never lost.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 
-from ondrop.errors import NotFoundError, UnavailableError
 from ondrop.fdl.models import Service
+from ondrop.pools.base import Admission, Allocation, Slots
+from ondrop.pools.router import BATCH, FAAS
+from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.store.base import (
     CANCELLED,
     FAILED,
     FINISHED,
     INTERRUPTED,
-    RUNNING,
     SUCCEEDED,
     UNAVAILABLE,
     Claim,
@@ -36,9 +37,10 @@ from ondrop.store.base import (
 
 log = logging.getLogger(__name__)
 
-Execute = Callable[[Claim, Service], Outcome]
+Execute = Callable[[Claim, Service, Allocation], Outcome]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
 STORE_RETRY_CAP = 60.0  # longest wait between attempts while a store is down
+OUTGROWN = ("timed out", "out of memory")  # faas failures that send a hybrid job to batch
 
 
 def backoff(attempt: int) -> float:
@@ -52,26 +54,32 @@ class LocalPool:
         self,
         store: Store,
         services: Services,
+        admission: Admission,
         execute: Execute,
-        workers: int,
+        waiters: Waiters,
+        slots: Slots,
         on_finished: Callable[[Claim, Job], None] | None = None,
         stop_job: Callable[[str], None] | None = None,
+        wake_pool: Callable[[str], None] | None = None,
     ) -> None:
-        self.on_finished = on_finished
-        self.stop_job = stop_job  # stops a running job's process or container
-        self._cancelled: dict[str, str] = {}  # running job id -> why it is being cancelled
+        self.name = admission.name
         self.store = store
         self.services = services
+        self.admission = admission
         self.execute = execute
-        self.workers = workers
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ondrop-worker")
+        self.waiters = waiters
+        self.slots = slots
+        self.on_finished = on_finished
+        self.stop_job = stop_job  # stops a running job's process or container
+        self.wake_pool = wake_pool  # another pool has a job now (hybrid: faas -> batch)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._running: dict[str, str] = {}  # job id -> service
         self._idle = threading.Condition(self._lock)
-        self._waiters: dict[str, list[Future[Job]]] = {}
-        self._thread = threading.Thread(target=self._loop, name="ondrop-scheduler", daemon=True)
+        self._running: dict[str, str] = {}  # job id -> service
+        self._allocations: dict[str, Allocation] = {}
+        self._cancelled: dict[str, str] = {}  # running job id -> why it is being cancelled
+        self._thread = threading.Thread(target=self._loop, name=f"ondrop-{self.name}", daemon=True)
 
     # -- life cycle --------------------------------------------------------------
     def start(self) -> None:
@@ -81,15 +89,9 @@ class LocalPool:
         self._wake.set()
 
     def drain(self) -> None:
-        """Stop starting jobs (shutdown has begun). Running ones go on; whoever waits for a
-        job that will not start now is told so."""
+        """Stop starting jobs (shutdown has begun); running ones go on."""
         self._stopping.set()
         self._wake.set()
-        with self._lock:
-            waiting = [j for j in self._waiters if j not in self._running]
-        self.abandon(
-            waiting, UnavailableError("the platform is stopping; the job runs on its next start")
-        )
 
     def stop(self, grace: float, interrupt: Callable[[], None]) -> None:
         """Drain; give running jobs `grace` seconds, then `interrupt` them and wait for them
@@ -105,66 +107,28 @@ class LocalPool:
         if left:
             log.warning("stopping %d running job(s); they will run again on the next start", left)
             interrupt()
-        self._executor.shutdown(wait=True)
+        with self._idle:
+            while self._running:
+                self._idle.wait(1.0)
 
     def running(self) -> dict[str, int]:
+        """Jobs running now, by service."""
         with self._lock:
             return dict(Counter(self._running.values()))
 
-    # -- waiting for a job ---------------------------------------------------------
-    def watch(self, job_id: str) -> Future[Job]:
-        """A future that is done when the job has finished for good (not between retries),
-        or fails when the job is deleted or will not run before shutdown."""
-        future: Future[Job] = Future()
+    def runs(self, job_id: str) -> bool:
         with self._lock:
-            self._waiters.setdefault(job_id, []).append(future)
-            stopping = self._stopping.is_set() and job_id not in self._running
-        job = self.store.job(job_id)
-        if job is None:
-            self.abandon([job_id], NotFoundError(f"job {job_id!r} was deleted"))
-        elif job.status in FINISHED:
-            self._resolve(job)
-        elif stopping:
-            self.abandon(
-                [job_id],
-                UnavailableError("the platform is stopping; the job runs on its next start"),
-            )
-        return future
+            return job_id in self._running
 
-    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> str:
-        """Cancel a queued job, or stop a running one and end it cancelled; returns the
-        job's status now (a finished job is left as it is)."""
-        job = self.store.job(job_id)
-        if job is None:
-            raise NotFoundError(f"no job {job_id!r}")
-        if self.store.cancel_queued(job_id, reason):
-            cancelled = self.store.job(job_id)
-            if cancelled is not None:
-                self._resolve(cancelled)
-            return CANCELLED
+    def cancel_running(self, job_id: str, reason: str) -> bool:
+        """Stop the job if it runs here; it then ends cancelled. False when it does not."""
         with self._lock:
-            running = job_id in self._running
-            if running:
-                self._cancelled[job_id] = reason
-        if running and self.stop_job is not None:
+            if job_id not in self._running:
+                return False
+            self._cancelled[job_id] = reason
+        if self.stop_job is not None:
             self.stop_job(job_id)
-            return RUNNING
-        return job.status
-
-    def abandon(self, job_ids: Iterable[str], error: Exception) -> None:
-        """Fail the waiters of these jobs with `error` (deleted, or not run before shutdown)."""
-        with self._lock:
-            futures = [f for j in job_ids for f in self._waiters.pop(j, [])]
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
-
-    def _resolve(self, job: Job) -> None:
-        with self._lock:
-            futures = self._waiters.pop(job.id, [])
-        for future in futures:
-            if not future.done():
-                future.set_result(job)
+        return True
 
     # -- scheduling ----------------------------------------------------------------
     def _loop(self) -> None:
@@ -172,7 +136,7 @@ class LocalPool:
             try:
                 wait = self._schedule()
             except Exception:  # the store said why; keep the platform alive and try again
-                log.exception("scheduling failed; retrying in 1 s")
+                log.exception("%s: scheduling failed; retrying in 1 s", self.name)
                 wait = 1.0
             self._wake.wait(wait)
             self._wake.clear()
@@ -180,59 +144,64 @@ class LocalPool:
     def _schedule(self) -> float:
         if self._stopping.is_set():
             return IDLE_WAIT
-        with self._lock:
-            free = self.workers - len(self._running)
-            busy = Counter(self._running.values())
+        free = min(self.admission.slots(), self.slots.free())
         if free > 0:
+            with self._lock:
+                busy = Counter(self._running.values())
             caps = {
                 s.name: s.max_concurrency - busy.get(s.name, 0)
                 for s in self.services.all()
                 if s.max_concurrency is not None
             }
-            now = time.time()
-            for claim in self.store.claim(free, caps, now):
+            for claim in self.store.claim(free, caps, time.time(), self.name, self._accept):
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
-                self._executor.submit(self._run, claim)
-        due, now = self.store.next_due(), time.time()
+                threading.Thread(
+                    target=self._run, args=(claim,), daemon=True, name=f"ondrop-job-{self.name}"
+                ).start()
+        due, now = self.store.next_due(self.name), time.time()
         if due is None or due <= now:
-            # Nothing queued, or due jobs that no free worker or cap allows: a new job or a
-            # finished one wakes the scheduler.
+            # Nothing queued, or due jobs that must wait for room: a new job or a finished
+            # one wakes the scheduler.
             return IDLE_WAIT
         return min(IDLE_WAIT, due - now)  # a retry waits for its time
 
+    def _accept(self, job: Job) -> bool:
+        """Whether `job` may start now; if so, what it holds is reserved for it."""
+        service = self.services.find(job.service)
+        if not self.slots.take():
+            return False
+        if service is None:  # it fails at once, saying so
+            allocation: Allocation | None = Allocation(1.0)
+        else:
+            allocation = self.admission.admit(job, service)
+            if allocation is None:
+                self.slots.give()
+                return False
+        with self._lock:
+            self._allocations[job.id] = allocation  # type: ignore[assignment]
+        return True
+
     def _run(self, claim: Claim) -> None:
         job = claim.job
-        service: Service | None = None
+        with self._lock:
+            allocation = self._allocations.pop(job.id)
+        service = self.services.find(job.service)
         try:
-            service = self.services.find(job.service)
             if service is None:
                 outcome = Outcome(FAILED, None, f"service {job.service!r} was removed")
             else:
-                outcome = self.execute(claim, service)
+                outcome = self.execute(claim, service, allocation)
         except Exception as exc:
             log.exception("job %s: the supervisor failed", job.id)
             outcome = Outcome(FAILED, None, f"internal error: {exc}")
-        with self._lock:
-            cancelled = self._cancelled.pop(job.id, None)
-        retry_at: float | None = None
-        if cancelled is not None and outcome.status != SUCCEEDED:
-            outcome = dataclasses.replace(outcome, status=CANCELLED, reason=cancelled)
-        elif outcome.status == INTERRUPTED:
-            retry_at = time.time()
-        elif outcome.retryable:
-            # A store was down: wait and try again, however long it takes, without using
-            # up the service's retries.
-            outcome = dataclasses.replace(outcome, status=UNAVAILABLE)
-            retry_at = time.time() + min(STORE_RETRY_CAP, backoff(claim.attempt))
-        elif outcome.status == FAILED and service is not None:
-            # Attempts the platform interrupted, or that found a store down, are not the
-            # job's fault: only its own failures count.
-            failures = 1 + sum(a.status == FAILED for a in self.store.attempts(job.id))
-            if failures <= service.retries:
-                retry_at = time.time() + backoff(failures)
+        finally:
+            if service is not None:
+                self.admission.release(allocation)
+            self.slots.give()
+        outcome, retry_at, pool = self._next(claim, service, outcome)
         try:
-            finished = self.store.finish(job.id, claim.attempt, outcome, retry_at)
+            finished = self.store.finish(job.id, claim.attempt, outcome, retry_at, pool)
         except Exception:
             log.exception("job %s: cannot record its end; it runs again on restart", job.id)
             finished = None
@@ -245,5 +214,34 @@ class LocalPool:
                     self.on_finished(claim, finished)
                 except Exception:
                     log.exception("job %s: clean-up after it ended failed", job.id)
-            self._resolve(finished)
+            self.waiters.resolve(finished)
+        if pool is not None and pool != self.name and self.wake_pool is not None:
+            self.wake_pool(pool)
         self._wake.set()
+
+    def _next(
+        self, claim: Claim, service: Service | None, outcome: Outcome
+    ) -> tuple[Outcome, float | None, str | None]:
+        """What becomes of the job after this attempt: (outcome to record, when to run it
+        again or None, the pool it goes to or None to stay)."""
+        with self._lock:
+            cancelled = self._cancelled.pop(claim.job.id, None)
+        now = time.time()
+        if cancelled is not None and outcome.status != SUCCEEDED:
+            return dataclasses.replace(outcome, status=CANCELLED, reason=cancelled), None, None
+        if outcome.status == INTERRUPTED:
+            return outcome, now, None
+        if outcome.retryable:
+            # A store was down: wait and try again, however long it takes, without using
+            # up the service's retries.
+            outcome = dataclasses.replace(outcome, status=UNAVAILABLE)
+            return outcome, now + min(STORE_RETRY_CAP, backoff(claim.attempt)), None
+        if outcome.status != FAILED or service is None:
+            return outcome, None, None
+        if service.mode == "hybrid" and self.name == FAAS and outcome.reason.startswith(OUTGROWN):
+            return outcome, now, BATCH  # it outgrew faas: batch runs it without the limits
+        # Only the job's own failures count against its retries.
+        failures = 1 + sum(a.status == FAILED for a in self.store.attempts(claim.job.id))
+        if failures <= service.retries:
+            return outcome, now + backoff(failures), None
+        return outcome, None, None

@@ -28,6 +28,7 @@ class RunSpec:
     memory: int | None = None  # bytes
     cpu: float | None = None  # cores
     network: bool = False  # may the job reach the network (container runtime)
+    gpus: tuple[str, ...] = ()  # GPU device ids given to this job alone
 
 
 @dataclass(frozen=True)

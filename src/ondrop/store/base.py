@@ -7,7 +7,7 @@ state that matters: the queue of jobs is a query, not a Python list.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,7 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Attempt:
+    pool: str  # where it ran: faas or batch
     job_id: str
     number: int
     started_at: float
@@ -137,16 +138,29 @@ class Store(ABC):
         """The jobs an object version started (none when it was never recorded)."""
 
     @abstractmethod
-    def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
-        """Take up to `limit` due queued jobs, at most caps[service] of a service, and start
-        an attempt for each. Higher priority first, then services in turn, oldest first."""
+    def claim(
+        self,
+        limit: int,
+        caps: Mapping[str, int],
+        now: float,
+        pool: str | None = None,
+        accept: Callable[[Job], bool] | None = None,
+    ) -> list[Claim]:
+        """Take up to `limit` due queued jobs of `pool`, at most caps[service] of a service,
+        each one `accept` takes (it reserves what the job needs), and start an attempt for
+        each. Higher priority first, then services in turn, oldest first."""
 
     @abstractmethod
     def finish(
-        self, job_id: str, attempt: int, outcome: Outcome, retry_at: float | None
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        retry_at: float | None,
+        pool: str | None = None,
     ) -> Job | None:
-        """End an attempt. With `retry_at` the job is queued again to run then.
-        Returns the job as it now is; None when it was deleted meanwhile."""
+        """End an attempt. With `retry_at` the job is queued again to run then, in `pool`
+        when given. Returns the job as it now is; None when it was deleted meanwhile."""
 
     @abstractmethod
     def payloads_in_use(self) -> set[str]:
@@ -165,8 +179,8 @@ class Store(ABC):
         """Mark every running attempt interrupted and queue its job again (start-up)."""
 
     @abstractmethod
-    def next_due(self) -> float | None:
-        """When the earliest queued job may run, or None when none is queued."""
+    def next_due(self, pool: str | None = None) -> float | None:
+        """When the earliest queued job (of `pool`) may run, or None when none is queued."""
 
     @abstractmethod
     def job(self, job_id: str) -> Job | None: ...
@@ -183,6 +197,10 @@ class Store(ABC):
 
     @abstractmethod
     def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    @abstractmethod
+    def queued_by_pool(self) -> dict[str, int]:
+        """Queued jobs per pool."""
 
     @abstractmethod
     def delete_jobs(self, service: str, statuses: Iterable[str]) -> int: ...

@@ -7,12 +7,13 @@ method returned survives a crash of the process or of the machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     exit_code INTEGER,
     reason TEXT NOT NULL DEFAULT '',
     log TEXT NOT NULL DEFAULT '',
+    pool TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, number)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -317,55 +319,68 @@ class SQLiteStore(Store):
         )
         return [_job(r) for r in rows]
 
-    def claim(self, limit: int, caps: Mapping[str, int], now: float) -> list[Claim]:
+    def claim(
+        self,
+        limit: int,
+        caps: Mapping[str, int],
+        now: float,
+        pool: str | None = None,
+        accept: Callable[[Job], bool] | None = None,
+    ) -> list[Claim]:
         if limit <= 0:
             return []
+        where, args = "j.status = ? AND j.run_after <= ?", [QUEUED, now]
+        if pool is not None:
+            where += " AND j.pool = ?"
+            args.append(pool)
         with self._tx() as db:
             heads = db.execute(
-                """SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs
-                   WHERE status = ? AND run_after <= ? GROUP BY service""",
-                (QUEUED, now),
+                f"""SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs j
+                   WHERE {where} GROUP BY service""",
+                args,
             ).fetchall()
             # Urgent first; then the service served least recently, so that one service's
             # backlog never holds another's jobs back for long; then the oldest.
             heads.sort(key=lambda h: (-h["p"], self._served.get(h["service"], 0), h["s"]))
-            lanes: list[list[int]] = []
+            lanes: list[list[Job]] = []
             for head in heads:
                 take = min(limit, caps.get(head["service"], limit))
                 if take <= 0:
                     continue
-                lanes.append(
-                    [
-                        r[0]
-                        for r in db.execute(
-                            """SELECT seq FROM jobs WHERE status = ? AND service = ?
-                           AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?""",
-                            (QUEUED, head["service"], now, take),
-                        )
-                    ]
-                )
-            chosen: list[int] = []
+                rows = db.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                    f"WHERE {where} AND j.service = ? "
+                    "ORDER BY j.priority DESC, j.seq LIMIT ?",
+                    [*args, head["service"], take],
+                ).fetchall()
+                lanes.append([_job(r) for r in rows])
+            chosen: list[Job] = []
             while len(chosen) < limit and any(lanes):
                 for lane in lanes:
-                    if lane and len(chosen) < limit:
+                    if not lane or len(chosen) >= limit:
+                        continue
+                    if accept is None or accept(lane[0]):
                         chosen.append(lane.pop(0))
+                    else:
+                        lane.clear()  # a service's jobs ask alike: none of them fits now
             claims = []
-            for seq in chosen:
+            for candidate in chosen:
                 db.execute(
                     """UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
-                       finished_at = NULL WHERE seq = ?""",
-                    (RUNNING, now, seq),
+                       finished_at = NULL WHERE id = ?""",
+                    (RUNNING, now, candidate.id),
                 )
-                row = db.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
-                    "WHERE j.seq = ?",
-                    (seq,),
-                ).fetchone()
-                job = _job(row)
+                job = dataclasses.replace(
+                    candidate,
+                    status=RUNNING,
+                    attempts=candidate.attempts + 1,
+                    started_at=now,
+                    finished_at=None,
+                )
                 db.execute(
-                    """INSERT OR REPLACE INTO attempts (job_id, number, started_at, status)
-                       VALUES (?, ?, ?, ?)""",
-                    (job.id, job.attempts, now, RUNNING),
+                    """INSERT OR REPLACE INTO attempts (job_id, number, started_at, status, pool)
+                       VALUES (?, ?, ?, ?, ?)""",
+                    (job.id, job.attempts, now, RUNNING, job.pool),
                 )
                 event = _event(
                     db.execute("SELECT * FROM events WHERE id = ?", (job.event_id,)).fetchone()
@@ -376,7 +391,12 @@ class SQLiteStore(Store):
             return claims
 
     def finish(
-        self, job_id: str, attempt: int, outcome: Outcome, retry_at: float | None
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        retry_at: float | None,
+        pool: str | None = None,
     ) -> Job | None:
         now = time.time()
         with self._tx() as db:
@@ -395,9 +415,19 @@ class SQLiteStore(Store):
             )
             if retry_at is not None:
                 db.execute(
-                    """UPDATE jobs SET status = ?, run_after = ?, exit_code = ?, reason = ?
+                    """UPDATE jobs SET status = ?, run_after = ?, exit_code = ?, reason = ?,
+                       pool = COALESCE(?, pool)
                        WHERE id = ? AND status = ? AND attempts = ?""",
-                    (QUEUED, retry_at, outcome.exit_code, outcome.reason, job_id, RUNNING, attempt),
+                    (
+                        QUEUED,
+                        retry_at,
+                        outcome.exit_code,
+                        outcome.reason,
+                        pool,
+                        job_id,
+                        RUNNING,
+                        attempt,
+                    ),
                 )
             else:
                 db.execute(
@@ -461,8 +491,13 @@ class SQLiteStore(Store):
             )
             return ids
 
-    def next_due(self) -> float | None:
-        rows = self._read("SELECT MIN(run_after) FROM jobs WHERE status = ?", (QUEUED,))
+    def next_due(self, pool: str | None = None) -> float | None:
+        if pool is None:
+            rows = self._read("SELECT MIN(run_after) FROM jobs WHERE status = ?", (QUEUED,))
+        else:
+            rows = self._read(
+                "SELECT MIN(run_after) FROM jobs WHERE status = ? AND pool = ?", (QUEUED, pool)
+            )
         value = rows[0][0]
         return float(value) if value is not None else None
 
@@ -495,10 +530,17 @@ class SQLiteStore(Store):
             )
         return {r[0]: r[1] for r in rows}
 
+    def queued_by_pool(self) -> dict[str, int]:
+        rows = self._read(
+            "SELECT pool, COUNT(*) FROM jobs WHERE status = ? GROUP BY pool", (QUEUED,)
+        )
+        return {r[0]: r[1] for r in rows}
+
     def attempts(self, job_id: str) -> list[Attempt]:
         rows = self._read("SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,))
         return [
             Attempt(
+                r["pool"],
                 r["job_id"],
                 r["number"],
                 r["started_at"],

@@ -195,7 +195,7 @@ async def run(service: str, request: Request, platform: PlatformDep) -> Response
     """Run a job and answer with its output once it has ended."""
     found = await _accept(request, platform, service, priority=SYNC_PRIORITY)
     assert found is not None  # /run bodies are always invocations
-    future = platform.pool.watch(found.id)
+    future = platform.watch(found.id)
     results = platform.supervisor.folders.results / found.id
     try:
         ended = await _ended(platform, future, found.id)

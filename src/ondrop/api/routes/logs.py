@@ -121,6 +121,7 @@ def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
         "attempt_list": [
             {
                 "number": a.number,
+                "pool": a.pool,
                 "status": a.status,
                 "exit_code": a.exit_code,
                 "reason": a.reason,
@@ -141,7 +142,7 @@ def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     if found.status == RUNNING:
         raise ConflictError(f"job {job!r} is running; delete it once it has ended")
     platform.store.delete_job(found.id)
-    platform.pool.abandon([found.id], NotFoundError(f"job {found.id!r} was deleted"))
+    platform.waiters.abandon([found.id], NotFoundError(f"job {found.id!r} was deleted"))
     return Response(status_code=204)
 
 
@@ -151,7 +152,7 @@ def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
     platform.services.get(service)
     failed = [j.id for j in platform.store.jobs(service, status=FAILED)]
     retried = platform.store.retry_jobs(failed)
-    platform.pool.wake()
+    platform.wake()
     return {"retried": retried}
 
 
@@ -163,7 +164,7 @@ def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
         raise ConflictError(
             f"job {job!r} is {found.status}; only failed or cancelled jobs are run again"
         )
-    platform.pool.wake()
+    platform.wake()
     again = platform.store.job(found.id)
     assert again is not None
     return {"id": again.id, **job_json(again)}
@@ -176,5 +177,5 @@ def cancel_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     found = _job(platform, service, job)
     if found.status in FINISHED:
         raise ConflictError(f"job {job!r} has already ended ({PHASES[found.status]})")
-    status = platform.pool.cancel(found.id)
+    status = platform.cancel(found.id)
     return {"id": found.id, "status": PHASES.get(status, status)}

@@ -70,9 +70,14 @@ def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
     the one named, and jobs running per service now (ondrop)."""
     if service is not None:
         platform.services.get(service)
+    queued = platform.store.queued_by_pool()
     return {
         "workers": platform.settings.workers,
         "jobs": platform.store.count_jobs(service),
-        "running": platform.pool.running(),
+        "running": platform.running(),
+        "pools": {
+            name: {**pool.admission.describe(), "queued": queued.get(name, 0)}
+            for name, pool in platform.pools.items()
+        },
         "services": len(platform.services.all()),
     }

@@ -1,0 +1,73 @@
+"""What the pools share: the Admission interface (which queued job may start now, with
+what), and the Allocation a job runs with."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ondrop.fdl.models import Service
+from ondrop.store.base import Job
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What one job of a pool runs with: its limits and devices."""
+
+    timeout: float  # seconds
+    memory: int | None = None  # bytes
+    cpu: float | None = None  # cores
+    gpus: tuple[str, ...] = field(default_factory=tuple)  # device ids, exclusively its own
+
+
+class Admission(ABC):
+    """A pool's rule for starting jobs: how many may run, and what each one gets."""
+
+    name: str = ""
+
+    @abstractmethod
+    def slots(self) -> int:
+        """How many more jobs could start now, at most."""
+
+    @abstractmethod
+    def admit(self, job: Job, service: Service) -> Allocation | None:
+        """Reserve what `job` needs and say what it runs with; None when it must wait."""
+
+    @abstractmethod
+    def release(self, allocation: Allocation) -> None:
+        """Give back what an admitted job held."""
+
+    @abstractmethod
+    def refuse(self, service: Service) -> str | None:
+        """Why this pool could never run `service`'s jobs (at apply), or None."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Capacity and use, for `ondrop status`."""
+
+
+class Slots:
+    """The platform's limit on jobs running at once, shared by its pools."""
+
+    def __init__(self, total: int) -> None:
+        import threading
+
+        self.total = total
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._used >= self.total:
+                return False
+            self._used += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._used -= 1
+
+    def free(self) -> int:
+        with self._lock:
+            return self.total - self._used
