@@ -3,6 +3,8 @@ is off unless asked for, the image is read-only, nothing is left behind."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -180,3 +182,33 @@ def test_a_job_has_localhost_a_syscall_filter_and_dns_only_with_the_network(
     )  # no name server without the network
     (tmp_path / "log").unlink()
     assert run(runtime, tmp_path, "grep -c nameserver /etc/resolv.conf", busybox, network=True).ok
+
+
+def test_a_gpu_job_gets_its_device_files_and_no_others(tmp_path: Path) -> None:
+    fake = tmp_path / "nvidia3"
+    os.mknod(fake, 0o600 | stat.S_IFCHR, os.makedev(195, 3))
+    config = bundle_config(
+        rootfs=tmp_path,
+        args=["/bin/sh"],
+        env={},
+        cwd="/",
+        binds=[],
+        hostname="h",
+        cgroups_path="/ondrop/x/job",
+        devices=[fake],
+    )
+    assert config["linux"]["devices"] == [
+        {
+            "path": str(fake),
+            "type": "c",
+            "major": 195,
+            "minor": 3,
+            "fileMode": 0o666,
+            "uid": 0,
+            "gid": 0,
+        }
+    ]
+    assert config["linux"]["resources"]["devices"] == [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 195, "minor": 3, "access": "rwm"},
+    ]

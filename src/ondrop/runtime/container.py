@@ -31,7 +31,7 @@ from ondrop.runtime.base import (
 from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
-from ondrop.runtime.oci import Bind, OciRuntime, bundle_config, seccomp_profile
+from ondrop.runtime.oci import Bind, OciRuntime, bundle_config, gpu_devices, seccomp_profile
 
 # Where the job's folders appear inside the container.
 INSIDE = {
@@ -154,6 +154,7 @@ class ContainerRuntime(Runtime):
             pids=PIDS_LIMIT,
             network=spec.network,
             seccomp=self.seccomp,
+            devices=gpu_devices(spec.gpus),
         )
         (bundle / "config.json").write_text(json.dumps(config))
         timed_out = False
@@ -209,6 +210,10 @@ class ContainerRuntime(Runtime):
             command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
         if spec.cpu is not None:
             command += ["--cpus", f"{spec.cpu:g}"]
+        for gpu in spec.gpus:
+            # With NVIDIA's CDI spec installed the engine also mounts the driver's libraries.
+            cdi = any(Path(d, "nvidia.yaml").exists() for d in ("/etc/cdi", "/var/run/cdi"))
+            command += ["--device", f"nvidia.com/gpu={gpu}" if cdi else f"/dev/nvidia{gpu}"]
         for bind in self._binds(spec):
             command += ["-v", f"{bind.source}:{bind.destination}:{'ro' if bind.readonly else 'rw'}"]
         command += [image.id, *args[1:]]

@@ -7,7 +7,9 @@ mounts (crun: milliseconds), where `podman run` spends hundreds of milliseconds.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ def bundle_config(
     pids: int | None = None,
     network: bool = False,
     seccomp: dict[str, Any] | None = None,
+    devices: list[Path] | None = None,
 ) -> dict[str, Any]:
     """The config.json of a job's container: its own pid, ipc, uts, mount and (unless
     `network`) network namespaces; a read-only root; writable only where `binds` say."""
@@ -119,6 +122,25 @@ def bundle_config(
     if not network:
         namespaces.append({"type": "network"})  # a loopback device and nothing else
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    nodes = []
+    for device in devices or []:  # the GPUs a job was given: their device files, and no others
+        st = device.stat()
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        nodes.append(
+            {
+                "path": str(device),
+                "type": kind,
+                "major": major,
+                "minor": minor,
+                "fileMode": 0o666,
+                "uid": 0,
+                "gid": 0,
+            }
+        )
+        resources["devices"].append(
+            {"allow": True, "type": kind, "major": major, "minor": minor, "access": "rwm"}
+        )
     if cpu is not None:
         resources["cpu"] = {"period": CPU_PERIOD, "quota": max(1000, int(cpu * CPU_PERIOD))}
     if pids is not None:
@@ -142,6 +164,7 @@ def bundle_config(
             "namespaces": namespaces,
             "resources": resources,
             "cgroupsPath": cgroups_path,
+            "devices": nodes,
             "maskedPaths": MASKED,
             "readonlyPaths": READ_ONLY,
             **({"seccomp": seccomp} if seccomp else {}),
@@ -188,6 +211,15 @@ def find_oci_runtime(preferred: str = "") -> OciRuntime | None:
         if binary is not None:
             return OciRuntime(binary)
     return None
+
+
+def gpu_devices(gpus: tuple[str, ...]) -> list[Path]:
+    """The device files of NVIDIA GPUs with these ids, and those every CUDA program needs."""
+    if not gpus:
+        return []
+    wanted = [Path(f"/dev/nvidia{gpu}") for gpu in gpus if gpu.isdigit()]
+    shared = [Path("/dev/nvidiactl"), Path("/dev/nvidia-uvm"), Path("/dev/nvidia-uvm-tools")]
+    return [d for d in [*wanted, *shared] if d.exists()]
 
 
 def probe(runtime: OciRuntime, scratch: Path) -> str | None:
