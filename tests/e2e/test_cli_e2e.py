@@ -47,9 +47,14 @@ class Platform:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"ondrop up exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+                output, _ = self.proc.communicate()
+                raise AssertionError(f"ondrop up exited: {output}")
             if endpoint.exists():
-                url = json.loads(endpoint.read_text())["url"]
+                try:
+                    url = json.loads(endpoint.read_text())["url"]
+                except ValueError:  # an older ondrop writing it right now
+                    time.sleep(0.05)
+                    continue
                 try:
                     if httpx.get(f"{url}/health", timeout=1).text == "Ok":
                         return

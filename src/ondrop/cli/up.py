@@ -55,7 +55,10 @@ def serve(settings: Settings) -> None:
         console.print("starting the bundled object store (SeaweedFS)...")
     platform.start()
     endpoint = Path(settings.data) / ENDPOINT_FILE
-    endpoint.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
+    # Written whole, then renamed: a client never reads half of it.
+    partial = endpoint.with_suffix(".partial")
+    partial.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
+    partial.replace(endpoint)
     _banner(settings, platform, url, admin.user, admin.password)
 
     app = create_app(platform, admin, manage=False)
