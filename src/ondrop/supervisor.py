@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import stat
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ RuntimeChooser = Callable[[Service], "Runtime | str"]
 class Folders:
     work: Path  # one folder per running job, removed when it ends
     results: Path  # outputs of /run jobs, until the waiting client has them
+    trash: Path  # work folders of jobs that ended, being deleted
 
 
 class Supervisor:
@@ -59,8 +63,10 @@ class Supervisor:
         self.runtime_for = runtime_for
         self.folders = folders
         self.on_output = on_output
-        for folder in (folders.work, folders.results):
+        for folder in (folders.work, folders.results, folders.trash):
             folder.mkdir(parents=True, exist_ok=True)
+        self._bin: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        threading.Thread(target=self._empty_bin, name="ondrop-trash", daemon=True).start()
 
     def clean_orphans(self, runtimes: Iterable[Runtime]) -> int:
         """Kill and remove what a platform that died left behind: processes or containers
@@ -70,7 +76,7 @@ class Supervisor:
             for runtime in runtimes:
                 reaped += runtime.reap(entry)
             shutil.rmtree(entry, ignore_errors=True)
-        for entry in self.folders.results.iterdir():
+        for entry in [*self.folders.results.iterdir(), *self.folders.trash.iterdir()]:
             shutil.rmtree(entry, ignore_errors=True)
         return reaped
 
@@ -123,7 +129,8 @@ class Supervisor:
             if not result.ok:
                 return Outcome(FAILED, result.exit_code, result.reason, text)
             try:
-                stored = self._stage_out(job.id, service, outputs)
+                sync = event.kind == INVOKE and job.priority >= SYNC_PRIORITY
+                stored = self._stage_out(job.id, service, outputs, keep=sync)
             except OndropError as exc:
                 return Outcome(
                     FAILED,
@@ -132,13 +139,28 @@ class Supervisor:
                     text,
                     retryable=isinstance(exc, StorageUnavailableError),
                 )
-            if event.kind == INVOKE and job.priority >= SYNC_PRIORITY:
+            if sync:
                 self._keep_results(job.id, outputs, text)
             summary = f"{len(stored)} output(s)" if service.output else ""
             log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
         finally:
+            self._discard(work)
+
+    def _discard(self, work: Path) -> None:
+        """Remove a job's work folder: renamed out of the way now, deleted by a background
+        thread (deleting a tree takes longer than the job's other bookkeeping)."""
+        trash = self.folders.trash / f"{work.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            work.rename(trash)
+        except OSError:
             shutil.rmtree(work, ignore_errors=True)
+            return
+        self._bin.put(trash)
+
+    def _empty_bin(self) -> None:
+        while True:
+            shutil.rmtree(self._bin.get(), ignore_errors=True)
 
     def _stage_in(self, event: Event, inputs: Path) -> Path:
         if event.kind == OBJECT:
@@ -183,20 +205,22 @@ class Supervisor:
             env["STORAGE_PROVIDER"] = event.source
         return env
 
-    def _stage_out(self, job_id: str, service: Service, outputs: Path) -> list[ObjectInfo]:
+    def _stage_out(
+        self, job_id: str, service: Service, outputs: Path, keep: bool = False
+    ) -> list[ObjectInfo]:
+        """Store the outputs; unless `keep`, a file's last copy may move it instead."""
         stored: list[ObjectInfo] = []
         files = output_files(outputs)
-        for target in service.output:
+        copies = [(t, p) for t in service.output for p in files if t.accepts(p.name)]
+        last = {path: i for i, (_, path) in enumerate(copies)}  # its last copy may move it
+        for i, (target, path) in enumerate(copies):
             provider = self.providers.get(target.storage_provider)
-            for path in files:
-                relative = path.relative_to(outputs).as_posix()
-                if not target.accepts(path.name):
-                    continue
-                key = join_key(target.path, check_key(relative, "output file name"))
-                self.store.record_output(provider.name, key, job_id)
-                info = provider.put_file(key, path)
-                stored.append(info)
-                self.on_output(provider.name, info, job_id)
+            relative = path.relative_to(outputs).as_posix()
+            key = join_key(target.path, check_key(relative, "output file name"))
+            self.store.record_output(provider.name, key, job_id)
+            info = provider.put_file(key, path, move=last[path] == i and not keep)
+            stored.append(info)
+            self.on_output(provider.name, info, job_id)
         return stored
 
     def _keep_results(self, job_id: str, outputs: Path, text: str) -> None:

@@ -62,7 +62,21 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
     def start(self, sink: Sink) -> None:
         self._sink = sink
         observer = Observer()
-        observer.schedule(self, str(self.provider.root), recursive=True)
+        # Only the events that say a file landed: inotify sends no others (writes, folder
+        # changes), which a burst of files would otherwise flood the watcher with.
+        observer.schedule(
+            self,
+            str(self.provider.root),
+            recursive=True,
+            event_filter=[
+                FileCreatedEvent,
+                FileMovedEvent,
+                FileOpenedEvent,
+                FileClosedEvent,
+                FileClosedNoWriteEvent,
+                FileModifiedEvent,
+            ],
+        )
         observer.start()  # watch first, then rescan: nothing can fall between the two
         self._observer = observer
         self._settler.start()
@@ -127,6 +141,7 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
                     self._cond.notify_all()
 
     def on_modified(self, event: FileSystemEvent) -> None:
+        # Writes to a file that appeared before its folder was watched keep it unsettled.
         if isinstance(event, FileModifiedEvent):
             path = _path(event.src_path)
             with self._cond:

@@ -107,7 +107,9 @@ class StorageProvider(ABC):
             raise AssertionError("stat and open disagree")  # pragma: no cover
         return info
 
-    def put_file(self, key: str, path: Path) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
+        """Store the local file `path` at `key`. With `move` the provider may take the file
+        itself (the caller no longer needs it) instead of copying it."""
         with path.open("rb") as source:
             return self.put(key, source)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -43,9 +44,19 @@ class LocalStorage(StorageProvider):
     def path(self, key: str) -> Path:
         """The file that holds `key`; refuses keys that would leave the root (via symlinks too)."""
         target = self.root / check_key(key)
-        resolved = target.resolve()
-        if not resolved.is_relative_to(self.root):
-            raise StorageError(f"{self.name}: {key!r} points outside the storage folder")
+        # Only a link inside the store can lead out of it: look for one along the key's own
+        # path (cheaper than resolving the whole path on every call).
+        current = self.root
+        for part in key.split("/"):
+            current = current / part
+            try:
+                linked = stat.S_ISLNK(os.lstat(current).st_mode)
+            except OSError:
+                break  # nothing further along exists yet
+            if linked:
+                if not target.resolve().is_relative_to(self.root):
+                    raise StorageError(f"{self.name}: {key!r} points outside the storage folder")
+                break
         return target
 
     def key_of(self, path: Path) -> str | None:
@@ -117,6 +128,27 @@ class LocalStorage(StorageProvider):
             return self._info(key, target.stat())
         except OSError as exc:
             raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
+
+    def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
+        if not move:
+            return super().put_file(key, path)
+        target = self.path(key)
+        if target.is_dir():
+            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
+        try:
+            if self.fsync:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)  # the file is complete: moving it in is atomic
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:  # another file system: copy after all
+                return super().put_file(key, path)
+            raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
+        return self._info(key, target.stat())
 
     def get(self, key: str, dest: Path) -> ObjectInfo:
         source = self.path(key)

@@ -196,7 +196,7 @@ class S3Storage(StorageProvider):
             self.client.upload_fileobj(source, bucket, rest, Config=self.transfer)
         return self._written(key)
 
-    def put_file(self, key: str, path: Path) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
         bucket, rest = self._split(key)
         with self._calls(f"write {key!r}"):
             self.client.upload_file(str(path), bucket, rest, Config=self.transfer)

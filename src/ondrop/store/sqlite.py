@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -152,13 +153,23 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        self._durable = True
+        # Read connections, reused: threads come and go with jobs.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._served: dict[str, int] = {}  # service -> when it last got a job (a counter)
         self._turn = 0
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `durable` ones (what the platform acknowledges: events,
+        services) reach the disk before they return; the others (a job's progress) are
+        safe from a crash of the process at once, and from one of the machine with the
+        next durable one: a job whose end is lost that way only runs again."""
         with self._lock:
             try:
+                if durable != self._durable:
+                    self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
@@ -170,11 +181,28 @@ class SQLiteStore(Store):
                 raise StoreError(f"store {self.path}: {exc}") from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        """A read on this thread's own connection: in WAL mode readers wait for no writer
+        (and no writer's fsync), and see every transaction committed before they start."""
+        if self.path == ":memory:":  # one connection is the whole database
+            with self._lock:
+                try:
+                    return self._db.execute(sql, args).fetchall()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+        try:
+            reader = self._readers.get_nowait()
+        except queue.Empty:
             try:
-                return self._db.execute(sql, args).fetchall()
+                reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.path}: {exc}") from exc
+            reader.row_factory = sqlite3.Row
+        try:
+            return reader.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        finally:
+            self._readers.put(reader)
 
     # -- services -------------------------------------------------------------
     def save_services(self, services: Sequence[StoredService]) -> None:
@@ -333,7 +361,7 @@ class SQLiteStore(Store):
         if pool is not None:
             where += " AND j.pool = ?"
             args.append(pool)
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             heads = db.execute(
                 f"""SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs j
                    WHERE {where} GROUP BY service""",
@@ -399,7 +427,7 @@ class SQLiteStore(Store):
         pool: str | None = None,
     ) -> Job | None:
         now = time.time()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 """UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,
                    log = ? WHERE job_id = ? AND number = ?""",
@@ -573,7 +601,7 @@ class SQLiteStore(Store):
 
     # -- lineage ------------------------------------------------------------------
     def record_output(self, source: str, key: str, job_id: str) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO outputs (source, key, job_id) VALUES (?, ?, ?)",
                 (source, key, job_id),
@@ -594,4 +622,9 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._lock:
+            while True:
+                try:
+                    self._readers.get_nowait().close()
+                except queue.Empty:
+                    break
             self._db.close()
