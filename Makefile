@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: setup demo test lint docs soak clean
+.PHONY: setup demo test lint docs soak bench clean
 
 setup: $(READY)
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore,bench]'
 	touch $@
 
 demo: setup
@@ -27,6 +27,20 @@ test: lint
 # Bigger crash-loop rounds than CI runs: 20 rounds of 1,000 files, kill -9 each time.
 soak: setup
 	ONDROP_FAULT_ROUNDS=20 ONDROP_FAULT_FILES=1000 $(BIN)/pytest -s tests/faults/test_crash_loop.py
+
+# Every benchmark in bench/, each writing its section of docs/benchmarks.md. Redis (for
+# the Celery and Huey runs) comes from Debian; podman and crun for the cold start.
+bench: setup
+	command -v redis-server >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		redis-server >/dev/null; }
+	$(BIN)/python bench/tiny_jobs.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/sync_run.py
+	$(BIN)/python bench/burst.py
+	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/storage_throughput.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \

@@ -1,0 +1,83 @@
+"""Workload 1, tiny-job throughput: N files (2,000) whose script copies the input to the
+output, through the floor, Celery, Huey and ondrop (files dropped into a folder, and
+uploaded through the API), WORKERS (2) at a time, the median of REPEAT (3) runs each.
+
+Targets (issue 7): ondrop at least 0.5 of the floor's jobs/s and at least 4x Celery's.
+
+    .venv/bin/python bench/tiny_jobs.py [--files 2000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from harness import WORKERS, floor, make_files, ondrop_drop, ondrop_upload, queue_run, redis_server
+from report import write_section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("floor", "celery", "huey", "ondrop (drop)", "ondrop (API upload)")
+    }
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis:
+        scratch = Path(tmp)
+        files = make_files(scratch / "files", args.files)
+        for run in range(args.repeat):
+
+            def fresh(name: str, run: int = run) -> Path:
+                path = scratch / f"{name}-{run}"
+                shutil.rmtree(path, ignore_errors=True)
+                return path
+
+            rates["floor"].append(floor(files, fresh("floor")))
+            rates["celery"].append(queue_run("celery", redis, files, fresh("celery")))
+            rates["huey"].append(queue_run("huey", redis, files, fresh("huey")))
+            rates["ondrop (drop)"].append(ondrop_drop(files, fresh("ondrop-drop")))
+            rates["ondrop (API upload)"].append(ondrop_upload(files, fresh("ondrop-up")))
+            print(
+                f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()),
+                flush=True,
+            )
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    base = median["floor"]
+    lines = ["| system | jobs/s (median) | min | max | vs floor |", "|---|---|---|---|---|"]
+    for name, values in rates.items():
+        lines.append(
+            f"| {name} | {median[name]:.0f} | {min(values):.0f} | {max(values):.0f} | "
+            f"{median[name] / base:.2f} |"
+        )
+    drop = median["ondrop (drop)"]
+    verdict = (
+        f"ondrop (drop) / floor: {drop / base:.2f} (target at least 0.5, "
+        f"{'met' if drop >= 0.5 * base else 'missed'}); ondrop / Celery: "
+        f"{drop / median['celery']:.1f}x (target at least 4x, "
+        f"{'met' if drop >= 4 * median['celery'] else 'missed'})"
+    )
+    table = "\n".join(lines)
+    print(table)
+    print(verdict)
+    write_section(
+        "tiny-jobs",
+        f"""## Workload 1: tiny-job throughput
+
+`.venv/bin/python bench/tiny_jobs.py --files {args.files} --repeat {args.repeat}`: {args.files}
+files whose script copies the input to the output, {WORKERS} workers everywhere; ondrop
+records every event, job and attempt in its SQLite store (events are fsynced before
+they are acknowledged), the others keep nothing.
+
+{table}
+
+{verdict}.""",
+    )
+
+
+if __name__ == "__main__":
+    main()

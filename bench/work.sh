@@ -1,0 +1,1 @@
+cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"

@@ -1,0 +1,68 @@
+"""A smoke run of every workload in bench/ at tiny sizes, so the harness cannot rot: each
+script must finish, print its table and verdict, and write its section of the report
+(to a temporary file here, never docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.servers import unavailable
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(tmp_path: Path, script: str, *args: str) -> tuple[str, str]:
+    """Run bench/<script> with `args`; returns (its output, the report it wrote)."""
+    report = tmp_path / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        env={
+            **os.environ,
+            "BENCH_DOCS": str(report),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, report.read_text()
+
+
+def test_tiny_jobs_compares_all_five_systems_with_the_floor(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed (make bench installs it)")
+    out, report = run_bench(tmp_path, "tiny_jobs.py", "--files", "6", "--repeat", "1")
+    for system in ("floor", "celery", "huey", "ondrop (drop)", "ondrop (API upload)"):
+        assert f"| {system} |" in out
+    assert "| floor | " in report and "| 1.00 |" in report
+    assert "ondrop (drop) / floor:" in out
+    assert "<!-- tiny-jobs -->" in report and "--files 6 --repeat 1" in report
+
+
+def test_latency_measures_every_rate(tmp_path: Path) -> None:
+    out, report = run_bench(tmp_path, "latency.py", "--rates", "10,50", "--seconds", "0.4")
+    assert "| 10 | 4 |" in out and "| 50 | 20 |" in out
+    assert "at 50 files/s: p50" in report
+
+
+def test_sync_run_times_health_and_run(tmp_path: Path) -> None:
+    out, report = run_bench(tmp_path, "sync_run.py", "--calls", "5")
+    assert "| GET /health |" in out and "| POST /run/noop |" in out
+    assert "/run p50" in report
+
+
+def test_burst_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    out, report = run_bench(tmp_path, "burst.py", "--files", "30", "--reference", "10")
+    assert "| lost, duplicated, failed | 0, 0, 0 |" in out
+    assert "peak RSS" in report
+
+
+def test_idle_reports_memory_and_cpu(tmp_path: Path) -> None:
+    out, report = run_bench(tmp_path, "idle.py", "--seconds", "1")
+    assert "RSS " in out and "% of a core" in out
+    assert "<!-- idle -->" in report
