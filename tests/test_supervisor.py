@@ -67,7 +67,7 @@ def rig(tmp_path: Path, runtime: Runtime) -> Rig:
         store,
         Providers({"minio.default": storage, "memory.default": storage}),
         lambda s: runtime,
-        Folders(tmp_path / "work", tmp_path / "results", tmp_path / "trash"),
+        Folders(tmp_path / "work", tmp_path / "results"),
         on_output=lambda p, i, j: outputs.append((p, i, j)),
         payloads=payloads,
     )

@@ -88,7 +88,7 @@ class Platform:
             self.store,
             self.providers,
             self.runtime_for,
-            Folders(data / "work", data / "results", data / "trash"),
+            Folders(data / "work", data / "results"),
             on_output=self._output_stored,
             payloads=self.payloads,
         )

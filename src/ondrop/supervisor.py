@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
 import stat
-import threading
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +41,6 @@ RuntimeChooser = Callable[[Service], "Runtime | str"]
 class Folders:
     work: Path  # one folder per running job, removed when it ends
     results: Path  # outputs of /run jobs, until the waiting client has them
-    trash: Path  # work folders of jobs that ended, being deleted
 
 
 class Supervisor:
@@ -63,10 +59,8 @@ class Supervisor:
         self.runtime_for = runtime_for
         self.folders = folders
         self.on_output = on_output
-        for folder in (folders.work, folders.results, folders.trash):
+        for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
-        self._bin: queue.SimpleQueue[Path] = queue.SimpleQueue()
-        threading.Thread(target=self._empty_bin, name="ondrop-trash", daemon=True).start()
 
     def clean_orphans(self, runtimes: Iterable[Runtime]) -> int:
         """Kill and remove what a platform that died left behind: processes or containers
@@ -76,11 +70,19 @@ class Supervisor:
             for runtime in runtimes:
                 reaped += runtime.reap(entry)
             shutil.rmtree(entry, ignore_errors=True)
-        for entry in [*self.folders.results.iterdir(), *self.folders.trash.iterdir()]:
+        for entry in self.folders.results.iterdir():
             shutil.rmtree(entry, ignore_errors=True)
         return reaped
 
-    def run(self, claim: Claim, service: Service, allocation: Allocation) -> Outcome:
+    def run(
+        self,
+        claim: Claim,
+        service: Service,
+        allocation: Allocation,
+        script_ended: Callable[[], None] = lambda: None,
+    ) -> Outcome:
+        """Stage in, run the script, stage out. `script_ended` is called as the script's
+        process (or container) is gone, before the outputs are stored."""
         job, event = claim.job, claim.event
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
@@ -123,6 +125,7 @@ class Supervisor:
                 gpus=allocation.gpus,
             )
             result = runtime.run(spec)
+            script_ended()
             text = _redact(_read_log(logfile), service.environment.secrets.values())
             if result.interrupted:
                 return Outcome(INTERRUPTED, None, result.reason, text)
@@ -145,22 +148,9 @@ class Supervisor:
             log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
         finally:
-            self._discard(work)
-
-    def _discard(self, work: Path) -> None:
-        """Remove a job's work folder: renamed out of the way now, deleted by a background
-        thread (deleting a tree takes longer than the job's other bookkeeping)."""
-        trash = self.folders.trash / f"{work.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            work.rename(trash)
-        except OSError:
+            # The next job's script already runs (its slot was given back): this job's
+            # thread can afford to delete its folder itself.
             shutil.rmtree(work, ignore_errors=True)
-            return
-        self._bin.put(trash)
-
-    def _empty_bin(self) -> None:
-        while True:
-            shutil.rmtree(self._bin.get(), ignore_errors=True)
 
     def _stage_in(self, event: Event, inputs: Path) -> Path:
         if event.kind == OBJECT:

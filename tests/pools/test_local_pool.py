@@ -43,7 +43,7 @@ def make_pool(
         store,
         services,
         FaasLimits(workers, 900.0, 1024**3),
-        lambda claim, service, allocation: execute(claim, service),
+        lambda claim, service, allocation, script_ended: execute(claim, service),
         waiters,
         Slots(workers),
     )
@@ -142,6 +142,38 @@ def test_no_more_than_the_workers_and_max_concurrency_run_at_once(
     rig.wait_done()
     assert peak["total"] == 3
     assert peak["a"] == 1
+
+
+def test_the_next_script_starts_while_the_last_outputs_are_stored(tmp_path: Path) -> None:
+    """A slot is a running script: a job storing its outputs lets the next one start, with
+    at most as many jobs again finishing behind the running ones."""
+    started: list[str] = []
+    storing = threading.Event()
+
+    def execute(claim: Claim, service: Service, allocation: Any, ended: Any) -> Outcome:
+        started.append(claim.job.id)
+        ended()  # the script is over: now its outputs are stored, until `storing` is set
+        storing.wait(10)
+        return Outcome(SUCCEEDED, 0)
+
+    rig = Rig(tmp_path, lambda claim, service: Outcome(SUCCEEDED, 0), workers=1)
+    rig.pool = LocalPool(
+        rig.store, rig.services, FaasLimits(1, 900.0, 1024**3), execute, rig.waiters, Slots(1)
+    )
+    rig.services.apply([Service.model_validate({"name": "a", "script": "true"})])
+    rig.pool.start()
+    try:
+        rig.add("a", 5)
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert len(started) == 2  # one slot: one storing, one more, and no third
+        storing.set()
+        assert rig.wait_done() == {SUCCEEDED: 5}
+    finally:
+        storing.set()
+        rig.pool.stop(1.0, lambda: None)
 
 
 def test_a_small_service_is_not_stuck_behind_a_big_backlog(make: Callable[..., Rig]) -> None:

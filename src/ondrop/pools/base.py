@@ -48,26 +48,36 @@ class Admission(ABC):
 
 
 class Slots:
-    """The platform's limit on jobs running at once, shared by its pools."""
+    """The platform's limit on scripts running at once, shared by its pools.
+
+    A job holds a slot while its script runs (take, give) and stays in flight until its
+    outputs are stored and its end recorded (done): the next script starts meanwhile,
+    with at most as many jobs again finishing behind the running ones."""
 
     def __init__(self, total: int) -> None:
         import threading
 
         self.total = total
         self._used = 0
+        self._in_flight = 0
         self._lock = threading.Lock()
 
     def take(self) -> bool:
         with self._lock:
-            if self._used >= self.total:
+            if self._used >= self.total or self._in_flight >= 2 * self.total:
                 return False
             self._used += 1
+            self._in_flight += 1
             return True
 
     def give(self) -> None:
         with self._lock:
             self._used -= 1
 
+    def done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def free(self) -> int:
         with self._lock:
-            return self.total - self._used
+            return min(self.total - self._used, 2 * self.total - self._in_flight)

@@ -37,7 +37,9 @@ from ondrop.store.base import (
 
 log = logging.getLogger(__name__)
 
-Execute = Callable[[Claim, Service, Allocation], Outcome]
+# execute(claim, service, allocation, script_ended): runs one job; calls script_ended()
+# once its script is over, before the outputs are stored
+Execute = Callable[[Claim, Service, Allocation, Callable[[], None]], Outcome]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
 STORE_RETRY_CAP = 60.0  # longest wait between attempts while a store is down
 OUTGROWN = ("timed out", "out of memory")  # faas failures that send a hybrid job to batch
@@ -177,6 +179,7 @@ class LocalPool:
             allocation = self.admission.admit(job, service)
             if allocation is None:
                 self.slots.give()
+                self.slots.done()
                 return False
         with self._lock:
             self._allocations[job.id] = allocation  # type: ignore[assignment]
@@ -187,18 +190,29 @@ class LocalPool:
         with self._lock:
             allocation = self._allocations.pop(job.id)
         service = self.services.find(job.service)
+        released = False
+
+        def script_ended() -> None:
+            """The job's slot and resources go to the next job while this one's outputs
+            are stored and its end recorded."""
+            nonlocal released
+            if not released:
+                released = True
+                if service is not None:
+                    self.admission.release(allocation)
+                self.slots.give()
+                self._wake.set()
+
         try:
             if service is None:
                 outcome = Outcome(FAILED, None, f"service {job.service!r} was removed")
             else:
-                outcome = self.execute(claim, service, allocation)
+                outcome = self.execute(claim, service, allocation, script_ended)
         except Exception as exc:
             log.exception("job %s: the supervisor failed", job.id)
             outcome = Outcome(FAILED, None, f"internal error: {exc}")
         finally:
-            if service is not None:
-                self.admission.release(allocation)
-            self.slots.give()
+            script_ended()
         outcome, retry_at, pool = self._next(claim, service, outcome)
         try:
             finished = self.store.finish(job.id, claim.attempt, outcome, retry_at, pool)
@@ -208,6 +222,7 @@ class LocalPool:
         with self._idle:
             self._running.pop(job.id, None)
             self._idle.notify_all()
+        self.slots.done()
         if finished is not None and finished.status in FINISHED:
             if self.on_finished is not None:
                 try:

@@ -75,7 +75,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason TEXT NOT NULL DEFAULT '',
     UNIQUE (service, event_id)
 );
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, service, priority, seq);
+-- A claim reads a few rows of each service's queue, never the whole queue.
+DROP INDEX IF EXISTS jobs_queue;
+CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (status, pool, service, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, pool, run_after);
 CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
@@ -357,31 +360,31 @@ class SQLiteStore(Store):
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        where, args = "j.status = ? AND j.run_after <= ?", [QUEUED, now]
+        # (+run_after: walk the lane index in order and skip the few jobs waiting for a
+        # retry, rather than gather every due job and sort them)
+        where, args = "j.status = ? AND +j.run_after <= ?", [QUEUED, now]
         if pool is not None:
             where += " AND j.pool = ?"
             args.append(pool)
         with self._tx(durable=False) as db:
-            heads = db.execute(
-                f"""SELECT service, MAX(priority) AS p, MIN(seq) AS s FROM jobs j
-                   WHERE {where} GROUP BY service""",
-                args,
-            ).fetchall()
-            # Urgent first; then the service served least recently, so that one service's
-            # backlog never holds another's jobs back for long; then the oldest.
-            heads.sort(key=lambda h: (-h["p"], self._served.get(h["service"], 0), h["s"]))
-            lanes: list[list[Job]] = []
-            for head in heads:
-                take = min(limit, caps.get(head["service"], limit))
+            heads: list[tuple[tuple[int, int, int], list[Job]]] = []
+            for service in self._queued_services(db, pool):
+                take = min(limit, caps.get(service, limit))
                 if take <= 0:
                     continue
                 rows = db.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                    f"SELECT {_JOB_COLUMNS}, j.seq FROM jobs j JOIN events e ON e.id = j.event_id "
                     f"WHERE {where} AND j.service = ? "
                     "ORDER BY j.priority DESC, j.seq LIMIT ?",
-                    [*args, head["service"], take],
+                    [*args, service, take],
                 ).fetchall()
-                lanes.append([_job(r) for r in rows])
+                if rows:
+                    # Urgent first; then the service served least recently, so that one
+                    # service's backlog never holds another's jobs back for long; then the
+                    # oldest.
+                    order = (-rows[0]["priority"], self._served.get(service, 0), rows[0]["seq"])
+                    heads.append((order, [_job(r) for r in rows]))
+            lanes = [lane for _, lane in sorted(heads, key=lambda head: head[0])]
             chosen: list[Job] = []
             while len(chosen) < limit and any(lanes):
                 for lane in lanes:
@@ -417,6 +420,25 @@ class SQLiteStore(Store):
                 self._turn += 1
                 self._served[job.service] = self._turn
             return claims
+
+    @staticmethod
+    def _queued_services(db: sqlite3.Connection, pool: str | None) -> list[str]:
+        """The services with queued jobs (in `pool`), found by hopping along the lane index
+        from one service to the next: as fast with 10,000 queued jobs as with one."""
+        where, args = "status = ?", [QUEUED]
+        if pool is not None:
+            where += " AND pool = ?"
+            args.append(pool)
+        rows = db.execute(
+            f"""WITH RECURSIVE lane (service) AS (
+                  SELECT MIN(service) FROM jobs WHERE {where}
+                  UNION ALL
+                  SELECT (SELECT MIN(service) FROM jobs WHERE {where} AND service > lane.service)
+                  FROM lane WHERE lane.service IS NOT NULL)
+               SELECT service FROM lane WHERE service IS NOT NULL""",
+            [*args, *args],
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def finish(
         self,
