@@ -76,6 +76,20 @@ def test_an_output_starts_the_next_service_with_its_parent_but_never_its_own(
     assert intake.object_stored("memory.default", boxes) == []
 
 
+def test_a_batch_of_objects_is_recorded_once_each_starting_only_what_it_should(
+    rig: tuple[Intake, MemoryStorage, list[Job]],
+) -> None:
+    intake, storage, woken = rig
+    new = [storage.put(f"video/in/{i}.mp4", io.BytesIO(b"mp4")) for i in range(3)]
+    (earlier,) = intake.object_stored("memory.default", new[0])  # recorded before the batch
+    elsewhere = storage.put("elsewhere/x", io.BytesIO(b""))
+    created = intake.objects_stored("memory.default", [*new, elsewhere, new[1]])
+    assert sorted(j.input_key for j in created) == ["video/in/1.mp4", "video/in/2.mp4"]
+    assert {j.service for j in created} == {"split"}
+    assert woken == [earlier, *created]
+    assert intake.objects_stored("memory.default", new) == []  # all seen now
+
+
 def test_a_storage_event_for_one_service_returns_its_job_once(
     rig: tuple[Intake, MemoryStorage, list[Job]],
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ondrop.events.base import Event, invoke_event, object_event
 from ondrop.pools.router import Router
@@ -48,11 +48,42 @@ class Intake:
         """A new object version in a provider: start the services whose input takes it.
         Returns the jobs of this version, also when another source recorded it first."""
         source = self.providers.resolve(provider)
-        targets = self.services.targets(source, info.key)
-        if not targets:
+        if not self.services.targets(source, info.key):
             return []
         if self.store.seen(source, info.key, info.version):
             return self.store.event_jobs(source, info.key, info.version)
+        planned = self._plan(source, info, parent_job)
+        if planned is None:
+            return []
+        return self._record(*planned) or self.store.event_jobs(source, info.key, info.version)
+
+    def objects_stored(self, provider: str, infos: Sequence[ObjectInfo]) -> list[Job]:
+        """Many object versions at once (what a watcher saw land): recorded in one
+        transaction, one wait for the disk. Returns the jobs created."""
+        source = self.providers.resolve(provider)
+        batch = [
+            planned
+            for info in infos
+            if self.services.targets(source, info.key)
+            and not self.store.seen(source, info.key, info.version)
+            and (planned := self._plan(source, info)) is not None
+        ]
+        if not batch:
+            return []
+        created = self.store.add_events(batch)
+        if created:
+            log.debug("%d event(s) of %s started %d job(s)", len(batch), source, len(created))
+            self.on_jobs(created)
+        return created
+
+    def _plan(
+        self, source: str, info: ObjectInfo, parent_job: str | None = None
+    ) -> tuple[Event, list[NewJob]] | None:
+        """The event of a new object version and the jobs it starts; None when it starts
+        none."""
+        targets = self.services.targets(source, info.key)
+        if not targets:
+            return None
         producer = self.store.job(parent_job) if parent_job else None
         if producer is None:
             producer = self.store.producer(source, info.key)
@@ -60,11 +91,11 @@ class Intake:
             # A service's own outputs never start it again.
             targets = [t for t in targets if t != producer.service]
             if not targets:
-                return []
+                return None
         event = object_event(
             source, info.key, info.version, info.size, producer.id if producer else None
         )
-        return self._record(event, targets) or self.store.event_jobs(source, info.key, info.version)
+        return event, self._new_jobs(event, targets)
 
     def object_for(self, service: str, provider: str, info: ObjectInfo) -> Job | None:
         """A storage event sent to one service (`/job` with a MinIO/S3 event): that service's
@@ -82,7 +113,7 @@ class Intake:
             source, info.key, info.version, info.size, producer.id if producer else None
         )
         if others:
-            self._record(event, others)
+            self._record(event, self._new_jobs(event, others))
         new = NewJob(
             job_id(service), service, self.router.pool_for(self.services.get(service), event)
         )
@@ -97,7 +128,7 @@ class Intake:
         """An HTTP invocation of `service`: the body kept as `payload` (see Payloads) becomes
         its input file called `name`."""
         event = invoke_event(payload, size, name, body)
-        (job,) = self._record(event, [service], priority)
+        (job,) = self._record(event, self._new_jobs(event, [service], priority))
         return job
 
     def seen(self, source: str, info: ObjectInfo) -> None:
@@ -105,13 +136,15 @@ class Intake:
         never starts a job."""
         self.store.add_event(object_event(source, info.key, info.version, info.size), [])
 
-    def _record(self, event: Event, targets: list[str], priority: int = 0) -> list[Job]:
-        jobs = [
+    def _new_jobs(self, event: Event, targets: list[str], priority: int = 0) -> list[NewJob]:
+        return [
             NewJob(
                 job_id(name), name, self.router.pool_for(self.services.get(name), event), priority
             )
             for name in targets
         ]
+
+    def _record(self, event: Event, jobs: list[NewJob]) -> list[Job]:
         created = self.store.add_event(event, jobs)
         if created:
             log.debug("event %s:%s started %d job(s)", event.source, event.key, len(created))

@@ -24,6 +24,7 @@ from ondrop.errors import (
     OndropError,
     UnavailableError,
 )
+from ondrop.events import inotify
 from ondrop.events.base import EventSource
 from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
@@ -333,21 +334,29 @@ class Platform:
             provider = self.providers.get(name)
             folders = functools.partial(self._folders_of, name)
             source: EventSource
-            if isinstance(provider, LocalStorage):
+            if isinstance(provider, LocalStorage) and inotify.available():
                 source = FolderWatcher(provider, folders)
+            elif isinstance(provider, LocalStorage):
+                interval = self.settings.poll_interval or 1.0
+                log.warning(
+                    "this system has no inotify: %s is listed every %g s for new files",
+                    name,
+                    interval,
+                )
+                source = Poller(provider, folders, interval)
             else:
                 interval = self.settings.poll_interval
                 if name in self.pushed:  # webhooks can be lost: a slow listing catches up
                     interval = max(PUSHED_POLL, interval) if interval else 0.0
                 source = Poller(provider, folders, interval)
             self.watchers[name] = source
-            source.start(self._object_seen)
+            source.start(self._objects_seen)
 
     def _folders_of(self, provider: str) -> list[str]:
         return [folder for p, folder in self.services.input_folders() if p == provider]
 
-    def _object_seen(self, provider: str, info: ObjectInfo) -> None:
-        self.intake.object_stored(provider, info)
+    def _objects_seen(self, provider: str, infos: list[ObjectInfo]) -> None:
+        self.intake.objects_stored(provider, infos)
 
 
 def _lock_data(data: Path) -> IO[str]:

@@ -20,9 +20,9 @@ class Seen:
         self.items: list[ObjectInfo] = []
         self.lock = threading.Lock()
 
-    def __call__(self, provider: str, info: ObjectInfo) -> None:
+    def __call__(self, provider: str, infos: list[ObjectInfo]) -> None:
         with self.lock:
-            self.items.append(info)
+            self.items.extend(infos)
 
     def keys(self) -> list[str]:
         with self.lock:
@@ -108,23 +108,27 @@ def test_the_rescan_on_start_offers_files_that_arrived_while_stopped(
 
 
 def test_a_failing_sink_does_not_stop_the_watcher(storage: LocalStorage) -> None:
-    calls: list[str] = []
+    calls: list[list[str]] = []
 
-    def sink(provider: str, info: ObjectInfo) -> None:
-        calls.append(info.key)
+    def sink(provider: str, infos: list[ObjectInfo]) -> None:
+        calls.append([i.key for i in infos])
         if len(calls) == 1:
             raise RuntimeError("store is down")
+
+    def wait_calls(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(calls) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
     watcher.start(sink)
     try:
         (storage.root / "in").mkdir()
         (storage.root / "in" / "one").write_text("1")
+        wait_calls(1)
         (storage.root / "in" / "two").write_text("2")
-        deadline = time.monotonic() + 5
-        while len(calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert calls == ["in/one", "in/two"]
+        wait_calls(2)
+        assert calls == [["in/one"], ["in/two"]]
     finally:
         watcher.stop()
 
@@ -178,3 +182,55 @@ def test_links_out_of_the_folder_and_odd_names_are_skipped_not_fatal(
         assert [i.key for i in sink.wait_for(2)][1] == "in/later.txt"
     finally:
         watcher.stop()
+
+
+def test_a_folder_moved_in_whole_counts_every_file_in_it(
+    storage: LocalStorage, seen: Seen, tmp_path: Path
+) -> None:
+    (storage.root / "in").mkdir()
+    outside = tmp_path / "batch"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "a.txt").write_text("a")
+    (outside / "deep" / "b.txt").write_text("b")
+    os.rename(outside, storage.root / "in" / "batch")
+    seen.wait_for(2)
+    assert sorted(seen.keys()) == ["in/batch/a.txt", "in/batch/deep/b.txt"]
+
+
+def test_files_written_into_a_new_folder_before_it_is_watched_count_once(
+    storage: LocalStorage, seen: Seen
+) -> None:
+    for i in range(20):  # folder and file made faster than a watch can be added
+        folder = storage.root / "in" / f"d{i}" / "sub"
+        folder.mkdir(parents=True)
+        (folder / "f.txt").write_text(str(i))
+    seen.wait_for(20)
+    time.sleep(0.5)
+    assert sorted(seen.keys()) == sorted(f"in/d{i}/sub/f.txt" for i in range(20))
+
+
+def test_a_folder_moved_out_is_no_longer_watched(
+    storage: LocalStorage, seen: Seen, tmp_path: Path
+) -> None:
+    (storage.root / "in" / "gone").mkdir(parents=True)
+    time.sleep(0.1)
+    os.rename(storage.root / "in" / "gone", tmp_path / "gone")
+    time.sleep(0.1)
+    (tmp_path / "gone" / "late.txt").write_text("not ours")
+    (storage.root / "in" / "here.txt").write_text("ours")
+    assert [i.key for i in seen.wait_for(1)] == ["in/here.txt"]
+    time.sleep(0.4)
+    assert seen.keys() == ["in/here.txt"]
+
+
+def test_an_overflowing_inotify_queue_is_followed_by_a_rescan(storage: LocalStorage) -> None:
+    from ondrop.events import inotify
+
+    (storage.root / "in").mkdir()
+    (storage.root / "in" / "missed.txt").write_text("1")
+    sink = Seen()
+    watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
+    watcher._sink = sink  # not started: only the handling of one event is under test
+    watcher._handle(inotify.InotifyEvent(-1, inotify.Q_OVERFLOW, ""), [])
+    watcher.stop()
+    assert sink.keys() == ["in/missed.txt"]

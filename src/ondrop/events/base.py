@@ -80,9 +80,9 @@ def event_json(event: Event) -> dict[str, Any]:
     return {}
 
 
-# What an event source hands each new object version to (provider name, object): it
-# returns once the event is durably recorded, so the source may move its cursor on.
-Sink = Callable[[str, "ObjectInfo"], object]
+# What an event source hands new object versions to (provider name, objects), a batch at a
+# time: it returns once their events are durably recorded, so the source may move on.
+Sink = Callable[[str, "list[ObjectInfo]"], object]
 
 
 class EventSource(ABC):

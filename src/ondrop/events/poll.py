@@ -14,6 +14,7 @@ from ondrop.storage.base import StorageProvider
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 5.0
+BATCH = 500  # objects recorded in one transaction of the store
 
 
 class Poller(EventSource):
@@ -61,17 +62,19 @@ class Poller(EventSource):
             if self._failing:
                 log.info("%s answers again", self.provider.name)
                 self._failing = False
-            for info in infos:
+            for start in range(0, len(infos), BATCH):
                 if self._stop.is_set() or self._sink is None:
                     return offered
+                batch = infos[start : start + BATCH]
                 try:
-                    self._sink(self.provider.name, info)
-                    offered += 1
+                    self._sink(self.provider.name, batch)
+                    offered += len(batch)
                 except Exception:
                     log.exception(
-                        "could not record %s:%s; offered again next time",
+                        "could not record %d object(s) of %s from %s on; offered again next time",
+                        len(batch),
                         self.provider.name,
-                        info.key,
+                        batch[0].key,
                     )
         return offered
 

@@ -1,48 +1,47 @@
-"""Watch a local provider's folder with inotify (watchdog) and rescan it on start.
+"""Watch a local provider's folder with inotify and rescan it on start.
 
 A file counts as landed when it is closed after writing or renamed into place.
 A file that appears without being opened (moved in from elsewhere, hard-linked)
 counts once it has been quiet for a moment; one that is open for writing waits
 for its close, however slow the writer. Folders and temp files never count.
+
+One thread reads inotify's events in batches and keeps the settle clock: a burst of
+files costs a read per batch, not a thread hand-off per event.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    FileClosedEvent,
-    FileClosedNoWriteEvent,
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-
+from ondrop.events import inotify
 from ondrop.events.base import EventSource, Sink
+from ondrop.storage.base import TEMP_PREFIX, ObjectInfo
 from ondrop.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
 
-# watchdog warns from its own thread when a folder tree is created faster than it adds
-# watches (`mkdir -p a/b`); it then keeps the watch it has, so the warning is only noise.
-warnings.filterwarnings(
-    "ignore", message=r"Callback with id .* already exists", category=RuntimeWarning
+SETTLE = 1.0  # seconds a file that appeared without a close must stay unchanged
+BATCH = 500  # files recorded in one transaction of the store
+MASK = (
+    inotify.CLOSE_WRITE
+    | inotify.CLOSE_NOWRITE
+    | inotify.OPEN
+    | inotify.MODIFY
+    | inotify.MOVED_FROM
+    | inotify.MOVED_TO
+    | inotify.CREATE
+    | inotify.EXCL_UNLINK
 )
 
-SETTLE = 1.0  # seconds a file that appeared without a close must stay unchanged
 
-
-class FolderWatcher(EventSource, FileSystemEventHandler):
+class FolderWatcher(EventSource):
     def __init__(
         self, provider: LocalStorage, folders: Callable[[], list[str]], settle: float = SETTLE
     ) -> None:
@@ -50,36 +49,21 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
         self.folders = folders  # the folders services take input from, for the rescan
         self.settle = settle
         self._sink: Sink | None = None
-        self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._pending: dict[Path, float] = {}  # appeared, not opened: when last changed
-        self._writing: set[Path] = set()  # appeared and opened: wait for the close
-        self._cond = threading.Condition()
+        self._inotify: inotify.Inotify | None = None
+        self._watched: dict[int, str] = {}  # watch id -> folder
+        self._watch_ids: dict[str, int] = {}  # folder -> watch id
+        self._pending: dict[str, float] = {}  # appeared, not opened: when last changed
+        self._writing: set[str] = set()  # appeared and opened: wait for the close
         self._stopping = False
-        self._settler = threading.Thread(
-            target=self._settle_loop, name="ondrop-settle", daemon=True
-        )
+        self._wake_read, self._wake_write = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="ondrop-watch", daemon=True)
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
-        observer = Observer()
-        # Only the events that say a file landed: inotify sends no others (writes, folder
-        # changes), which a burst of files would otherwise flood the watcher with.
-        observer.schedule(
-            self,
-            str(self.provider.root),
-            recursive=True,
-            event_filter=[
-                FileCreatedEvent,
-                FileMovedEvent,
-                FileOpenedEvent,
-                FileClosedEvent,
-                FileClosedNoWriteEvent,
-                FileModifiedEvent,
-            ],
-        )
-        observer.start()  # watch first, then rescan: nothing can fall between the two
-        self._observer = observer
-        self._settler.start()
+        self._inotify = inotify.Inotify()
+        # Watch first, then rescan: nothing can fall between the two.
+        self._watch_tree(str(self.provider.root), files=None)
+        self._thread.start()
         self.rescan()
 
     def rescan(self) -> int:
@@ -87,108 +71,167 @@ class FolderWatcher(EventSource, FileSystemEventHandler):
         count = 0
         for folder in self.folders():
             try:
-                keys = [info.key for info in self.provider.list(folder)]
+                infos = list(self.provider.list(folder))
             except Exception:
                 log.exception("could not rescan %s:%s", self.provider.name, folder)
                 continue
-            for key in keys:
-                self._deliver_info(key)
-                count += 1
+            self._deliver(infos)
+            count += len(infos)
         return count
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-        if self._settler.is_alive():
-            self._settler.join()
+        self._stopping = True
+        os.write(self._wake_write, b"x")
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._inotify is not None:
+            self._inotify.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
-    # -- watchdog callbacks (on the observer's thread) ----------------------------------
-    def on_closed(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileClosedEvent):
-            self._landed(_path(event.src_path))
+    # -- the watching thread ------------------------------------------------------------
+    def _run(self) -> None:
+        assert self._inotify is not None
+        poller = select.poll()
+        poller.register(self._inotify.fd, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        while not self._stopping:
+            nearest = min(self._pending.values(), default=None)
+            timeout = (
+                None if nearest is None else max(0.0, nearest + self.settle - time.monotonic())
+            )
+            poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+            if self._stopping:
+                return
+            try:
+                landed: list[str] = []
+                while events := self._inotify.read():
+                    for event in events:
+                        self._handle(event, landed)
+                now = time.monotonic()
+                settled = [p for p, t in self._pending.items() if now - t >= self.settle]
+                for path in settled:
+                    del self._pending[path]
+                self._landed([*landed, *settled])
+            except Exception:
+                log.exception("the watcher of %s hit a problem; it goes on", self.provider.name)
 
-    def on_moved(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileMovedEvent):
-            self._landed(_path(event.dest_path))
-
-    def on_created(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileCreatedEvent) and not isinstance(event, DirCreatedEvent):
-            with self._cond:
-                self._pending[_path(event.src_path)] = time.monotonic()
-                self._cond.notify_all()
-
-    def on_opened(self, event: FileSystemEvent) -> None:
-        # open(O_CREAT) gives "created" then "opened": a writer holds the file until it
-        # closes it, so it must not settle early. A file moved in is never opened here.
-        if isinstance(event, FileOpenedEvent):
-            path = _path(event.src_path)
-            with self._cond:
-                if self._pending.pop(path, None) is not None:
-                    self._writing.add(path)
-
-    def on_closed_no_write(self, event: FileSystemEvent) -> None:
-        # Only read after all (someone looked at a moved-in file): let it settle again.
-        if isinstance(event, FileClosedNoWriteEvent):
-            path = _path(event.src_path)
-            with self._cond:
-                if path in self._writing:
-                    self._writing.discard(path)
-                    self._pending[path] = time.monotonic()
-                    self._cond.notify_all()
-
-    def on_modified(self, event: FileSystemEvent) -> None:
-        # Writes to a file that appeared before its folder was watched keep it unsettled.
-        if isinstance(event, FileModifiedEvent):
-            path = _path(event.src_path)
-            with self._cond:
-                if path in self._pending:
-                    self._pending[path] = time.monotonic()
-
-    # -- delivery -----------------------------------------------------------------
-    def _landed(self, path: Path) -> None:
-        with self._cond:
+    def _handle(self, event: inotify.InotifyEvent, landed: list[str]) -> None:
+        if event.mask & inotify.Q_OVERFLOW:
+            log.warning(
+                "%s: more files arrived at once than inotify could queue; rescanning",
+                self.provider.name,
+            )
+            self.rescan()
+            return
+        folder = self._watched.get(event.wd)
+        if folder is None:
+            return
+        if event.mask & inotify.IGNORED:  # the folder is gone
+            del self._watched[event.wd]
+            self._watch_ids.pop(folder, None)
+            return
+        if not event.name or event.name.startswith(TEMP_PREFIX):
+            return
+        path, mask = os.path.join(folder, event.name), event.mask
+        if mask & inotify.ISDIR:
+            if mask & inotify.CREATE:
+                self._watch_tree(path, files=self._pending)  # written there before the watch
+            elif mask & inotify.MOVED_TO:
+                self._watch_tree(path, files=landed)  # moved in whole: complete
+            elif mask & inotify.MOVED_FROM:
+                self._unwatch_tree(path)
+        elif mask & (inotify.CLOSE_WRITE | inotify.MOVED_TO):
             self._pending.pop(path, None)
             self._writing.discard(path)
-        key = self.provider.key_of(path)
-        if key is not None:
-            self._deliver_info(key)
+            landed.append(path)
+        elif mask & inotify.CREATE:
+            self._pending[path] = time.monotonic()
+        elif mask & inotify.OPEN:
+            # open(O_CREAT) gives "created" then "opened": a writer holds the file until it
+            # closes it, so it must not settle early. A file moved in is never opened here.
+            if self._pending.pop(path, None) is not None:
+                self._writing.add(path)
+        elif mask & inotify.CLOSE_NOWRITE:
+            # Only read after all (someone looked at a moved-in file): let it settle again.
+            if path in self._writing:
+                self._writing.discard(path)
+                self._pending[path] = time.monotonic()
+        elif mask & inotify.MODIFY:
+            # Writes to a file that appeared before its folder was watched keep it unsettled.
+            if path in self._pending:
+                self._pending[path] = time.monotonic()
+        elif mask & inotify.MOVED_FROM:
+            self._pending.pop(path, None)
+            self._writing.discard(path)
 
-    def _deliver_info(self, key: str) -> None:
-        if self._sink is None:
-            return
-        try:
-            info = self.provider.stat(key)
-            if info is not None:
-                self._sink(self.provider.name, info)
-        except Exception:
-            # Not acknowledged: the rescan on the next start offers it again.
-            log.exception(
-                "could not record %s:%s; it is picked up on the next start",
-                self.provider.name,
-                key,
-            )
-
-    def _settle_loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-                now = time.monotonic()
-                ready = [p for p, t in self._pending.items() if now - t >= self.settle]
-                for path in ready:
-                    del self._pending[path]
-                if not ready:
-                    nearest = min(self._pending.values(), default=None)
-                    timeout = None if nearest is None else self.settle - (now - nearest)
-                    self._cond.wait(timeout)
+    def _watch_tree(self, top: str, files: dict[str, float] | list[str] | None) -> None:
+        """Watch `top` and the folders under it; the files already there are added to
+        `files` (settling, or landed), or left to the rescan when it is None."""
+        assert self._inotify is not None
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:  # the watch before the listing: what lands in between is in one or both
+                wd = self._inotify.add(folder, MASK)
+            except inotify.InotifyError as exc:
+                if exc.errno == errno.ENOSPC:
+                    log.error(
+                        "cannot watch %s: the system's limit on inotify watches is reached; "
+                        "raise it (sysctl fs.inotify.max_user_watches) and restart",
+                        folder,
+                    )
+                continue  # gone already, or not a folder
+            self._watched[wd] = folder
+            self._watch_ids[folder] = wd
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX):
                     continue
-            for path in ready:
-                self._landed(path)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif isinstance(files, dict):
+                    files.setdefault(entry.path, time.monotonic())
+                elif isinstance(files, list):
+                    files.append(entry.path)
 
+    def _unwatch_tree(self, top: str) -> None:
+        assert self._inotify is not None
+        inside = top + os.sep
+        for folder in [f for f in self._watch_ids if f == top or f.startswith(inside)]:
+            wd = self._watch_ids.pop(folder)
+            self._watched.pop(wd, None)
+            self._inotify.remove(wd)
+        for path in [p for p in self._pending if p.startswith(inside)]:
+            del self._pending[path]
+        self._writing = {p for p in self._writing if not p.startswith(inside)}
 
-def _path(raw: str | bytes) -> Path:
-    return Path(raw.decode() if isinstance(raw, bytes) else raw)
+    # -- delivery -----------------------------------------------------------------
+    def _landed(self, paths: list[str]) -> None:
+        infos = []
+        for path in paths:
+            key = self.provider.key_of(Path(path))
+            info = None if key is None else self.provider.stat(key)
+            if info is not None:
+                infos.append(info)
+        self._deliver(infos)
+
+    def _deliver(self, infos: list[ObjectInfo]) -> None:
+        for start in range(0, len(infos), BATCH):
+            batch = infos[start : start + BATCH]
+            if self._sink is None:
+                return
+            try:
+                self._sink(self.provider.name, batch)
+            except Exception:
+                # Not acknowledged: the rescan on the next start offers them again.
+                log.exception(
+                    "could not record %d file(s) of %s from %s on; they are picked up on "
+                    "the next start",
+                    len(batch),
+                    self.provider.name,
+                    batch[0].key,
+                )

@@ -113,13 +113,17 @@ class Store(ABC):
         """Remove the service and its jobs; False when there was none."""
 
     # -- events and jobs ----------------------------------------------------
-    @abstractmethod
     def add_event(self, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
         """Record `event` with these queued jobs, atomically.
 
         Returns the jobs created; none when the same (source, key, version) was
         recorded before. With no jobs the event is only remembered as seen.
         """
+        return self.add_events([(event, jobs)])
+
+    @abstractmethod
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[NewJob]]]) -> list[Job]:
+        """add_event for many events in one transaction (one wait for the disk)."""
 
     @abstractmethod
     def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:

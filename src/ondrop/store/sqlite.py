@@ -245,52 +245,59 @@ class SQLiteStore(Store):
             return db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
 
     # -- events and jobs --------------------------------------------------------
-    def add_event(self, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[NewJob]]]) -> list[Job]:
+        created: list[Job] = []
         with self._tx() as db:
-            cursor = db.execute(
-                """INSERT INTO events (source, key, version, kind, time, size, body, payload,
-                                       parent_job)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (source, key, version) DO NOTHING""",
-                (
-                    event.source,
-                    event.key,
-                    event.version,
-                    event.kind,
-                    event.time,
-                    event.size,
-                    event.body,
-                    event.payload,
-                    event.parent_job,
-                ),
+            for event, jobs in batch:
+                created += self._add_event(db, event, jobs)
+        return created
+
+    @staticmethod
+    def _add_event(db: sqlite3.Connection, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+        cursor = db.execute(
+            """INSERT INTO events (source, key, version, kind, time, size, body, payload,
+                                   parent_job)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (source, key, version) DO NOTHING""",
+            (
+                event.source,
+                event.key,
+                event.version,
+                event.kind,
+                event.time,
+                event.size,
+                event.body,
+                event.payload,
+                event.parent_job,
+            ),
+        )
+        if cursor.rowcount == 0:
+            return []
+        event_id = cursor.lastrowid
+        assert event_id is not None
+        created = []
+        for new in jobs:
+            db.execute(
+                """INSERT INTO jobs (id, service, event_id, status, priority, pool,
+                                     created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (new.id, new.service, event_id, QUEUED, new.priority, new.pool, event.time),
             )
-            if cursor.rowcount == 0:
-                return []
-            event_id = cursor.lastrowid
-            assert event_id is not None
-            created = []
-            for new in jobs:
-                db.execute(
-                    """INSERT INTO jobs (id, service, event_id, status, priority, pool,
-                                         created_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    (new.id, new.service, event_id, QUEUED, new.priority, new.pool, event.time),
+            created.append(
+                Job(
+                    new.id,
+                    new.service,
+                    event_id,
+                    QUEUED,
+                    0,
+                    event.time,
+                    priority=new.priority,
+                    pool=new.pool,
+                    input_key=event.key,
+                    parent_job=event.parent_job,
                 )
-                created.append(
-                    Job(
-                        new.id,
-                        new.service,
-                        event_id,
-                        QUEUED,
-                        0,
-                        event.time,
-                        priority=new.priority,
-                        pool=new.pool,
-                        input_key=event.key,
-                        parent_job=event.parent_job,
-                    )
-                )
-            return created
+            )
+        return created
 
     def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:
         with self._tx() as db:
