@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 
-from ondrop.events.base import Event, invoke_event, object_event
+from ondrop.events.base import Event, collect_event, invoke_event, object_event
 from ondrop.pools.router import Router
 from ondrop.services import Services
 from ondrop.storage import Providers
@@ -130,6 +130,45 @@ class Intake:
         event = invoke_event(payload, size, name, body)
         (job,) = self._record(event, self._new_jobs(event, [service], priority))
         return job
+
+    def collect(self, job_id: str) -> list[Job]:
+        """A job has ended for good: when it was the last of its original input's family,
+        start the services that collect (fan-in) that family, once per input.
+
+        Called after the job's end is recorded: of jobs ending together, the last to be
+        recorded sees the whole family ended. A crash in between is made up for by
+        collect_settled() on the next start."""
+        collectors = [s for s in self.services.all() if s.collect]
+        if not collectors:
+            return []
+        origin = self.store.origin(job_id)
+        if origin is None or origin.id is None or self.store.family_busy(origin.id):
+            return []
+        services = {j.service for j in self.store.family(origin.id)}
+        created = []
+        for collector in collectors:
+            if collector.collect in services and origin.time >= self.services.created(
+                collector.name
+            ):
+                created += self._collect(collector.name, origin)
+        return created
+
+    def collect_settled(self) -> list[Job]:
+        """The collecting jobs due for families that ended while nobody was looking (the
+        platform stopped between a family's last job and its collection)."""
+        created = []
+        for collector in self.services.all():
+            if collector.collect:
+                since = self.services.created(collector.name)
+                for origin in self.store.settled_origins(collector.collect, since):
+                    created += self._collect(collector.name, origin)
+        return created
+
+    def _collect(self, collector: str, origin: Event) -> list[Job]:
+        event = collect_event(collector, origin)
+        if self.store.seen(event.source, event.key, event.version):
+            return []
+        return self._record(event, self._new_jobs(event, [collector]))
 
     def seen(self, source: str, info: ObjectInfo) -> None:
         """Remember an object of the provider named `source` as already there, so that it

@@ -156,6 +156,9 @@ class Platform:
         self.tmp.mkdir(parents=True)
         self.payloads.keep_only(self.store.payloads_in_use())
         self._prune_images()
+        collecting = self.intake.collect_settled()
+        if collecting:
+            log.info("started %d collecting job(s) left due by the last run", len(collecting))
         for pool in self.pools.values():
             pool.start()
         self._watch()
@@ -322,6 +325,7 @@ class Platform:
     def _job_finished(self, claim: Claim, job: Job) -> None:
         if job.status == SUCCEEDED and claim.event.payload:
             self.payloads.discard(claim.event.payload)  # a failed job keeps it for a re-run
+        self.intake.collect(job.id)
 
     def _output_stored(self, provider: str, info: ObjectInfo, job_id: str) -> None:
         self.intake.object_stored(provider, info, parent_job=job_id)

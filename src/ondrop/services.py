@@ -56,6 +56,10 @@ class Services:
     def find(self, name: str) -> Service | None:
         return self._services.get(name)
 
+    def created(self, name: str) -> float:
+        """When the service was first applied (seconds since the epoch); now if it is new."""
+        return self._created(name, time.time())
+
     def all(self) -> list[Service]:
         return sorted(self._services.values(), key=lambda s: s.name)
 
@@ -91,6 +95,12 @@ class Services:
                 prepared.append(self._carry_over(service, old))
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)
+            for service in prepared:
+                if service.collect is not None and service.collect not in after:
+                    raise DefinitionError(
+                        f"service {service.name!r}: collect names {service.collect!r}, which "
+                        "is not a service; apply it first or in the same definition"
+                    )
             staged = self._stage_providers(prepared, after)
             for service in prepared:
                 self._make_folders(service, staged)

@@ -7,6 +7,7 @@ environment contract.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ondrop.errors import NotFoundError, OndropError, StorageError, StorageUnavailableError
-from ondrop.events.base import INVOKE, OBJECT, Event
+from ondrop.events.base import COLLECT, INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.pools.base import Allocation
@@ -95,7 +96,7 @@ class Supervisor:
         logfile = work / "log"
         try:
             try:
-                input_path = self._stage_in(event, inputs)
+                input_path = self._stage_in(event, service, inputs)
             except NotFoundError as exc:
                 return Outcome(FAILED, None, f"input is gone: {exc}")
             except StorageError as exc:
@@ -152,7 +153,9 @@ class Supervisor:
             # thread can afford to delete its folder itself.
             shutil.rmtree(work, ignore_errors=True)
 
-    def _stage_in(self, event: Event, inputs: Path) -> Path:
+    def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:
+        if event.kind == COLLECT and service.collect:
+            return self._gather(event, service, inputs)
         if event.kind == OBJECT:
             provider = self.providers.get(event.source)
             dest = inputs / Path(event.key).name
@@ -167,6 +170,46 @@ class Supervisor:
             except FileNotFoundError:
                 raise NotFoundError("the invocation's body is no longer kept") from None
         return dest
+
+    def _gather(self, event: Event, service: Service, inputs: Path) -> Path:
+        """A collecting job's input: the outputs of the jobs of `after` in the family of one
+        original input, staged into the input folder, and a manifest of the whole family
+        (`<input's name>.json`) as the input file."""
+        origin = self.store.event(event.origin) if event.origin is not None else None
+        if origin is None or origin.id is None:
+            raise NotFoundError("the original input's record is gone")
+        family = [j for j in self.store.family(origin.id) if j.service != service.name]
+        after = service.collect
+        manifest_name = f"{Path(origin.key).name}.json"
+        used = {manifest_name}
+        staged: dict[str, list[str]] = {}
+        for job_id, source, key in self.store.outputs([j.id for j in family if j.service == after]):
+            name = Path(key).name
+            while name in used:  # the same name from two jobs: number the later ones
+                name = f"{len(used)}-{Path(key).name}"
+            try:
+                self.providers.get(source).get(key, inputs / name)
+            except NotFoundError:
+                continue  # deleted since it was stored: left out of the manifest too
+            used.add(name)
+            staged.setdefault(job_id, []).append(name)
+        manifest = {
+            "input": {"provider": origin.source, "key": origin.key},
+            "collected": after,
+            "jobs": [
+                {
+                    "id": j.id,
+                    "service": j.service,
+                    "status": j.status,
+                    "input": j.input_key,
+                    "files": staged.get(j.id, []),
+                }
+                for j in family
+            ],
+        }
+        path = inputs / manifest_name
+        path.write_text(json.dumps(manifest, indent=2))
+        return path
 
     def _environment(
         self, claim: Claim, service: Service, runtime: Runtime, input_path: Path, work: Path

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 OBJECT = "object"
 INVOKE = "invoke"
+COLLECT = "collect"  # all the jobs from one original input have ended (see Intake.collect)
 HTTP_SOURCE = "http"
+COLLECT_SOURCE = "collect"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Event:
     payload: str | None = None  # an invocation's body: its file in the payloads folder
     parent_job: str | None = None  # the job whose output this object is
     id: int | None = None  # given by the store
+    # The event of the original input this one descends from (through jobs' outputs);
+    # given by the store, the event's own id for an original input.
+    origin: int | None = None
 
     @property
     def iso_time(self) -> str:
@@ -67,6 +72,22 @@ def invoke_event(payload: str, size: int, name: str = "event-file", body: str = 
     """An event for an HTTP invocation: the body kept as `payload` becomes the input file
     called `name`."""
     return Event(HTTP_SOURCE, name, uuid.uuid4().hex, INVOKE, size=size, body=body, payload=payload)
+
+
+def collect_event(collector: str, origin: Event) -> Event:
+    """The event that runs `collector` once for the original input `origin`, after every
+    job that descends from it has ended. Its key is the original input's, so that the
+    collector's job shows what it is about."""
+    assert origin.id is not None
+    body = json.dumps({"collect": {"provider": origin.source, "key": origin.key}})
+    return Event(
+        COLLECT_SOURCE,
+        origin.key,
+        f"{collector}@{origin.id}",
+        COLLECT,
+        body=body,
+        origin=origin.id,
+    )
 
 
 def event_json(event: Event) -> dict[str, Any]:

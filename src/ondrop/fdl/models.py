@@ -229,6 +229,12 @@ class Service(_Strict):
     output: list[StorageIO] = Field(
         default_factory=list, description="where the files the script writes are stored"
     )
+    collect: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="fan-in: run once per original input, when every job descending from it "
+        "has ended, with the outputs of the service named here staged in; default none",
+    )
     storage_providers: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="{type: {id: settings}} of providers named above"
     )
@@ -281,6 +287,13 @@ class Service(_Strict):
     def _something_to_run(self) -> Service:
         if not self.script.strip() and not self.image:
             raise ValueError("give a script, an image, or both")
+        if self.collect is not None and self.input:
+            raise ValueError(
+                "a service that collects is started by the end of an input's jobs, not by "
+                "files: remove its input, or its collect"
+            )
+        if self.collect == self.name:
+            raise ValueError("a service cannot collect its own outputs")
         return self
 
     @property

@@ -213,6 +213,29 @@ class Store(ABC):
     def delete_job(self, job_id: str) -> bool: ...
 
     # -- lineage ------------------------------------------------------------
+    # -- lineage: the jobs that descend from one original input ---------------------------
+    @abstractmethod
+    def origin(self, job_id: str) -> Event | None:
+        """The event of the original input that the job descends from."""
+
+    @abstractmethod
+    def family_busy(self, origin: int) -> bool:
+        """Whether a job descending from the original input `origin` (an event id) is
+        queued or running."""
+
+    @abstractmethod
+    def family(self, origin: int) -> list[Job]:
+        """Every job descending from the original input `origin`, oldest first."""
+
+    @abstractmethod
+    def settled_origins(self, service: str, since: float) -> list[Event]:
+        """Original inputs since `since` with an ended job of `service` and no job of
+        theirs queued or running."""
+
+    @abstractmethod
+    def outputs(self, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(job id, provider, key) of every output stored by these jobs."""
+
     @abstractmethod
     def record_output(self, source: str, key: str, job_id: str) -> None:
         """Remember that `job_id` writes the object `key` (before it is written)."""

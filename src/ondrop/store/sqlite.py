@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     payload TEXT,
     parent_job TEXT,
+    origin INTEGER,
     UNIQUE (source, key, version)
 );
 CREATE TABLE IF NOT EXISTS jobs (
@@ -80,6 +81,7 @@ DROP INDEX IF EXISTS jobs_queue;
 CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (status, pool, service, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, pool, run_after);
 CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, seq);
+CREATE INDEX IF NOT EXISTS jobs_event ON jobs (event_id);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     number INTEGER NOT NULL,
@@ -136,6 +138,7 @@ def _event(row: sqlite3.Row) -> Event:
         payload=row["payload"],
         parent_job=row["parent_job"],
         id=row["id"],
+        origin=row["origin"] if row["origin"] is not None else row["id"],
     )
 
 
@@ -153,6 +156,10 @@ class SQLiteStore(Store):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+            if "origin" not in columns:  # a store from before lineage
+                self._db.execute("ALTER TABLE events ADD COLUMN origin INTEGER")
+            self._db.execute("CREATE INDEX IF NOT EXISTS events_origin ON events (origin)")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -253,11 +260,15 @@ class SQLiteStore(Store):
         return created
 
     @staticmethod
-    def _add_event(db: sqlite3.Connection, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+    def _insert_event(db: sqlite3.Connection, event: Event) -> int | None:
+        """Insert `event` with its origin (given, its parent job's, or itself); its id, or
+        None when the same (source, key, version) is recorded already."""
         cursor = db.execute(
             """INSERT INTO events (source, key, version, kind, time, size, body, payload,
-                                   parent_job)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   parent_job, origin)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?,
+                 (SELECT COALESCE(e.origin, e.id) FROM jobs j JOIN events e ON e.id = j.event_id
+                  WHERE j.id = ?)))
                ON CONFLICT (source, key, version) DO NOTHING""",
             (
                 event.source,
@@ -269,12 +280,22 @@ class SQLiteStore(Store):
                 event.body,
                 event.payload,
                 event.parent_job,
+                event.origin,
+                event.parent_job,
             ),
         )
         if cursor.rowcount == 0:
-            return []
+            return None
         event_id = cursor.lastrowid
         assert event_id is not None
+        db.execute("UPDATE events SET origin = id WHERE id = ? AND origin IS NULL", (event_id,))
+        return event_id
+
+    @classmethod
+    def _add_event(cls, db: sqlite3.Connection, event: Event, jobs: Sequence[NewJob]) -> list[Job]:
+        event_id = cls._insert_event(db, event)
+        if event_id is None:
+            return []
         created = []
         for new in jobs:
             db.execute(
@@ -301,23 +322,7 @@ class SQLiteStore(Store):
 
     def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:
         with self._tx() as db:
-            db.execute(
-                """INSERT INTO events (source, key, version, kind, time, size, body, payload,
-                                       parent_job)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (source, key, version) DO NOTHING""",
-                (
-                    event.source,
-                    event.key,
-                    event.version,
-                    event.kind,
-                    event.time,
-                    event.size,
-                    event.body,
-                    event.payload,
-                    event.parent_job,
-                ),
-            )
+            self._insert_event(db, event)
             (event_id,) = db.execute(
                 "SELECT id FROM events WHERE source = ? AND key = ? AND version = ?",
                 (event.source, event.key, event.version),
@@ -629,6 +634,59 @@ class SQLiteStore(Store):
             return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
     # -- lineage ------------------------------------------------------------------
+    # -- lineage ------------------------------------------------------------------------
+    def origin(self, job_id: str) -> Event | None:
+        rows = self._read(
+            """SELECT o.* FROM jobs j JOIN events e ON e.id = j.event_id
+               JOIN events o ON o.id = COALESCE(e.origin, e.id) WHERE j.id = ?""",
+            (job_id,),
+        )
+        return _event(rows[0]) if rows else None
+
+    def family_busy(self, origin: int) -> bool:
+        return bool(
+            self._read(
+                """SELECT 1 FROM events e JOIN jobs j ON j.event_id = e.id
+                   WHERE e.origin = ? AND j.status IN (?, ?) LIMIT 1""",
+                (origin, QUEUED, RUNNING),
+            )
+        )
+
+    def family(self, origin: int) -> list[Job]:
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM events e JOIN jobs j ON j.event_id = e.id "
+            "WHERE e.origin = ? ORDER BY j.seq",
+            (origin,),
+        )
+        return [_job(r) for r in rows]
+
+    def settled_origins(self, service: str, since: float) -> list[Event]:
+        rows = self._read(
+            """SELECT o.* FROM events o WHERE o.time >= ? AND o.id IN (
+                 SELECT e.origin FROM jobs j JOIN events e ON e.id = j.event_id
+                 WHERE j.service = ? AND j.status NOT IN (?, ?))
+               AND NOT EXISTS (SELECT 1 FROM events e JOIN jobs j ON j.event_id = e.id
+                               WHERE e.origin = o.id AND j.status IN (?, ?))
+               ORDER BY o.id""",
+            (since, service, QUEUED, RUNNING, QUEUED, RUNNING),
+        )
+        return [_event(r) for r in rows]
+
+    def outputs(self, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        found: list[tuple[str, str, str]] = []
+        for start in range(0, len(job_ids), 500):  # SQLite's limit on parameters
+            chunk = list(job_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            found += [
+                (r[0], r[1], r[2])
+                for r in self._read(
+                    f"SELECT job_id, source, key FROM outputs WHERE job_id IN ({marks}) "
+                    "ORDER BY key",
+                    chunk,
+                )
+            ]
+        return found
+
     def record_output(self, source: str, key: str, job_id: str) -> None:
         with self._tx(durable=False) as db:
             db.execute(
