@@ -282,6 +282,7 @@ def test_run_answers_with_the_single_output_in_base64_as_oscar(
     assert response.headers["x-ondrop-output"] == "file"
     job = api.get(f"/system/jobs/copy/{response.headers['x-job-id']}").json()
     assert job["status"] == "Succeeded" and job["attempt_list"][0]["exit_code"] == 0
+    assert job["origin"] == {"provider": "http", "key": "event-file"}  # the invocation itself
 
 
 def test_run_gives_raw_bytes_to_clients_that_accept_them(api: httpx.Client) -> None:

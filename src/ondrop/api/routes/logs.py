@@ -114,10 +114,13 @@ def job_logs(service: str, job: str, platform: PlatformDep) -> str:
 def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     """One job with its attempts (ondrop)."""
     found = _job(platform, service, job)
+    origin = platform.store.origin(found.id)
     return {
         "id": found.id,
         "service": found.service,
         **job_json(found),
+        # the original input this job descends from, through its chain of parent jobs
+        "origin": None if origin is None else {"provider": origin.source, "key": origin.key},
         "attempt_list": [
             {
                 "number": a.number,
