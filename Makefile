@@ -13,8 +13,9 @@ $(READY): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore,bench]'
 	touch $@
 
+# The main demo: faces found in a video by a chain of services (VIDEO=your.mp4 to use yours).
 demo: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" examples/thumbnails/demo.sh
+	$(BIN)/python examples/video-objects/demo.py $(VIDEO)
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +48,72 @@ def test_the_pools_pipeline_splits_on_faas_and_analyses_on_batch(
     assert {s["gpu"] for s in stats.values()} == {"none"}  # gpu_optional: ran on the CPU
     status = up.cli("status").stdout
     assert "faas" in status and "batch" in status and "CPUs" in status
+
+
+VIDEO = EXAMPLES / "video-objects"
+
+
+def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
+    up: Platform, tmp_path: Path
+) -> None:
+    """The demo's chain on a tiny clip: a face on screen from 1 s to 2 s of 3 s. The
+    detect job of the frame at 1 s fails once and is retried: the summary waits for it,
+    and is made once."""
+    fdl = (VIDEO / "video-objects.yaml").read_text()
+    flaky = (
+        "|\n      #!/bin/sh\n"
+        '      case "$INPUT_FILE_PATH" in *-t00001000.jpg)\n'
+        '        [ "$JOB_ATTEMPT" = 1 ] && exit 9;; esac\n'
+        f"      exec python3 {VIDEO / 'detect.py'}\n"
+    )
+    fdl = fdl.replace("script: detect.py", f"script: {flaky}")
+    for name in ("split.py", "summary.py"):
+        fdl = fdl.replace(f"script: {name}", f"script: {VIDEO / name}")
+    (tmp_path / "chain.yaml").write_text(fdl)
+    up.cli("apply", str(tmp_path / "chain.yaml"))
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        [sys.executable, str(VIDEO / "make_sample.py"), str(clip), "--seconds", "3",
+         "--face-between", "1", "2"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    up.cli("put", "split", str(clip))
+    summary = up.data / "storage" / "videos" / "summary" / "clip-summary.json"
+    deadline = time.monotonic() + 120
+    while not summary.exists():
+        assert time.monotonic() < deadline, up.cli("jobs", "detect").stdout
+        time.sleep(0.2)
+    detections = up.data / "storage" / "videos" / "detections"
+    found = {
+        p.stem: len(json.loads(p.read_text())["boxes"]) for p in sorted(detections.glob("*.json"))
+    }
+    # split: 3 s at 2 frames a second; detect: the face at 1.0 and 1.5 s only
+    assert found == {
+        "clip-t00000000": 0, "clip-t00000500": 0, "clip-t00001000": 1,
+        "clip-t00001500": 1, "clip-t00002000": 0, "clip-t00002500": 0,
+    }  # fmt: skip
+    result = json.loads(summary.read_text())
+    assert (result["frames"], result["faces"], result["frames_missing"]) == (6, 2, [])
+    assert result["result"] == "2 faces found in 6 frames of clip.mp4"
+    assert (up.data / "storage" / "videos" / "summary" / "clip-contact.png").stat().st_size > 0
+    jobs = json.loads(up.cli("jobs", "detect", "--json").stdout)
+    retried = [j for j in jobs if j["input"].endswith("-t00001000.jpg")]
+    assert [(j["attempts"], j["status"]) for j in retried] == [(2, "Succeeded")]
+    time.sleep(1)  # nothing more comes
+    summaries = json.loads(up.cli("jobs", "summary", "--json").stdout)
+    assert [(s["status"], s["input"]) for s in summaries] == [("Succeeded", "videos/in/clip.mp4")]
+
+
+def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
+    """What `make demo` runs: a platform of its own, the sample, every stage, the result."""
+    done = subprocess.run(
+        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "18 faces found in 16 frames of sample.mp4" in done.stdout
+    summary = tmp_path / "demo" / "storage" / "videos" / "summary"
+    assert sorted(p.name for p in summary.iterdir()) == [
+        "sample-contact.png", "sample-summary.json",
+    ]  # fmt: skip
+    assert not (tmp_path / "demo" / "endpoint.json").exists()  # the platform was stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 import sys
 import time
@@ -350,6 +351,7 @@ def jobs(
         None, help="only jobs with this status (Pending, Running, Succeeded, Failed)"
     ),
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
 ) -> None:
     """List a service's jobs: status, attempts, times, exit code and reason."""
     if clear:
@@ -357,6 +359,9 @@ def jobs(
         out.print(f"removed the finished jobs of {service}")
         return
     found = CONN.client().jobs(service, status)
+    if as_json:
+        print(json.dumps([{"id": job_id, **job} for job_id, job in found.items()], indent=2))
+        return
     table = Table(title=f"{service}: {len(found)} job(s)", title_justify="left")
     table.add_column("JOB", overflow="fold")
     for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "EXIT", "REASON"):

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""ondrop's main demo (`make demo`): faces found in a video by a chain of three services.
+
+Starts ondrop on a fresh data folder, applies video-objects.yaml, uploads a video (a
+sample made here, offline, or yours), shows each stage's progress, prints where the
+outputs are and the result, and stops the platform.
+
+    demo.py [VIDEO] [--data FOLDER] [--fdl FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ondrop.client import Client
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+DONE = {"Succeeded", "Failed"}
+console = Console()
+
+
+def start(data: Path) -> tuple[subprocess.Popen[bytes], Client]:
+    """`ondrop up` on `data`, its log in data/platform.log; returns it and a client."""
+    log = (data / "platform.log").open("wb")
+    env = {**os.environ, "ONDROP_DATA": str(data)}
+    proc = subprocess.Popen([str(BIN / "ondrop"), "up", "--port", "0"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"ondrop up stopped:\n{(data / 'platform.log').read_text()}")
+        try:
+            url = json.loads((data / "endpoint.json").read_text())["url"]
+            password = json.loads((data / "admin.json").read_text())["password"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+            continue
+        client = Client(url, "admin", password)
+        if client.health():
+            return proc, client
+    proc.kill()
+    sys.exit("ondrop up did not start within a minute; see its log: " + str(data))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def follow(client: Client, video: str) -> dict[str, list[dict[str, object]]]:
+    """Progress of each stage for `video` until its summary has ended; the jobs by stage."""
+    stem = Path(video).stem
+    mine = {
+        "split": lambda j: j["input"] == f"videos/in/{video}",
+        "detect": lambda j: str(j["input"]).startswith(f"videos/frames/{stem}-t"),
+        "summary": lambda j: j["input"] == f"videos/in/{video}",
+    }
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[note]}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        tasks = {name: progress.add_task(name, total=None, note="waiting") for name in mine}
+        while True:
+            jobs = {name: [j for j in client.jobs(name).values() if keep(j)]
+                    for name, keep in mine.items()}  # fmt: skip
+            for name, found in jobs.items():
+                done = [j for j in found if j["status"] in DONE]
+                failed = sum(j["status"] == "Failed" for j in done)
+                running = sum(j["status"] == "Running" for j in found)
+                note = f"{running} running" if running else ""
+                note += f" {failed} failed" if failed else ""
+                total = (
+                    len(found) if found and (name != "detect" or _ended(jobs["split"])) else None
+                )
+                progress.update(tasks[name], total=total, completed=len(done), note=note)
+            if _ended(jobs["summary"]):
+                return jobs
+            if jobs["split"] and all(j["status"] == "Failed" for j in jobs["split"]):
+                return jobs
+            time.sleep(0.2)
+
+
+def _ended(jobs: list[dict[str, object]]) -> bool:
+    return bool(jobs) and all(j["status"] in DONE for j in jobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", nargs="?", type=Path, help="a video (default: a sample)")
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / ".demo")
+    parser.add_argument("--fdl", type=Path, default=HERE / "video-objects.yaml")
+    args = parser.parse_args()
+    data = args.data.resolve()
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    video = args.video
+    if video is None:
+        video = data / "sample.mp4"
+        console.print("[bold]== making a sample video[/] (scikit-image's photographs, offline)")
+        subprocess.run([sys.executable, str(HERE / "make_sample.py"), str(video)], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    elif not video.is_file():
+        sys.exit(f"no video at {video}")
+    proc, client = start(data)
+    try:
+        console.print(f"[bold]== ondrop is up[/] at {client.url} (log: {data}/platform.log)")
+        console.print(f"[bold]== applying[/] {args.fdl}")
+        subprocess.run([str(BIN / "ondrop"), "apply", str(args.fdl)], check=True,
+                       env={**os.environ, "ONDROP_DATA": str(data)})  # fmt: skip
+        console.print(f"[bold]== uploading[/] {video.name} to videos/in")
+        client.upload("minio.default", f"videos/in/{video.name}", video)
+        started = time.monotonic()
+        jobs = follow(client, video.name)
+        took = time.monotonic() - started
+    finally:
+        stop(proc)
+    report(data, video.name, jobs, took)
+
+
+def report(data: Path, video: str, jobs: dict[str, list[dict[str, object]]], took: float) -> None:
+    storage = data / "storage" / "videos"
+    stem = Path(video).stem
+    failed = [(name, j) for name, found in jobs.items() for j in found if j["status"] == "Failed"]
+    for name, job in failed:
+        console.print(f"[red]{name} job {job['input']} failed:[/] {job['reason']}")
+    summary_file = storage / "summary" / f"{stem}-summary.json"
+    if not summary_file.exists():
+        sys.exit(f"no summary was made; the platform's log is {data}/platform.log")
+    summary = json.loads(summary_file.read_text())
+    console.print(f"[bold]== done in {took:.1f} s[/]; the outputs stay on disk:")
+    console.print(f"   frames          {storage / 'frames'}")
+    console.print(f"   detections      {storage / 'detections'}  (boxes as JSON, annotated frames)")
+    console.print(f"   summary         {summary_file}")
+    console.print(f"   contact sheet   {storage / 'summary' / f'{stem}-contact.png'}")
+    console.print(f"[bold green]{summary['result']}[/]")
+
+
+if __name__ == "__main__":
+    main()
