@@ -75,7 +75,7 @@ def follow(client: Client, video: str) -> dict[str, list[dict[str, object]]]:
     with Progress(*columns, console=console) as progress:
         tasks = {name: progress.add_task(name, total=None, note="waiting") for name in mine}
         while True:
-            jobs = {name: [j for j in client.jobs(name).values() if keep(j)]
+            jobs = {name: [{"id": i, **j} for i, j in client.jobs(name).items() if keep(j)]
                     for name, keep in mine.items()}  # fmt: skip
             for name, found in jobs.items():
                 done = [j for j in found if j["status"] in DONE]
@@ -126,6 +126,12 @@ def main() -> None:
         started = time.monotonic()
         jobs = follow(client, video.name)
         took = time.monotonic() - started
+        for name, found in jobs.items():
+            for job in found:
+                if job["status"] == "Failed":
+                    log = client.logs(name, str(job["id"])).strip().splitlines()[-15:]
+                    console.print(f"[red]{name} job for {job['input']} failed:[/] {job['reason']}")
+                    console.print("\n".join(f"    {line}" for line in log), highlight=False)
     finally:
         stop(proc)
     report(data, video.name, jobs, took)
@@ -134,9 +140,6 @@ def main() -> None:
 def report(data: Path, video: str, jobs: dict[str, list[dict[str, object]]], took: float) -> None:
     storage = data / "storage" / "videos"
     stem = Path(video).stem
-    failed = [(name, j) for name, found in jobs.items() for j in found if j["status"] == "Failed"]
-    for name, job in failed:
-        console.print(f"[red]{name} job {job['input']} failed:[/] {job['reason']}")
     summary_file = storage / "summary" / f"{stem}-summary.json"
     if not summary_file.exists():
         sys.exit(f"no summary was made; the platform's log is {data}/platform.log")

@@ -41,7 +41,7 @@ def main() -> None:
     count = 0
     for frame in sorted(frames.iterdir()):
         millis = round((int(frame.stem) - 1) * 1000 / fps)  # frame n shows time n / fps
-        frame.rename(out / f"{video.stem}-t{millis:08d}.jpg")
+        shutil.move(frame, out / f"{video.stem}-t{millis:08d}.jpg")  # TMPDIR may be elsewhere
         count += 1
     if count == 0:
         sys.exit(f"split: {video.name} has no frames")

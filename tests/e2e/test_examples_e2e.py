@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli_e2e import Platform
+from tests.support.images import require_podman
+from tests.support.servers import unavailable
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -117,3 +119,22 @@ def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
         "sample-contact.png", "sample-summary.json",
     ]  # fmt: skip
     assert not (tmp_path / "demo" / "endpoint.json").exists()  # the platform was stopped
+
+
+def test_the_demo_on_the_container_runtime(tmp_path: Path) -> None:
+    """The same chain with every script in localhost/video-objects:1 (Debian's ffmpeg and
+    Python, OpenCV from PyPI), which examples/video-objects/image/build.sh makes and
+    .ci/run builds before the tests."""
+    require_podman()
+    if subprocess.run(["podman", "image", "exists", "localhost/video-objects:1"]).returncode:
+        unavailable("no localhost/video-objects:1 image: make it with "
+                    "examples/video-objects/image/build.sh")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo"),
+         "--fdl", str(VIDEO / "video-objects-container.yaml")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "18 faces found in 16 frames of sample.mp4" in done.stdout
+    jobs = tmp_path / "demo" / "storage" / "videos" / "detections"
+    assert {json.loads(p.read_text())["device"] for p in jobs.glob("*.json")} == {"cpu"}
