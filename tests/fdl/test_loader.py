@@ -282,3 +282,16 @@ def test_any_yaml_document_is_loaded_or_refused_with_a_definition_error(data: ob
         load_text(text, "fuzz.yaml", Path("/nonexistent"))
     except DefinitionError as exc:
         assert str(exc).startswith("fuzz.yaml")
+
+
+def test_the_demos_detect_runs_on_batch_with_a_gpu_and_on_faas_without() -> None:
+    from ondrop.events.base import object_event
+    from ondrop.pools.router import Router
+
+    demo = Path(__file__).parents[2] / "examples" / "video-objects"
+    for fdl in ("video-objects.yaml", "video-objects-container.yaml"):
+        services = {s.name: s for s in load_file(demo / fdl).services}
+        assert services["summary"].collect == "detect" and not services["summary"].input
+        frame = object_event("minio.default", "videos/frames/a-t00000000.jpg", "1", 10)
+        assert Router(gpus=True).pool_for(services["detect"], frame) == "batch"
+        assert Router(gpus=False).pool_for(services["detect"], frame) == "faas"
