@@ -212,3 +212,25 @@ def test_a_gpu_job_gets_its_device_files_and_no_others(tmp_path: Path) -> None:
         {"allow": False, "access": "rwm"},
         {"allow": True, "type": "c", "major": 195, "minor": 3, "access": "rwm"},
     ]
+
+
+def test_the_syscall_filter_allows_only_the_machines_own_abi(tmp_path: Path) -> None:
+    import json
+    import platform
+
+    from ondrop.runtime.oci import ARCHES, seccomp_profile
+
+    podman_like = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                     "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+        "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}],
+    }  # fmt: skip
+    (tmp_path / "seccomp.json").write_text(json.dumps(podman_like))
+    profile = seccomp_profile(tmp_path / "seccomp.json")
+    if platform.machine() not in ARCHES:
+        assert profile is None
+        return
+    assert profile is not None
+    assert profile["architectures"] == [ARCHES[platform.machine()][1]]
+    assert profile["syscalls"] == [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]

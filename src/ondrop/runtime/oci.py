@@ -270,7 +270,12 @@ ARCHES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_AR
 
 def seccomp_profile(path: Path = SECCOMP_PROFILE) -> dict[str, Any] | None:
     """The seccomp filter podman gives containers, as an OCI `linux.seccomp` for a job with
-    CAPABILITIES on this machine's architecture; None when the profile is not installed."""
+    CAPABILITIES on this machine's architecture; None when the profile is not installed.
+
+    Only the machine's own system-call ABI is allowed: podman also allows the 32-bit ones
+    (x86 and x32 beside x86_64), but compiling the filter for three ABIs costs crun about
+    20 ms on every start (measured by bench/cold_start.py), for binaries a job's image
+    rarely has; their system calls fail instead."""
     import json
     import platform
 
@@ -282,9 +287,6 @@ def seccomp_profile(path: Path = SECCOMP_PROFILE) -> dict[str, Any] | None:
     if not arch:
         return None
     architectures = [scmp_arch]
-    for entry in profile.get("archMap") or []:
-        if entry.get("architecture") == scmp_arch:
-            architectures += entry.get("subArchitectures") or []
 
     def applies(rule: dict[str, Any]) -> bool:
         includes, excludes = rule.get("includes") or {}, rule.get("excludes") or {}
