@@ -147,7 +147,15 @@ def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
     threading.Timer(10.0, outage.set).start()
     outage.wait()
     platform.object_store.start(f"{platform.url}/events/seaweedfs")
-    wait_until(lambda: platform.store.count_jobs("copy") == {"succeeded": 30}, timeout=120)
+    try:
+        wait_until(lambda: platform.store.count_jobs("copy") == {"succeeded": 30}, timeout=120)
+    except AssertionError:
+        ended = {
+            j.id: [(a.status, a.reason) for a in platform.store.attempts(j.id)]
+            for j in platform.store.jobs("copy")
+            if j.status != "succeeded"
+        }
+        raise AssertionError(f"not all succeeded: {ended}") from None
     unavailable = sum(
         a.status == "unavailable"
         for j in platform.store.jobs("copy")
