@@ -3,7 +3,10 @@ and whether the platform should wait and retry (store down) or give up (wrong ke
 
 from __future__ import annotations
 
+import http.server
 import io
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,53 @@ def test_a_store_that_is_down_is_unavailable_not_failed() -> None:
         list(dav.list("x"))
     s3.close()
     dav.close()
+
+
+class Failing(http.server.BaseHTTPRequestHandler):
+    """A store that answers every request with S3's 500 InternalError."""
+
+    def _fail(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>"
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _fail
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_store_failing_inside_is_unavailable_for_uploads_too(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s3 = build(
+        "minio.failing",
+        {
+            "endpoint": f"http://127.0.0.1:{server.server_port}",
+            "access_key": "a",
+            "secret_key": "b",
+        },
+    )
+    output = tmp_path / "x.txt"
+    output.write_text("x")
+    try:
+        calls: list[Callable[[], object]] = [
+            lambda: s3.put("bucket/x.txt", io.BytesIO(b"x")),
+            lambda: s3.put_file("bucket/x.txt", output),  # boto3 wraps the store's answer
+            lambda: s3.stat("bucket/x.txt"),
+        ]
+        for call in calls:
+            with pytest.raises(StorageUnavailableError) as caught:
+                call()
+            assert "minio.failing" in str(caught.value) and "retry" in str(caught.value)
+    finally:
+        s3.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_wrong_webdav_credentials_name_the_fix(webdav: WebDAV, tmp_path: Path) -> None:

@@ -107,8 +107,9 @@ class S3Storage(StorageProvider):
 
     def _error(self, exc: BaseException, what: str) -> StorageError:
         where = f"{self.name} ({self.endpoint or 'AWS'})"
-        if isinstance(exc, S3UploadFailedError) and exc.__cause__ is not None:
-            exc = exc.__cause__  # boto3 wraps the store's answer
+        if isinstance(exc, S3UploadFailedError):
+            # boto3 raises it while handling the store's answer, which it names only in text
+            exc = exc.__cause__ or exc.__context__ or exc
         if isinstance(exc, BotoConnectionError | HTTPClientError | RetriesExceededError):
             return StorageUnavailableError(
                 f"{where}: cannot reach the store to {what} ({type(exc).__name__}); is it "
