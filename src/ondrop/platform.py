@@ -185,6 +185,8 @@ class Platform:
         deadline = time.monotonic() + (self.settings.grace if grace is None else grace)
         for pool in self.pools.values():
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
+        for runtime in self.runtimes.values():
+            runtime.close()
         self.providers.close()
         self.store.close()
         if self.object_store is not None:

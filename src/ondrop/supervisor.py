@@ -124,6 +124,8 @@ class Supervisor:
                 cpu=allocation.cpu,
                 network=service.network,
                 gpus=allocation.gpus,
+                service=service.name,
+                warm=float(service.warm),
             )
             result = runtime.run(spec)
             script_ended()

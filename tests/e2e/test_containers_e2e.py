@@ -19,7 +19,7 @@ from tests.e2e.test_cli_e2e import Platform
 pytestmark = pytest.mark.e2e
 
 
-def fdl(folder: Path, image: str, script: str, memory: str = "64Mi") -> Path:
+def fdl(folder: Path, image: str, script: str, memory: str = "64Mi", extra: str = "") -> Path:
     (folder / "count.sh").write_text(script)
     path = folder / "count.yaml"
     path.write_text(f"""
@@ -31,7 +31,7 @@ services:
     timeout: 60
     input: [{{path: words/in}}]
     output: [{{path: words/out}}]
-""")
+{extra}""")
     return path
 
 
@@ -131,6 +131,46 @@ def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
         text=True,
     ).stdout
     assert leftovers == ""
+
+
+def test_a_warm_service_reuses_its_containers_and_leaves_none_after_a_crash(
+    up: Platform, tmp_path: Path, busybox: str
+) -> None:
+    prefix = "ondrop-" + hashlib.sha256(str(up.data.resolve()).encode()).hexdigest()[:8]
+    script = 'hostname > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH").host"\n'
+    up.cli("apply", str(fdl(tmp_path, busybox, script, extra="    warm: 60\n")))
+    inbox = up.data / "storage" / "words" / "in"
+    inbox.mkdir(parents=True, exist_ok=True)
+    out = up.data / "storage" / "words" / "out"
+    for i in range(6):
+        (inbox / f"doc{i}.txt").write_text("x")
+        deadline = time.monotonic() + 30
+        while not (out / f"doc{i}.txt.host").exists():
+            assert time.monotonic() < deadline, "the output did not appear"
+            time.sleep(0.05)
+    hosts = {p.read_text().strip() for p in out.glob("*.host")}
+    assert len(hosts) == 1 and next(iter(hosts)).startswith("warm-count-"), hosts
+    (warm,) = containers(prefix)  # kept, idle, for the next file
+    pid = json.loads(
+        subprocess.run(["crun", "state", warm], capture_output=True, text=True).stdout
+    )["pid"]
+    up.stop(signal.SIGKILL)
+    up.start()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "the dead platform's warm container was not removed"
+        time.sleep(0.05)
+    (inbox / "after.txt").write_text("x")
+    deadline = time.monotonic() + 30
+    while not (out / "after.txt.host").exists():
+        assert time.monotonic() < deadline, "the output did not appear after the restart"
+        time.sleep(0.05)
+    assert len(containers(prefix)) == 1
+    assert up.proc is not None
+    up.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    up.stop(signal.SIGINT)
+    assert containers(prefix) == []  # a clean stop removes the warm containers
 
 
 def test_the_wordcount_example_and_an_image_built_at_apply(

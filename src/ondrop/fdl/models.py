@@ -221,6 +221,13 @@ class Service(_Strict):
     network: bool = Field(
         False, description="may a containerised job reach the network; default no"
     )
+    warm: int = Field(
+        0,
+        ge=0,
+        le=86400,
+        description="containers: keep one warm between jobs, removed after this many seconds "
+        "idle; default 0, a fresh container per job",
+    )
     log_level: str = Field("INFO", description="NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL")
     environment: Environment = Field(default_factory=Environment)
     input: list[StorageIO] = Field(

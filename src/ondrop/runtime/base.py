@@ -29,6 +29,8 @@ class RunSpec:
     cpu: float | None = None  # cores
     network: bool = False  # may the job reach the network (container runtime)
     gpus: tuple[str, ...] = ()  # GPU device ids given to this job alone
+    service: str = ""  # whose job it is: warm containers are kept per service
+    warm: float = 0.0  # seconds an idle warm container is kept; 0: a fresh one per job
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class Runtime(ABC):
 
     def stop_all(self, force: bool = False) -> None:
         """Stop every job this runtime runs; `force`: kill them at once, no grace."""
+
+    def close(self) -> None:
+        """Release what is kept between jobs (warm containers); nothing runs any more."""
 
     def reap(self, workdir: Path) -> bool:
         """Kill what a platform that died left running for the job in `workdir` (start-up).

@@ -77,6 +77,15 @@ class JobCgroup:
         except (OSError, ValueError):
             return False
 
+    def processes(self) -> set[int] | None:
+        """The processes in the container now; None when the cgroup cannot be read."""
+        where = ROOT if unified() else ROOT / "pids"
+        try:
+            text = (where / self.container_path.lstrip("/") / "cgroup.procs").read_text()
+        except OSError:
+            return None
+        return {int(pid) for pid in text.split()}
+
     def remove(self) -> None:
         for own in self._dirs():
             for sub in (own / "job", own):

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 from ondrop.errors import OndropError
 from ondrop.quantity import format_bytes
@@ -32,6 +37,9 @@ from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
 from ondrop.runtime.oci import Bind, OciRuntime, bundle_config, gpu_devices, seccomp_profile
+from ondrop.runtime.warm import CLEARED, WarmContainer, WarmContainers
+
+log = logging.getLogger(__name__)
 
 # Where the job's folders appear inside the container.
 INSIDE = {
@@ -40,6 +48,7 @@ INSIDE = {
     "tmp": "/tmp",
     "script": "/ondrop/script",
 }
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIDS_LIMIT = 1024
 CONTAINER_FILE = "container"  # in the work folder: what to remove if the platform dies
 KILL_WAIT = 10.0
@@ -54,6 +63,8 @@ class ContainerRuntime(Runtime):
         self.oci = oci
         self.prefix = prefix  # names this platform's containers: ondrop-<data folder hash>-
         self.seccomp = seccomp_profile()  # podman's syscall filter, where it is installed
+        # Containers kept between jobs, where ondrop starts them itself.
+        self.warm = WarmContainers(oci) if oci is not None else None
         self._running: dict[str, str] = {}  # job id -> container name
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
@@ -75,17 +86,21 @@ class ContainerRuntime(Runtime):
         except OndropError as exc:
             return RunResult(None, str(exc), time.monotonic() - started)
         env = dict(_pairs(image.env))
-        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.setdefault("PATH", DEFAULT_PATH)
         env["HOME"] = "/tmp"  # the image is read-only
         env.update(spec.env)
         name = self.prefix + spec.job_id
-        (spec.workdir / CONTAINER_FILE).write_text(
-            json.dumps({"name": name, "via": "oci" if self.oci else "engine"})
-        )
+        warm = spec.warm > 0 and self.warm is not None
+        if not warm:  # a warm container has its own folder to be found by
+            (spec.workdir / CONTAINER_FILE).write_text(
+                json.dumps({"name": name, "via": "oci" if self.oci else "engine"})
+            )
         with self._lock:
             self._running[spec.job_id] = name
         try:
-            if self.oci is not None:
+            if warm:
+                code, timed_out, oom = self._run_warm(spec, image, args, env)
+            elif self.oci is not None:
                 code, timed_out, oom = self._run_bundle(spec, image, name, args, env)
             else:
                 code, timed_out, oom = self._run_engine(spec, image, name, args, env)
@@ -135,27 +150,8 @@ class ContainerRuntime(Runtime):
         cgroup.create()
         bundle = spec.workdir / "bundle"
         bundle.mkdir(exist_ok=True)
-        hostname = spec.job_id[:63]
-        hosts = spec.workdir / "hosts"
-        hosts.write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
-        binds = [*self._binds(spec), Bind(hosts, "/etc/hosts", readonly=True)]
-        if spec.network and Path("/etc/resolv.conf").exists():
-            binds.append(Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", readonly=True))
-        config = bundle_config(
-            rootfs=rootfs,
-            args=args,
-            env=env,
-            cwd=image.workdir or "/",
-            binds=binds,
-            hostname=hostname,
-            cgroups_path=cgroup.container_path,
-            user=user,
-            cpu=spec.cpu,
-            pids=PIDS_LIMIT,
-            network=spec.network,
-            seccomp=self.seccomp,
-            devices=gpu_devices(spec.gpus),
-        )
+        binds = self._binds(spec)
+        config = self._config(spec, image, rootfs, user, binds, args, env, cgroup, spec.workdir)
         (bundle / "config.json").write_text(json.dumps(config))
         timed_out = False
         code: int | None = None
@@ -174,6 +170,128 @@ class ContainerRuntime(Runtime):
                 self.oci.delete(name)
             cgroup.remove()
         return code, timed_out, oom
+
+    def _config(
+        self,
+        spec: RunSpec,
+        image: Image,
+        rootfs: Path,
+        user: tuple[int, int],
+        binds: list[Bind],
+        args: list[str],
+        env: dict[str, str],
+        cgroup: JobCgroup,
+        folder: Path,
+    ) -> dict[str, Any]:
+        """The bundle of a container in `cgroup` for the job of `spec` (for a warm one,
+        the first of its jobs): `binds`, and its own hosts file in `folder`."""
+        hostname = cgroup.name.removeprefix(self.prefix)[:63]
+        hosts = folder / "hosts"
+        hosts.write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
+        binds = [*binds, Bind(hosts, "/etc/hosts", readonly=True)]
+        if spec.network and Path("/etc/resolv.conf").exists():
+            binds.append(Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", readonly=True))
+        return bundle_config(
+            rootfs=rootfs,
+            args=args,
+            env=env,
+            cwd=image.workdir or "/",
+            binds=binds,
+            hostname=hostname,
+            cgroups_path=cgroup.container_path,
+            user=user,
+            cpu=spec.cpu,
+            pids=PIDS_LIMIT,
+            network=spec.network,
+            seccomp=self.seccomp,
+            devices=gpu_devices(spec.gpus),
+        )
+
+    def _run_warm(
+        self, spec: RunSpec, image: Image, args: list[str], env: dict[str, str]
+    ) -> tuple[int, bool, bool]:
+        """Run the job in a warm container of its service: an idle one, or a new one kept
+        for the next job afterwards (see warm.py)."""
+        assert self.oci is not None and self.warm is not None
+        rootfs = self.images.rootfs(image)
+        user = _user(image.user, rootfs)
+        key = (spec.service, image.id, spec.memory, spec.cpu, spec.network, spec.gpus, user)
+        box = self.warm.take(key) or self._start_warm(spec, image, rootfs, user, key)
+        with self._lock:
+            self._running[spec.job_id] = box.name
+        if user != (0, 0):
+            os.chown(spec.workdir / "output", *user)
+        process = {**box.process, "args": args, "env": [f"{k}={v}" for k, v in env.items()]}
+        process_file = spec.workdir / "process.json"
+        fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:  # the environment holds the service's secrets
+            json.dump(process, f)
+        box.enter(spec.workdir)
+        timed_out = False
+        code: int | None = None
+        try:
+            with spec.log.open("ab") as log:
+                proc = self.oci.exec(box.name, process_file, log)
+            status = wait_exit(proc, spec.timeout)
+            if status is None:
+                timed_out = True
+                self.oci.kill(box.name)
+                status = _wait_or_kill(proc)
+            code = status
+            oom = code in (137, -9) and box.cgroup.out_of_memory()
+        finally:
+            clean = box.leave(spec.workdir)
+            with self._lock:
+                stopped = spec.job_id in self._stopped
+            if clean and code is not None and code not in (137, -9) and not stopped:
+                self.warm.give(box)
+            else:
+                self.warm.discard(box)
+        return code, timed_out, oom
+
+    def _start_warm(
+        self, spec: RunSpec, image: Image, rootfs: Path, user: tuple[int, int], key: Hashable
+    ) -> WarmContainer:
+        assert self.oci is not None
+        name = f"{self.prefix}warm-{spec.service}-{uuid.uuid4().hex[:8]}"
+        # Among the work folders, so that a platform that died has it removed on restart.
+        folder = spec.workdir.parent / name.removeprefix(self.prefix)
+        folder.mkdir()
+        (folder / CONTAINER_FILE).write_text(json.dumps({"name": name, "via": "oci"}))
+        for part in CLEARED:
+            (folder / part).mkdir()
+        (folder / "shm").chmod(0o1777)
+        for part in ("slot", "tmp"):
+            os.chown(folder / part, *user)
+        cgroup = JobCgroup(name, spec.memory)
+        cgroup.create()
+        binds = [Bind(folder / part, inside) for part, inside in CLEARED.items()]
+        config = self._config(
+            spec, image, rootfs, user, binds, ["sleep", "2147483647"], {}, cgroup, folder
+        )
+        # /run and /dev/shm are the folders above, emptied between jobs, instead of the
+        # usual tmpfs; the rest of /dev cannot be written.
+        config["mounts"] = [
+            m
+            for m in config["mounts"]
+            if m["type"] == "bind" or m["destination"] not in CLEARED.values()
+        ]
+        config["linux"]["readonlyPaths"] = [*config["linux"]["readonlyPaths"], "/dev"]
+        config["process"]["env"] = [f"PATH={DEFAULT_PATH}"]
+        (folder / "bundle").mkdir()
+        (folder / "bundle" / "config.json").write_text(json.dumps(config))
+        try:
+            pid = self.oci.start_detached(folder / "bundle", name)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self.oci.delete(name)
+            cgroup.remove()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise OndropError(
+                f"could not start a warm container of image {image.ref} ({exc}); the image "
+                "needs a `sleep` command, or leave `warm` out to start a container per job"
+            ) from None
+        log.debug("warm container %s started for service %s", name, spec.service)
+        return WarmContainer(name, key, folder, pid, config["process"], cgroup, spec.warm)
 
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
@@ -269,6 +387,10 @@ class ContainerRuntime(Runtime):
             self.oci.kill(name)
         else:
             subprocess.run([self.engine.binary, "kill", name], capture_output=True, timeout=30)
+
+    def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
 
     def reap(self, workdir: Path) -> bool:
         try:

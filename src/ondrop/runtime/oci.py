@@ -7,6 +7,7 @@ mounts (crun: milliseconds), where `podman run` spends hundreds of milliseconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -189,6 +190,37 @@ class OciRuntime:
             start_new_session=True,
         )
 
+    def start_detached(self, bundle: Path, container: str) -> int:
+        """`run` the bundle in the background; the pid of its first process (on this host).
+        What the runtime and the container print goes to `log` in the bundle (a pipe would
+        be held open by the container)."""
+        with (bundle / "log").open("wb") as log:
+            result = subprocess.run(
+                [self.binary, "run", "--detach", "--bundle", str(bundle), container],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                timeout=60,
+            )
+        if result.returncode != 0:
+            error = (bundle / "log").read_text(errors="replace").strip()
+            raise OSError(f"{self.name} run: {error or f'exit status {result.returncode}'}")
+        state = subprocess.run(
+            [self.binary, "state", container], capture_output=True, text=True, timeout=30
+        )
+        return int(json.loads(state.stdout)["pid"])
+
+    def exec(self, container: str, process: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start the process described in `process` (an OCI process JSON) in a running
+        container; it ends when that process ends."""
+        return subprocess.Popen(
+            [self.binary, "exec", "--process", str(process), container],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def kill(self, container: str, signal: str = "KILL") -> None:
         subprocess.run([self.binary, "kill", container, signal], capture_output=True, timeout=30)
 
@@ -225,7 +257,6 @@ def gpu_devices(gpus: tuple[str, ...]) -> list[Path]:
 def probe(runtime: OciRuntime, scratch: Path) -> str | None:
     """Why `runtime` cannot start containers here, or None when it can: it starts a bundle
     whose program does not exist, which fails after the namespaces and cgroups are made."""
-    import json
     import uuid
 
     bundle = scratch / f"probe-{uuid.uuid4().hex[:8]}"
@@ -276,7 +307,6 @@ def seccomp_profile(path: Path = SECCOMP_PROFILE) -> dict[str, Any] | None:
     (x86 and x32 beside x86_64), but compiling the filter for three ABIs costs crun about
     20 ms on every start (measured by bench/cold_start.py), for binaries a job's image
     rarely has; their system calls fail instead."""
-    import json
     import platform
 
     try:

@@ -1,0 +1,170 @@
+"""Warm containers: kept between the jobs of a service that asks (`warm: <seconds>`), one
+job at a time each, and removed after that many seconds idle.
+
+A warm container's first process is `sleep`; each job is exec'd into it (crun exec: a
+few milliseconds, where a fresh container also costs its namespaces, mounts, cgroup and
+seccomp filter). The job's input, output and script are moved into the folder the
+container sees as /ondrop, and its outputs moved back out afterwards. Between jobs
+nothing is left: /ondrop, /tmp, /run and /dev/shm are host folders emptied after each
+job, the image and /dev are read-only, and a job that leaves a process behind, times
+out, is killed or runs out of memory takes its container with it. What the kernel keeps
+per IPC namespace (System V shared memory, POSIX message queues) is shared by the jobs
+of one warm container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ondrop.runtime.cgroups import JobCgroup
+from ondrop.runtime.oci import OciRuntime
+
+log = logging.getLogger(__name__)
+
+# The folders of a warm container that jobs may write, emptied after each job, and where
+# the container sees them.
+CLEARED = {"slot": "/ondrop", "tmp": "/tmp", "run": "/run", "shm": "/dev/shm"}
+JOB_PARTS = ("input", "output", "script")  # what a job's work folder lends the slot
+
+
+@dataclass
+class WarmContainer:
+    name: str
+    key: Hashable
+    folder: Path  # its host folders (CLEARED), bundle and hosts file
+    pid: int  # its first process, on this host
+    process: dict[str, Any]  # the bundle's process: each job's starts from it
+    cgroup: JobCgroup
+    idle_for: float  # seconds it is kept idle
+    idle_since: float = field(default=0.0)
+
+    def alive(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def enter(self, workdir: Path) -> None:
+        """Lend the job's input, output and script to the container."""
+        slot = self.folder / "slot"
+        for part in JOB_PARTS:
+            os.rename(workdir / part, slot / part)
+
+    def leave(self, workdir: Path) -> bool:
+        """Take the job's outputs back and empty every folder the job could write. False
+        when a process of the job is still there: the container cannot be used again."""
+        output = self.folder / "slot" / "output"
+        # Only a real folder comes back: a link the job put there could lead anywhere.
+        if output.is_dir() and not output.is_symlink():
+            os.rename(output, workdir / "output")
+        else:
+            (workdir / "output").mkdir(exist_ok=True)
+        for part in CLEARED:
+            _empty(self.folder / part)
+        return self.cgroup.processes() == {self.pid}
+
+
+class WarmContainers:
+    """The idle warm containers by key (service, image and limits), and a thread that
+    removes those idle too long."""
+
+    def __init__(self, oci: OciRuntime) -> None:
+        self.oci = oci
+        self._idle: dict[Hashable, list[WarmContainer]] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._reaper: threading.Thread | None = None
+        self._closed = False
+
+    def take(self, key: Hashable) -> WarmContainer | None:
+        """An idle container for `key`, the most recently used; None when there is none."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                box = idle.pop()
+            if box.alive():
+                return box
+            self.discard(box)  # it died while idle (killed from outside)
+
+    def give(self, box: WarmContainer) -> None:
+        """Keep `box` for the next job of its key."""
+        with self._lock:
+            if not self._closed:
+                box.idle_since = time.monotonic()
+                self._idle.setdefault(box.key, []).append(box)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._reap, name="ondrop-warm", daemon=True
+                    )
+                    self._reaper.start()
+                self._changed.notify()
+                return
+        self.discard(box)
+
+    def discard(self, box: WarmContainer) -> None:
+        self.oci.delete(box.name)
+        box.cgroup.remove()
+        shutil.rmtree(box.folder, ignore_errors=True)
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(idle) for idle in self._idle.values())
+
+    def close(self) -> None:
+        """Remove every idle container; those given back later are removed at once."""
+        with self._lock:
+            self._closed = True
+            boxes = [box for idle in self._idle.values() for box in idle]
+            self._idle.clear()
+            self._changed.notify()
+        for box in boxes:
+            self.discard(box)
+
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [
+                    box
+                    for idle in self._idle.values()
+                    for box in idle
+                    if now - box.idle_since >= box.idle_for
+                ]
+                for box in expired:
+                    self._idle[box.key].remove(box)
+                if not expired:
+                    due = [
+                        box.idle_since + box.idle_for - now
+                        for idle in self._idle.values()
+                        for box in idle
+                    ]
+                    self._changed.wait(min(due, default=60.0))
+                    continue
+            for box in expired:
+                log.debug("warm container %s idle for %g s: removed", box.name, box.idle_for)
+                self.discard(box)
+
+
+def _empty(folder: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)

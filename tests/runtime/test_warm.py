@@ -1,0 +1,131 @@
+"""Warm containers: jobs of a service share one, one at a time, and see nothing of the
+jobs before them; a container is given up when a job leaves a process behind, times
+out or runs out of memory, and removed when idle too long or at shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ondrop.runtime.base import RunResult, RunSpec
+from ondrop.runtime.container import ContainerRuntime
+
+
+@pytest.fixture
+def runtime(busybox: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
+    from ondrop.runtime.engine import detect
+    from ondrop.runtime.images import Images
+    from ondrop.runtime.oci import find_oci_runtime
+
+    engine = detect("podman")
+    assert engine is not None
+    oci = find_oci_runtime()
+    assert oci is not None, "crun or runc is needed for warm containers"
+    runtime = ContainerRuntime(
+        engine,
+        Images(engine, tmp_path_factory.mktemp("img"), pull=False),
+        oci,
+        f"ondrop-w{time.monotonic_ns() % 10**8}-",
+    )
+    yield runtime
+    runtime.close()
+    runtime.clean()
+
+
+def job(
+    runtime: ContainerRuntime, work: Path, script: str, image: str, **options: object
+) -> RunResult:
+    """Run `script` as a job of service `s` with warm containers kept 30 s, in `work`."""
+    work.mkdir()
+    for folder in ("input", "output", "tmp"):
+        (work / folder).mkdir()
+    (work / "input" / "in.txt").write_text(work.name)
+    (work / "script").write_text(script)
+    spec = RunSpec(
+        job_id=f"job-{time.monotonic_ns()}",
+        script=work / "script",
+        workdir=work,
+        env={"INPUT_FILE_PATH": "/ondrop/input/in.txt"},
+        timeout=20,
+        log=work / "log",
+        image=image,
+        service="s",
+        warm=30.0,
+    )
+    return runtime.run(RunSpec(**{**spec.__dict__, **options}))
+
+
+def containers(runtime: ContainerRuntime) -> list[str]:
+    assert runtime.oci is not None
+    return runtime.oci.containers(runtime.prefix)
+
+
+LEAVE = (
+    "hostname > /ondrop/output/host; cat $INPUT_FILE_PATH > /ondrop/output/in; "
+    "echo x > /tmp/left; echo x > /dev/shm/left; echo x > /run/left; echo x > /ondrop/left"
+)
+LOOK = (
+    "hostname > /ondrop/output/host; cat $INPUT_FILE_PATH > /ondrop/output/in; "
+    "ls -A /tmp /dev/shm /run /ondrop > /ondrop/output/seen"
+)
+
+
+def test_jobs_share_a_warm_container_and_see_nothing_of_each_other(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    first = job(runtime, tmp_path / "a", LEAVE, busybox)
+    assert first.ok, (tmp_path / "a" / "log").read_text()
+    assert runtime.warm is not None and runtime.warm.count() == 1
+    second = job(runtime, tmp_path / "b", LOOK, busybox)
+    assert second.ok, (tmp_path / "b" / "log").read_text()
+    a, b = tmp_path / "a" / "output", tmp_path / "b" / "output"
+    assert (a / "host").read_text() == (b / "host").read_text()  # the same container
+    assert ((a / "in").read_text(), (b / "in").read_text()) == ("a", "b")
+    seen = (b / "seen").read_text().split()
+    assert sorted(seen) == ["/dev/shm:", "/ondrop:", "/run:", "/tmp:", "input", "output", "script"]
+    assert len(containers(runtime)) == 1
+    assert not job(runtime, tmp_path / "c", "touch /dev/made", busybox).ok  # /dev is read-only
+
+
+def test_a_job_that_leaves_a_process_behind_takes_its_container_with_it(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert job(runtime, tmp_path / "a", "hostname > /ondrop/output/host; sleep 60 &", busybox).ok
+    assert runtime.warm is not None and runtime.warm.count() == 0
+    assert containers(runtime) == []
+    assert job(runtime, tmp_path / "b", "hostname > /ondrop/output/host", busybox).ok
+    host = (tmp_path / "{}" / "output" / "host").as_posix()
+    assert Path(host.format("a")).read_text() != Path(host.format("b")).read_text()
+
+
+def test_a_timeout_or_an_out_of_memory_kill_gives_the_container_up(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert job(runtime, tmp_path / "warmup", "true", busybox, timeout=0.5).ok
+    slow = job(runtime, tmp_path / "slow", "sleep 30", busybox, timeout=0.5)
+    assert slow.reason == "timed out after 0.5 s"
+    assert containers(runtime) == []
+    big = job(runtime, tmp_path / "big", "tail /dev/zero", busybox, memory=32 * 1024**2)
+    assert big.reason == "out of memory (limit 32Mi)"
+    assert containers(runtime) == []
+    small = job(runtime, tmp_path / "small", "head -c 100000 /dev/zero | wc -c", busybox)
+    assert small.ok
+
+
+def test_an_idle_warm_container_is_removed_after_its_time_and_at_close(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert job(runtime, tmp_path / "a", "true", busybox, warm=0.5).ok
+    assert len(containers(runtime)) == 1
+    deadline = time.monotonic() + 10
+    while containers(runtime) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert containers(runtime) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("warm-")]  # its folder too
+    assert job(runtime, tmp_path / "b", "true", busybox).ok
+    assert len(containers(runtime)) == 1
+    runtime.close()
+    assert containers(runtime) == []
