@@ -1,6 +1,6 @@
 """Cold start of a containerised job, three ways, in one run on one machine:
 
-  bare crun      `crun run` of the bundle ondrop would write (the floor)
+  bare crun      `crun run` of the bundle ondrop writes for such a job (the floor)
   podman run     `podman run --rm IMAGE true`, what a container per file costs naively
   ondrop /run    a job through the whole platform: HTTP in, event and job recorded,
                  stage in, a fresh container running `true`, stage out, HTTP out
@@ -33,11 +33,7 @@ from ondrop.client import Client
 from ondrop.runtime.cgroups import JobCgroup
 from ondrop.runtime.engine import detect
 from ondrop.runtime.images import Images
-from ondrop.runtime.oci import (
-    bundle_config,
-    find_oci_runtime,
-    probe,
-)
+from ondrop.runtime.oci import Bind, bundle_config, find_oci_runtime, probe, seccomp_profile
 from ondrop.runtime.rootfs import busybox_rootfs
 
 IMAGE = "localhost/ondrop-bench-busybox:1"
@@ -56,25 +52,38 @@ def bare_crun(scratch: Path, runs: int) -> tuple[list[float], str]:
     rootfs = Images(engine, scratch / "images", pull=False).rootfs(image)
     oci = find_oci_runtime()
     assert oci is not None and probe(oci, scratch) is None, "no usable crun or runc"
-    bundle = scratch / "bundle"
-    bundle.mkdir()
+    # What ondrop writes for a job: the job's folders bound in, its hosts file, podman's
+    # system-call filter, a pids limit, a cgroup of its own.
+    work = scratch / "work"
     for folder in ("input", "output", "tmp"):
-        (scratch / folder).mkdir()
-    config = bundle_config(
-        rootfs=rootfs,
-        args=["true"],
-        env={"PATH": "/bin"},
-        cwd="/",
-        binds=[],
-        hostname="bench",
-        cgroups_path="/ondrop/bench/job",
-        pids=1024,
-    )
-    (bundle / "config.json").write_text(json.dumps(config))
-    samples = [
-        timed([oci.binary, "run", "--bundle", str(bundle), f"bench-{i}"]) for i in range(runs)
+        (work / folder).mkdir(parents=True)
+    (work / "script").write_text("true\n")
+    (work / "hosts").write_text("127.0.0.1 localhost bench\n")
+    binds = [
+        Bind(work / "input", "/ondrop/input", readonly=True),
+        Bind(work / "output", "/ondrop/output"),
+        Bind(work / "tmp", "/tmp"),
+        Bind(work / "script", "/ondrop/script", readonly=True),
+        Bind(work / "hosts", "/etc/hosts", readonly=True),
     ]
-    JobCgroup("bench", None).remove()
+    samples = []
+    for i in range(runs):
+        bundle = scratch / f"bundle-{i}"
+        bundle.mkdir()
+        config = bundle_config(
+            rootfs=rootfs,
+            args=["true"],
+            env={"PATH": "/bin"},
+            cwd="/",
+            binds=binds,
+            hostname="bench",
+            cgroups_path=f"/ondrop/bench-{i}/job",
+            pids=1024,
+            seccomp=seccomp_profile(),
+        )
+        (bundle / "config.json").write_text(json.dumps(config))
+        samples.append(timed([oci.binary, "run", "--bundle", str(bundle), f"bench-{i}"]))
+        JobCgroup(f"bench-{i}", None).remove()
     return samples, oci.name
 
 
