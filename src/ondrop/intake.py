@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from ondrop.events.base import Event, collect_event, invoke_event, object_event
 from ondrop.pools.router import Router
@@ -61,12 +62,17 @@ class Intake:
         """Many object versions at once (what a watcher saw land): recorded in one
         transaction, one wait for the disk. Returns the jobs created."""
         source = self.providers.resolve(provider)
+        wanted = [info for info in infos if self.services.targets(source, info.key)]
+        if not wanted:
+            return []
+        # Two reads for the whole batch: which versions are new, and which are outputs.
+        new = self.store.unseen(source, [(info.key, info.version) for info in wanted])
+        wanted = [info for info in wanted if (info.key, info.version) in new]
+        producers = self.store.producers(source, [info.key for info in wanted])
         batch = [
             planned
-            for info in infos
-            if self.services.targets(source, info.key)
-            and not self.store.seen(source, info.key, info.version)
-            and (planned := self._plan(source, info)) is not None
+            for info in wanted
+            if (planned := self._plan(source, info, producer=producers.get(info.key))) is not None
         ]
         if not batch:
             return []
@@ -77,16 +83,21 @@ class Intake:
         return created
 
     def _plan(
-        self, source: str, info: ObjectInfo, parent_job: str | None = None
+        self,
+        source: str,
+        info: ObjectInfo,
+        parent_job: str | None = None,
+        producer: Job | Literal[False] | None = False,
     ) -> tuple[Event, list[NewJob]] | None:
         """The event of a new object version and the jobs it starts; None when it starts
-        none."""
+        none. `producer`: the job that wrote the object, when already looked up."""
         targets = self.services.targets(source, info.key)
         if not targets:
             return None
-        producer = self.store.job(parent_job) if parent_job else None
-        if producer is None:
-            producer = self.store.producer(source, info.key)
+        if producer is False:
+            producer = self.store.job(parent_job) if parent_job else None
+            if producer is None:
+                producer = self.store.producer(source, info.key)
         if producer is not None:
             # A service's own outputs never start it again.
             targets = [t for t in targets if t != producer.service]

@@ -89,10 +89,14 @@ class Supervisor:
         if isinstance(runtime, str):
             return Outcome(FAILED, None, runtime)
         work = self.folders.work / job.id
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            work.mkdir()
+        except FileExistsError:  # an earlier attempt's, which the platform did not see end
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
         inputs, outputs, tmp = work / "input", work / "output", work / "tmp"
         for folder in (inputs, outputs, tmp):
-            folder.mkdir(parents=True)
+            folder.mkdir()
         logfile = work / "log"
         try:
             try:

@@ -30,6 +30,11 @@ def test_the_same_object_version_twice_makes_jobs_once(store: SQLiteStore) -> No
     assert add(store, "in/a", "svc", version="2") == ["svc-in/a-2"]
     assert store.seen("local.default", "in/a", "1")
     assert not store.seen("local.default", "in/a", "3")
+    asked = [("in/a", "1"), ("in/a", "3"), ("in/b", "1")]
+    assert store.unseen("local.default", asked) == {("in/a", "3"), ("in/b", "1")}
+    assert store.unseen("other.default", asked) == set(asked)
+    many = [(f"in/f{i}", "1") for i in range(1200)]  # more than one statement can take
+    assert store.unseen("local.default", [*many, ("in/a", "1")]) == set(many)
 
 
 def test_one_event_can_start_several_services(store: SQLiteStore) -> None:
@@ -149,6 +154,9 @@ def test_outputs_remember_their_producer(store: SQLiteStore) -> None:
     producer = store.producer("local.default", "out/a")
     assert producer is not None and producer.service == "svc"
     assert store.producer("local.default", "out/b") is None
+    found = store.producers("local.default", ["out/a", "out/b", "in/a"])
+    assert list(found) == ["out/a"] and found["out/a"].id == job_id
+    assert store.producers("other.default", ["out/a"]) == {}
 
 
 def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: SQLiteStore) -> None:

@@ -155,12 +155,17 @@ class LocalPool:
                 for s in self.services.all()
                 if s.max_concurrency is not None
             }
-            for claim in self.store.claim(free, caps, time.time(), self.name, self._accept):
+            claims = self.store.claim(free, caps, time.time(), self.name, self._accept)
+            for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
                 threading.Thread(
                     target=self._run, args=(claim,), daemon=True, name=f"ondrop-job-{self.name}"
                 ).start()
+            if len(claims) == free:
+                # Every slot is taken: nothing more can start before a job ends, which
+                # wakes the scheduler (no need to ask the store when the next job is due).
+                return IDLE_WAIT
         due, now = self.store.next_due(self.name), time.time()
         if due is None or due <= now:
             # Nothing queued, or due jobs that must wait for room: a new job or a finished

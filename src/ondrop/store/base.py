@@ -135,6 +135,10 @@ class Store(ABC):
         """True when this object version was recorded before."""
 
     @abstractmethod
+    def unseen(self, source: str, versions: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (key, version) pairs were not recorded before."""
+
+    @abstractmethod
     def event(self, event_id: int) -> Event | None: ...
 
     @abstractmethod
@@ -243,6 +247,10 @@ class Store(ABC):
     @abstractmethod
     def producer(self, source: str, key: str) -> Job | None:
         """The job that last wrote this object, if a job did."""
+
+    @abstractmethod
+    def producers(self, source: str, keys: Sequence[str]) -> dict[str, Job]:
+        """producer() of many objects at once: those a job wrote, by key."""
 
     # -- small settings that must persist -----------------------------------
     @abstractmethod

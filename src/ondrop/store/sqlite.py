@@ -14,7 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,17 @@ _JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_a
     j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job"""
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    """`items` in pieces small enough for one statement's parameters (SQLite's limit)."""
+    for start in range(0, len(items), 500):
+        yield items[start : start + 500]
+
+
+def _marks(items: Sized) -> str:
+    return ",".join("?" * len(items))
+
+
+def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
     return Job(
         id=row[0],
         service=row[1],
@@ -349,6 +359,17 @@ class SQLiteStore(Store):
                 (source, key, version),
             )
         )
+
+    def unseen(self, source: str, versions: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = set(versions)
+        keys = sorted({key for key, _ in wanted})
+        for chunk in _chunks(keys):
+            rows = self._read(
+                f"SELECT key, version FROM events WHERE source = ? AND key IN ({_marks(chunk)})",
+                (source, *chunk),
+            )
+            wanted -= {(row[0], row[1]) for row in rows}
+        return wanted
 
     def event(self, event_id: int) -> Event | None:
         rows = self._read("SELECT * FROM events WHERE id = ?", (event_id,))
@@ -674,13 +695,11 @@ class SQLiteStore(Store):
 
     def outputs(self, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:
         found: list[tuple[str, str, str]] = []
-        for start in range(0, len(job_ids), 500):  # SQLite's limit on parameters
-            chunk = list(job_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
+        for chunk in _chunks(job_ids):
             found += [
                 (r[0], r[1], r[2])
                 for r in self._read(
-                    f"SELECT job_id, source, key FROM outputs WHERE job_id IN ({marks}) "
+                    f"SELECT job_id, source, key FROM outputs WHERE job_id IN ({_marks(chunk)}) "
                     "ORDER BY key",
                     chunk,
                 )
@@ -697,6 +716,18 @@ class SQLiteStore(Store):
     def producer(self, source: str, key: str) -> Job | None:
         rows = self._read("SELECT job_id FROM outputs WHERE source = ? AND key = ?", (source, key))
         return self.job(rows[0][0]) if rows else None
+
+    def producers(self, source: str, keys: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for chunk in _chunks(sorted(set(keys))):
+            rows = self._read(
+                f"SELECT o.key, {_JOB_COLUMNS} FROM outputs o JOIN jobs j ON j.id = o.job_id "
+                f"JOIN events e ON e.id = j.event_id WHERE o.source = ? AND o.key IN "
+                f"({_marks(chunk)})",
+                (source, *chunk),
+            )
+            found.update((row[0], _job(row[1:])) for row in rows)
+        return found
 
     # -- meta ---------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
