@@ -219,17 +219,17 @@ class ContainerRuntime(Runtime):
         box = self.warm.take(key) or self._start_warm(spec, image, rootfs, user, key)
         with self._lock:
             self._running[spec.job_id] = box.name
-        if user != (0, 0):
-            os.chown(spec.workdir / "output", *user)
-        process = {**box.process, "args": args, "env": [f"{k}={v}" for k, v in env.items()]}
-        process_file = spec.workdir / "process.json"
-        fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:  # the environment holds the service's secrets
-            json.dump(process, f)
-        box.enter(spec.workdir)
         timed_out = False
         code: int | None = None
         try:
+            if user != (0, 0):
+                os.chown(spec.workdir / "output", *user)
+            process = {**box.process, "args": args, "env": [f"{k}={v}" for k, v in env.items()]}
+            process_file = spec.workdir / "process.json"
+            fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:  # the environment holds the service's secrets
+                json.dump(process, f)
+            box.enter(spec.workdir)
             with spec.log.open("ab") as log:
                 proc = self.oci.exec(box.name, process_file, log)
             status = wait_exit(proc, spec.timeout)
