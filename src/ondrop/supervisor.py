@@ -274,6 +274,8 @@ def output_files(folder: Path) -> list[Path]:
     """The regular files a script left in `folder`, in name order. Links are never
     followed: a script (in a container above all) must not make the platform read or
     store a file of the host's."""
+    if folder.is_symlink():
+        return []
     found = []
     for top, _dirs, files in os.walk(folder):  # os.walk does not enter linked folders
         for name in files:

@@ -101,6 +101,20 @@ def test_a_job_that_leaves_a_process_behind_takes_its_container_with_it(
     assert Path(host.format("a")).read_text() != Path(host.format("b")).read_text()
 
 
+def test_a_job_cannot_reach_the_host_or_the_first_process(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    # The output folder swapped for a link to the host's /etc: nothing of /etc comes back.
+    swap = "rmdir /ondrop/output && ln -s /etc /ondrop/output"
+    assert job(runtime, tmp_path / "a", swap, busybox).ok, (tmp_path / "a" / "log").read_text()
+    output = tmp_path / "a" / "output"
+    assert output.is_dir() and not output.is_symlink() and list(output.iterdir()) == []
+    # The first process is another user's, which a job (root or not) cannot trace.
+    peek = job(runtime, tmp_path / "b", "cat /proc/1/environ", busybox)
+    assert not peek.ok and "Permission denied" in (tmp_path / "b" / "log").read_text()
+    assert job(runtime, tmp_path / "c", "true", busybox).ok
+
+
 def test_a_timeout_or_an_out_of_memory_kill_gives_the_container_up(
     runtime: ContainerRuntime, busybox: str, tmp_path: Path
 ) -> None:

@@ -77,14 +77,18 @@ class JobCgroup:
         except (OSError, ValueError):
             return False
 
-    def processes(self) -> set[int] | None:
-        """The processes in the container now; None when the cgroup cannot be read."""
-        where = ROOT if unified() else ROOT / "pids"
+    def tasks(self) -> int | None:
+        """How many tasks the container holds now: processes, their threads, and exited
+        ones nobody has reaped yet. None when the cgroup cannot be read."""
+        own = (ROOT if unified() else ROOT / "pids") / self.container_path.lstrip("/")
         try:
-            text = (where / self.container_path.lstrip("/") / "cgroup.procs").read_text()
+            return int((own / "pids.current").read_text())
+        except (OSError, ValueError):
+            pass
+        try:  # no pids controller there: the processes, less the exited ones
+            return len((own / "cgroup.procs").read_text().split())
         except OSError:
             return None
-        return {int(pid) for pid in text.split()}
 
     def remove(self) -> None:
         for own in self._dirs():

@@ -10,6 +10,7 @@ outside: images need nothing of ondrop in them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ INSIDE = {
 }
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIDS_LIMIT = 1024
+FIRST_UID = 65532  # a warm container's first process runs as this user (65531 if taken)
 CONTAINER_FILE = "container"  # in the work folder: what to remove if the platform dies
 KILL_WAIT = 10.0
 
@@ -219,7 +221,11 @@ class ContainerRuntime(Runtime):
         box = self.warm.take(key) or self._start_warm(spec, image, rootfs, user, key)
         with self._lock:
             self._running[spec.job_id] = box.name
-        timed_out = False
+            stopped = spec.job_id in self._stopped
+        if stopped:  # while its container was found or started: it never runs
+            self.warm.give(box)
+            return -9, False, False
+        timed_out = oom = False
         code: int | None = None
         try:
             if user != (0, 0):
@@ -238,12 +244,28 @@ class ContainerRuntime(Runtime):
                 self.oci.kill(box.name)
                 status = _wait_or_kill(proc)
             code = status
-            oom = code in (137, -9) and box.cgroup.out_of_memory()
         finally:
-            clean = box.leave(spec.workdir)
-            with self._lock:
+            with self._lock:  # from here a stop of this job no longer reaches the container
+                self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
-            if clean and code is not None and code not in (137, -9) and not stopped:
+            ran_out = box.cgroup.out_of_memory()
+            oom = code in (137, -9) and ran_out
+            reuse = (
+                code is not None
+                and code not in (137, -9)
+                and not stopped
+                and not ran_out
+                and box.only_first()
+            )
+            if not reuse:
+                # Nothing of the job may run on while its outputs are taken out: a process
+                # left behind could swap the output folder for a link to the host's files.
+                self.oci.delete(box.name)
+            try:
+                emptied = box.leave(spec.workdir)
+            except OSError:
+                emptied = False
+            if reuse and emptied:
                 self.warm.give(box)
             else:
                 self.warm.discard(box)
@@ -256,33 +278,42 @@ class ContainerRuntime(Runtime):
         name = f"{self.prefix}warm-{spec.service}-{uuid.uuid4().hex[:8]}"
         # Among the work folders, so that a platform that died has it removed on restart.
         folder = spec.workdir.parent / name.removeprefix(self.prefix)
-        folder.mkdir()
-        (folder / CONTAINER_FILE).write_text(json.dumps({"name": name, "via": "oci"}))
-        for part in CLEARED:
-            (folder / part).mkdir()
-        (folder / "shm").chmod(0o1777)
-        for part in ("slot", "tmp"):
-            os.chown(folder / part, *user)
         cgroup = JobCgroup(name, spec.memory)
-        cgroup.create()
-        binds = [Bind(folder / part, inside) for part, inside in CLEARED.items()]
-        config = self._config(
-            spec, image, rootfs, user, binds, ["sleep", "2147483647"], {}, cgroup, folder
-        )
-        # /run and /dev/shm are the folders above, emptied between jobs, instead of the
-        # usual tmpfs; the rest of /dev cannot be written.
-        config["mounts"] = [
-            m
-            for m in config["mounts"]
-            if m["type"] == "bind" or m["destination"] not in CLEARED.values()
-        ]
-        config["linux"]["readonlyPaths"] = [*config["linux"]["readonlyPaths"], "/dev"]
-        config["process"]["env"] = [f"PATH={DEFAULT_PATH}"]
-        (folder / "bundle").mkdir()
-        (folder / "bundle" / "config.json").write_text(json.dumps(config))
         try:
+            folder.mkdir()
+            (folder / CONTAINER_FILE).write_text(json.dumps({"name": name, "via": "oci"}))
+            for part in CLEARED:
+                (folder / part).mkdir()
+            (folder / "shm").chmod(0o1777)
+            for part in ("slot", "tmp"):
+                os.chown(folder / part, *user)
+            cgroup.create()
+            binds = [Bind(folder / part, inside) for part, inside in CLEARED.items()]
+            config = self._config(spec, image, rootfs, user, binds, [], {}, cgroup, folder)
+            # /run and /dev/shm are the folders above, emptied between jobs, instead of the
+            # usual tmpfs; the rest of /dev cannot be written.
+            config["mounts"] = [
+                m
+                for m in config["mounts"]
+                if m["type"] == "bind" or m["destination"] not in CLEARED.values()
+            ]
+            config["linux"]["readonlyPaths"] = [*config["linux"]["readonlyPaths"], "/dev"]
+            job_process = copy.deepcopy(config["process"])  # each job's starts from it
+            # The first process only waits. It runs as a user of its own without any
+            # capability, so that no job (whatever its user) can trace it to run something
+            # of its own in it between jobs.
+            first = FIRST_UID if user[0] != FIRST_UID else FIRST_UID - 1
+            config["process"].update(
+                args=["sleep", "2147483647"],
+                env=[f"PATH={DEFAULT_PATH}"],
+                cwd="/",
+                user={"uid": first, "gid": first},
+                capabilities={k: [] for k in ("bounding", "effective", "permitted")},
+            )
+            (folder / "bundle").mkdir()
+            (folder / "bundle" / "config.json").write_text(json.dumps(config))
             pid = self.oci.start_detached(folder / "bundle", name)
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             self.oci.delete(name)
             cgroup.remove()
             shutil.rmtree(folder, ignore_errors=True)
@@ -291,7 +322,7 @@ class ContainerRuntime(Runtime):
                 "needs a `sleep` command, or leave `warm` out to start a container per job"
             ) from None
         log.debug("warm container %s started for service %s", name, spec.service)
-        return WarmContainer(name, key, folder, pid, config["process"], cgroup, spec.warm)
+        return WarmContainer(name, key, folder, pid, job_process, cgroup, spec.warm)
 
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]

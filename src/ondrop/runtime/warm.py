@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Hashable
@@ -55,6 +56,11 @@ class WarmContainer:
             return False
         return state not in ("Z", "X")
 
+    def only_first(self) -> bool:
+        """Whether the container holds its first process and nothing else: no process of
+        a job, running or exited."""
+        return self.cgroup.tasks() == 1 and self.alive()
+
     def enter(self, workdir: Path) -> None:
         """Lend the job's input, output and script to the container."""
         slot = self.folder / "slot"
@@ -62,17 +68,18 @@ class WarmContainer:
             os.rename(workdir / part, slot / part)
 
     def leave(self, workdir: Path) -> bool:
-        """Take the job's outputs back and empty every folder the job could write. False
-        when a process of the job is still there: the container cannot be used again."""
+        """Take the job's outputs back and empty every folder the job could write; call it
+        once nothing of the job runs. False when something could not be emptied."""
         output = self.folder / "slot" / "output"
-        # Only a real folder comes back: a link the job put there could lead anywhere.
-        if output.is_dir() and not output.is_symlink():
+        try:
+            real = stat.S_ISDIR(os.lstat(output).st_mode)
+        except FileNotFoundError:
+            real = False
+        if real:  # a link the job put there instead could lead anywhere on the host
             os.rename(output, workdir / "output")
         else:
             (workdir / "output").mkdir(exist_ok=True)
-        for part in CLEARED:
-            _empty(self.folder / part)
-        return self.cgroup.processes() == {self.pid}
+        return all([_empty(self.folder / part) for part in CLEARED])
 
 
 class WarmContainers:
@@ -130,8 +137,11 @@ class WarmContainers:
             boxes = [box for idle in self._idle.values() for box in idle]
             self._idle.clear()
             self._changed.notify()
+            reaper = self._reaper
         for box in boxes:
             self.discard(box)
+        if reaper is not None:
+            reaper.join(timeout=60)  # it may be removing an expired one
 
     def _reap(self) -> None:
         while True:
@@ -160,11 +170,15 @@ class WarmContainers:
                 self.discard(box)
 
 
-def _empty(folder: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def _empty(folder: Path) -> bool:
+    """Remove what `folder` holds; whether it is empty now."""
+    try:
         for entry in os.scandir(folder):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+        return not any(os.scandir(folder))
+    except OSError:
+        return False
