@@ -1,6 +1,6 @@
 """The Runtime contract: exit status, time limit, environment, logs and stop, on every
-runtime: the process runtime, and the container runtime both ways it starts containers
-(the OCI runtime directly, and the engine's `run`)."""
+runtime: the process runtime, and the container runtime every way it starts containers
+(the OCI runtime directly, and the engine's `run`, with podman and with Docker)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 
 from ondrop.runtime.base import RunSpec, Runtime
 from ondrop.runtime.process import ProcessRuntime
+from tests.support.images import docker_busybox_image
 
 
-@pytest.fixture(params=["process", "container", "container-engine"])
+@pytest.fixture(params=["process", "container", "container-engine", "container-docker"])
 def runtime(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Runtime]:
@@ -27,10 +28,14 @@ def runtime(
     from ondrop.runtime.images import Images
     from ondrop.runtime.oci import find_oci_runtime
 
-    image = request.getfixturevalue("busybox")
-    engine = detect("podman")
-    assert engine is not None
     folder = tmp_path_factory.mktemp("images")
+    if request.param == "container-docker":  # Docker's CLI instead of podman's
+        image = docker_busybox_image(folder)
+        engine = detect("docker")
+    else:
+        image = request.getfixturevalue("busybox")
+        engine = detect("podman")
+    assert engine is not None
     oci = find_oci_runtime() if request.param == "container" else None
     runtime = ContainerRuntime(
         engine, Images(engine, folder, pull=False), oci, f"ondrop-test{time.monotonic_ns()}-"

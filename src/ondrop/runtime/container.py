@@ -327,6 +327,10 @@ class ContainerRuntime(Runtime):
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
     ) -> tuple[int, bool, bool]:
+        if self.engine.name == "docker" and args[0] == "/bin/sh":
+            # Docker keeps stdout and stderr apart, so their lines would reach the log out of
+            # order: the script's shell sends both to one stream first.
+            args = ["/bin/sh", "-c", 'exec 2>&1; exec /bin/sh "$@"', "sh", *args[1:]]
         # Not on the command line, where `ps` shows it: an env file, and `-e NAME` (the value
         # from podman's own environment) for values an env file cannot hold (line breaks).
         env_file = spec.workdir / "env"

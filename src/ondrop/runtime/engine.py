@@ -99,6 +99,10 @@ class Engine:
 
     def build(self, context: Path, tag: str, containerfile: Path | None = None) -> Image:
         args = ["build", "-t", tag]
+        # podman finds a Containerfile by itself; Docker looks for a Dockerfile only.
+        default = context / "Containerfile"
+        if containerfile is None and default.exists() and not (context / "Dockerfile").exists():
+            containerfile = default
         if containerfile is not None:
             args += ["-f", str(containerfile)]
         self._run(*args, str(context), timeout=3600)
