@@ -13,7 +13,7 @@ import pytest
 
 from ondrop.runtime.base import RunSpec, Runtime
 from ondrop.runtime.process import ProcessRuntime
-from tests.support.images import docker_busybox_image
+from tests.support.images import busybox_image
 
 
 @pytest.fixture(params=["process", "container", "container-engine", "container-docker"])
@@ -30,7 +30,7 @@ def runtime(
 
     folder = tmp_path_factory.mktemp("images")
     if request.param == "container-docker":  # Docker's CLI instead of podman's
-        image = docker_busybox_image(folder)
+        image = busybox_image(folder, "docker")
         engine = detect("docker")
     else:
         image = request.getfixturevalue("busybox")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli_e2e import Platform
-from tests.support.images import require_podman
+from tests.support.images import require_engine
 from tests.support.servers import unavailable
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +125,7 @@ def test_the_demo_on_the_container_runtime(tmp_path: Path) -> None:
     """The same chain with every script in localhost/video-objects:1 (Debian's ffmpeg and
     Python, OpenCV from PyPI), which examples/video-objects/image/build.sh makes and
     .ci/run builds before the tests."""
-    require_podman()
+    require_engine()
     if subprocess.run(["podman", "image", "exists", "localhost/video-objects:1"]).returncode:
         unavailable("no localhost/video-objects:1 image: make it with "
                     "examples/video-objects/image/build.sh")  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.oci import Bind, bundle_config
-from tests.support.images import docker_busybox_image
+from tests.support.images import busybox_image
 
 
 @pytest.fixture(params=["oci", "engine", "docker"])
@@ -27,7 +27,7 @@ def runtime(
     from ondrop.runtime.oci import find_oci_runtime
 
     if request.param == "docker":  # the engine path through Docker's CLI
-        docker_busybox_image(tmp_path_factory.mktemp("docker"))
+        busybox_image(tmp_path_factory.mktemp("docker"), "docker")
     else:
         request.getfixturevalue("busybox")
     engine = detect("docker" if request.param == "docker" else "podman")
