@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ondrop.quantity import format_bytes
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -43,6 +45,27 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.reason
+
+
+def ended(
+    code: int,
+    duration: float,
+    timeout: float,
+    *,
+    stopped: bool,
+    timed_out: bool,
+    memory: int | None = None,
+) -> RunResult:
+    """What became of a job, in the order a person needs it: stopped by the platform,
+    timed out, out of its `memory` (bytes; given only when the kernel killed it for
+    that), or its exit status."""
+    if stopped:
+        return RunResult(None, "stopped by the platform", duration, interrupted=True)
+    if timed_out:
+        return RunResult(None, f"timed out after {timeout:g} s", duration)
+    if memory is not None:
+        return RunResult(None, f"out of memory (limit {format_bytes(memory)})", duration)
+    return RunResult(code, "" if code == 0 else describe_exit(code), duration)
 
 
 def script_command(script: Path, seen_as: str) -> list[str]:

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.errors import OndropError
-from ondrop.quantity import format_bytes
 from ondrop.runtime.base import (
     RunResult,
     RunSpec,
     Runtime,
-    describe_exit,
+    ended,
     script_command,
     wait_exit,
 )
@@ -113,14 +112,14 @@ class ContainerRuntime(Runtime):
                 self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
                 self._stopped.discard(spec.job_id)
-        duration = time.monotonic() - started
-        if stopped:
-            return RunResult(None, "stopped by the platform", duration, interrupted=True)
-        if timed_out:
-            return RunResult(None, f"timed out after {spec.timeout:g} s", duration)
-        if oom and spec.memory is not None:
-            return RunResult(None, f"out of memory (limit {format_bytes(spec.memory)})", duration)
-        return RunResult(code, "" if code == 0 else describe_exit(code), duration)
+        return ended(
+            code,
+            time.monotonic() - started,
+            spec.timeout,
+            stopped=stopped,
+            timed_out=timed_out,
+            memory=spec.memory if oom else None,
+        )
 
     def _command(self, spec: RunSpec, image: Image) -> list[str]:
         if spec.script.read_text().strip():

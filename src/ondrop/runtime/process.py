@@ -18,7 +18,7 @@ from ondrop.runtime.base import (
     RunResult,
     RunSpec,
     Runtime,
-    describe_exit,
+    ended,
     script_command,
     wait_exit,
 )
@@ -72,11 +72,7 @@ class ProcessRuntime(Runtime):
                 stopped = spec.job_id in self._stopped
                 self._stopped.discard(spec.job_id)
         duration = time.monotonic() - started
-        if stopped:
-            return RunResult(None, "stopped by the platform", duration, interrupted=True)
-        if timed_out:
-            return RunResult(None, f"timed out after {spec.timeout:g} s", duration)
-        return RunResult(code, "" if code == 0 else describe_exit(code), duration)
+        return ended(code, duration, spec.timeout, stopped=stopped, timed_out=timed_out)
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         _kill_group(proc.pid, signal.SIGTERM)
