@@ -17,6 +17,7 @@ from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
 from tests.support.servers import S3Server, WebDAV
+from tests.support.waiting import wait_for
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
 
@@ -32,16 +33,6 @@ def settings_for(tmp_path: Path, **extra: Any) -> Settings:
         },
         environ={},
     )
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture
@@ -105,7 +96,8 @@ def test_an_upload_to_the_bundled_store_starts_the_job_by_its_webhook(
     wait_for(
         lambda: (
             api.get("/system/logs/copy").json()["jobs"][next(iter(jobs))]["status"] == "Succeeded"
-        )
+        ),
+        timeout=20,
     )
     assert s3.get_object(Bucket="photos", Key="out/cat.jpg")["Body"].read() == b"meow"
 
@@ -228,13 +220,13 @@ def test_the_poller_finds_what_arrived_while_down_and_only_that(
     dav.put("polled/in/before.txt", io.BytesIO(b"was there before"))
     first.apply([service])  # files already there are the past
     dav.put("polled/in/while-up.txt", io.BytesIO(b"up"))
-    wait_for(lambda: first.store.count_jobs("copy").get("succeeded") == 1)
+    wait_for(lambda: first.store.count_jobs("copy").get("succeeded") == 1, timeout=20)
     first.stop()
     dav.put("polled/in/while-down.txt", io.BytesIO(b"down"))
     second = Platform(settings_for(tmp_path))
     second.start()
     try:
-        wait_for(lambda: second.store.count_jobs("copy").get("succeeded") == 2)
+        wait_for(lambda: second.store.count_jobs("copy").get("succeeded") == 2, timeout=20)
         time.sleep(0.6)  # a few more polls: nothing else may start
         inputs = sorted(j.input_key for j in second.store.jobs("copy"))
         assert inputs == ["polled/in/while-down.txt", "polled/in/while-up.txt"]

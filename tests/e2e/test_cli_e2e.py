@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.waiting import processes_with
+
 pytestmark = pytest.mark.e2e
 
 SLOW_COPY = """#!/bin/sh
@@ -215,18 +217,6 @@ def test_the_cli_says_clearly_when_no_platform_is_running(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def _marker_processes(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
     up: Platform, tmp_path: Path
 ) -> None:
@@ -236,7 +226,7 @@ def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
     (tmp_path / "a.txt").write_text("a")
     up.cli("put", "upper", str(tmp_path / "a.txt"))
     deadline = time.monotonic() + 10
-    while not _marker_processes(marker):
+    while not processes_with(marker):
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
     assert up.proc is not None
@@ -248,7 +238,7 @@ def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
     assert time.monotonic() - started < 10
     assert up.proc.returncode == 0 and "Traceback" not in out
     assert "stopping running jobs now" in out
-    assert _marker_processes(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_a_crash_leaves_no_job_process_behind_after_the_restart(
@@ -260,15 +250,15 @@ def test_a_crash_leaves_no_job_process_behind_after_the_restart(
     (tmp_path / "a.txt").write_text("a")
     up.cli("put", "upper", str(tmp_path / "a.txt"))
     deadline = time.monotonic() + 10
-    while not _marker_processes(marker):
+    while not processes_with(marker):
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
-    (orphan,) = _marker_processes(marker)
+    (orphan,) = processes_with(marker)
     up.stop(signal.SIGKILL)
-    assert _marker_processes(marker) == [orphan]  # the script outlived the platform
+    assert processes_with(marker) == [orphan]  # the script outlived the platform
     up.start()
     deadline = time.monotonic() + 10
-    while orphan in _marker_processes(marker):
+    while orphan in processes_with(marker):
         assert time.monotonic() < deadline, "the orphan was not killed on restart"
         time.sleep(0.05)
     assert up.proc is not None

@@ -7,8 +7,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,28 +16,7 @@ from ondrop.platform import Platform
 from ondrop.pools import local
 from tests.api.test_stores import bundled, s3_client  # noqa: F401  (the bundled fixture)
 from tests.conftest import ADMIN
-
-
-def marker_pids(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def wait_until(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+from tests.support.waiting import processes_with, wait_for
 
 
 @pytest.fixture
@@ -65,11 +42,11 @@ def test_a_job_killed_by_a_signal_mid_run_is_retried_and_succeeds(
         ]
     )
     job = client.submit("victim", b"{}")
-    (pid,) = wait_until(lambda: marker_pids(marker))
+    (pid,) = wait_for(lambda: processes_with(marker))
     import os
 
     os.kill(pid, signal.SIGKILL)
-    detail = wait_until(lambda: (d := client.job("victim", job))["status"] == "Succeeded" and d)
+    detail = wait_for(lambda: (d := client.job("victim", job))["status"] == "Succeeded" and d)
     attempts = detail["attempt_list"]
     assert [a["status"] for a in attempts] == ["failed", "succeeded"]
     assert attempts[0]["reason"] == "killed by SIGKILL"
@@ -87,7 +64,7 @@ def test_a_script_that_always_fails_ends_failed_with_every_attempt_then_retry_af
     }
     client.apply([broken])
     jobs = [client.submit("flaky", b"{}") for _ in range(3)]
-    wait_until(lambda: all(client.job("flaky", j)["status"] == "Failed" for j in jobs))
+    wait_for(lambda: all(client.job("flaky", j)["status"] == "Failed" for j in jobs))
     detail = client.job("flaky", jobs[0])
     assert (detail["attempts"], detail["reason"]) == (3, "exit status 3")
     log = client.logs("flaky", jobs[0])
@@ -95,7 +72,7 @@ def test_a_script_that_always_fails_ends_failed_with_every_attempt_then_retry_af
         assert f"--- attempt {n}: exit status 3 ---\nattempt {n} failing" in log
     client.apply([{**broken, "script": 'echo fixed > "$TMP_OUTPUT_DIR/ok.txt"'}])
     assert sorted(client.retry("flaky")) == sorted(jobs)
-    wait_until(lambda: all(client.job("flaky", j)["status"] == "Succeeded" for j in jobs))
+    wait_for(lambda: all(client.job("flaky", j)["status"] == "Succeeded" for j in jobs))
     assert client.job("flaky", jobs[0])["attempts"] == 4
 
 
@@ -104,18 +81,18 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one_and_retry_runs_them_a
 ) -> None:
     client.apply([{"name": "slow", "max_concurrency": 1, "script": "sleep 30"}])
     running, queued = client.submit("slow", b"{}"), client.submit("slow", b"{}")
-    wait_until(lambda: client.job("slow", running)["status"] == "Running")
+    wait_for(lambda: client.job("slow", running)["status"] == "Running")
     assert client.cancel("slow", queued) == "Cancelled"
     started = time.monotonic()
     assert client.cancel("slow", running) == "Running"  # being stopped
-    wait_until(lambda: client.job("slow", running)["status"] == "Cancelled", timeout=10)
+    wait_for(lambda: client.job("slow", running)["status"] == "Cancelled", timeout=10)
     assert time.monotonic() - started < 10
     assert client.job("slow", running)["reason"] == "cancelled by the user"
     with pytest.raises(Exception, match="already ended"):
         client.cancel("slow", running)
     client.apply([{"name": "slow", "script": "true"}])
     assert client.retry("slow", queued) == [queued]
-    wait_until(lambda: client.job("slow", queued)["status"] == "Succeeded")
+    wait_for(lambda: client.job("slow", queued)["status"] == "Succeeded")
 
 
 def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
@@ -141,14 +118,14 @@ def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
     s3 = s3_client(api)
     for i in range(30):
         s3.put_object(Bucket="burst", Key=f"in/f{i:02}.txt", Body=f"file {i}".encode())
-    wait_until(lambda: len(api.get("/system/logs/copy").json()["jobs"]) == 30, timeout=20)
+    wait_for(lambda: len(api.get("/system/logs/copy").json()["jobs"]) == 30, timeout=20)
     platform.object_store.stop()  # the store goes away while the burst is processed
     outage = threading.Event()
     threading.Timer(10.0, outage.set).start()
     outage.wait()
     platform.object_store.start(f"{platform.url}/events/seaweedfs")
     try:
-        wait_until(lambda: platform.store.count_jobs("copy") == {"succeeded": 30}, timeout=120)
+        wait_for(lambda: platform.store.count_jobs("copy") == {"succeeded": 30}, timeout=120)
     except AssertionError:
         ended = {
             j.id: [(a.status, a.reason) for a in platform.store.attempts(j.id)]

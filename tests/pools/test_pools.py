@@ -5,7 +5,6 @@ that exist only while there is work."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +17,7 @@ from ondrop.errors import ClientError
 from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
+from tests.support.waiting import wait_for
 
 Make = Callable[..., tuple[Platform, Client]]
 
@@ -50,15 +50,6 @@ def make(tmp_path: Path) -> Iterator[Make]:
             return platform, client
 
         yield build
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def spans(platform: Platform, service: str) -> list[tuple[float, float, str]]:
