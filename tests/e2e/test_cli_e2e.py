@@ -71,6 +71,15 @@ class Platform:
         out, _ = self.proc.communicate(timeout=60)
         return out
 
+    def stop_now(self, pause: float = 0.3) -> None:
+        """Ctrl-C twice, `pause` seconds apart (the second stops running jobs at once);
+        nothing when it has exited already."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        time.sleep(pause)
+        self.stop(signal.SIGINT)
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "ondrop", *args],
@@ -262,9 +271,7 @@ def test_a_crash_leaves_no_job_process_behind_after_the_restart(
         assert time.monotonic() < deadline, "the orphan was not killed on restart"
         time.sleep(0.05)
     assert up.proc is not None
-    up.proc.send_signal(signal.SIGINT)  # the job runs again: stop it at once this time
-    time.sleep(0.3)
-    up.stop(signal.SIGINT)
+    up.stop_now(0.3)  # the job runs again: stop it at once this time
 
 
 @pytest.mark.parametrize(

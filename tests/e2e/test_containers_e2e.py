@@ -40,10 +40,7 @@ def up(tmp_path: Path, busybox: str) -> Iterator[Platform]:
     platform = Platform(tmp_path / "data")
     platform.start()
     yield platform
-    if platform.proc and platform.proc.poll() is None:
-        platform.proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        platform.stop(signal.SIGINT)
+    platform.stop_now(0.3)
 
 
 def containers(prefix: str = "ondrop-") -> list[str]:
@@ -120,9 +117,7 @@ def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(
         time.sleep(0.05)
     # The job runs again in a new container; stop the platform at once, then look around.
     assert up.proc is not None
-    up.proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    up.stop(signal.SIGINT)
+    up.stop_now(0.3)
     assert containers(prefix) == []
     leftovers = subprocess.run(
         f"ls -d /sys/fs/cgroup/*/ondrop/{prefix}* /sys/fs/cgroup/ondrop/{prefix}* 2>/dev/null",
@@ -167,9 +162,7 @@ def test_a_warm_service_reuses_its_containers_and_leaves_none_after_a_crash(
         time.sleep(0.05)
     assert len(containers(prefix)) == 1
     assert up.proc is not None
-    up.proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    up.stop(signal.SIGINT)
+    up.stop_now(0.3)
     assert containers(prefix) == []  # a clean stop removes the warm containers
 
 

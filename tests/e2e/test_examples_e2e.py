@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -25,10 +24,7 @@ def up(tmp_path: Path) -> Iterator[Platform]:
     platform = Platform(tmp_path / "data")
     platform.start("--container-engine", "none", "--gpus", "0")
     yield platform
-    if platform.proc is not None and platform.proc.poll() is None:
-        platform.proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        platform.stop(signal.SIGINT)
+    platform.stop_now(0.2)
 
 
 def test_the_pools_pipeline_splits_on_faas_and_analyses_on_batch(

@@ -5,7 +5,6 @@ another's backlog."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,7 @@ def up(tmp_path: Path) -> Iterator[Platform]:
     platform = Platform(tmp_path / "data")
     platform.start("--container-engine", "none", "--concurrency", "2")
     yield platform
-    if platform.proc is not None and platform.proc.poll() is None:
-        platform.proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        platform.stop(signal.SIGINT)
+    platform.stop_now(0.2)
 
 
 def test_a_burst_of_10000_files_is_taken_in_with_bounded_memory_and_starves_no_one(

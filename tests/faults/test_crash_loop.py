@@ -32,10 +32,7 @@ cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH").out"
 def platform(tmp_path: Path) -> Iterator[Platform]:
     up = Platform(tmp_path / "data")
     yield up
-    if up.proc is not None and up.proc.poll() is None:
-        up.proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        up.stop(signal.SIGINT)
+    up.stop_now(0.2)
 
 
 def test_kill_minus_9_at_random_moments_loses_and_duplicates_nothing(
