@@ -13,7 +13,7 @@ import pytest
 
 from ondrop.runtime.base import RunSpec, Runtime
 from ondrop.runtime.process import ProcessRuntime
-from tests.support.images import busybox_image
+from tests.support.images import BUSYBOX_IMAGE, container_runtime
 
 
 @pytest.fixture(params=["process", "container", "container-engine", "container-docker"])
@@ -23,24 +23,10 @@ def runtime(
     if request.param == "process":
         yield ProcessRuntime()
         return
-    from ondrop.runtime.container import ContainerRuntime
-    from ondrop.runtime.engine import detect
-    from ondrop.runtime.images import Images
-    from ondrop.runtime.oci import find_oci_runtime
-
+    engine = "docker" if request.param == "container-docker" else "podman"  # docker: its CLI
     folder = tmp_path_factory.mktemp("images")
-    if request.param == "container-docker":  # Docker's CLI instead of podman's
-        image = busybox_image(folder, "docker")
-        engine = detect("docker")
-    else:
-        image = request.getfixturevalue("busybox")
-        engine = detect("podman")
-    assert engine is not None
-    oci = find_oci_runtime() if request.param == "container" else None
-    runtime = ContainerRuntime(
-        engine, Images(engine, folder, pull=False), oci, f"ondrop-test{time.monotonic_ns()}-"
-    )
-    runtime.test_image = image  # type: ignore[attr-defined]
+    runtime = container_runtime(engine, folder, oci=request.param == "container")
+    runtime.test_image = BUSYBOX_IMAGE  # type: ignore[attr-defined]
     yield runtime
     runtime.clean()
 

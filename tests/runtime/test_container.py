@@ -15,30 +15,15 @@ import pytest
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.oci import Bind, bundle_config
-from tests.support.images import busybox_image
+from tests.support.images import container_runtime
 
 
 @pytest.fixture(params=["oci", "engine", "docker"])
 def runtime(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ContainerRuntime]:
-    from ondrop.runtime.engine import detect
-    from ondrop.runtime.images import Images
-    from ondrop.runtime.oci import find_oci_runtime
-
-    if request.param == "docker":  # the engine path through Docker's CLI
-        busybox_image(tmp_path_factory.mktemp("docker"), "docker")
-    else:
-        request.getfixturevalue("busybox")
-    engine = detect("docker" if request.param == "docker" else "podman")
-    assert engine is not None
-    oci = find_oci_runtime() if request.param == "oci" else None
-    runtime = ContainerRuntime(
-        engine,
-        Images(engine, tmp_path_factory.mktemp("img"), pull=False),
-        oci,
-        f"ondrop-t{time.monotonic_ns() % 10**8}-",
-    )
+    engine = "docker" if request.param == "docker" else "podman"  # docker: its CLI
+    runtime = container_runtime(engine, tmp_path_factory.mktemp("img"), request.param == "oci")
     yield runtime
     runtime.clean()
 

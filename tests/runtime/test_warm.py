@@ -12,24 +12,12 @@ import pytest
 
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
+from tests.support.images import container_runtime
 
 
 @pytest.fixture
-def runtime(busybox: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
-    from ondrop.runtime.engine import detect
-    from ondrop.runtime.images import Images
-    from ondrop.runtime.oci import find_oci_runtime
-
-    engine = detect("podman")
-    assert engine is not None
-    oci = find_oci_runtime()
-    assert oci is not None, "crun or runc is needed for warm containers"
-    runtime = ContainerRuntime(
-        engine,
-        Images(engine, tmp_path_factory.mktemp("img"), pull=False),
-        oci,
-        f"ondrop-w{time.monotonic_ns() % 10**8}-",
-    )
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
+    runtime = container_runtime("podman", tmp_path_factory.mktemp("img"), oci=True)
     yield runtime
     runtime.close()
     runtime.clean()

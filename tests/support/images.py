@@ -7,10 +7,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from ondrop.runtime.container import ContainerRuntime
+from ondrop.runtime.engine import detect
+from ondrop.runtime.images import Images
+from ondrop.runtime.oci import find_oci_runtime
 from ondrop.runtime.rootfs import busybox_rootfs, static_busybox
 
 BUSYBOX_IMAGE = "localhost/ondrop-test-busybox:1"
@@ -54,3 +59,21 @@ def busybox_image(scratch: Path, engine: str = "podman") -> str:
             [engine, "import", str(tarball), BUSYBOX_IMAGE], check=True, capture_output=True
         )
     return BUSYBOX_IMAGE
+
+
+def container_runtime(engine: str, scratch: Path, oci: bool) -> ContainerRuntime:
+    """A container runtime on `engine` with the test busybox image in it, starting its
+    containers with crun or runc (`oci`) or with the engine's `run`; its containers are
+    named with a prefix of their own."""
+    busybox_image(scratch, engine)
+    found = detect(engine)
+    assert found is not None
+    runtime = find_oci_runtime() if oci else None
+    if oci:
+        assert runtime is not None, "crun or runc is needed"
+    return ContainerRuntime(
+        found,
+        Images(found, scratch / "images", pull=False),
+        runtime,
+        f"ondrop-t{time.monotonic_ns() % 10**8}-",
+    )
