@@ -182,13 +182,7 @@ class OciRuntime:
 
     def start(self, bundle: Path, container: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
         """`run` the bundle in the foreground; the container is gone when it exits."""
-        return subprocess.Popen(
-            [self.binary, "run", "--bundle", str(bundle), container],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return self._foreground(["run", "--bundle", str(bundle), container], log)
 
     def start_detached(self, bundle: Path, container: str) -> int:
         """`run` the bundle in the background; the pid of its first process (on this host).
@@ -213,8 +207,12 @@ class OciRuntime:
     def exec(self, container: str, process: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
         """Start the process described in `process` (an OCI process JSON) in a running
         container; it ends when that process ends."""
+        return self._foreground(["exec", "--process", str(process), container], log)
+
+    def _foreground(self, args: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """The runtime doing `args` for a job, its output (and the job's) into `log`."""
         return subprocess.Popen(
-            [self.binary, "exec", "--process", str(process), container],
+            [self.binary, *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
