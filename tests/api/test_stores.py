@@ -16,7 +16,7 @@ from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
-from tests.support.servers import S3Server, WebDAV
+from tests.support.servers import S3Server, WebDAV, s3_client_for
 from tests.support.waiting import wait_for
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
@@ -56,16 +56,8 @@ def bundled(tmp_path: Path) -> Iterator[tuple[Platform, httpx.Client]]:
 
 
 def s3_client(api: httpx.Client) -> Any:
-    import boto3
-
-    config = api.get("/system/config").json()["minio_provider"]
-    return boto3.client(
-        "s3",
-        endpoint_url=config["endpoint"],
-        aws_access_key_id=config["access_key"],
-        aws_secret_access_key=config["secret_key"],
-        region_name=config["region"],
-    )
+    """A boto3 client for the platform's bundled store, as /system/config gives it."""
+    return s3_client_for(api.get("/system/config").json()["minio_provider"])
 
 
 def test_an_upload_to_the_bundled_store_starts_the_job_by_its_webhook(

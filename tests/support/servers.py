@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,16 +108,20 @@ class S3Server:
         return self.store.provider_config()  # type: ignore[attr-defined, no-any-return]
 
     def client(self) -> object:
-        import boto3
+        return s3_client_for(self.provider_config())
 
-        config = self.provider_config()
-        return boto3.client(
-            "s3",
-            endpoint_url=config["endpoint"],
-            aws_access_key_id=config["access_key"],
-            aws_secret_access_key=config["secret_key"],
-            region_name=config["region"],
-        )
+
+def s3_client_for(config: Mapping[str, Any]) -> Any:
+    """A boto3 S3 client for a provider's settings (endpoint, keys, region)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=config["endpoint"],
+        aws_access_key_id=config["access_key"],
+        aws_secret_access_key=config["secret_key"],
+        region_name=config["region"],
+    )
 
 
 @contextmanager
