@@ -31,6 +31,7 @@ def settings(tmp_path: Path) -> Settings:
             "concurrency": 2,
             "grace": 5.0,
             "container_engine": "none",
+            "gpus": "0",  # the same on a machine with GPUs (tests/e2e/test_gpu_e2e.py uses them)
         },
         environ={},
     )

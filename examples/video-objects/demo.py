@@ -119,8 +119,10 @@ def main() -> None:
     try:
         console.print(f"[bold]== ondrop is up[/] at {client.url} (log: {data}/platform.log)")
         console.print(f"[bold]== applying[/] {args.fdl}")
-        subprocess.run([str(BIN / "ondrop"), "apply", str(args.fdl)], check=True,
-                       env={**os.environ, "ONDROP_DATA": str(data)})  # fmt: skip
+        applied = subprocess.run([str(BIN / "ondrop"), "apply", str(args.fdl)],
+                                 env={**os.environ, "ONDROP_DATA": str(data)})  # fmt: skip
+        if applied.returncode != 0:
+            sys.exit(f"{args.fdl} was not applied (the reason is above)")
         console.print(f"[bold]== uploading[/] {video.name} to videos/in")
         client.upload("minio.default", f"videos/in/{video.name}", video)
         started = time.monotonic()
@@ -150,6 +152,9 @@ def report(data: Path, video: str, jobs: dict[str, list[dict[str, object]]], too
     console.print(f"   summary         {summary_file}")
     console.print(f"   contact sheet   {storage / 'summary' / f'{stem}-contact.png'}")
     console.print(f"[bold green]{summary['result']}[/]")
+    failed = sum(j["status"] == "Failed" for found in jobs.values() for j in found)
+    if failed:
+        sys.exit(f"{failed} job(s) failed (their logs are above): the result misses their part")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ OpenCV from PyPI has no CUDA: on a GPU machine the job holds its GPU
 (CUDA_VISIBLE_DEVICES) and still detects on the CPU; "device" says which was used.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -19,6 +21,9 @@ CASCADE = "haarcascade_frontalface_default.xml"
 
 
 def cascade() -> cv2.CascadeClassifier:
+    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 dropped the Haar cascades
+        sys.exit(f"detect: OpenCV {cv2.__version__} has no Haar cascades; "
+                 "install opencv-python-headless<5 (the examples extra does)")  # fmt: skip
     folders = [getattr(getattr(cv2, "data", None), "haarcascades", ""),
                "/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades"]  # fmt: skip
     for folder in folders:

@@ -93,7 +93,7 @@ class Platform:
             on_output=self._output_stored,
             payloads=self.payloads,
         )
-        gpus = detect_gpus(settings.gpus)
+        self.gpus = gpus = detect_gpus(settings.gpus)  # device ids the batch pool hands out
         self.waiters = Waiters(self.store)
         slots = Slots(settings.workers)
         admissions: list[Admission] = [

@@ -28,6 +28,7 @@ def settings(tmp_path: Path) -> Settings:
             "concurrency": 2,
             "max_upload": 4096,
             "container_engine": "none",
+            "gpus": "0",
         },
         environ={},
     )
@@ -98,6 +99,7 @@ def test_info_and_config_have_oscars_shape(api: httpx.Client) -> None:
         config["minio_provider"]
     )
     assert config["config"]["name"] == "ondrop"
+    assert config["config"]["gpu_available"] is False  # started with ONDROP_GPUS=0
 
 
 # -- services ------------------------------------------------------------------------------

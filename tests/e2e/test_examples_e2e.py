@@ -117,6 +117,24 @@ def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
     assert not (tmp_path / "demo" / "endpoint.json").exists()  # the platform was stopped
 
 
+def test_the_demo_fails_when_a_stage_fails(tmp_path: Path) -> None:
+    """Jobs that failed make the demo fail, after it says why, whatever the result shows."""
+    fdl = (VIDEO / "video-objects.yaml").read_text()
+    broken = "|\n      #!/bin/sh\n      echo 'no cascade here' >&2; exit 3\n    retries: 0"
+    fdl = fdl.replace("script: detect.py\n", f"script: {broken}\n").replace("    retries: 2\n", "")
+    for name in ("split.py", "summary.py"):
+        fdl = fdl.replace(f"script: {name}", f"script: {VIDEO / name}")
+    (tmp_path / "broken.yaml").write_text(fdl)
+    done = subprocess.run(
+        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo"),
+         "--fdl", str(tmp_path / "broken.yaml")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no cascade here" in done.stdout
+    assert "16 job(s) failed" in done.stderr
+
+
 def test_the_demo_on_the_container_runtime(tmp_path: Path) -> None:
     """The same chain with every script in localhost/video-objects:1 (Debian's ffmpeg and
     Python, OpenCV from PyPI), which examples/video-objects/image/build.sh makes and

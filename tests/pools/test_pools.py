@@ -40,6 +40,7 @@ def make(tmp_path: Path) -> Iterator[Make]:
                 "admin_password": ADMIN.password,
                 "container_engine": "none",
                 "concurrency": 4,
+                "gpus": "0",
                 **settings,
             }
             platform = Platform(Settings.load(values, environ={}))

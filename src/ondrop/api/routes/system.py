@@ -44,7 +44,7 @@ def info(platform: PlatformDep) -> dict[str, Any]:
 def config(platform: PlatformDep) -> dict[str, Any]:
     """OSCAR's config shape. `minio_provider` is the bundled object store when the
     platform runs one (`--object-store seaweedfs`); on the embedded default it is empty
-    and `minio.default` is the local store."""
+    and `minio.default` is the local store. `gpu_available`: the batch pool has GPUs."""
     minio = {"endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": ""}
     if platform.object_store is not None:
         minio = platform.object_store.provider_config()
@@ -53,7 +53,7 @@ def config(platform: PlatformDep) -> dict[str, Any]:
             "name": "ondrop",
             "namespace": "",
             "services_namespace": "",
-            "gpu_available": False,
+            "gpu_available": bool(platform.gpus),
             "interLink_available": False,
             "serverless_backend": "ondrop",
             "yunikorn_enable": False,
