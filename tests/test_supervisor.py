@@ -98,7 +98,14 @@ def test_outputs_are_stored_under_the_output_path_and_announced(tmp_path: Path) 
     ]
     producer = r.store.producer("memory.default", "out/photo.png")
     assert producer is not None and producer.id == claim.job.id
-    assert list((tmp_path / "work").iterdir()) == []  # the work folder is gone
+    # The work folder is emptied and kept for the next job, and deleted at close.
+    (work,) = (tmp_path / "work").iterdir()
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [
+        "input", "log", "output", "script", "tmp",
+    ]  # fmt: skip
+    assert (work / "log").stat().st_size == 0
+    r.supervisor.close()
+    assert list((tmp_path / "work").iterdir()) == []
 
 
 def test_the_script_sees_the_environment_contract(tmp_path: Path) -> None:
@@ -227,3 +234,52 @@ def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> Non
     outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.retryable
     assert "the store is down" in outcome.reason
+
+
+# A script that shows what its work folder holds, then litters it everywhere it can.
+LITTER = """#!/bin/sh
+listing=$(find . | sort; cat log)
+echo "$listing" > "$TMP_OUTPUT_DIR/seen.txt"
+echo "said by job $JOB_UUID"
+mkdir -p "$TMPDIR/deep/er" "$TMP_INPUT_DIR/extra" litter-dir
+touch "$TMPDIR/deep/er/t" "$TMP_INPUT_DIR/extra/x" litter-file litter-dir/y
+touch "$TMP_OUTPUT_DIR/.hidden"
+"""
+
+
+def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Path) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    svc = service(script=LITTER, output=[{"path": "out", "suffix": [".txt"]}])
+    seen = []
+    for n in range(3):
+        claim = r.claim_for(svc, key=f"in/f{n}.png")
+        outcome = r.supervisor.run(claim, svc, ALLOC)
+        assert outcome.status == SUCCEEDED, outcome.reason
+        assert outcome.log == f"said by job {claim.job.id}\n"  # its own log alone
+        with r.storage.open("out/seen.txt") as f:
+            # (less the pid file, which the platform may write as the script starts)
+            seen.append([x for x in f.read().decode().splitlines() if x != "./pid"])
+    assert len(list((tmp_path / "work").iterdir())) == 1  # the same folder, kept
+    for n, listing in enumerate(seen):
+        assert listing == [
+            ".",
+            "./input",
+            f"./input/f{n}.png",
+            "./log",
+            "./output",
+            "./script",
+            "./tmp",
+        ]  # fmt: skip  (the log was empty: nothing of the last job's came after the listing)
+
+
+def test_a_work_folder_a_script_tampered_with_is_deleted_not_reused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    r = rig(tmp_path, ProcessRuntime())
+    swap = f'#!/bin/sh\nrmdir "$TMPDIR" && ln -s {outside} "$TMPDIR"\n'
+    svc = service(script=swap)
+    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
+    assert list((tmp_path / "work").iterdir()) == []  # deleted: a link stood for tmp/
+    assert (outside / "precious").read_text() == "keep me"  # and the link was not followed
+    assert r.supervisor.run(r.claim_for(service()), service(), ALLOC).status == SUCCEEDED

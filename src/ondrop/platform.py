@@ -187,6 +187,7 @@ class Platform:
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
         for runtime in self.runtimes.values():
             runtime.close()
+        self.supervisor.close()
         self.providers.close()
         self.store.close()
         if self.object_store is not None:

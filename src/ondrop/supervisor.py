@@ -7,11 +7,13 @@ environment contract.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
+from ondrop.runtime.container import CONTAINER_FILE
+from ondrop.runtime.process import PID_FILE
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, Outcome, Store
@@ -62,6 +66,11 @@ class Supervisor:
         self.on_output = on_output
         for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
+        self.workspaces = Workspaces(folders.work)
+
+    def close(self) -> None:
+        """Delete the work folders kept for the next jobs (the platform stops)."""
+        self.workspaces.close()
 
     def clean_orphans(self, runtimes: Iterable[Runtime]) -> int:
         """Kill and remove what a platform that died left behind: processes or containers
@@ -88,15 +97,8 @@ class Supervisor:
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
             return Outcome(FAILED, None, runtime)
-        work = self.folders.work / job.id
-        try:
-            work.mkdir()
-        except FileExistsError:  # an earlier attempt's, which the platform did not see end
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-        inputs, outputs, tmp = work / "input", work / "output", work / "tmp"
-        for folder in (inputs, outputs, tmp):
-            folder.mkdir()
+        work = self.workspaces.take()
+        inputs, outputs = work / "input", work / "output"
         logfile = work / "log"
         try:
             try:
@@ -156,8 +158,8 @@ class Supervisor:
             return Outcome(SUCCEEDED, 0, "", text)
         finally:
             # The next job's script already runs (its slot was given back): this job's
-            # thread can afford to delete its folder itself.
-            shutil.rmtree(work, ignore_errors=True)
+            # thread can afford to empty its folder itself.
+            self.workspaces.give(work)
 
     def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:
         if event.kind == COLLECT and service.collect:
@@ -267,6 +269,7 @@ class Supervisor:
         shutil.rmtree(keep, ignore_errors=True)
         keep.mkdir()
         shutil.move(str(outputs), keep / "output")
+        outputs.mkdir()  # for the work folder's next job
         (keep / "log").write_text(text)
 
 
@@ -283,6 +286,136 @@ def output_files(folder: Path) -> list[Path]:
             if stat.S_ISREG(path.lstat().st_mode):
                 found.append(path)
     return sorted(found)
+
+
+class Workspaces:
+    """The folders jobs run in: input/, output/ and tmp/, beside the script, its log and its
+    pid, one job at a time in each. A job's folder is emptied and kept for the next job
+    rather than deleted: making folders and files costs more, on many file systems, than
+    the rest of the platform's work for a tiny job."""
+
+    def __init__(self, root: Path, keep: int = 64) -> None:
+        self.root = root
+        self.keep = keep  # folders kept at most; more are deleted after their job
+        self._free: list[Path] = []
+        self._lock = threading.Lock()
+        self._made = itertools.count(1)
+
+    def take(self) -> Path:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        while True:
+            work = self.root / f"job-{next(self._made)}"
+            try:
+                work.mkdir()
+                break
+            except FileExistsError:
+                continue  # a name the platform before this one used
+        for part in PARTS:
+            (work / part).mkdir()
+        return work
+
+    def give(self, work: Path) -> None:
+        """`work`'s job is over: keep the folder, emptied, for the next job, or delete it
+        when there are enough or it is not as the platform made it."""
+        with self._lock:
+            full = len(self._free) >= self.keep
+        if not full and _clear(work):
+            with self._lock:
+                self._free.append(work)
+        else:
+            remove_folder(work)
+
+    def close(self) -> None:
+        with self._lock:
+            kept, self._free = self._free, []
+        for work in kept:
+            remove_folder(work)
+
+
+PARTS = ("input", "output", "tmp")  # the folders of a work folder, as the script sees them
+# The files each job writes whole (its script, what its runtime needs to find it after a
+# crash): kept, to be overwritten.
+KEPT = ("script", PID_FILE, CONTAINER_FILE)
+
+
+def _clear(work: Path) -> bool:
+    """Empty `work` for its next job; False when it cannot be, or holds something other than
+    the platform made (a link where a folder was, say), and must be deleted instead."""
+    try:
+        fd = os.open(work, _FOLDER)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
+            names = {entry.name for entry in entries}
+        if not names.issuperset(PARTS):
+            return False
+        for name in names:
+            if name in PARTS:
+                sub = os.open(name, _FOLDER, dir_fd=fd)  # refuses a link
+                try:
+                    _empty(sub)
+                finally:
+                    os.close(sub)
+            elif name == "log":
+                log = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    os.ftruncate(log, 0)  # the runtimes append to it
+                finally:
+                    os.close(log)
+            elif name not in KEPT:  # what the script left beside its folders
+                _remove(name, fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_folder(path: Path) -> None:
+    """Delete a job's folder and what is in it, as shutil.rmtree does, in a third of its
+    system calls: through folder descriptors, never following a link (a script's leftover
+    process cannot make it delete a file outside). Anything odd goes to rmtree."""
+    try:
+        fd = os.open(path, _FOLDER)
+    except FileNotFoundError:
+        return
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        _empty(fd)
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _empty(fd: int) -> None:
+    """Delete what is in the folder open as `fd`."""
+    with os.scandir(fd) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        _remove(name, fd)
+
+
+def _remove(name: str, fd: int) -> None:
+    """Delete `name` (a file, link or folder) in the folder open as `fd`."""
+    try:
+        os.unlink(name, dir_fd=fd)  # a file or a link
+    except IsADirectoryError:
+        sub = os.open(name, _FOLDER, dir_fd=fd)
+        try:
+            _empty(sub)
+        finally:
+            os.close(sub)
+        os.rmdir(name, dir_fd=fd)
 
 
 def read_regular(path: Path) -> bytes:

@@ -15,6 +15,7 @@ import pytest
 from ondrop import Client
 from ondrop.errors import ClientError
 from ondrop.platform import Platform
+from ondrop.pools import local
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
 from tests.support.waiting import wait_for
@@ -157,19 +158,27 @@ def test_large_inputs_of_a_hybrid_service_go_straight_to_batch(make: Make) -> No
     assert client.job("mixed", big)["pool"] == "batch"
 
 
-def test_workers_exist_only_while_there_is_work(make: Make) -> None:
-    def workers() -> int:
-        return sum(t.name.startswith("ondrop-job-") for t in threading.enumerate())
+def test_workers_exist_only_while_there_is_work(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job thread waits THREAD_IDLE seconds for the next job, then ends."""
+    monkeypatch.setattr(local, "THREAD_IDLE", 1.5)
+
+    def workers() -> set[int]:
+        return {t.ident or 0 for t in threading.enumerate() if t.name.startswith("ondrop-job-")}
 
     _, client = make()
     client.apply([{"name": "nap", "script": "sleep 0.5"}])
-    assert workers() == 0
+    assert workers() == set()
     jobs = [client.submit("nap", b"{}") for _ in range(3)]
-    wait_for(lambda: workers() == 3)
+    three = wait_for(lambda: len(found := workers()) == 3 and found)
     wait_for(lambda: all(client.job("nap", j)["status"] == "Succeeded" for j in jobs))
-    wait_for(lambda: workers() == 0, timeout=5)
+    job = client.submit("nap", b"{}")  # taken by one of the waiting threads
+    wait_for(lambda: client.job("nap", job)["status"] == "Succeeded")
+    assert workers() == three
+    wait_for(lambda: workers() == set(), timeout=5)
     client.submit("nap", b"{}")
-    wait_for(lambda: workers() == 1)
+    wait_for(lambda: len(workers()) == 1)
 
 
 def test_status_shows_both_pools(make: Make) -> None:

@@ -1,5 +1,6 @@
 """A pool on this machine: queued jobs of the pool, taken from the store, each run on a
-thread of its own (none are kept idle: the platform costs nothing between jobs).
+thread of its own (kept for the next job for THREAD_IDLE seconds, then ended: the
+platform costs nothing between bursts of work).
 
 One scheduler thread claims due jobs while the pool's admission (faas: a count; batch:
 CPU, memory and GPUs) and the platform's limit allow, within each service's
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import random
 import threading
 import time
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 # once its script is over, before the outputs are stored
 Execute = Callable[[Claim, Service, Allocation, Callable[[], None]], Outcome]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
+THREAD_IDLE = 30.0  # seconds a job thread waits for its next job before it ends
 STORE_RETRY_CAP = 60.0  # longest wait between attempts while a store is down
 OUTGROWN = ("timed out", "out of memory")  # faas failures that send a hybrid job to batch
 
@@ -82,6 +85,7 @@ class LocalPool:
         self._allocations: dict[str, Allocation] = {}
         self._cancelled: dict[str, str] = {}  # running job id -> why it is being cancelled
         self._thread = threading.Thread(target=self._loop, name=f"ondrop-{self.name}", daemon=True)
+        self._threads = JobThreads(self._run, f"ondrop-job-{self.name}")
 
     # -- life cycle --------------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +116,7 @@ class LocalPool:
         with self._idle:
             while self._running:
                 self._idle.wait(1.0)
+        self._threads.close()
 
     def running(self) -> dict[str, int]:
         """Jobs running now, by service."""
@@ -159,9 +164,7 @@ class LocalPool:
             for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
-                threading.Thread(
-                    target=self._run, args=(claim,), daemon=True, name=f"ondrop-job-{self.name}"
-                ).start()
+                self._threads.run(claim)
             if len(claims) == free:
                 # Every slot is taken: nothing more can start before a job ends, which
                 # wakes the scheduler (no need to ask the store when the next job is due).
@@ -265,3 +268,47 @@ class LocalPool:
         if failures <= service.retries:
             return outcome, now + backoff(failures), None
         return outcome, None, None
+
+
+class JobThreads:
+    """The threads that run a pool's jobs: one per running job, each kept THREAD_IDLE seconds
+    after its job for the next one (a thread started per job costs more than the whole
+    bookkeeping of a tiny job), so that none is left once the work is done."""
+
+    def __init__(self, target: Callable[[Claim], None], name: str) -> None:
+        self.target = target
+        self.name = name
+        self._jobs: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Threads waiting for a job that none is on its way to. Invariant: jobs in the
+        # queue + idle == threads waiting.
+        self._idle = 0
+
+    def run(self, claim: Claim) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(claim)
+                return
+        threading.Thread(target=self._work, args=(claim,), daemon=True, name=self.name).start()
+
+    def close(self) -> None:
+        """End the waiting threads (the pool stops; no job runs)."""
+        with self._lock:
+            waiting, self._idle = self._idle, 0
+        for _ in range(waiting):
+            self._jobs.put(None)
+
+    def _work(self, claim: Claim | None) -> None:
+        while claim is not None:
+            self.target(claim)
+            with self._lock:
+                self._idle += 1
+            try:
+                claim = self._jobs.get(timeout=THREAD_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # no job is on its way to this thread: it may end
+                        self._idle -= 1
+                        return
+                claim = self._jobs.get()  # one is: every waiting thread has one coming

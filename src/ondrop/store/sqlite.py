@@ -526,7 +526,13 @@ class SQLiteStore(Store):
                         attempt,
                     ),
                 )
-        return self.job(job_id)
+            # Read back in the same transaction: no second trip to the database.
+            row = db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                "WHERE j.id = ?",
+                (job_id,),
+            ).fetchone()
+        return _job(row) if row is not None else None
 
     def payloads_in_use(self) -> set[str]:
         rows = self._read(
