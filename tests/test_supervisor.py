@@ -260,6 +260,8 @@ def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Pat
             # (less the pid file, which the platform may write as the script starts)
             seen.append([x for x in f.read().decode().splitlines() if x != "./pid"])
     assert len(list((tmp_path / "work").iterdir())) == 1  # the same folder, kept
+    other = service(name="other", script="echo other")  # its own script, in that folder
+    assert r.supervisor.run(r.claim_for(other), other, ALLOC).log == "other\n"
     for n, listing in enumerate(seen):
         assert listing == [
             ".",

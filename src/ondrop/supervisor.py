@@ -113,7 +113,7 @@ class Supervisor:
                     retryable=isinstance(exc, StorageUnavailableError),
                 )
             script = work / "script"
-            script.write_text(service.script)
+            _write_changed(script, service.script)
             env = self._environment(claim, service, runtime, input_path, work)
             # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
             # read these); a job given none sees none.
@@ -372,6 +372,19 @@ def _clear(work: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _write_changed(path: Path, text: str) -> None:
+    """Write `text` to `path` unless it holds that already (the script of the same service's
+    last job in a kept work folder): reading it back is cheaper than writing it."""
+    data = text.encode()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            if f.read(len(data) + 1) == data:
+                return
+    except FileNotFoundError:
+        pass
+    path.write_bytes(data)
 
 
 def remove_folder(path: Path) -> None:

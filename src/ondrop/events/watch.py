@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ondrop.events import inotify
 from ondrop.events.base import EventSource, Sink
-from ondrop.storage.base import TEMP_PREFIX, ObjectInfo
+from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, under
 from ondrop.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -211,10 +211,13 @@ class FolderWatcher(EventSource):
 
     # -- delivery -----------------------------------------------------------------
     def _landed(self, paths: list[str]) -> None:
+        folders = self.folders()
         infos = []
         for path in paths:
             key = self.provider.key_of(Path(path))
-            info = None if key is None else self.provider.stat(key)
+            if key is None or not any(under(key, folder) for folder in folders):
+                continue  # in no service's input folder (a job's output, say)
+            info = self.provider.stat(key)
             if info is not None:
                 infos.append(info)
         self._deliver(infos)

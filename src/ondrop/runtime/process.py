@@ -25,6 +25,7 @@ from ondrop.runtime.base import (
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 PID_FILE = "pid"
+RECORD_WIDTH = 48  # bytes of the pid file: a pid and a start time, padded
 
 
 class ProcessRuntime(Runtime):
@@ -41,23 +42,25 @@ class ProcessRuntime(Runtime):
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
         argv = script_command(spec.script, str(spec.script))
-        with spec.log.open("ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=spec.workdir,
-                    env={**base_environment(), **spec.env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return RunResult(None, f"cannot start the script: {exc.strerror}", 0.0)
+        log = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=spec.workdir,
+                env={**base_environment(), **spec.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return RunResult(None, f"cannot start the script: {exc.strerror}", 0.0)
+        finally:
+            os.close(log)
         with self._lock:
             self._running[spec.job_id] = proc
         # Who to kill if this platform dies: the process group, known by its start time.
-        (spec.workdir / PID_FILE).write_text(f"{proc.pid} {_start_time(proc.pid)}")
+        _record(spec.workdir / PID_FILE, f"{proc.pid} {_start_time(proc.pid)}")
         try:
             status = wait_exit(proc, spec.timeout)
             timed_out = status is None
@@ -125,12 +128,26 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+def _record(path: Path, text: str) -> None:
+    """Write `text` over the start of `path`, padded to a fixed width: in a work folder kept
+    from an earlier job the file is overwritten in place, neither made nor truncated."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.pwrite(fd, text.ljust(RECORD_WIDTH).encode(), 0)
+    finally:
+        os.close(fd)
+
+
 def _start_time(pid: int) -> str:
     """The process's start time in clock ticks since boot, or '' when there is none."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        stat = os.read(fd, 4096).decode()
+    finally:
+        os.close(fd)
     return stat.rsplit(")", 1)[1].split()[19]
 
 
