@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.conftest import ADMIN
 
@@ -159,10 +162,17 @@ def test_an_image_without_a_container_engine_is_applied_with_a_warning_and_fails
 
 
 # -- files ---------------------------------------------------------------------------------
-def test_an_upload_starts_one_job_whose_output_can_be_downloaded(api: httpx.Client) -> None:
+def test_an_upload_starts_one_job_whose_output_can_be_downloaded(
+    api: httpx.Client, platform: Platform
+) -> None:
     create(api)
     answer = api.put("/system/files/minio.default/copy/in/hello.txt", content=b"hello")
     assert answer.status_code == 201
+    stored = platform.data / "storage" / "copy" / "in" / "hello.txt"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o666 & ~umask  # as any file written here
+    assert list(platform.tmp.iterdir()) == []  # nothing of the body is left behind
     (started,) = answer.json()["jobs"]
     assert started["service"] == "copy"
     job = wait_job(api, "copy", started["job"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 from fastapi import Request
@@ -20,8 +20,10 @@ async def receive(request: Request, limit: int, folder: Path) -> Path:
             f"the body is {format_bytes(int(declared))}, over the limit of {format_bytes(limit)} "
             "(setting ONDROP_MAX_UPLOAD)"
         )
-    fd, name = tempfile.mkstemp(dir=folder, prefix="upload-")
-    path = Path(name)
+    # Read and write for whom the umask allows, as any stored file: a local store may
+    # keep this very file.
+    path = folder / f"upload-{uuid.uuid4().hex}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     received = 0
     try:
         with os.fdopen(fd, "wb") as out:

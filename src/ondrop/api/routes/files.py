@@ -16,7 +16,8 @@ from fastapi.responses import StreamingResponse
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.errors import NotFoundError
-from ondrop.storage.base import check_key, check_prefix
+from ondrop.storage.base import ObjectInfo, check_key, check_prefix
+from ondrop.store.base import Job
 
 router = APIRouter(dependencies=[Admin], tags=["files"])
 
@@ -67,11 +68,15 @@ async def upload(
     store = platform.providers.get(provider)
     check_key(key)
     body = await receive(request, platform.settings.max_upload, platform.tmp)
-    try:
-        info = await run_in_threadpool(store.put_file, key, body)
-    finally:
-        body.unlink(missing_ok=True)
-    jobs = await run_in_threadpool(platform.intake.object_stored, store.name, info)
+
+    def store_it() -> tuple[ObjectInfo, list[Job]]:  # one trip to a worker thread
+        try:
+            info = store.put_file(key, body, move=True)  # a local store takes the file itself
+        finally:
+            body.unlink(missing_ok=True)
+        return info, platform.intake.object_stored(store.name, info)
+
+    info, jobs = await run_in_threadpool(store_it)
     return {
         "provider": store.name,
         "key": info.key,
