@@ -101,9 +101,9 @@ def test_outputs_are_stored_under_the_output_path_and_announced(tmp_path: Path) 
     # The work folder is emptied and kept for the next job, and deleted at close.
     (work,) = (tmp_path / "work").iterdir()
     assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [
-        "input", "log", "output", "script", "tmp",
+        "input", "input.spare", "log", "output", "script", "tmp",
     ]  # fmt: skip
-    assert (work / "log").stat().st_size == 0
+    assert (work / "log").stat().st_size == (work / "input.spare").stat().st_size == 0
     r.supervisor.close()
     assert list((tmp_path / "work").iterdir()) == []
 
@@ -240,6 +240,8 @@ def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> Non
 LITTER = """#!/bin/sh
 listing=$(find . | sort; cat log)
 echo "$listing" > "$TMP_OUTPUT_DIR/seen.txt"
+stat -c %i "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/inode.txt"
+cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/copy.txt"
 echo "said by job $JOB_UUID"
 mkdir -p "$TMPDIR/deep/er" "$TMP_INPUT_DIR/extra" litter-dir
 touch "$TMPDIR/deep/er/t" "$TMP_INPUT_DIR/extra/x" litter-file litter-dir/y
@@ -250,16 +252,21 @@ touch "$TMP_OUTPUT_DIR/.hidden"
 def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Path) -> None:
     r = rig(tmp_path, ProcessRuntime())
     svc = service(script=LITTER, output=[{"path": "out", "suffix": [".txt"]}])
-    seen = []
-    for n in range(3):
-        claim = r.claim_for(svc, key=f"in/f{n}.png")
+    seen, inodes = [], []
+    for n, data in enumerate([b"x" * 100, b"yy", b"zzzz"]):  # each shorter than the last
+        claim = r.claim_for(svc, key=f"in/f{n}.png", data=data)
         outcome = r.supervisor.run(claim, svc, ALLOC)
         assert outcome.status == SUCCEEDED, outcome.reason
         assert outcome.log == f"said by job {claim.job.id}\n"  # its own log alone
+        with r.storage.open("out/copy.txt") as f:
+            assert f.read() == data  # its own input, whole, and nothing of the last
+        with r.storage.open("out/inode.txt") as f:
+            inodes.append(f.read())
         with r.storage.open("out/seen.txt") as f:
             # (less the pid file, which the platform may write as the script starts)
             seen.append([x for x in f.read().decode().splitlines() if x != "./pid"])
     assert len(list((tmp_path / "work").iterdir())) == 1  # the same folder, kept
+    assert inodes[0] == inodes[1] == inodes[2]  # the first input's file, written over
     other = service(name="other", script="echo other")  # its own script, in that folder
     assert r.supervisor.run(r.claim_for(other), other, ALLOC).log == "other\n"
     for n, listing in enumerate(seen):

@@ -7,6 +7,7 @@ environment contract.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -167,9 +168,11 @@ class Supervisor:
         if event.kind == OBJECT:
             provider = self.providers.get(event.source)
             dest = inputs / Path(event.key).name
+            use_spare(dest)
             provider.get(event.key, dest)
             return dest
         dest = inputs / Path(check_key(event.key or "event-file")).name
+        use_spare(dest)
         if event.payload is None:
             dest.write_bytes(b"")
         else:
@@ -335,9 +338,19 @@ class Workspaces:
 
 
 PARTS = ("input", "output", "tmp")  # the folders of a work folder, as the script sees them
+# The last job's input file, emptied: the next job's input is written into it (on many file
+# systems a new file costs more than writing into one that exists).
+SPARE = "input.spare"
 # The files each job writes whole (its script, what its runtime needs to find it after a
-# crash): kept, to be overwritten.
-KEPT = ("script", PID_FILE, CONTAINER_FILE)
+# crash), and the spare: kept, to be overwritten.
+KEPT = ("script", PID_FILE, CONTAINER_FILE, SPARE)
+
+
+def use_spare(dest: Path) -> None:
+    """Move the work folder's spare file to `dest`, in its input folder, for the job's input
+    to be written into; nothing when there is none."""
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(dest.parent.parent / SPARE, dest)
 
 
 def _clear(work: Path) -> bool:
@@ -356,7 +369,7 @@ def _clear(work: Path) -> bool:
             if name in PARTS:
                 sub = os.open(name, _FOLDER, dir_fd=fd)  # refuses a link
                 try:
-                    _empty(sub)
+                    _empty(sub, spare=fd if name == "input" else None)
                 finally:
                     os.close(sub)
             elif name == "log":
@@ -410,12 +423,24 @@ def remove_folder(path: Path) -> None:
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _empty(fd: int) -> None:
-    """Delete what is in the folder open as `fd`."""
+def _empty(fd: int, spare: int | None = None) -> None:
+    """Delete what is in the folder open as `fd`; with `spare` (a work folder, open), keep
+    a regular file from it, emptied, as that folder's spare."""
     with os.scandir(fd) as entries:
-        names = [entry.name for entry in entries]
-    for name in names:
-        _remove(name, fd)
+        found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
+    for name, regular in found:
+        if regular and spare is not None:
+            # O_NONBLOCK: a FIFO put there meanwhile fails instead of waiting for a reader.
+            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            kept = os.open(name, flags, dir_fd=fd)
+            try:
+                os.ftruncate(kept, 0)  # nothing of this job's input is left in it
+            finally:
+                os.close(kept)
+            os.rename(name, SPARE, src_dir_fd=fd, dst_dir_fd=spare)
+            spare = None
+        else:
+            _remove(name, fd)
 
 
 def _remove(name: str, fd: int) -> None:

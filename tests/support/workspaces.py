@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ondrop.supervisor import KEPT, PARTS
+from ondrop.supervisor import KEPT, PARTS, SPARE
 
 
 def leftovers(work: Path) -> list[str]:
@@ -19,8 +19,8 @@ def leftovers(work: Path) -> list[str]:
         for entry in folder.iterdir():
             if entry.name in PARTS and entry.is_dir() and not entry.is_symlink():
                 found += [p.relative_to(work).as_posix() for p in entry.iterdir()]
-            elif entry.name == "log" and entry.stat().st_size:
-                found.append(f"{folder.name}/log (not emptied)")
+            elif entry.name in ("log", SPARE) and entry.stat().st_size:
+                found.append(f"{folder.name}/{entry.name} (not emptied)")
             elif entry.name not in (*KEPT, "log"):
                 found.append(entry.relative_to(work).as_posix())
     return sorted(found)
