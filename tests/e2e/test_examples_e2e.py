@@ -51,23 +51,40 @@ def test_the_pools_pipeline_splits_on_faas_and_analyses_on_batch(
 VIDEO = EXAMPLES / "video-objects"
 
 
+def video_fdl(detect: str) -> str:
+    """The demo's FDL with `detect` as the detect service's script, the others found by
+    their whole paths (the FDL is written elsewhere)."""
+    fdl = (
+        (VIDEO / "video-objects.yaml").read_text().replace("script: detect.py", f"script: {detect}")
+    )
+    for name in ("split.py", "summary.py"):
+        fdl = fdl.replace(f"script: {name}", f"script: {VIDEO / name}")
+    return fdl
+
+
+def demo(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """What `make demo` runs, on a data folder of the test's own."""
+    return subprocess.run(
+        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
     up: Platform, tmp_path: Path
 ) -> None:
     """The demo's chain on a tiny clip: a face on screen from 1 s to 2 s of 3 s. The
     detect job of the frame at 1 s fails once and is retried: the summary waits for it,
     and is made once."""
-    fdl = (VIDEO / "video-objects.yaml").read_text()
     flaky = (
         "|\n      #!/bin/sh\n"
         '      case "$INPUT_FILE_PATH" in *-t00001000.jpg)\n'
         '        [ "$JOB_ATTEMPT" = 1 ] && exit 9;; esac\n'
-        f"      exec python3 {VIDEO / 'detect.py'}\n"
+        f"      exec python3 {VIDEO / 'detect.py'}"
     )
-    fdl = fdl.replace("script: detect.py", f"script: {flaky}")
-    for name in ("split.py", "summary.py"):
-        fdl = fdl.replace(f"script: {name}", f"script: {VIDEO / name}")
-    (tmp_path / "chain.yaml").write_text(fdl)
+    (tmp_path / "chain.yaml").write_text(video_fdl(flaky))
     up.cli("apply", str(tmp_path / "chain.yaml"))
     clip = tmp_path / "clip.mp4"
     subprocess.run(
@@ -104,10 +121,7 @@ def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
 
 def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
     """What `make demo` runs: a platform of its own, the sample, every stage, the result."""
-    done = subprocess.run(
-        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = demo(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "18 faces found in 16 frames of sample.mp4" in done.stdout
     summary = tmp_path / "demo" / "storage" / "videos" / "summary"
@@ -119,17 +133,10 @@ def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
 
 def test_the_demo_fails_when_a_stage_fails(tmp_path: Path) -> None:
     """Jobs that failed make the demo fail, after it says why, whatever the result shows."""
-    fdl = (VIDEO / "video-objects.yaml").read_text()
-    broken = "|\n      #!/bin/sh\n      echo 'no cascade here' >&2; exit 3\n    retries: 0"
-    fdl = fdl.replace("script: detect.py\n", f"script: {broken}\n").replace("    retries: 2\n", "")
-    for name in ("split.py", "summary.py"):
-        fdl = fdl.replace(f"script: {name}", f"script: {VIDEO / name}")
+    broken = "|\n      #!/bin/sh\n      echo 'no cascade here' >&2; exit 3"
+    fdl = video_fdl(broken).replace("retries: 2", "retries: 0")
     (tmp_path / "broken.yaml").write_text(fdl)
-    done = subprocess.run(
-        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo"),
-         "--fdl", str(tmp_path / "broken.yaml")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = demo(tmp_path, "--fdl", str(tmp_path / "broken.yaml"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no cascade here" in done.stdout
     assert "16 job(s) failed" in done.stderr
@@ -143,11 +150,7 @@ def test_the_demo_on_the_container_runtime(tmp_path: Path) -> None:
     if subprocess.run(["podman", "image", "exists", "localhost/video-objects:1"]).returncode:
         unavailable("no localhost/video-objects:1 image: make it with "
                     "examples/video-objects/image/build.sh")  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, str(VIDEO / "demo.py"), "--data", str(tmp_path / "demo"),
-         "--fdl", str(VIDEO / "video-objects-container.yaml")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = demo(tmp_path, "--fdl", str(VIDEO / "video-objects-container.yaml"), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "18 faces found in 16 frames of sample.mp4" in done.stdout
     jobs = tmp_path / "demo" / "storage" / "videos" / "detections"
