@@ -18,8 +18,8 @@ from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.fake import FakeRuntime
 from ondrop.runtime.process import ProcessRuntime
-from ondrop.storage import MemoryStorage, Providers
-from ondrop.storage.base import ObjectInfo
+from ondrop.storage import LocalStorage, MemoryStorage, Providers
+from ondrop.storage.base import ObjectInfo, StorageProvider
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, NewJob
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import SYNC_PRIORITY, Folders, Supervisor
@@ -28,7 +28,7 @@ from ondrop.supervisor import SYNC_PRIORITY, Folders, Supervisor
 @dataclass
 class Rig:
     store: SQLiteStore
-    storage: MemoryStorage
+    storage: StorageProvider
     supervisor: Supervisor
     runtime: Runtime
     payloads: Payloads
@@ -58,8 +58,8 @@ class Rig:
 ALLOC = Allocation(timeout=60.0)
 
 
-def rig(tmp_path: Path, runtime: Runtime) -> Rig:
-    storage = MemoryStorage("memory.default")
+def rig(tmp_path: Path, runtime: Runtime, storage: StorageProvider | None = None) -> Rig:
+    storage = storage or MemoryStorage("memory.default")
     store = SQLiteStore(tmp_path / "s.db")
     outputs: list[tuple[str, ObjectInfo, str]] = []
     payloads = Payloads(tmp_path / "payloads")
@@ -170,6 +170,7 @@ def test_a_vanished_input_fails_the_job_saying_so(tmp_path: Path) -> None:
 def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
+    assert isinstance(r.storage, MemoryStorage)
     r.storage.fail_with = "connection refused"
     outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED
@@ -230,6 +231,7 @@ def test_a_symlink_out_of_the_output_folder_is_not_followed(tmp_path: Path, name
 def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
+    assert isinstance(r.storage, MemoryStorage)
     r.storage.down = True
     outcome = r.supervisor.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.retryable
@@ -267,8 +269,9 @@ def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Pat
             seen.append([x for x in f.read().decode().splitlines() if x != "./pid"])
     assert len(list((tmp_path / "work").iterdir())) == 1  # the same folder, kept
     assert inodes[0] == inodes[1] == inodes[2]  # the first input's file, written over
-    other = service(name="other", script="echo other")  # its own script, in that folder
+    other = service(name="other", script="echo other")
     assert r.supervisor.run(r.claim_for(other), other, ALLOC).log == "other\n"
+    assert len(list((tmp_path / "work").iterdir())) == 2  # another service: another folder
     for n, listing in enumerate(seen):
         assert listing == [
             ".",
@@ -281,14 +284,55 @@ def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Pat
         ]  # fmt: skip  (the log was empty: nothing of the last job's came after the listing)
 
 
-def test_a_work_folder_a_script_tampered_with_is_deleted_not_reused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("tamper", "kept"),
+    [
+        ('rmdir "$TMPDIR" && ln -s {outside} "$TMPDIR"', False),  # a link for a folder
+        ('chmod 0500 "$TMPDIR"', False),  # a folder the next job could not write in
+        ("rm script && ln -s {outside}/precious script", True),  # a link for a kept file
+        ("rm log && mkfifo log", True),  # a FIFO, which would hold the next job's open
+        ("rm pid; mkdir pid", True),  # a folder for the pid file
+    ],
+)
+def test_a_work_folder_a_script_tampered_with_is_not_reused_as_it_is(
+    tmp_path: Path, tamper: str, kept: bool
+) -> None:
+    """Deleted, or the tampered part deleted; nothing outside is followed or touched."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious").write_text("keep me")
     r = rig(tmp_path, ProcessRuntime())
-    swap = f'#!/bin/sh\nrmdir "$TMPDIR" && ln -s {outside} "$TMPDIR"\n'
-    svc = service(script=swap)
+    svc = service(script="#!/bin/sh\n" + tamper.format(outside=outside) + "\n")
     assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
-    assert list((tmp_path / "work").iterdir()) == []  # deleted: a link stood for tmp/
-    assert (outside / "precious").read_text() == "keep me"  # and the link was not followed
-    assert r.supervisor.run(r.claim_for(service()), service(), ALLOC).status == SUCCEEDED
+    assert len(list((tmp_path / "work").iterdir())) == kept
+    assert (outside / "precious").read_text() == "keep me"
+    after = service(script="echo next")
+    assert r.supervisor.run(r.claim_for(after), after, ALLOC).log == "next\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["precious"]
+    assert (outside / "precious").read_text() == "keep me"
+
+
+def test_files_hard_linked_out_of_a_work_folder_keep_what_they_hold(tmp_path: Path) -> None:
+    """A script may store its input, or its log, as an output by linking it: the stored
+    objects are the work folder's files then, which the next job must not write over."""
+    storage = LocalStorage("minio.default", tmp_path / "storage")
+    r = rig(tmp_path, ProcessRuntime(), storage)
+    link = '#!/bin/sh\necho "log of $JOB_ATTEMPT"\nln "$INPUT_FILE_PATH" log "$TMP_OUTPUT_DIR/"\n'
+    svc = service(script=link)
+    first = r.supervisor.run(r.claim_for(svc, key="in/a.txt", data=b"first"), svc, ALLOC)
+    assert first.status == SUCCEEDED, first.reason
+    stored = tmp_path / "storage" / "out"
+    assert (stored / "a.txt").read_bytes() == b"first"
+    assert (stored / "log").read_text() == "log of 1\n"
+    second = r.supervisor.run(r.claim_for(svc, key="in/b.txt", data=b"second"), svc, ALLOC)
+    assert second.status == SUCCEEDED and second.log == "log of 1\n"
+    assert (stored / "a.txt").read_bytes() == b"first"
+    assert (stored / "b.txt").read_bytes() == b"second"
+
+
+def test_a_killed_job_s_folder_is_deleted_not_reused(tmp_path: Path) -> None:
+    r = rig(tmp_path, ProcessRuntime())
+    svc = service(script="sleep 5")
+    outcome = r.supervisor.run(r.claim_for(svc), svc, Allocation(timeout=0.3))
+    assert outcome.status == FAILED and "timed out" in outcome.reason
+    assert list((tmp_path / "work").iterdir()) == []  # something of it might still run

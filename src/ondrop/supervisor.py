@@ -98,7 +98,8 @@ class Supervisor:
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
             return Outcome(FAILED, None, runtime)
-        work = self.workspaces.take()
+        work = self.workspaces.take(service.name)
+        clean = True  # nothing of the job can be left running in its folder
         inputs, outputs = work / "input", work / "output"
         logfile = work / "log"
         try:
@@ -134,7 +135,9 @@ class Supervisor:
                 service=service.name,
                 warm=float(service.warm),
             )
+            clean = False
             result = runtime.run(spec)
+            clean = result.exit_code is not None  # it ended by itself, not killed
             script_ended()
             text = _redact(_read_log(logfile), service.environment.secrets.values())
             if result.interrupted:
@@ -160,7 +163,7 @@ class Supervisor:
         finally:
             # The next job's script already runs (its slot was given back): this job's
             # thread can afford to empty its folder itself.
-            self.workspaces.give(work)
+            self.workspaces.give(work, service.name, clean)
 
     def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:
         if event.kind == COLLECT and service.collect:
@@ -293,21 +296,29 @@ def output_files(folder: Path) -> list[Path]:
 
 class Workspaces:
     """The folders jobs run in: input/, output/ and tmp/, beside the script, its log and its
-    pid, one job at a time in each. A job's folder is emptied and kept for the next job
-    rather than deleted: making folders and files costs more, on many file systems, than
-    the rest of the platform's work for a tiny job."""
+    pid, one job at a time in each. A job's folder is emptied and kept for the next job of
+    the same service rather than deleted: making folders and files costs more, on many file
+    systems, than the rest of the platform's work for a tiny job. A folder is only kept when
+    its job ended by itself and the folder is as the platform made it; it is deleted
+    otherwise."""
 
     def __init__(self, root: Path, keep: int = 64) -> None:
         self.root = root
         self.keep = keep  # folders kept at most; more are deleted after their job
-        self._free: list[Path] = []
+        self._free: dict[str, list[Path]] = {}  # service -> its folders, emptied
+        self._kept = 0
         self._lock = threading.Lock()
         self._made = itertools.count(1)
+        umask = os.umask(0)
+        os.umask(umask)
+        self._mode = 0o777 & ~umask  # what mkdir gives the folders: a job may not change it
 
-    def take(self) -> Path:
+    def take(self, service: str) -> Path:
         with self._lock:
-            if self._free:
-                return self._free.pop()
+            free = self._free.get(service)
+            if free:
+                self._kept -= 1
+                return free.pop()
         while True:
             work = self.root / f"job-{next(self._made)}"
             try:
@@ -319,20 +330,24 @@ class Workspaces:
             (work / part).mkdir()
         return work
 
-    def give(self, work: Path) -> None:
-        """`work`'s job is over: keep the folder, emptied, for the next job, or delete it
-        when there are enough or it is not as the platform made it."""
+    def give(self, work: Path, service: str, clean: bool) -> None:
+        """`work`'s job is over: keep the folder, emptied, for the next job of `service`,
+        or delete it: when its job did not end `clean` (it was killed, or its runtime
+        failed: something of it may still run), when enough are kept, or when it is not
+        as the platform made it."""
         with self._lock:
-            full = len(self._free) >= self.keep
-        if not full and _clear(work):
+            room = self._kept < self.keep
+        if clean and room and _clear(work, self._mode):
             with self._lock:
-                self._free.append(work)
+                self._free.setdefault(service, []).append(work)
+                self._kept += 1
         else:
             remove_folder(work)
 
     def close(self) -> None:
         with self._lock:
-            kept, self._free = self._free, []
+            kept = [work for free in self._free.values() for work in free]
+            self._free, self._kept = {}, 0
         for work in kept:
             remove_folder(work)
 
@@ -342,8 +357,10 @@ PARTS = ("input", "output", "tmp")  # the folders of a work folder, as the scrip
 # systems a new file costs more than writing into one that exists).
 SPARE = "input.spare"
 # The files each job writes whole (its script, what its runtime needs to find it after a
-# crash), and the spare: kept, to be overwritten.
-KEPT = ("script", PID_FILE, CONTAINER_FILE, SPARE)
+# crash), its log, and the spare: kept, to be written over.
+KEPT = ("script", "log", PID_FILE, CONTAINER_FILE, SPARE)
+# Opening a file of a work folder: never through a link, never waiting on a FIFO.
+_FILE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def use_spare(dest: Path) -> None:
@@ -353,7 +370,7 @@ def use_spare(dest: Path) -> None:
         os.rename(dest.parent.parent / SPARE, dest)
 
 
-def _clear(work: Path) -> bool:
+def _clear(work: Path, mode: int) -> bool:
     """Empty `work` for its next job; False when it cannot be, or holds something other than
     the platform made (a link where a folder was, say), and must be deleted instead."""
     try:
@@ -369,17 +386,13 @@ def _clear(work: Path) -> bool:
             if name in PARTS:
                 sub = os.open(name, _FOLDER, dir_fd=fd)  # refuses a link
                 try:
+                    if stat.S_IMODE(os.fstat(sub).st_mode) != mode:
+                        return False  # a job changed who may write in it
                     _empty(sub, spare=fd if name == "input" else None)
                 finally:
                     os.close(sub)
-            elif name == "log":
-                log = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                try:
-                    os.ftruncate(log, 0)  # the runtimes append to it
-                finally:
-                    os.close(log)
-            elif name not in KEPT:  # what the script left beside its folders
-                _remove(name, fd)
+            elif name not in KEPT or not _truncate(name, fd, keep=name != "log"):
+                _remove(name, fd)  # what the script left, or a kept file it tampered with
         return True
     except OSError:
         return False
@@ -387,17 +400,39 @@ def _clear(work: Path) -> bool:
         os.close(fd)
 
 
+def _truncate(name: str, fd: int, keep: bool = False) -> bool:
+    """Empty the file `name` in the folder open as `fd` (its content kept with `keep`);
+    False when it is not a plain file of this folder alone: a link or FIFO put in its
+    place, or a file hard-linked elsewhere (a stored output, say), which must be left
+    whole and the name deleted."""
+    try:
+        f = os.open(name, os.O_WRONLY | _FILE, dir_fd=fd)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(f)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        if not keep:
+            os.ftruncate(f, 0)
+        return True
+    finally:
+        os.close(f)
+
+
 def _write_changed(path: Path, text: str) -> None:
     """Write `text` to `path` unless it holds that already (the script of the same service's
     last job in a kept work folder): reading it back is cheaper than writing it."""
     data = text.encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _FILE, 0o666)
     try:
-        with open(path, "rb", buffering=0) as f:
-            if f.read(len(data) + 1) == data:
-                return
-    except FileNotFoundError:
-        pass
-    path.write_bytes(data)
+        if os.read(fd, len(data) + 1) != data:
+            os.ftruncate(fd, 0)
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], written)
+    finally:
+        os.close(fd)
 
 
 def remove_folder(path: Path) -> None:
@@ -425,18 +460,11 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _empty(fd: int, spare: int | None = None) -> None:
     """Delete what is in the folder open as `fd`; with `spare` (a work folder, open), keep
-    a regular file from it, emptied, as that folder's spare."""
+    a plain file from it, emptied, as that folder's spare."""
     with os.scandir(fd) as entries:
         found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
     for name, regular in found:
-        if regular and spare is not None:
-            # O_NONBLOCK: a FIFO put there meanwhile fails instead of waiting for a reader.
-            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            kept = os.open(name, flags, dir_fd=fd)
-            try:
-                os.ftruncate(kept, 0)  # nothing of this job's input is left in it
-            finally:
-                os.close(kept)
+        if regular and spare is not None and _truncate(name, fd):
             os.rename(name, SPARE, src_dir_fd=fd, dst_dir_fd=spare)
             spare = None
         else:
@@ -464,11 +492,19 @@ def read_regular(path: Path) -> bytes:
 
 
 def _read_log(path: Path) -> str:
+    """The job's log (its head and tail when long); never through a link or FIFO the job
+    put in its place."""
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY | _FILE)
     except FileNotFoundError:
         return ""
-    with path.open("rb") as f:
+    except OSError:
+        return "[the job replaced its log with something that is not a file]"
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "[the job replaced its log with something that is not a file]"
+        size = info.st_size
         if size <= LOG_LIMIT:
             data = f.read()
         else:

@@ -12,18 +12,17 @@ from ondrop.errors import TooLargeError
 from ondrop.quantity import format_bytes
 
 
-async def receive(request: Request, limit: int, folder: Path) -> Path:
-    """The body, written to a new file in `folder`; the caller removes it."""
+async def receive(request: Request, limit: int, folder: Path, mode: int = 0o600) -> Path:
+    """The body, written to a new file in `folder` with `mode` (less the umask); the caller
+    removes it."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLargeError(
             f"the body is {format_bytes(int(declared))}, over the limit of {format_bytes(limit)} "
             "(setting ONDROP_MAX_UPLOAD)"
         )
-    # Read and write for whom the umask allows, as any stored file: a local store may
-    # keep this very file.
     path = folder / f"upload-{uuid.uuid4().hex}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     received = 0
     try:
         with os.fdopen(fd, "wb") as out:

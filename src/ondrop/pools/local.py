@@ -283,6 +283,7 @@ class JobThreads:
         # Threads waiting for a job that none is on its way to. Invariant: jobs in the
         # queue + idle == threads waiting.
         self._idle = 0
+        self._closed = False
 
     def run(self, claim: Claim) -> None:
         with self._lock:
@@ -296,6 +297,7 @@ class JobThreads:
         """End the waiting threads (the pool stops; no job runs)."""
         with self._lock:
             waiting, self._idle = self._idle, 0
+            self._closed = True  # and those still finishing a job end after it
         for _ in range(waiting):
             self._jobs.put(None)
 
@@ -303,6 +305,8 @@ class JobThreads:
         while claim is not None:
             self.target(claim)
             with self._lock:
+                if self._closed:
+                    return
                 self._idle += 1
             try:
                 claim = self._jobs.get(timeout=THREAD_IDLE)

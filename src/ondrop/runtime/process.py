@@ -6,6 +6,7 @@ No image, no limits but the timeout: for scripts you trust on a machine you own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ from ondrop.runtime.base import (
     script_command,
     wait_exit,
 )
+
+log = logging.getLogger(__name__)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 PID_FILE = "pid"
@@ -42,25 +45,29 @@ class ProcessRuntime(Runtime):
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
         argv = script_command(spec.script, str(spec.script))
-        log = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(spec.log, flags, 0o600)
         try:
             proc = subprocess.Popen(
                 argv,
                 cwd=spec.workdir,
                 env={**base_environment(), **spec.env},
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
             return RunResult(None, f"cannot start the script: {exc.strerror}", 0.0)
         finally:
-            os.close(log)
+            os.close(out)
         with self._lock:
             self._running[spec.job_id] = proc
         # Who to kill if this platform dies: the process group, known by its start time.
-        _record(spec.workdir / PID_FILE, f"{proc.pid} {_start_time(proc.pid)}")
+        try:
+            _record(spec.workdir / PID_FILE, f"{proc.pid} {_start_time(proc.pid)}")
+        except OSError as exc:  # the job runs on; only a crash of the platform would miss it
+            log.warning("job %s: cannot write its pid file (%s)", spec.job_id, exc.strerror)
         try:
             status = wait_exit(proc, spec.timeout)
             timed_out = status is None
@@ -131,7 +138,9 @@ def base_environment() -> dict[str, str]:
 def _record(path: Path, text: str) -> None:
     """Write `text` over the start of `path`, padded to a fixed width: in a work folder kept
     from an earlier job the file is overwritten in place, neither made nor truncated."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600
+    )
     try:
         os.pwrite(fd, text.ljust(RECORD_WIDTH).encode(), 0)
     finally:
