@@ -26,6 +26,7 @@ from ondrop.fdl.models import Service
 from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.container import CONTAINER_FILE
+from ondrop.runtime.folders import FOLDER, empty, remove, remove_folder
 from ondrop.runtime.process import PID_FILE
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
@@ -309,9 +310,9 @@ class Workspaces:
         self._kept = 0
         self._lock = threading.Lock()
         self._made = itertools.count(1)
-        umask = os.umask(0)
-        os.umask(umask)
-        self._mode = 0o777 & ~umask  # what mkdir gives the folders: a job may not change it
+        # What mkdir gave the folders (read off the first one made, not by setting the
+        # umask, which would race with other threads): a job may not change it.
+        self._mode: int | None = None
 
     def take(self, service: str) -> Path:
         with self._lock:
@@ -328,6 +329,8 @@ class Workspaces:
                 continue  # a name the platform before this one used
         for part in PARTS:
             (work / part).mkdir()
+        if self._mode is None:
+            self._mode = stat.S_IMODE((work / PARTS[0]).stat().st_mode)
         return work
 
     def give(self, work: Path, service: str, clean: bool) -> None:
@@ -337,7 +340,7 @@ class Workspaces:
         as the platform made it."""
         with self._lock:
             room = self._kept < self.keep
-        if clean and room and _clear(work, self._mode):
+        if clean and room and self._mode is not None and _clear(work, self._mode):
             with self._lock:
                 self._free.setdefault(service, []).append(work)
                 self._kept += 1
@@ -374,7 +377,7 @@ def _clear(work: Path, mode: int) -> bool:
     """Empty `work` for its next job; False when it cannot be, or holds something other than
     the platform made (a link where a folder was, say), and must be deleted instead."""
     try:
-        fd = os.open(work, _FOLDER)
+        fd = os.open(work, FOLDER)
     except OSError:
         return False
     try:
@@ -384,15 +387,18 @@ def _clear(work: Path, mode: int) -> bool:
             return False
         for name in names:
             if name in PARTS:
-                sub = os.open(name, _FOLDER, dir_fd=fd)  # refuses a link
+                sub = os.open(name, FOLDER, dir_fd=fd)  # refuses a link
                 try:
                     if stat.S_IMODE(os.fstat(sub).st_mode) != mode:
                         return False  # a job changed who may write in it
-                    _empty(sub, spare=fd if name == "input" else None)
+                    if name == "input":
+                        _empty_input(sub, fd)
+                    else:
+                        empty(sub)
                 finally:
                     os.close(sub)
             elif name not in KEPT or not _truncate(name, fd, keep=name != "log"):
-                _remove(name, fd)  # what the script left, or a kept file it tampered with
+                remove(name, fd)  # what the script left, or a kept file it tampered with
         return True
     except OSError:
         return False
@@ -435,53 +441,18 @@ def _write_changed(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def remove_folder(path: Path) -> None:
-    """Delete a job's folder and what is in it, as shutil.rmtree does, in a third of its
-    system calls: through folder descriptors, never following a link (a script's leftover
-    process cannot make it delete a file outside). Anything odd goes to rmtree."""
-    try:
-        fd = os.open(path, _FOLDER)
-    except FileNotFoundError:
-        return
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        _empty(fd)
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-    finally:
-        os.close(fd)
-
-
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _empty(fd: int, spare: int | None = None) -> None:
-    """Delete what is in the folder open as `fd`; with `spare` (a work folder, open), keep
-    a plain file from it, emptied, as that folder's spare."""
+def _empty_input(fd: int, work: int) -> None:
+    """Delete what is in the input folder open as `fd`, but for a plain file kept, emptied,
+    as the spare of the work folder open as `work`."""
     with os.scandir(fd) as entries:
         found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
+    spare = False
     for name, regular in found:
-        if regular and spare is not None and _truncate(name, fd):
-            os.rename(name, SPARE, src_dir_fd=fd, dst_dir_fd=spare)
-            spare = None
+        if regular and not spare and _truncate(name, fd):
+            os.rename(name, SPARE, src_dir_fd=fd, dst_dir_fd=work)
+            spare = True
         else:
-            _remove(name, fd)
-
-
-def _remove(name: str, fd: int) -> None:
-    """Delete `name` (a file, link or folder) in the folder open as `fd`."""
-    try:
-        os.unlink(name, dir_fd=fd)  # a file or a link
-    except IsADirectoryError:
-        sub = os.open(name, _FOLDER, dir_fd=fd)
-        try:
-            _empty(sub)
-        finally:
-            os.close(sub)
-        os.rmdir(name, dir_fd=fd)
+            remove(name, fd)
 
 
 def read_regular(path: Path) -> bytes:
@@ -489,6 +460,9 @@ def read_regular(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         return f.read()
+
+
+NOT_A_LOG = "[the job replaced its log with something that is not a file]"
 
 
 def _read_log(path: Path) -> str:
@@ -499,11 +473,11 @@ def _read_log(path: Path) -> str:
     except FileNotFoundError:
         return ""
     except OSError:
-        return "[the job replaced its log with something that is not a file]"
+        return NOT_A_LOG
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            return "[the job replaced its log with something that is not a file]"
+            return NOT_A_LOG
         size = info.st_size
         if size <= LOG_LIMIT:
             data = f.read()

@@ -14,7 +14,6 @@ of one warm container.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.runtime.cgroups import JobCgroup
+from ondrop.runtime.folders import empty_folder
 from ondrop.runtime.oci import OciRuntime
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class WarmContainer:
             os.rename(output, workdir / "output")
         else:
             (workdir / "output").mkdir(exist_ok=True)
-        return all([_empty(self.folder / part) for part in CLEARED])
+        return all([empty_folder(self.folder / part) for part in CLEARED])
 
 
 class WarmContainers:
@@ -168,17 +168,3 @@ class WarmContainers:
             for box in expired:
                 log.debug("warm container %s idle for %g s: removed", box.name, box.idle_for)
                 self.discard(box)
-
-
-def _empty(folder: Path) -> bool:
-    """Remove what `folder` holds; whether it is empty now."""
-    try:
-        for entry in os.scandir(folder):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-        return not any(os.scandir(folder))
-    except OSError:
-        return False
