@@ -4,6 +4,7 @@ is off unless asked for, the image is read-only, nothing is left behind."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import time
@@ -53,6 +54,48 @@ def test_a_job_over_its_memory_limit_fails_saying_so(
     assert result.reason == "out of memory (limit 32Mi)"
     ok = run(runtime, tmp_path, "head -c 1000000 /dev/zero | wc -c", busybox, memory=32 * 1024**2)
     assert ok.ok, (tmp_path / "log").read_text()
+
+
+# The line ondrop adds to the log (on cgroup v1 the kernel counts the times the limit
+# ran out, which may be more than the processes it killed).
+KILLED = (
+    r"\[ondrop\] (a process|\d+ processes) of this job (was|were) killed: "
+    r"out of memory \(limit 32Mi\)"
+)
+
+
+def test_a_process_killed_for_memory_fails_the_job_though_the_script_goes_on(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    script = "dd if=/dev/zero of=/dev/null bs=200M; echo went on; exit 0"
+    result = run(runtime, tmp_path, script, busybox, memory=32 * 1024**2)
+    log = (tmp_path / "log").read_text()
+    assert result.reason == "out of memory (limit 32Mi)", log
+    assert "went on" in log
+    assert re.fullmatch(KILLED, log.splitlines()[-1]), log
+
+
+def test_a_job_that_used_all_its_memory_but_lost_no_process_is_not_out_of_memory(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    # 64 MiB read from disk fill a 32 MiB job's page cache to its limit, which the kernel
+    # reclaims without killing anything.
+    (tmp_path / "input").mkdir()
+    with (tmp_path / "input" / "big").open("wb") as f:
+        f.write(bytes(64 * 1024**2))
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # not cached yet
+    read = "cat /ondrop/input/big > /dev/null"
+    ok = run(runtime, tmp_path, read, busybox, memory=32 * 1024**2)
+    assert ok.ok, (tmp_path / "log").read_text()
+    # Then it ends by a SIGKILL of its own: its exit status, not out of memory.
+    (tmp_path / "log").unlink()
+    with (tmp_path / "input" / "big").open("rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    killed = run(runtime, tmp_path, f"{read}; sh -c 'kill -KILL $$'", busybox, memory=32 * 1024**2)
+    assert killed.reason == "exit status 137 (SIGKILL)", (tmp_path / "log").read_text()
+    assert "[ondrop]" not in (tmp_path / "log").read_text()
 
 
 def test_the_network_is_off_unless_the_service_asks(

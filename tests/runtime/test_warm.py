@@ -4,6 +4,7 @@ out or runs out of memory, and removed when idle too long or at shutdown."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
+from tests.runtime.test_container import KILLED
 from tests.support.images import container_runtime
 
 
@@ -115,6 +117,19 @@ def test_a_timeout_or_an_out_of_memory_kill_gives_the_container_up(
     assert containers(runtime) == []
     small = job(runtime, tmp_path / "small", "head -c 100000 /dev/zero | wc -c", busybox)
     assert small.ok
+
+
+def test_a_process_killed_for_memory_fails_the_job_and_gives_the_container_up(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    script = "dd if=/dev/zero of=/dev/null bs=200M; echo went on; exit 0"
+    big = job(runtime, tmp_path / "big", script, busybox, memory=32 * 1024**2)
+    log = (tmp_path / "big" / "log").read_text()
+    assert big.reason == "out of memory (limit 32Mi)", log
+    assert "went on" in log
+    assert re.fullmatch(KILLED, log.splitlines()[-1]), log
+    assert containers(runtime) == []
+    assert job(runtime, tmp_path / "next", "true", busybox, memory=32 * 1024**2).ok
 
 
 def test_an_idle_warm_container_is_removed_after_its_time_and_at_close(

@@ -1,11 +1,17 @@
 """A cgroup per container job that outlives the container, to tell an out-of-memory kill
 from other deaths: the job's memory limit is set here, on `ondrop/<name>`, and the OCI
-runtime puts the container in `ondrop/<name>/job` below it."""
+runtime (or the engine) puts the container in a cgroup below it.
+
+The kernel counts the processes it kills for the limit: on cgroup v2 in `memory.events`
+(`oom_kill`, including the cgroups below); on v1 only in the killed process's own cgroup,
+which the runtime removes with the container, so there an eventfd registered on this
+cgroup's `memory.oom_control` (cgroup-v1/memory.rst, "OOM Control") counts its OOMs."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,13 @@ class JobCgroup:
     def __init__(self, name: str, memory: int | None) -> None:
         self.name = name
         self.memory = memory
+        self._events: int | None = None  # v1: the eventfd the kernel signals on an OOM
+        self._seen = (0, 0)  # v2: oom_kill and oom at the last oom_kills()
+
+    @property
+    def path(self) -> str:
+        """The cgroup's own path (an engine's cgroup parent)."""
+        return f"/{TOP}/{self.name}"
 
     @property
     def container_path(self) -> str:
@@ -58,24 +71,47 @@ class JobCgroup:
             (own / "memory.limit_in_bytes").write_text(str(self.memory))
             with contextlib.suppress(OSError):  # swap accounting may be off
                 (own / "memory.memsw.limit_in_bytes").write_text(str(self.memory))
+            self._watch(own)
 
-    def out_of_memory(self) -> bool:
-        """True when the job hit its memory limit (read after it ended, before remove())."""
-        if self.memory is None:
-            return False
+    def _watch(self, own: Path) -> None:
+        """v1: have the kernel signal an eventfd on each OOM of this cgroup's limit."""
+        events = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
-            if unified():
-                events = (ROOT / TOP / self.name / "memory.events").read_text()
-                counts = dict(line.split() for line in events.splitlines())
-                return int(counts.get("oom_kill", 0)) > 0 or int(counts.get("oom", 0)) > 0
-            own = ROOT / "memory" / TOP / self.name
-            control = (own / "memory.oom_control").read_text()
-            if "oom_kill 0" not in control and "oom_kill" in control:
-                return True
-            peak = int((own / "memory.max_usage_in_bytes").read_text())
-            return peak >= self.memory * 0.98
+            control = os.open(own / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                (own / "cgroup.event_control").write_text(f"{events} {control}")
+            finally:
+                os.close(control)
+        except OSError as exc:
+            os.close(events)
+            log.warning("cannot watch %s for out-of-memory kills: %s", own, exc)
+            return
+        self._events = events
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for the memory limit since the last call
+        (v1: how many times the limit ran out and the kernel's OOM killer ran). Call it
+        before remove()."""
+        if self.memory is None:
+            return 0
+        if not unified():
+            if self._events is None:
+                return 0
+            try:
+                return os.eventfd_read(self._events)
+            except BlockingIOError:
+                return 0
+        try:
+            events = (ROOT / TOP / self.name / "memory.events").read_text()
+            counts = {k: int(v) for k, v in (line.split() for line in events.splitlines())}
         except (OSError, ValueError):
-            return False
+            return 0
+        # Without kills counted, the cgroup's own count of its limit running out: where
+        # cgroup2 is mounted with memory_localevents, `oom_kill` leaves out those below.
+        kills = counts.get("oom_kill", 0) - self._seen[0]
+        ooms = counts.get("oom", 0) - self._seen[1]
+        self._seen = (counts.get("oom_kill", 0), counts.get("oom", 0))
+        return kills or ooms
 
     def tasks(self) -> int | None:
         """How many tasks the container holds now: processes, their threads, and exited
@@ -91,10 +127,18 @@ class JobCgroup:
             return None
 
     def remove(self) -> None:
+        """Remove the cgroup and those below it that are empty (an engine's may remain)."""
+        if self._events is not None:
+            os.close(self._events)
+            self._events = None
         for own in self._dirs():
             for sub in (own / "job", own):
                 with contextlib.suppress(OSError):
                     sub.rmdir()
+            if own.is_dir():  # an engine's cgroup left below it: the deepest first
+                for below, _, _ in sorted(os.walk(own), reverse=True):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(below)
 
 
 def remove_all(prefix: str) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.errors import OndropError
+from ondrop.quantity import format_bytes
 from ondrop.runtime.base import (
     RunResult,
     RunSpec,
@@ -66,6 +67,7 @@ class ContainerRuntime(Runtime):
         self.seccomp = seccomp_profile()  # podman's syscall filter, where it is installed
         # Containers kept between jobs, where ondrop starts them itself.
         self.warm = WarmContainers(oci) if oci is not None else None
+        self._cgroupfs: bool | None = None  # may the engine's containers go in ours
         self._running: dict[str, str] = {}  # job id -> container name
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
@@ -100,11 +102,11 @@ class ContainerRuntime(Runtime):
             self._running[spec.job_id] = name
         try:
             if warm:
-                code, timed_out, oom = self._run_warm(spec, image, args, env)
+                code, timed_out, kills = self._run_warm(spec, image, args, env)
             elif self.oci is not None:
-                code, timed_out, oom = self._run_bundle(spec, image, name, args, env)
+                code, timed_out, kills = self._run_bundle(spec, image, name, args, env)
             else:
-                code, timed_out, oom = self._run_engine(spec, image, name, args, env)
+                code, timed_out, kills = self._run_engine(spec, image, name, args, env)
         except OndropError as exc:
             return RunResult(None, str(exc), time.monotonic() - started)
         finally:
@@ -112,13 +114,17 @@ class ContainerRuntime(Runtime):
                 self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
                 self._stopped.discard(spec.job_id)
+        # A process killed for the memory limit fails the job, whatever became of the
+        # rest of it (a script that goes on after its child was killed exits 0).
+        if kills and spec.memory is not None:
+            _log_killed(spec.log, kills, spec.memory)
         return ended(
             code,
             time.monotonic() - started,
             spec.timeout,
             stopped=stopped,
             timed_out=timed_out,
-            memory=spec.memory if oom else None,
+            memory=spec.memory if kills else None,
         )
 
     def _command(self, spec: RunSpec, image: Image) -> list[str]:
@@ -140,7 +146,7 @@ class ContainerRuntime(Runtime):
 
     def _run_bundle(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
-    ) -> tuple[int, bool, bool]:
+    ) -> tuple[int, bool, int]:
         assert self.oci is not None
         rootfs = self.images.rootfs(image)
         user = _user(image.user, rootfs)
@@ -165,12 +171,12 @@ class ContainerRuntime(Runtime):
                 self.oci.kill(name)
                 status = _wait_or_kill(proc)
             code = status
-            oom = code in (137, -9) and cgroup.out_of_memory()
+            kills = cgroup.oom_kills()
         finally:
             if code != 0:  # after a clean exit `run` has removed the container itself
                 self.oci.delete(name)
             cgroup.remove()
-        return code, timed_out, oom
+        return code, timed_out, kills
 
     def _config(
         self,
@@ -210,7 +216,7 @@ class ContainerRuntime(Runtime):
 
     def _run_warm(
         self, spec: RunSpec, image: Image, args: list[str], env: dict[str, str]
-    ) -> tuple[int, bool, bool]:
+    ) -> tuple[int, bool, int]:
         """Run the job in a warm container of its service: an idle one, or a new one kept
         for the next job afterwards (see warm.py)."""
         assert self.oci is not None and self.warm is not None
@@ -223,8 +229,9 @@ class ContainerRuntime(Runtime):
             stopped = spec.job_id in self._stopped
         if stopped:  # while its container was found or started: it never runs
             self.warm.give(box)
-            return -9, False, False
-        timed_out = oom = False
+            return -9, False, 0
+        timed_out = False
+        kills = 0
         code: int | None = None
         try:
             if user != (0, 0):
@@ -247,13 +254,12 @@ class ContainerRuntime(Runtime):
             with self._lock:  # from here a stop of this job no longer reaches the container
                 self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
-            ran_out = box.cgroup.out_of_memory()
-            oom = code in (137, -9) and ran_out
+            kills = box.cgroup.oom_kills()
             reuse = (
                 code is not None
                 and code not in (137, -9)
                 and not stopped
-                and not ran_out
+                and not kills
                 and box.only_first()
             )
             if not reuse:
@@ -268,7 +274,7 @@ class ContainerRuntime(Runtime):
                 self.warm.give(box)
             else:
                 self.warm.discard(box)
-        return code, timed_out, oom
+        return code, timed_out, kills
 
     def _start_warm(
         self, spec: RunSpec, image: Image, rootfs: Path, user: tuple[int, int], key: Hashable
@@ -325,7 +331,7 @@ class ContainerRuntime(Runtime):
 
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
-    ) -> tuple[int, bool, bool]:
+    ) -> tuple[int, bool, int]:
         if self.engine.name == "docker" and args[0] == "/bin/sh":
             # Docker keeps stdout and stderr apart, so their lines would reach the log out of
             # order: the script's shell sends both to one stream first.
@@ -358,7 +364,12 @@ class ContainerRuntime(Runtime):
         ]
         if not spec.network:
             command += ["--network", "none"]
-        if spec.memory is not None:
+        cgroup = self._engine_cgroup(name, spec.memory)
+        if cgroup is not None:  # the limit is on our cgroup above the container's
+            command += ["--cgroup-parent", cgroup.path]
+            if self.engine.name == "podman":  # conmon stays out of the job's limit
+                command += ["--cgroups", "no-conmon"]
+        elif spec.memory is not None:
             command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
         if spec.cpu is not None:
             command += ["--cpus", f"{spec.cpu:g}"]
@@ -386,20 +397,51 @@ class ContainerRuntime(Runtime):
                 subprocess.run([self.engine.binary, "kill", name], capture_output=True, timeout=30)
                 status = _wait_or_kill(proc)
             code = status
+            kills = cgroup.oom_kills() if cgroup is not None else 0
             state = subprocess.run(
                 [self.engine.binary, "inspect", name, "--format", "{{.State.OOMKilled}}"],
                 capture_output=True,
                 text=True,
                 timeout=30,
             )
-            # Engines do not always notice an OOM kill (podman on cgroup v1): a SIGKILL we
-            # did not send to a job with a memory limit is taken for one.
-            oom = state.stdout.strip() == "true" or (
-                code == 137 and not timed_out and spec.memory is not None
-            )
+            if state.stdout.strip() == "true":
+                kills = max(kills, 1)
+            elif cgroup is None and code == 137 and not timed_out and spec.memory is not None:
+                # Without a cgroup of ours to count kills, and engines do not always notice
+                # one (podman on cgroup v1): a SIGKILL we did not send is taken for one.
+                kills = 1
         finally:
             self.engine.remove([name])
-        return code, timed_out, oom
+            if cgroup is not None:
+                cgroup.remove()
+        return code, timed_out, kills
+
+    def _engine_cgroup(self, name: str, memory: int | None) -> JobCgroup | None:
+        """A cgroup of ours holding the job's memory limit, for the engine to put the
+        container in, so that kills for the limit are counted: where the engine manages
+        cgroups as folders (cgroupfs) and ondrop may make them (root). None: the engine
+        enforces the limit alone."""
+        if memory is None:
+            return None
+        if self._cgroupfs is None:
+            key = {"podman": "{{.Host.CgroupManager}}", "docker": "{{.CgroupDriver}}"}
+            info = subprocess.run(
+                [self.engine.binary, "info", "--format", key.get(self.engine.name, "")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self._cgroupfs = info.stdout.strip() == "cgroupfs"
+        if not self._cgroupfs:
+            return None
+        cgroup = JobCgroup(name, memory)
+        try:
+            cgroup.create()
+        except OSError as exc:
+            log.debug("no cgroup of ours for %s (%s): the engine enforces its limit", name, exc)
+            cgroup.remove()
+            return None
+        return cgroup
 
     # -- stopping and cleaning up ---------------------------------------------------------
     def stop(self, job_id: str) -> None:
@@ -448,6 +490,23 @@ class ContainerRuntime(Runtime):
         for name in names:
             self._remove(name)
         remove_all(self.prefix)
+
+
+def _log_killed(path: Path, kills: int, memory: int) -> None:
+    """Tell the job's log that the kernel killed `kills` of its processes."""
+    what = "a process of this job was" if kills == 1 else f"{kills} processes of this job were"
+    line = f"[ondrop] {what} killed: out of memory (limit {format_bytes(memory)})\n"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
