@@ -166,10 +166,13 @@ def parse_service(raw: Any, where: str = "") -> tuple[Service, list[str]]:
 
 def _validate(mapped: dict[str, Any], report: Report) -> Service | None:
     try:
-        return Service.model_validate(mapped)
+        service = Service.model_validate(mapped)
     except ValidationError as exc:
         report.add_validation(exc)
         return None
+    problems = service.environment.problems()  # at apply only; see Environment.problems
+    report.errors += problems
+    return None if problems else service
 
 
 def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:

@@ -6,6 +6,8 @@ has the field, ondrop's additions beside them.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from ondrop.fdl.problems import Problem
 from ondrop.quantity import parse_bytes, parse_cpu
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
@@ -25,6 +28,22 @@ LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROVIDER_TYPES = ("local", "minio", "s3", "webdav", "onedata", "rucio")
 # Fields of provider configs that are secrets: never shown to non-admins or in logs.
 PROVIDER_SECRETS = ("access_key", "secret_key", "password", "token", "refresh_token")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Linux refuses one environment string, "NAME=value" and its NUL, longer than this.
+MAX_ARG_STRLEN = 128 * 1024
+# A service's own environment may take this share of ARG_MAX; the rest is left for what
+# the platform adds (the contract variables, EVENT up to 96 KiB, PATH, the arguments).
+ENV_SHARE = 0.5
+POINTER = 8  # the kernel counts each string's pointer in envp against ARG_MAX too
+
+
+def arg_max() -> int:
+    """This system's limit on arguments plus environment, in bytes (128 KiB if unknown)."""
+    try:
+        found = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        found = -1
+    return found if found > 0 else 128 * 1024
 
 
 class _Strict(BaseModel):
@@ -106,6 +125,64 @@ class Environment(_Strict):
                 for k, v in value.items()
             }
         return value
+
+    def problems(self) -> list[Problem]:
+        """What would make every job's exec fail: bad names, NUL bytes, too many bytes.
+
+        Checked when a service is applied (the loader and the API), not by the model
+        itself, so that a definition stored before these checks still loads and can be
+        fixed or deleted. A secret's value is never repeated in a message."""
+        found: list[Problem] = []
+        sizes: dict[str, int] = {}  # as the supervisor merges them: secrets over variables
+        for kind, entries in (("variables", self.variables), ("secrets", self.secrets)):
+            where = f"environment.{kind}"
+            for name, value in entries.items():
+                if not ENV_NAME.fullmatch(name):
+                    found.append(
+                        Problem(
+                            where,
+                            f"variable {name!r}: not a valid name; expected letters, digits "
+                            "and '_', not starting with a digit (such as MY_VAR)",
+                        )
+                    )
+                    continue
+                if "\0" in value:
+                    found.append(
+                        Problem(
+                            where,
+                            f"variable {name!r}: its value holds a NUL byte, which no "
+                            "environment can carry",
+                        )
+                    )
+                    continue
+                try:
+                    size = len(name) + 1 + len(value.encode("utf-8")) + 1
+                except UnicodeEncodeError:
+                    found.append(Problem(where, f"variable {name!r}: its value is not text"))
+                    continue
+                if size > MAX_ARG_STRLEN:
+                    found.append(
+                        Problem(
+                            where,
+                            f"variable {name!r}: {name}=value takes {size} bytes; one variable "
+                            f"may take at most {MAX_ARG_STRLEN} (128 KiB)",
+                        )
+                    )
+                sizes[name] = size + POINTER
+        total, system = sum(sizes.values()), arg_max()
+        limit = int(system * ENV_SHARE)
+        if total > limit:
+            largest = sorted(sizes, key=lambda n: -sizes[n])[:3]
+            found.append(
+                Problem(
+                    "environment",
+                    f"{len(sizes)} variables and secrets take {total} bytes; at most {limit} "
+                    f"fit (half of this system's ARG_MAX, {system} bytes; the rest is left "
+                    "for what the platform adds); the largest: "
+                    + ", ".join(f"{n!r} ({sizes[n]} bytes)" for n in largest),
+                )
+            )
+        return found
 
 
 class LocalProviderConfig(_Strict):
