@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ondrop.runtime.oci import find_oci_runtime
 from ondrop.runtime.rootfs import busybox_rootfs, static_busybox
 
 BUSYBOX_IMAGE = "localhost/ondrop-test-busybox:1"
+BARE_IMAGE = "localhost/ondrop-test-bare:1"  # busybox without /proc, /sys, /dev or /tmp
 
 
 INFO_FORMAT = {"podman": "{{.Host.Arch}}", "docker": "{{.OSType}}"}
@@ -59,6 +61,22 @@ def busybox_image(scratch: Path, engine: str = "podman") -> str:
             [engine, "import", str(tarball), BUSYBOX_IMAGE], check=True, capture_output=True
         )
     return BUSYBOX_IMAGE
+
+
+def bare_image(scratch: Path, engine: str = "podman") -> str:
+    """A busybox image with no /proc, /sys, /dev or /tmp folder, as minimal images come:
+    every mount point of a job's container is missing from it."""
+    require_engine(engine)
+    exists = subprocess.run([engine, "image", "inspect", BARE_IMAGE], capture_output=True)
+    if exists.returncode != 0:
+        full = busybox_rootfs(scratch / "busybox-rootfs.tar")
+        bare = scratch / "bare-rootfs.tar"
+        with tarfile.open(full) as source, tarfile.open(bare, "w") as dest:
+            for member in source.getmembers():
+                if member.name.split("/")[0] not in ("proc", "sys", "dev", "tmp"):
+                    dest.addfile(member, source.extractfile(member) if member.isfile() else None)
+        subprocess.run([engine, "import", str(bare), BARE_IMAGE], check=True, capture_output=True)
+    return BARE_IMAGE
 
 
 def container_runtime(engine: str, scratch: Path, oci: bool) -> ContainerRuntime:

@@ -37,7 +37,14 @@ from ondrop.runtime.base import (
 from ondrop.runtime.cgroups import JobCgroup, remove_all
 from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
-from ondrop.runtime.oci import Bind, OciRuntime, bundle_config, gpu_devices, seccomp_profile
+from ondrop.runtime.oci import (
+    Bind,
+    OciRuntime,
+    bundle_config,
+    gpu_devices,
+    seccomp_profile,
+    system_mounts,
+)
 from ondrop.runtime.warm import CLEARED, WarmContainer, WarmContainers
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,16 @@ INSIDE = {
     "output": "/ondrop/output",
     "tmp": "/tmp",
     "script": "/ondrop/script",
+}
+HOSTS, RESOLVER = "/etc/hosts", "/etc/resolv.conf"  # files of the host's (or ours) bound in
+# Every place a container of a job or a warm one mounts something (True: a file), made
+# when its image is unpacked so that no OCI runtime makes one in the shared root.
+MOUNT_POINTS = {
+    **{mount["destination"]: False for mount in system_mounts()},
+    **dict.fromkeys(CLEARED.values(), False),
+    **{inside: part == "script" for part, inside in INSIDE.items()},
+    HOSTS: True,
+    RESOLVER: True,
 }
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIDS_LIMIT = 1024
@@ -148,7 +165,7 @@ class ContainerRuntime(Runtime):
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
     ) -> tuple[int, bool, int]:
         assert self.oci is not None
-        rootfs = self.images.rootfs(image)
+        rootfs = self.images.rootfs(image, MOUNT_POINTS)
         user = _user(image.user, rootfs)
         if user != (0, 0):
             for folder in ("output", "tmp"):
@@ -195,9 +212,9 @@ class ContainerRuntime(Runtime):
         hostname = cgroup.name.removeprefix(self.prefix)[:63]
         hosts = folder / "hosts"
         hosts.write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
-        binds = [*binds, Bind(hosts, "/etc/hosts", readonly=True)]
-        if spec.network and Path("/etc/resolv.conf").exists():
-            binds.append(Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", readonly=True))
+        binds = [*binds, Bind(hosts, HOSTS, readonly=True)]
+        if spec.network and Path(RESOLVER).exists():
+            binds.append(Bind(Path(RESOLVER), RESOLVER, readonly=True))
         return bundle_config(
             rootfs=rootfs,
             args=args,
@@ -220,7 +237,7 @@ class ContainerRuntime(Runtime):
         """Run the job in a warm container of its service: an idle one, or a new one kept
         for the next job afterwards (see warm.py)."""
         assert self.oci is not None and self.warm is not None
-        rootfs = self.images.rootfs(image)
+        rootfs = self.images.rootfs(image, MOUNT_POINTS)
         user = _user(image.user, rootfs)
         key = (spec.service, image.id, spec.memory, spec.cpu, spec.network, spec.gpus, user)
         box = self.warm.take(key) or self._start_warm(spec, image, rootfs, user, key)

@@ -53,25 +53,10 @@ class Bind:
     readonly: bool = False
 
 
-def bundle_config(
-    *,
-    rootfs: Path,
-    args: list[str],
-    env: dict[str, str],
-    cwd: str,
-    binds: list[Bind],
-    hostname: str,
-    cgroups_path: str,
-    user: tuple[int, int] = (0, 0),
-    cpu: float | None = None,
-    pids: int | None = None,
-    network: bool = False,
-    seccomp: dict[str, Any] | None = None,
-    devices: list[Path] | None = None,
-) -> dict[str, Any]:
-    """The config.json of a job's container: its own pid, ipc, uts, mount and (unless
-    `network`) network namespaces; a read-only root; writable only where `binds` say."""
-    mounts: list[dict[str, Any]] = [
+def system_mounts() -> list[dict[str, Any]]:
+    """The file systems of its own a job's container gets besides its binds (a new list
+    each call)."""
+    return [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {
             "destination": "/dev",
@@ -110,6 +95,27 @@ def bundle_config(
             "options": ["nosuid", "nodev", "mode=755", "size=65536k"],
         },
     ]
+
+
+def bundle_config(
+    *,
+    rootfs: Path,
+    args: list[str],
+    env: dict[str, str],
+    cwd: str,
+    binds: list[Bind],
+    hostname: str,
+    cgroups_path: str,
+    user: tuple[int, int] = (0, 0),
+    cpu: float | None = None,
+    pids: int | None = None,
+    network: bool = False,
+    seccomp: dict[str, Any] | None = None,
+    devices: list[Path] | None = None,
+) -> dict[str, Any]:
+    """The config.json of a job's container: its own pid, ipc, uts, mount and (unless
+    `network`) network namespaces; a read-only root; writable only where `binds` say."""
+    mounts = system_mounts()
     mounts += [
         {
             "destination": b.destination,
