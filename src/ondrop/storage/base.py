@@ -38,8 +38,12 @@ def check_key(key: str, what: str = "object key") -> str:
         key.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidKeyError(f"{what} {key!r} is not valid UTF-8") from None
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise InvalidKeyError(f"{what} {key!r} contains a NUL or control character")
+    for i, c in enumerate(key):
+        if ord(c) < 32 or 127 <= ord(c) < 160:  # C0, DEL and C1: Unicode's control characters
+            raise InvalidKeyError(
+                f"{what} {key!r} contains the control character U+{ord(c):04X} at position "
+                f"{i + 1}; names must be printable"
+            )
     if "\\" in key:
         raise InvalidKeyError(f"{what} {key!r} contains a backslash")
     if key.startswith("/"):

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.disposition import attachment
 from ondrop.errors import NotFoundError
 from ondrop.storage.base import ObjectInfo, check_key, check_prefix
 from ondrop.store.base import Job
@@ -48,14 +49,13 @@ def download(provider: str, key: str, platform: PlatformDep) -> StreamingRespons
             while chunk := stream.read(1 << 20):
                 yield chunk
 
-    name = key.rsplit("/", 1)[-1].replace('"', "")
     return StreamingResponse(
         chunks(),
         media_type="application/octet-stream",
         headers={
             "Content-Length": str(info.size),
             "ETag": f'"{info.version}"',
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": attachment(key.rsplit("/", 1)[-1]),
         },
     )
 

@@ -14,7 +14,6 @@ import base64
 import binascii
 import io
 import json
-import re
 import shutil
 import zipfile
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from fastapi.responses import JSONResponse
 from ondrop.api.auth import is_admin
 from ondrop.api.body import receive
 from ondrop.api.deps import PlatformDep, ServiceAccess
+from ondrop.api.disposition import attachment, filename
 from ondrop.api.routes.logs import PHASES
 from ondrop.errors import ExecutionError, ForbiddenError, InvalidKeyError, NotFoundError
 from ondrop.fdl.models import Service
@@ -41,12 +41,9 @@ router = APIRouter(tags=["invoke"])
 POLL = 5.0  # seconds between checks that a /run job still exists
 SMALL_BODY = 1 << 20  # bodies up to this size are read whole (storage events, JSON)
 
-_FILENAME = re.compile(r'filename="?([^";]+)"?')
-
 
 def _filename(request: Request) -> str:
-    match = _FILENAME.search(request.headers.get("content-disposition", ""))
-    name = match.group(1).strip() if match else "event-file"
+    name = (filename(request.headers.get("content-disposition", "")) or "").strip() or "event-file"
     if "/" in name:
         raise InvalidKeyError(f"file name {name!r} must not contain '/'")
     return check_key(name, "file name")
@@ -231,7 +228,7 @@ def _reply(results: Path, job: Job, accept: str) -> Response:
     if len(outputs) == 1:
         data = read_regular(outputs[0])
         headers["X-Ondrop-Output"] = "file"
-        headers["Content-Disposition"] = f'attachment; filename="{outputs[0].name}"'
+        headers["Content-Disposition"] = attachment(outputs[0].name)
     else:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -241,7 +238,7 @@ def _reply(results: Path, job: Job, accept: str) -> Response:
                 )
         data = buffer.getvalue()
         headers["X-Ondrop-Output"] = "zip"
-        headers["Content-Disposition"] = 'attachment; filename="outputs.zip"'
+        headers["Content-Disposition"] = attachment("outputs.zip")
     if "application/octet-stream" in accept:
         return Response(data, media_type="application/octet-stream", headers=headers)
     return Response(base64.b64encode(data), media_type="text/plain", headers=headers)

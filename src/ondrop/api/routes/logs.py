@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from ondrop.api.deps import Admin, PlatformDep
@@ -24,6 +24,7 @@ PHASES = {
     CANCELLED: "Cancelled",
 }
 PAGE = 70  # OSCAR's default page size
+MAX_PAGE = 1_000_000  # a bound, so no number reaches the store out of its range; 0 is all
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -69,7 +70,10 @@ def list_jobs(
     service: str,
     platform: PlatformDep,
     page: str = "",
-    limit: int = PAGE,
+    limit: Annotated[
+        int,
+        Query(ge=0, le=MAX_PAGE, description=f"jobs per page, default {PAGE}; 0 for every job"),
+    ] = PAGE,
     status: str | None = None,
 ) -> dict[str, Any]:
     """`{"jobs": {name: {status, creation_time, start_time, finish_time, ...}}, "next_page",
