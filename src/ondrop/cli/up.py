@@ -17,14 +17,15 @@ from types import FrameType
 
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from ondrop import __version__
 from ondrop.api.app import create_app
-from ondrop.api.auth import admin_credentials
+from ondrop.api.auth import CREDENTIALS_FILE, admin_credentials, stored_credentials
 from ondrop.client import ENDPOINT_FILE
 from ondrop.errors import OndropError
 from ondrop.platform import Platform
-from ondrop.settings import Settings
+from ondrop.settings import Settings, env_name
 
 console = Console(stderr=True)
 
@@ -35,6 +36,7 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    kept = bool(stored_credentials(Path(settings.data)).get("password"))
     admin = admin_credentials(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,7 +61,7 @@ def serve(settings: Settings) -> None:
     partial = endpoint.with_suffix(".partial")
     partial.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
     partial.replace(endpoint)
-    _banner(settings, platform, url, admin.user, admin.password)
+    _banner(settings, platform, url, admin.user, _shown_password(settings, kept, admin.password))
 
     app = create_app(platform, admin, manage=False)
     config = uvicorn.Config(
@@ -123,20 +125,39 @@ class _Stopping:
             threading.Thread(target=self.platform.interrupt, args=(True,), daemon=True).start()
 
 
-def _banner(settings: Settings, platform: Platform, url: str, user: str, password: str) -> None:
+def _shown_password(settings: Settings, kept: bool, password: str) -> str:
+    """What the banner says of the admin password: the password itself only when it was
+    generated on this start (the one moment the user must learn it), else where it is.
+    Terminals, journals and CI logs keep what a start prints."""
+    kept_in = Path(settings.data) / CREDENTIALS_FILE
+    if settings.admin_password:
+        variable = env_name("admin_password")
+        if os.environ.get(variable) == settings.admin_password:
+            return f", password from {variable}"
+        return ", password as given with --admin-password"
+    if kept:
+        return f", password kept in {kept_in}"
+    return f" / {password} (generated now; kept in {kept_in}, readable by you only)"
+
+
+def _banner(
+    settings: Settings, platform: Platform, url: str, user: str, password_note: str
+) -> None:
     storage = Path(settings.data) / "storage"
     console.print(f"[bold green]ondrop {__version__}[/] is up at [bold]{url}[/]")
-    console.print(f"  admin      {user} / {password}")
-    console.print(f"  data       {settings.data}")
+    console.print(f"  admin      {escape(user + password_note)}")
+    console.print(f"  data       {escape(str(settings.data))}")
     if platform.object_store is not None:
         s3 = platform.object_store.provider_config()
+        state = platform.object_store.folder / "state.json"
+        # Its keys are never printed: GET /system/config shows them to the admin.
         console.print(
             f"  storage    minio.default = SeaweedFS S3 at {s3['endpoint']} "
-            f"(key {s3['access_key']} / {s3['secret_key']}, region {s3['region']})"
+            f"(region {s3['region']}; access and secret keys kept in {escape(str(state))})"
         )
-        console.print(f"             local.default = {storage}")
+        console.print(f"             local.default = {escape(str(storage))}")
     else:
-        console.print(f"  storage    minio.default = local.default = {storage}")
+        console.print(f"  storage    minio.default = local.default = {escape(str(storage))}")
     for name, runtime in sorted(platform.runtimes.items()):
         console.print(f"  runtime    {name}: {runtime.describe()}")
     if "container" not in platform.runtimes:
