@@ -160,7 +160,20 @@ class LocalPool:
                 for s in self.services.all()
                 if s.max_concurrency is not None
             }
-            claims = self.store.claim(free, caps, time.time(), self.name, self._accept)
+            reserved: list[tuple[str, bool]] = []  # what `_accept` reserved in this claim
+            try:
+                claims = self.store.claim(
+                    free, caps, time.time(), self.name, lambda job: self._accept(job, reserved)
+                )
+            except BaseException:
+                # Nothing was claimed, so nothing may stay reserved; the loop retries in 1 s.
+                self._give_back(reserved)
+                raise
+            claimed = {claim.job.id for claim in claims}
+            unclaimed = [r for r in reserved if r[0] not in claimed]
+            if unclaimed:
+                self._give_back(unclaimed)
+                self._wake.set()
             for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
@@ -176,8 +189,10 @@ class LocalPool:
             return IDLE_WAIT
         return min(IDLE_WAIT, due - now)  # a retry waits for its time
 
-    def _accept(self, job: Job) -> bool:
-        """Whether `job` may start now; if so, what it holds is reserved for it."""
+    def _accept(self, job: Job, reserved: list[tuple[str, bool]]) -> bool:
+        """Whether `job` may start now; if so, what it holds is reserved for it, and noted
+        in `reserved` (its id, and whether the admission gave it something) until the
+        claim is known to have committed."""
         service = self.services.find(job.service)
         if not self.slots.take():
             return False
@@ -191,7 +206,20 @@ class LocalPool:
                 return False
         with self._lock:
             self._allocations[job.id] = allocation  # type: ignore[assignment]
+        reserved.append((job.id, service is not None))
         return True
+
+    def _give_back(self, reserved: list[tuple[str, bool]]) -> None:
+        """Undo what `_accept` reserved for jobs no claim started (the store failed it)."""
+        for job_id, admitted in reserved:
+            with self._lock:
+                allocation = self._allocations.pop(job_id, None)
+            if allocation is None:
+                continue
+            if admitted:
+                self.admission.release(allocation)
+            self.slots.give()
+            self.slots.done()
 
     def _run(self, claim: Claim) -> None:
         job = claim.job

@@ -156,7 +156,9 @@ class Store(ABC):
     ) -> list[Claim]:
         """Take up to `limit` due queued jobs of `pool`, at most caps[service] of a service,
         each one `accept` takes (it reserves what the job needs), and start an attempt for
-        each. Higher priority first, then services in turn, oldest first."""
+        each. Higher priority first, then services in turn, oldest first. When it raises,
+        nothing was claimed (every change is undone): the caller gives back what `accept`
+        reserved."""
 
     @abstractmethod
     def finish(

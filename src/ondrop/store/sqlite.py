@@ -198,6 +198,12 @@ class SQLiteStore(Store):
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                # A COMMIT that fails may leave the transaction open (SQLite says so for a
+                # busy or full disk): end it, so that what failed is undone and the next
+                # transaction can begin.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise StoreError(f"store {self.path}: {exc}") from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
