@@ -147,7 +147,7 @@ class Supervisor:
                 return Outcome(FAILED, result.exit_code, result.reason, text)
             try:
                 sync = event.kind == INVOKE and job.priority >= SYNC_PRIORITY
-                stored = self._stage_out(job.id, service, outputs, keep=sync)
+                stored = self._stage_out(job.id, service, outputs)
             except OndropError as exc:
                 return Outcome(
                     FAILED,
@@ -253,20 +253,19 @@ class Supervisor:
             env["STORAGE_PROVIDER"] = event.source
         return env
 
-    def _stage_out(
-        self, job_id: str, service: Service, outputs: Path, keep: bool = False
-    ) -> list[ObjectInfo]:
-        """Store the outputs; unless `keep`, a file's last copy may move it instead."""
+    def _stage_out(self, job_id: str, service: Service, outputs: Path) -> list[ObjectInfo]:
+        """Store the outputs, each as a new object: a job's file is copied, never moved or
+        linked into a store, so neither its owner, its setuid or setgid bit nor its inode
+        (which the job could still hold) reaches anyone who reads the store."""
         stored: list[ObjectInfo] = []
         files = output_files(outputs)
         copies = [(t, p) for t in service.output for p in files if t.accepts(p.name)]
-        last = {path: i for i, (_, path) in enumerate(copies)}  # its last copy may move it
-        for i, (target, path) in enumerate(copies):
+        for target, path in copies:
             provider = self.providers.get(target.storage_provider)
             relative = path.relative_to(outputs).as_posix()
             key = join_key(target.path, check_key(relative, "output file name"))
             self.store.record_output(provider.name, key, job_id)
-            info = provider.put_file(key, path, move=last[path] == i and not keep)
+            info = provider.put_file(key, path)
             stored.append(info)
             self.on_output(provider.name, info, job_id)
         return stored

@@ -12,9 +12,9 @@ from ondrop.errors import TooLargeError
 from ondrop.quantity import format_bytes
 
 
-async def receive(request: Request, limit: int, folder: Path, mode: int = 0o600) -> Path:
-    """The body, written to a new file in `folder` with `mode` (less the umask); the caller
-    removes it."""
+async def receive(request: Request, limit: int, folder: Path) -> Path:
+    """The body, written to a new file in `folder` that only the platform may read; the
+    caller removes it."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLargeError(
@@ -22,7 +22,7 @@ async def receive(request: Request, limit: int, folder: Path, mode: int = 0o600)
             "(setting ONDROP_MAX_UPLOAD)"
         )
     path = folder / f"upload-{uuid.uuid4().hex}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     received = 0
     try:
         with os.fdopen(fd, "wb") as out:

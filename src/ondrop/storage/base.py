@@ -6,14 +6,16 @@ that comes from outside passes `check_key` before it reaches a provider.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ondrop.errors import InvalidKeyError
+from ondrop.errors import InvalidKeyError, StorageError
 
 # Files a provider writes while an upload is under way; never listed, never a key.
 TEMP_PREFIX = ".ondrop-"
@@ -113,8 +115,15 @@ class StorageProvider(ABC):
 
     def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
         """Store the local file `path` at `key`. With `move` the provider may take the file
-        itself (the caller no longer needs it) instead of copying it."""
-        with path.open("rb") as source:
+        itself (the caller no longer needs it) instead of copying it. A link at `path` is
+        refused, not followed."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot read {path.name!r}: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StorageError(f"{self.name}: {path.name!r} is not a file")
             return self.put(key, source)
 
     def ensure_folder(self, path: str) -> None:

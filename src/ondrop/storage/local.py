@@ -21,10 +21,13 @@ log = logging.getLogger(__name__)
 class LocalStorage(StorageProvider):
     kind = "local"
 
-    def __init__(self, name: str, root: Path, fsync: bool = True) -> None:
+    def __init__(self, name: str, root: Path, fsync: bool = True, mode: int = 0o644) -> None:
         super().__init__(name)
         self.root = root.resolve()
         self.fsync = fsync
+        # Every object is a file of the platform's with this mode, whatever the umask and
+        # whatever mode its source had: no setuid, setgid or sticky bit is ever stored.
+        self.mode = mode & 0o777
         # Uploads are written here, then renamed into place: readers never see half a file,
         # and what a crash leaves behind is in one place.
         self.tmp = self.root / f"{TEMP_PREFIX}tmp"
@@ -116,8 +119,10 @@ class LocalStorage(StorageProvider):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             temp = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                with temp.open("wb") as out:
+                with os.fdopen(os.open(temp, flags, self.mode), "wb") as out:
+                    os.fchmod(out.fileno(), self.mode)
                     shutil.copyfileobj(source, out, 1 << 20)
                     if self.fsync:
                         out.flush()
@@ -130,18 +135,21 @@ class LocalStorage(StorageProvider):
             raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
 
     def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
+        """With `move` (a file of the platform's own, such as an upload's body: never a
+        job's) the file is renamed into place, given the store's mode."""
         if not move:
             return super().put_file(key, path)
         target = self.path(key)
         if target.is_dir():
             raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
         try:
-            if self.fsync:
-                fd = os.open(path, os.O_RDONLY)
-                try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchmod(fd, self.mode)
+                if self.fsync:
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)  # the file is complete: moving it in is atomic
         except OSError as exc:

@@ -67,9 +67,8 @@ async def upload(
     """Store the body at `key`; returns the object and the ids of the jobs it started."""
     store = platform.providers.get(provider)
     check_key(key)
-    # Made as any stored file is (read and write as the umask allows): a local store may
-    # keep this very file.
-    body = await receive(request, platform.settings.max_upload, platform.tmp, mode=0o666)
+    # A local store may keep this very file, and gives it its own mode as it does.
+    body = await receive(request, platform.settings.max_upload, platform.tmp)
 
     def store_it() -> tuple[ObjectInfo, list[Job]]:  # one trip to a worker thread
         try:
