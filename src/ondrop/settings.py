@@ -91,6 +91,12 @@ class Settings:
         "OCI runtime that starts containers fast (as root): auto (crun, else runc), "
         "crun, runc, or none (the engine runs them)",
     )
+    job_uids: str = _setting(
+        "auto",
+        "uids the process runtime's jobs run as when the platform runs as root, one of its "
+        "own per running job: FIRST-LAST, or auto (a block of 1,024 from 2,000,000,000 up, "
+        "chosen by the data folder)",
+    )
     pull: bool = _setting(
         True, "pull an image from its registry when it is not in the engine's store", _bool
     )

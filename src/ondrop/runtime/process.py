@@ -1,11 +1,15 @@
-"""`process`: the script runs on the host, in its own process group, in its work folder.
+"""`process`: the script runs on the host, in its own session, in its work folder.
 
-No image, no limits but the timeout: for scripts you trust on a machine you own.
+No image and no limits but the timeout. When the platform runs as root, each job runs as
+an unprivileged user of its own (a uid from `ONDROP_JOB_UIDS`), started by the spawner
+(spawner.py) in a mount namespace where the data folder is hidden, and everything of
+that uid is killed when the job ends. Otherwise jobs run as the platform's own user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -13,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ondrop.runtime.base import (
     RunResult,
@@ -23,102 +29,273 @@ from ondrop.runtime.base import (
     script_command,
     wait_exit,
 )
+from ondrop.runtime.spawner import Spawner
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 PID_FILE = "pid"
-RECORD_WIDTH = 48  # bytes of the pid file: a pid and a start time, padded
+RECORD_WIDTH = 48  # bytes of the pid file: a pid, a start time and a uid, padded
+FIRST_AUTO_UID = 2_000_000_000  # where the `auto` blocks of job users begin
+AUTO_BLOCKS, AUTO_SIZE = 4096, 1024
+
+
+class JobUsers:
+    """The uids isolated jobs run as, one of its own for each running job, so that no job
+    can signal, trace or read the files of another."""
+
+    def __init__(self, first: int, count: int) -> None:
+        if first <= 0 or count <= 0:
+            raise ValueError(f"job uids {first}-{first + count - 1} must be above 0")
+        self.uids = range(first, first + count)
+        self._free = list(reversed(self.uids))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def parse(cls, text: str, data: Path) -> JobUsers:
+        """`FIRST-LAST`, or `auto`: a block of 1,024 uids from 2,000,000,000 up, chosen by
+        the data folder, so that two platforms on one machine use different ones."""
+        text = text.strip()
+        if text in ("", "auto"):
+            tag = int(hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8], 16)
+            return cls(FIRST_AUTO_UID + tag % AUTO_BLOCKS * AUTO_SIZE, AUTO_SIZE)
+        first, sep, last = text.partition("-")
+        if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+            raise ValueError(f"job uids {text!r}: expected FIRST-LAST (numbers) or auto")
+        return cls(int(first), int(last) - int(first) + 1)
+
+    def take(self) -> int | None:
+        with self._lock:
+            return self._free.pop() if self._free else None
+
+    def give(self, uid: int) -> None:
+        with self._lock:
+            self._free.append(uid)
+
+    def __str__(self) -> str:
+        return f"{self.uids.start}-{self.uids.stop - 1}"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    spawner: Spawner
+    users: JobUsers
+
+
+class _Started(Protocol):
+    """A running script: its pid (and process group), and how to wait for its end."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self, timeout: float | None) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class _Child:
+    """A script started here, as a child of the platform."""
+
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float | None) -> int | None:
+        return self.proc.wait() if timeout is None else wait_exit(self.proc, timeout)
 
 
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def describe(self) -> str:
-        return "scripts run on this machine, no isolation"
-
-    def __init__(self) -> None:
-        self._running: dict[str, subprocess.Popen[bytes]] = {}
+    def __init__(self, isolation: Isolation | None = None) -> None:
+        self.isolation = isolation
+        self.problem = ""  # why isolated jobs cannot run, once the spawner failed
+        self._running: dict[str, _Started] = {}
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        if self.isolation is None:
+            return "scripts run on this machine as the platform's user, not isolated from it"
+        if self.problem:
+            return f"cannot isolate jobs, so none runs: {self.problem}"
+        return (
+            "scripts run on this machine, each as an unprivileged user of its own "
+            f"(uids {self.isolation.users}), the data folder hidden"
+        )
 
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
         argv = script_command(spec.script, str(spec.script))
+        env = {**base_environment(), **spec.env}
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(spec.log, flags, 0o600)
+        uid = 0
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=spec.workdir,
-                env={**base_environment(), **spec.env},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            if self.isolation is None:
+                job: _Started = _Child(
+                    subprocess.Popen(
+                        argv,
+                        cwd=spec.workdir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            else:
+                uid = self._take_user()
+                env["HOME"] = str(spec.workdir / "tmp")  # the platform's own is hidden
+                modes = _lend(spec.workdir, uid)
+                try:
+                    job = self.isolation.spawner.start(
+                        spec.job_id, argv, env, spec.workdir, uid, out
+                    )
+                except OSError:
+                    _take_back(spec.workdir, modes)
+                    raise
         except OSError as exc:
-            return RunResult(None, f"cannot start the script: {exc.strerror}", 0.0)
+            if uid:
+                self.isolation.users.give(uid)  # type: ignore[union-attr]
+            return RunResult(None, f"cannot start the script: {exc.strerror or exc}", 0.0)
         finally:
             os.close(out)
         with self._lock:
-            self._running[spec.job_id] = proc
-        # Who to kill if this platform dies: the process group, known by its start time.
+            self._running[spec.job_id] = job
+        # Who to kill if this platform dies: the process group known by its start time,
+        # and the job's user.
         try:
-            _record(spec.workdir / PID_FILE, f"{proc.pid} {_start_time(proc.pid)}")
+            _record(spec.workdir / PID_FILE, f"{job.pid} {_start_time(job.pid)} {uid}")
         except OSError as exc:  # the job runs on; only a crash of the platform would miss it
             log.warning("job %s: cannot write its pid file (%s)", spec.job_id, exc.strerror)
         try:
-            status = wait_exit(proc, spec.timeout)
+            status = job.wait(spec.timeout)
             timed_out = status is None
             if status is None:
-                self._kill(proc)
-                status = proc.wait()
+                self._kill(job)
+                status = job.wait(None)
+            assert status is not None
             code = status
-            _kill_group(proc.pid, signal.SIGKILL)  # children that outlived the script
+            if uid == 0:
+                _kill_group(job.pid, signal.SIGKILL)  # children that outlived the script
         finally:
             with self._lock:
                 self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
                 self._stopped.discard(spec.job_id)
+            if uid:  # the spawner killed every process of the user before it said so
+                _take_back(spec.workdir, modes)
+                self.isolation.users.give(uid)  # type: ignore[union-attr]
         duration = time.monotonic() - started
         return ended(code, duration, spec.timeout, stopped=stopped, timed_out=timed_out)
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        _kill_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, signal.SIGKILL)
+    def _take_user(self) -> int:
+        assert self.isolation is not None
+        if self.problem:
+            raise OSError(f"the job cannot be isolated: {self.problem}")
+        uid = self.isolation.users.take()
+        if uid is None:
+            raise OSError(f"every job uid ({self.isolation.users}) is in use")
+        return uid
+
+    def _kill(self, job: _Started) -> None:
+        _kill_group(job.pid, signal.SIGTERM)
+        if job.wait(KILL_GRACE) is None:
+            _kill_group(job.pid, signal.SIGKILL)
 
     def stop(self, job_id: str) -> None:
         with self._lock:
-            proc = self._running.get(job_id)
-            if proc is None:
+            job = self._running.get(job_id)
+            if job is None:
                 return
             self._stopped.add(job_id)
-        threading.Thread(target=self._kill, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._kill, args=(job,), daemon=True).start()
 
     def stop_all(self, force: bool = False) -> None:
         with self._lock:
             jobs = list(self._running.items())
             self._stopped.update(job_id for job_id, _ in jobs)
-        for job_id, proc in jobs:
+        for job_id, job in jobs:
             if force:
-                _kill_group(proc.pid, signal.SIGKILL)
+                _kill_group(job.pid, signal.SIGKILL)
             else:
                 self.stop(job_id)
 
     def reap(self, workdir: Path) -> bool:
         try:
-            pid_text, start = (workdir / PID_FILE).read_text().split()
-            pid = int(pid_text)
+            pid_text, start, *user = (workdir / PID_FILE).read_text().split()
+            pid, uid = int(pid_text), int(user[0]) if user else 0
         except (OSError, ValueError):
             return False
-        if _start_time(pid) != start:
-            return False  # long gone, and the pid may be someone else's now
-        _kill_group(pid, signal.SIGKILL)
-        return True
+        alive = _start_time(pid) == start
+        if uid and self.isolation is not None and uid in self.isolation.users.uids:
+            self._kill_user(uid)  # the script and whatever it left, in any session
+        elif alive:
+            _kill_group(pid, signal.SIGKILL)
+        return alive
+
+    def clean(self) -> None:
+        """Kill what any job user of this platform left running (a platform that died),
+        in whatever session, whatever its work folder became."""
+        if self.isolation is None:
+            return
+        for uid in sorted(_users_running(self.isolation.users.uids)):
+            self._kill_user(uid)
+
+    def _kill_user(self, uid: int) -> None:
+        assert self.isolation is not None
+        try:
+            self.isolation.spawner.kill_user(uid)
+        except OSError as exc:
+            self.problem = str(exc)
+            log.error("process runtime: cannot isolate jobs, so none will run: %s", exc)
+
+    def close(self) -> None:
+        if self.isolation is not None:
+            self.isolation.spawner.close()
+
+
+PARTS_LENT = {"input": False, "output": True, "tmp": True}  # part -> the job's own
+
+
+def _lend(workdir: Path, uid: int) -> dict[Path, int]:
+    """Let the job's user into its work folder: read the folder and its input, write its
+    output and tmp folders; nobody else (other job users) gets in. The modes it had."""
+    modes = {}
+    for path, own in [(workdir, False), *((workdir / p, o) for p, o in PARTS_LENT.items())]:
+        modes[path] = os.stat(path, follow_symlinks=False).st_mode & 0o7777
+        os.chown(path, uid if own else 0, uid, follow_symlinks=False)
+        os.chmod(path, 0o700 if own else 0o750, follow_symlinks=False)
+    return modes
+
+
+def _take_back(workdir: Path, modes: dict[Path, int]) -> None:
+    """The work folder is the platform's alone again, as it was (nothing of the job runs)."""
+    for path, mode in modes.items():
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(path, mode, follow_symlinks=False)
+
+
+def _users_running(uids: range) -> set[int]:
+    """The uids in `uids` that own a process now."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                owner = entry.stat(follow_symlinks=False).st_uid
+                if owner in uids:
+                    found.add(owner)
+    return found
+
+
+def interpreter_folders() -> list[Path]:
+    """The folders a job's `python3` (the platform's interpreter and its environment)
+    needs: shown to isolated jobs even where they lie under a folder jobs cannot enter."""
+    folders = {Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)}
+    return sorted(folders)
 
 
 def base_environment() -> dict[str, str]:
