@@ -4,6 +4,7 @@ runtime: the process runtime, and the container runtime every way it starts cont
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,16 +13,31 @@ from pathlib import Path
 import pytest
 
 from ondrop.runtime.base import RunSpec, Runtime
-from ondrop.runtime.process import ProcessRuntime
+from ondrop.runtime.process import Isolation, JobUsers, ProcessRuntime, interpreter_folders
+from ondrop.runtime.spawner import Spawner
 from tests.support.images import BUSYBOX_IMAGE, container_runtime
+from tests.support.servers import unavailable
 
 
-@pytest.fixture(params=["process", "container", "container-engine", "container-docker"])
+@pytest.fixture(
+    params=["process", "process-isolated", "container", "container-engine", "container-docker"]
+)
 def runtime(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Runtime]:
     if request.param == "process":
         yield ProcessRuntime()
+        return
+    if request.param == "process-isolated":  # as the platform runs it as root
+        if os.geteuid() != 0:
+            unavailable("the process runtime isolates jobs only as root")
+        data = tmp_path_factory.mktemp("data")
+        top = tmp_path_factory.getbasetemp()
+        top.chmod(0o711)  # the tests' work folders lie below: job users pass through
+        show = [top, *interpreter_folders()]
+        isolated = ProcessRuntime(Isolation(Spawner([data], show), JobUsers(2100000100, 16)))
+        yield isolated
+        isolated.close()
         return
     engine = "docker" if request.param == "container-docker" else "podman"  # docker: its CLI
     folder = tmp_path_factory.mktemp("images")

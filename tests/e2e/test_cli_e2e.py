@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.waiting import processes_with
+from tests.support.waiting import processes_with, spawners_of
 from tests.support.workspaces import leftovers
 
 pytestmark = pytest.mark.e2e
@@ -266,6 +266,8 @@ def test_a_crash_leaves_no_job_process_behind_after_the_restart(
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
     (orphan,) = processes_with(marker)
+    for spawner in spawners_of(up.data):  # as root: it would kill the job as we die
+        os.kill(spawner, signal.SIGKILL)
     up.stop(signal.SIGKILL)
     assert processes_with(marker) == [orphan]  # the script outlived the platform
     up.start()

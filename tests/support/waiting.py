@@ -30,3 +30,16 @@ def processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def spawners_of(data: Path) -> list[int]:
+    """The pids of the job spawners (the process runtime's, as root) of the platform on the
+    data folder `data`."""
+    found = []
+    for pid in processes_with("runtime/spawner.py"):
+        try:
+            if str(data).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found

@@ -29,7 +29,7 @@ from ondrop.runtime.base import (
     script_command,
     wait_exit,
 )
-from ondrop.runtime.spawner import Spawner
+from ondrop.runtime.spawner import Spawned, Spawner
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ PID_FILE = "pid"
 RECORD_WIDTH = 48  # bytes of the pid file: a pid, a start time and a uid, padded
 FIRST_AUTO_UID = 2_000_000_000  # where the `auto` blocks of job users begin
 AUTO_BLOCKS, AUTO_SIZE = 4096, 1024
+SPAWNER_DIED = "the job spawner died while the job ran; it runs again"
 
 
 class JobUsers:
@@ -185,10 +186,15 @@ class ProcessRuntime(Runtime):
                 self._running.pop(spec.job_id, None)
                 stopped = spec.job_id in self._stopped
                 self._stopped.discard(spec.job_id)
-            if uid:  # the spawner killed every process of the user before it said so
+            lost = isinstance(job, Spawned) and job.lost
+            if lost:  # its spawner died before it could kill what the job left
+                self._kill_user(uid)
+            if uid:  # every process of the user is gone
                 _take_back(spec.workdir, modes)
                 self.isolation.users.give(uid)  # type: ignore[union-attr]
         duration = time.monotonic() - started
+        if lost and not stopped:
+            return RunResult(None, SPAWNER_DIED, duration, interrupted=True)
         return ended(code, duration, spec.timeout, stopped=stopped, timed_out=timed_out)
 
     def _take_user(self) -> int:

@@ -59,6 +59,7 @@ class Spawned:
     pid: int = 0
     error: str = ""
     status: int = 0
+    lost: bool = False  # the spawner died first: what the job started may still run
     started: threading.Event = field(default_factory=threading.Event, repr=False)
     ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -210,7 +211,7 @@ class Spawner:
             if not job.started.is_set():
                 job.error = gone
                 job.started.set()
-            job.status = -signal.SIGKILL
+            job.status, job.lost = -signal.SIGKILL, True
             job.ended.set()
         for event, reply in calls:
             reply.append({"error": gone})
