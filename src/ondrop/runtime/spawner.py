@@ -97,6 +97,7 @@ class Spawner:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", __file__, str(theirs.fileno()), config],
                     pass_fds=[theirs.fileno()],
+                    env={"PATH": os.defpath},  # none of the platform's secrets
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # a Ctrl-C to the platform is not its business
                 )
@@ -204,9 +205,12 @@ class Spawner:
                 job.pid, job.error = message.get("pid", 0), message.get("error", "")
                 job.started.set()
         gone = "the job spawner is gone"
-        with self._lock:  # whoever waits learns it: their jobs were killed with it
+        with self._lock:  # whoever waits learns it: their jobs are lost with it
             jobs, calls = list(self._jobs.values()), list(self._calls.values())
-            self._jobs, self._calls, self._sock = {}, {}, None
+            self._jobs, self._calls = {}, {}
+            if self._sock is sock:  # not closed by us: the next call starts a new spawner
+                self._sock = None
+                sock.close()
         for job in jobs:
             if not job.started.is_set():
                 job.error = gone
