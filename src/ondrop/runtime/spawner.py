@@ -44,7 +44,10 @@ MS_BIND, MS_REC, MS_SLAVE = 4096, 16384, 1 << 19
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 SO_SNDBUFFORCE = 32
-MAX_FD = 1 << 20
+CHILDREN = "/proc/thread-self/children"  # the spawner is one thread
+# Dispositions a job starts with as they were before Python (which ignores SIGPIPE and
+# SIGXFSZ) and the spawner (SIGINT) changed them.
+RESET_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
 
 
 # -- the platform's side ------------------------------------------------------------------
@@ -283,47 +286,60 @@ def _enter_namespace(hide: list[str], show: list[str]) -> None:
 
 
 def _start(request: dict[str, Any], log_fd: int) -> int:
-    """Fork and exec the job's script as its user; its pid. Raises OSError when the exec
-    failed (the child says why through a pipe that closes on exec)."""
+    """Start the job's script as its user; its pid. Raises OSError when it cannot.
+
+    posix_spawn (a vfork, no copy of this process) with POSIX_SPAWN_RESETIDS: for the
+    call, this process's real uid and gid are the job's, which the child takes for its
+    effective ones and, on exec, for all of them, with no capability left. The job's uid
+    has no process yet, so nothing can signal us meanwhile. What the child must not have
+    it never gets: no groups, no_new_privs, the process limit and the umask are this
+    process's own, set at start; the received log is closed after its dup2."""
     uid = int(request["uid"])
     if uid <= 0:
         raise OSError(f"refusing to run a job as uid {uid}")
-    argv, env, cwd = request["argv"], request["env"], request["cwd"]
-    readable, writable = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # the child: nothing here may return
-        try:
-            os.close(readable)
-            os.setsid()
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            # Nothing else of ours reaches the job: its log as received, above all.
-            os.closerange(3, writable)
-            os.closerange(writable + 1, MAX_FD)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-            resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))
-            os.umask(0o077)
-            os.chdir(cwd)
-            os.execve(argv[0], argv, env)
-        except BaseException as exc:  # said to the parent, then gone
-            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            with contextlib.suppress(OSError):
-                os.write(writable, text.encode()[:4000])
-        os._exit(127)
-    os.close(writable)
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        (os.POSIX_SPAWN_CLOSE, log_fd),
+    ]
+    argv = request["argv"]
+    os.chdir(request["cwd"])
     try:
-        failure = os.read(readable, 4096)
+        os.setresgid(uid, 0, 0)
+        os.setresuid(uid, 0, 0)
+        try:
+            return os.posix_spawn(
+                argv[0],
+                argv,
+                request["env"],
+                file_actions=actions,
+                setsid=True,
+                resetids=True,
+                setsigdef=RESET_SIGNALS,
+            )
+        finally:
+            os.setresuid(0, 0, 0)
+            os.setresgid(0, 0, 0)
     finally:
-        os.close(readable)
-    if failure:
-        os.waitpid(pid, 0)
-        raise OSError(failure.decode(errors="replace"))
-    return pid
+        os.chdir("/")
+
+
+def _left_running(uid: int) -> bool:
+    """Whether a process of `uid` is still there after its job's script ended. We are
+    its subreaper: when the script ended, whatever it left became our child, and a child
+    of ours stays listed (a zombie at worst) until we reap it, so a process of `uid` is
+    left only if one of our children is of `uid`. True when that cannot be read."""
+    try:
+        with open(CHILDREN) as f:
+            children = f.read().split()
+    except OSError:
+        return True
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                return True
+    return False
 
 
 def _kill_user(uid: int) -> None:
@@ -365,7 +381,8 @@ def serve(sock: socket.socket) -> None:
                 return
             if pid in jobs:
                 key, uid = jobs.pop(pid)
-                _kill_user(uid)  # what the script left running ends with it
+                if _left_running(uid):  # what the script left running ends with it
+                    _kill_user(uid)
                 sock.send(json.dumps({"key": key, "status": _status(wait_status)}).encode())
 
     while True:
@@ -376,7 +393,7 @@ def serve(sock: socket.socket) -> None:
             reap()
         if sock.fileno() not in ready:
             continue
-        data, fds, _flags, _addr = socket.recv_fds(sock, MESSAGE, 4)
+        data, fds, _flags, _addr = socket.recv_fds(sock, MESSAGE, 4, socket.MSG_CMSG_CLOEXEC)
         if not data:
             break
         request = json.loads(data)
@@ -413,6 +430,12 @@ def main(argv: list[str]) -> int:
     # What a job leaves when its script ends comes to us, to be reaped, not to the
     # machine's init (which may not reap at all).
     _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
+    # What every job inherits: no groups, no way to gain privileges by exec (setuid
+    # files), a bound on its user's processes (a fork bomb stops there), its files its own.
+    os.setgroups([])
+    _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))
+    os.umask(0o077)
     sock.send(b'{"ready": true}')
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(sock)
