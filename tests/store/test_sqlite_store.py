@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from ondrop.events.base import object_event
-from ondrop.store.base import FAILED, QUEUED, RUNNING, SUCCEEDED, NewJob, Outcome
+from ondrop.store.base import (
+    FAILED,
+    FINISHED,
+    QUEUED,
+    REFUSED,
+    RUNNING,
+    SUCCEEDED,
+    NewJob,
+    Outcome,
+)
 from ondrop.store.sqlite import SQLiteStore
 
 
@@ -168,3 +177,17 @@ def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: SQLiteSto
             (claim,) = store.claim(1, {}, time.time())
             store.finish(claim.job.id, 1, Outcome(status), None)
     assert store.payloads_in_use() == {"body-bad", "body-waiting"}
+
+
+def test_a_refused_job_is_listed_with_its_reason_and_never_claimed(store: SQLiteStore) -> None:
+    event = object_event("local.default", "in/link", "link-ab12", 3)
+    (job,) = store.add_event(event, [NewJob("svc-link", "svc", status=REFUSED, reason="a link")])
+    assert (job.status, job.reason, job.attempts) == (REFUSED, "a link", 0)
+    assert job.finished_at is not None
+    assert store.job("svc-link") == job
+    assert store.count_jobs("svc") == {REFUSED: 1}
+    assert store.claim(5, {}, time.time()) == []
+    assert store.next_due() is None
+    assert store.retry_jobs(["svc-link"]) == []
+    assert store.settled_origins("svc", 0) == []  # a collector has nothing to collect
+    assert store.delete_jobs("svc", FINISHED) == 1

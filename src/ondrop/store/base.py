@@ -19,7 +19,9 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+# Never queued: what its event names is not read (a link in an input folder); the reason says why.
+REFUSED = "refused"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED, REFUSED)
 # An attempt may also end "interrupted": the platform stopped or died while it ran, or
 # "unavailable": a store it needed was down. Neither counts against the job's retries.
 INTERRUPTED = "interrupted"
@@ -55,12 +57,15 @@ class Job:
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job to create with an event: its id, service, pool and priority (higher first)."""
+    """A job to create with an event: its id, service, pool and priority (higher first);
+    queued, or REFUSED with the reason."""
 
     id: str
     service: str
     pool: str = "faas"
     priority: int = 0
+    status: str = QUEUED
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ondrop.store.base import (
     FAILED,
     INTERRUPTED,
     QUEUED,
+    REFUSED,
     RUNNING,
     SUCCEEDED,
     Attempt,
@@ -314,20 +315,33 @@ class SQLiteStore(Store):
             return []
         created = []
         for new in jobs:
+            finished = None if new.status == QUEUED else event.time  # refused: ended as made
             db.execute(
                 """INSERT INTO jobs (id, service, event_id, status, priority, pool,
-                                     created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (new.id, new.service, event_id, QUEUED, new.priority, new.pool, event.time),
+                                     created_at, finished_at, reason)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    new.id,
+                    new.service,
+                    event_id,
+                    new.status,
+                    new.priority,
+                    new.pool,
+                    event.time,
+                    finished,
+                    new.reason,
+                ),
             )
             created.append(
                 Job(
                     new.id,
                     new.service,
                     event_id,
-                    QUEUED,
+                    new.status,
                     0,
                     event.time,
+                    finished_at=finished,
+                    reason=new.reason,
                     priority=new.priority,
                     pool=new.pool,
                     input_key=event.key,
@@ -697,11 +711,11 @@ class SQLiteStore(Store):
         rows = self._read(
             """SELECT o.* FROM events o WHERE o.time >= ? AND o.id IN (
                  SELECT e.origin FROM jobs j JOIN events e ON e.id = j.event_id
-                 WHERE j.service = ? AND j.status NOT IN (?, ?))
+                 WHERE j.service = ? AND j.status NOT IN (?, ?, ?))
                AND NOT EXISTS (SELECT 1 FROM events e JOIN jobs j ON j.event_id = e.id
                                WHERE e.origin = o.id AND j.status IN (?, ?))
                ORDER BY o.id""",
-            (since, service, QUEUED, RUNNING, QUEUED, RUNNING),
+            (since, service, QUEUED, RUNNING, REFUSED, QUEUED, RUNNING),
         )
         return [_event(r) for r in rows]
 

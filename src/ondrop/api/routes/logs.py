@@ -11,7 +11,16 @@ from fastapi.responses import PlainTextResponse
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.errors import ConflictError, NotFoundError
 from ondrop.platform import Platform
-from ondrop.store.base import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
+from ondrop.store.base import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    REFUSED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+)
 
 router = APIRouter(dependencies=[Admin], tags=["jobs"])
 
@@ -22,6 +31,7 @@ PHASES = {
     SUCCEEDED: "Succeeded",
     FAILED: "Failed",
     CANCELLED: "Cancelled",
+    REFUSED: "Refused",  # never run: a link in an input folder (the reason says so)
 }
 PAGE = 70  # OSCAR's default page size
 MAX_PAGE = 1_000_000  # a bound, so no number reaches the store out of its range; 0 is all
