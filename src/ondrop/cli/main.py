@@ -105,6 +105,7 @@ def up(
         None, help=help_for("container_engine"), show_default=False
     ),
     oci_runtime: str = typer.Option(None, help=help_for("oci_runtime"), show_default=False),
+    job_uids: str = typer.Option(None, help=help_for("job_uids"), show_default=False),
     pull: bool = typer.Option(None, "--pull/--no-pull", help=help_for("pull"), show_default=False),
     poll_interval: float = typer.Option(None, help=help_for("poll_interval"), show_default=False),
     object_store: str = typer.Option(None, help=help_for("object_store"), show_default=False),
@@ -124,6 +125,7 @@ def up(
         run_images_on_host=run_images_on_host,
         container_engine=container_engine,
         oci_runtime=oci_runtime,
+        job_uids=job_uids,
         pull=pull,
         poll_interval=poll_interval,
         object_store=object_store,
