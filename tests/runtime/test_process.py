@@ -83,3 +83,20 @@ def test_every_running_job_has_a_user_of_its_own_and_none_runs_as_a_used_one(
         thread.join(60)
     assert [r.ok for r in results] == [True] * 4
     assert uids == set(range(2100000200, 2100000204))
+
+
+def test_a_runtime_that_cannot_isolate_says_so_and_runs_no_job(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        unavailable("the process runtime isolates jobs only as root")
+    data = tmp_path / "data"
+    (data / "work").mkdir(parents=True)
+    # A folder to show that does not exist: the spawner cannot set up its namespace.
+    spawner = Spawner([data], [data / "work", tmp_path / "missing"])
+    runtime = ProcessRuntime(Isolation(spawner, JobUsers(2100000300, 2)))
+    runtime.clean()  # at start
+    assert runtime.describe().startswith("cannot isolate jobs, so none runs: ")
+    assert "cannot start the job spawner" in runtime.describe()
+    result = runtime.run(job(data, "touch ran\n"))
+    assert not result.ok and "cannot be isolated" in result.reason
+    assert not list((data / "work").glob("*/ran"))
+    runtime.close()

@@ -247,6 +247,12 @@ class ProcessRuntime(Runtime):
         in whatever session, whatever its work folder became."""
         if self.isolation is None:
             return
+        try:  # started now, so that a platform that cannot isolate jobs says so at start
+            self.isolation.spawner.ready()
+        except OSError as exc:
+            self.problem = str(exc)
+            log.error("process runtime: cannot isolate jobs, so none will run: %s", exc)
+            return
         for uid in sorted(_users_running(self.isolation.users.uids)):
             self._kill_user(uid)
 

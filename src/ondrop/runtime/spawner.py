@@ -115,6 +115,11 @@ class Spawner:
             threading.Thread(target=self._read, args=(ours,), name="spawner", daemon=True).start()
             return ours
 
+    def ready(self) -> None:
+        """Start the spawner now rather than for the first job; SpawnerError when it
+        cannot be started (no mount namespace here, say)."""
+        self._started()
+
     def start(
         self,
         key: str,
