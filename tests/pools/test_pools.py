@@ -162,23 +162,42 @@ def test_workers_exist_only_while_there_is_work(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job thread waits THREAD_IDLE seconds for the next job, then ends."""
-    monkeypatch.setattr(local, "THREAD_IDLE", 1.5)
 
     def workers() -> set[int]:
-        return {t.ident or 0 for t in threading.enumerate() if t.name.startswith("ondrop-job-")}
+        return {
+            t.ident
+            for t in threading.enumerate()
+            if t.name.startswith("ondrop-job-") and t.ident is not None
+        }
 
-    _, client = make()
-    client.apply([{"name": "nap", "script": "sleep 0.5"}])
+    platform, client = make()
+    # Each job waits until the test lets it end (a file in its own tmp folder), so three
+    # of them surely run at once, however slow the machine.
+    client.apply([{"name": "hold", "script": 'while [ ! -e "$TMPDIR/go" ]; do sleep 0.02; done'}])
     assert workers() == set()
-    jobs = [client.submit("nap", b"{}") for _ in range(3)]
+
+    def release() -> None:
+        for tmp in (platform.data / "work").glob("*/tmp"):
+            (tmp / "go").write_text("")
+
+    def finish(jobs: list[str]) -> None:
+        def done() -> bool:
+            release()
+            return all(client.job("hold", j)["status"] == "Succeeded" for j in jobs)
+
+        wait_for(done)
+        for go in (platform.data / "work").glob("*/tmp/go"):  # none for the next jobs
+            go.unlink()
+
+    monkeypatch.setattr(local, "THREAD_IDLE", 0.5)  # threads end soon after their job
+    finish([client.submit("hold", b"{}")])
+    wait_for(lambda: workers() == set())
+    monkeypatch.setattr(local, "THREAD_IDLE", 600.0)  # threads wait for the next job
+    jobs = [client.submit("hold", b"{}") for _ in range(3)]
     three = wait_for(lambda: len(found := workers()) == 3 and found)
-    wait_for(lambda: all(client.job("nap", j)["status"] == "Succeeded" for j in jobs))
-    job = client.submit("nap", b"{}")  # taken by one of the waiting threads
-    wait_for(lambda: client.job("nap", job)["status"] == "Succeeded")
+    finish(jobs)
+    finish([client.submit("hold", b"{}")])  # taken by one of the waiting threads
     assert workers() == three
-    wait_for(lambda: workers() == set(), timeout=5)
-    client.submit("nap", b"{}")
-    wait_for(lambda: len(workers()) == 1)
 
 
 def test_status_shows_both_pools(make: Make) -> None:
