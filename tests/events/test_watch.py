@@ -13,6 +13,7 @@ import pytest
 from ondrop.events.watch import FolderWatcher
 from ondrop.storage import LocalStorage
 from ondrop.storage.base import ObjectInfo
+from ondrop.storage.local import LINK, Refused
 
 
 class Seen:
@@ -27,6 +28,14 @@ class Seen:
     def keys(self) -> list[str]:
         with self.lock:
             return [i.key for i in self.items]
+
+    def objects(self) -> list[str]:
+        with self.lock:
+            return [i.key for i in self.items if not isinstance(i, Refused)]
+
+    def refused(self) -> list[str]:
+        with self.lock:
+            return [i.key for i in self.items if isinstance(i, Refused)]
 
     def wait_for(self, n: int, timeout: float = 5) -> list[ObjectInfo]:
         deadline = time.monotonic() + timeout
@@ -176,10 +185,13 @@ def test_links_out_of_the_folder_and_odd_names_are_skipped_not_fatal(
     watcher = FolderWatcher(storage, lambda: ["in"], settle=0.2)
     watcher.start(sink)
     try:
-        assert sink.keys() == ["in/ok.txt"]
+        assert sink.objects() == ["in/ok.txt"]
+        assert sink.refused() == ["in/link"]
         (storage.root / "in" / "link2").symlink_to(tmp_path / "secret")
         (storage.root / "in" / "later.txt").write_text("later")
-        assert [i.key for i in sink.wait_for(2)][1] == "in/later.txt"
+        sink.wait_for(4)
+        assert sink.objects() == ["in/ok.txt", "in/later.txt"]
+        assert sink.refused() == ["in/link", "in/link2"]
     finally:
         watcher.stop()
 
@@ -234,3 +246,59 @@ def test_an_overflowing_inotify_queue_is_followed_by_a_rescan(storage: LocalStor
     watcher._handle(inotify.InotifyEvent(-1, inotify.Q_OVERFLOW, ""), [])
     watcher.stop()
     assert sink.keys() == ["in/missed.txt"]
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["to-a-file-inside", "to-a-host-file"])
+def test_a_link_lands_as_refused_never_as_an_object(
+    storage: LocalStorage, seen: Seen, tmp_path: Path, inside: bool
+) -> None:
+    (storage.root / "in").mkdir()
+    (storage.root / "other").mkdir()
+    target = storage.root / "other" / "result.txt" if inside else tmp_path / "secret"
+    target.write_text("not for this service")
+    (storage.root / "in" / "link").symlink_to(target)
+    (storage.root / "in" / "dirlink").symlink_to(target.parent)
+    seen.wait_for(2)
+    assert sorted(seen.refused()) == ["in/dirlink", "in/link"]
+    assert seen.objects() == []
+    assert all(isinstance(i, Refused) and i.reason == LINK for i in seen.items)
+
+
+def test_names_starting_with_a_dot_start_nothing(storage: LocalStorage, seen: Seen) -> None:
+    """Writers that rename when done write under a dot name first: only the final name
+    counts, and so does a folder moved into place from under a dot name."""
+    (storage.root / "in").mkdir()
+    (storage.root / "in" / ".upload.part").write_text("whole")
+    os.rename(storage.root / "in" / ".upload.part", storage.root / "in" / "upload.txt")
+    (storage.root / "in" / ".swap").write_text("an editor's")
+    (storage.root / "in" / ".batch" / "deep").mkdir(parents=True)
+    (storage.root / "in" / ".batch" / "deep" / "a.txt").write_text("a")
+    (storage.root / "in" / ".batch" / ".b.txt").write_text("b")
+    os.rename(storage.root / "in" / ".batch", storage.root / "in" / "batch")
+    seen.wait_for(2)
+    (storage.root / "in" / "last.txt").write_text("last")
+    seen.wait_for(3)
+    assert sorted(seen.keys()) == ["in/batch/deep/a.txt", "in/last.txt", "in/upload.txt"]
+
+
+def test_the_rescan_offers_no_dot_names_below_the_input_folder(storage: LocalStorage) -> None:
+    """Only names below the input folder are the writers' temporary ones: an input folder
+    under a dot name still counts."""
+    inbox = storage.root / ".inbox" / "in"
+    (inbox / ".git").mkdir(parents=True)
+    (inbox / ".git" / "config").write_text("x")
+    (inbox / ".hidden.txt").write_text("x")
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / ".part").write_text("x")
+    (inbox / "sub" / "seen.txt").write_text("x")
+    sink = Seen()
+    watcher = FolderWatcher(storage, lambda: [".inbox/in"], settle=0.2)
+    watcher.start(sink)
+    try:
+        assert sink.keys() == [".inbox/in/sub/seen.txt"]
+        (inbox / ".late.part").write_text("2")
+        (inbox / "late.txt").write_text("2")
+        sink.wait_for(2)
+        assert sink.keys() == [".inbox/in/sub/seen.txt", ".inbox/in/late.txt"]
+    finally:
+        watcher.stop()

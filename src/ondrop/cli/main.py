@@ -350,7 +350,7 @@ def run(
 def jobs(
     service: str = typer.Argument(..., help="service"),
     status: str = typer.Option(
-        None, help="only jobs with this status (Pending, Running, Succeeded, Failed)"
+        None, help="only jobs with this status (Pending, Running, Succeeded, Failed, Refused)"
     ),
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
@@ -463,6 +463,8 @@ def wait(
         )
         raise typer.Exit(1)
     out.print(f"{done} job(s) succeeded")
+    if counts.get("refused"):  # links in the input folder: never run, never a failure
+        err.print(f"{counts['refused']} refused; see `ondrop jobs {service} --status Refused`")
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -552,7 +554,9 @@ def _places(entries: list[dict[str, Any]]) -> str:
 
 
 def _status(status: str) -> str:
-    colour = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(status, "yellow")
+    colour = {"Succeeded": "green", "Failed": "red", "Refused": "red", "Running": "cyan"}.get(
+        status, "yellow"
+    )
     return f"[{colour}]{status}[/]"
 
 

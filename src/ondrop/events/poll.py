@@ -1,6 +1,10 @@
 """Poll a store that cannot push events (plain S3, WebDAV): list the input folders every
 interval and offer each object to the sink, which drops the versions the store has
-seen. The store is the cursor: a restart does not process anything twice."""
+seen. The store is the cursor: a restart does not process anything twice.
+
+Names that start with a dot below an input folder are a writer's temporary ones (it
+renames them when done): no listing that starts jobs offers them.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,25 @@ from collections.abc import Callable
 
 from ondrop.errors import OndropError
 from ondrop.events.base import EventSource, Sink
-from ondrop.storage.base import StorageProvider
+from ondrop.storage.base import ObjectInfo, StorageProvider
+from ondrop.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 5.0
 BATCH = 500  # objects recorded in one transaction of the store
+
+
+def hidden(key: str, folder: str) -> bool:
+    """Whether `key`, in the input folder `folder`, has a name starting with a dot below it."""
+    rest = key[len(folder) + 1 :] if folder else key
+    return rest.startswith(".") or "/." in rest
+
+
+def listing(provider: StorageProvider, folder: str) -> list[ObjectInfo]:
+    """What a listing that starts jobs offers of `folder`: its objects, no dot names, and
+    for a local folder its links too, to be refused."""
+    found = provider.scan(folder) if isinstance(provider, LocalStorage) else provider.list(folder)
+    return [info for info in found if not hidden(info.key, folder)]
 
 
 class Poller(EventSource):
@@ -45,7 +63,7 @@ class Poller(EventSource):
         offered = 0
         for folder in self.folders():
             try:
-                infos = list(self.provider.list(folder))
+                infos = listing(self.provider, folder)
             except Exception as exc:  # a listing must never end the poller
                 if not self._failing:
                     if isinstance(exc, OndropError):

@@ -3,7 +3,8 @@
 A file counts as landed when it is closed after writing or renamed into place.
 A file that appears without being opened (moved in from elsewhere, hard-linked)
 counts once it has been quiet for a moment; one that is open for writing waits
-for its close, however slow the writer. Folders and temp files never count.
+for its close, however slow the writer. Folders, temp files and names that start
+with a dot never count; a link is offered as Refused, never followed.
 
 One thread reads inotify's events in batches and keeps the settle clock: a burst of
 files costs a read per batch, not a thread hand-off per event.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ondrop.events import inotify
 from ondrop.events.base import EventSource, Sink
+from ondrop.events.poll import hidden, listing
 from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, under
 from ondrop.storage.local import LocalStorage
 
@@ -71,7 +73,7 @@ class FolderWatcher(EventSource):
         count = 0
         for folder in self.folders():
             try:
-                infos = list(self.provider.list(folder))
+                infos = listing(self.provider, folder)
             except Exception:
                 log.exception("could not rescan %s:%s", self.provider.name, folder)
                 continue
@@ -133,6 +135,8 @@ class FolderWatcher(EventSource):
             return
         if not event.name or event.name.startswith(TEMP_PREFIX):
             return
+        if event.name.startswith(".") and not event.mask & inotify.ISDIR:
+            return  # a writer's temporary name (a folder may hold an input folder: watched)
         path, mask = os.path.join(folder, event.name), event.mask
         if mask & inotify.ISDIR:
             if mask & inotify.CREATE:
@@ -193,6 +197,8 @@ class FolderWatcher(EventSource):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
+                elif entry.name.startswith("."):
+                    continue
                 elif isinstance(files, dict):
                     files.setdefault(entry.path, time.monotonic())
                 elif isinstance(files, list):
@@ -213,11 +219,13 @@ class FolderWatcher(EventSource):
     def _landed(self, paths: list[str]) -> None:
         folders = self.folders()
         infos = []
-        for path in paths:
+        for path in dict.fromkeys(paths):  # a file closed twice in a batch: looked at once
             key = self.provider.key_of(Path(path))
-            if key is None or not any(under(key, folder) for folder in folders):
-                continue  # in no service's input folder (a job's output, say)
-            info = self.provider.stat(key)
+            if key is None or not any(
+                under(key, folder) and not hidden(key, folder) for folder in folders
+            ):
+                continue  # in no service's input folder (a job's output, say), or hidden
+            info = self.provider.entry(key)  # the object, or a link refused
             if info is not None:
                 infos.append(info)
         self._deliver(infos)

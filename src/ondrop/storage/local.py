@@ -1,21 +1,46 @@
-"""`local.<id>`: a folder on this machine; also the embedded default store."""
+"""`local.<id>`: a folder on this machine; also the embedded default store.
+
+Whoever can write into the folder may put links in it, and swap them while jobs read.
+So every read, stat and write reaches its key from a descriptor of the root through no
+link anywhere along it (beneath.py), and what is checked is the descriptor opened,
+never the path again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import logging
 import os
 import shutil
 import stat
 import uuid
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ondrop.errors import InvalidKeyError, NotFoundError, StorageError
-from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, StorageProvider, check_key
+from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, StorageProvider, check_key, join_key
+from ondrop.storage.beneath import FOLDER, Beneath, copy
 
 log = logging.getLogger(__name__)
+
+LINK = "a link, not a file: links are never followed"
+LINKED_FOLDER = "a link, not a folder: links are never followed"
+# (LocalStorage.list hides the builtin in its class body)
+Found = list[ObjectInfo]
+Stack = list[tuple[int, str]]  # folders to scan: a descriptor, the key of the folder
+
+
+@dataclass(frozen=True)
+class Refused(ObjectInfo):
+    """An entry of a folder that is no object and is never read (a link): the listings
+    that start jobs offer it, so that it shows as refused, with why."""
+
+    reason: str = LINK
 
 
 class LocalStorage(StorageProvider):
@@ -32,36 +57,70 @@ class LocalStorage(StorageProvider):
         # and what a crash leaves behind is in one place.
         self.tmp = self.root / f"{TEMP_PREFIX}tmp"
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            top = os.open(self.root, FOLDER | os.O_NOFOLLOW)
         except OSError as exc:
             raise StorageError(f"{name}: cannot create its folder {self.root}: {exc}") from exc
-        self._clean_tmp()
+        # Held for the provider's life: a descriptor closed under another thread's feet
+        # could be reused by anything.
+        weakref.finalize(self, os.close, top)
+        self._at = Beneath(top)
+        self.resolver = self._at.resolver  # "openat2", or "walk" on kernels without it
+        try:
+            self._clean_tmp()
+        except OSError as exc:
+            raise StorageError(f"{name}: cannot use its folder {self.tmp}: {exc}") from exc
 
     def _clean_tmp(self) -> None:
         """Remove half-written uploads of processes that are gone."""
-        for entry in self.tmp.iterdir():
-            pid = entry.name.partition("-")[0]
-            if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
-                entry.unlink(missing_ok=True)
+        fd = self._at.folder(self.tmp.name, os.O_RDONLY, create=True)
+        try:
+            with os.scandir(fd) as entries:
+                names = [entry.name for entry in entries]
+            for name in names:
+                pid = name.partition("-")[0]
+                if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
 
-    def path(self, key: str) -> Path:
-        """The file that holds `key`; refuses keys that would leave the root (via symlinks too)."""
-        target = self.root / check_key(key)
-        # Only a link inside the store can lead out of it: look for one along the key's own
-        # path (cheaper than resolving the whole path on every call).
-        current = self.root
-        for part in key.split("/"):
-            current = current / part
-            try:
-                linked = stat.S_ISLNK(os.lstat(current).st_mode)
-            except OSError:
-                break  # nothing further along exists yet
-            if linked:
-                if not target.resolve().is_relative_to(self.root):
-                    raise StorageError(f"{self.name}: {key!r} points outside the storage folder")
-                break
-        return target
+    # -- resolving, never through a link ------------------------------------------------
+    def _link_along(self, key: str) -> StorageError | None:
+        """The refusal of `key` when a part of it is a link (after an open failed)."""
+        link = self._at.link_along(key)
+        if link is None:
+            return None
+        if link == key:
+            return StorageError(f"{self.name}: {key!r} is {LINK}")
+        return StorageError(f"{self.name}: {key!r} goes through {link!r}, {LINKED_FOLDER}")
 
+    def _failed(self, key: str, exc: OSError, doing: str) -> Exception:
+        """What an OSError of reaching `key` means: a link (refused), nothing, or a fault."""
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
+            link = self._link_along(key)
+            if link is not None:
+                return link
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) and doing == "read":
+            return NotFoundError(f"{self.name}: no object {key!r}")
+        return StorageError(f"{self.name}: cannot {doing} {key!r}: {exc.strerror}")
+
+    def _read(self, key: str) -> tuple[int, os.stat_result]:
+        """A descriptor of the object `key` open for reading, and its fstat."""
+        check_key(key)
+        try:
+            fd = self._at.open(key, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block us
+        except OSError as exc:
+            raise self._failed(key, exc, "read") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise NotFoundError(f"{self.name}: no object {key!r}")
+            raise StorageError(f"{self.name}: {key!r} is not a file")
+        return fd, st
+
+    # -- keys and listings --------------------------------------------------------------
     def key_of(self, path: Path) -> str | None:
         """The key of a file under the root, or None for files that are not objects: temp
         files, and names no key can have (not UTF-8, control characters)."""
@@ -80,110 +139,218 @@ class LocalStorage(StorageProvider):
     def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", st.st_mtime)
 
+    def _refused(self, key: str, name: str, folder: int) -> Refused | None:
+        """The link `name` in the folder open as `folder`, as a refusal whose version is its
+        target's: the same link seen twice is one refusal."""
+        try:
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            target = os.fsencode(os.readlink(name, dir_fd=folder))
+        except OSError:
+            return None  # gone, or no longer a link: what replaced it has its own event
+        if not stat.S_ISLNK(st.st_mode):
+            return None
+        version = f"link-{hashlib.sha256(target).hexdigest()[:16]}"
+        return Refused(key, st.st_size, version, st.st_mtime)
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        top = self.path(prefix) if prefix else self.root
-        if not top.is_dir():
-            return
-        for folder, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
-            for name in sorted(files):
-                key = self.key_of(Path(folder, name))
-                if key is None:
+        yield from (info for info in self.scan(prefix) if not isinstance(info, Refused))
+
+    def scan(self, prefix: str = "") -> Found:
+        """list(), with the links found as Refused: what a listing that starts jobs offers.
+        Folders are walked by descriptor, links neither followed nor descended."""
+        if prefix:
+            check_key(prefix)
+        try:
+            top = self._at.folder(prefix, os.O_RDONLY)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                link = self._link_along(prefix)
+                if link is None:
+                    return []
+                raise link from None
+            raise StorageError(f"{self.name}: cannot list {prefix!r}: {exc.strerror}") from exc
+        found: Found = []
+        stack: Stack = [(top, prefix)]
+        try:
+            while stack:
+                fd, folder = stack.pop()
+                try:
+                    self._scan_one(fd, folder, found, stack)
+                finally:
+                    os.close(fd)
+        finally:
+            for fd, _ in stack:
+                os.close(fd)
+        found.sort(key=lambda info: info.key)
+        return found
+
+    def _scan_one(self, fd: int, folder: str, found: Found, stack: Stack) -> None:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX):
                     continue
-                info = self.stat(key)
-                if info is not None:
-                    yield info
+                key = join_key(folder, entry.name)
+                try:
+                    check_key(key)
+                except InvalidKeyError as exc:
+                    log.warning("%s: ignoring %s: %s", self.name, os.fsencode(key), exc)
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                        stack.append((os.open(entry.name, flags, dir_fd=fd), key))
+                    elif entry.is_symlink():
+                        refused = self._refused(key, entry.name, fd)
+                        if refused is not None:
+                            found.append(refused)
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(self._info(key, entry.stat(follow_symlinks=False)))
+                except OSError:
+                    continue  # gone meanwhile, or swapped for a link
 
     def stat(self, key: str) -> ObjectInfo | None:
-        """The object at `key`; None for folders, missing files and links that leave the root."""
+        """The object at `key`; None for folders, missing files, links (wherever they are
+        along the key) and anything else that is not a plain file."""
+        check_key(key)
         try:
-            path = self.path(key)
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except StorageError as exc:
-            log.warning("%s", exc)
-            return None
-        return None if stat.S_ISDIR(st.st_mode) else self._info(key, st)
+            fd = self._at.open(key, os.O_PATH)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                return None
+            raise StorageError(f"{self.name}: cannot stat {key!r}: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return self._info(key, st) if stat.S_ISREG(st.st_mode) else None
 
-    def open(self, key: str) -> BinaryIO:
+    def entry(self, key: str) -> ObjectInfo | None:
+        """What landed at `key`, as the watcher offers it: the object, a Refused for a link,
+        None for anything else."""
+        info = self.stat(key)
+        if info is not None:
+            return info
+        folder, _, name = key.rpartition("/")
         try:
-            return self.path(key).open("rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFoundError(f"{self.name}: no object {key!r}") from None
+            fd = self._at.folder(folder)
+        except OSError:
+            return None  # through a link: the watcher never looks into linked folders
+        try:
+            return self._refused(key, name, fd)
+        finally:
+            os.close(fd)
+
+    # -- reading --------------------------------------------------------------------------
+    def open(self, key: str) -> BinaryIO:
+        fd, _ = self._read(key)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def get(self, key: str, dest: Path) -> ObjectInfo:
+        """Copy from the descriptor opened and checked: what a link swapped in meanwhile
+        points to is never read."""
+        fd, st = self._read(key)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            out = os.open(dest, flags, 0o666)
+            try:
+                copy(fd, out)
+            finally:
+                os.close(out)
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot read {key!r}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+        return self._info(key, st)
+
+    # -- writing --------------------------------------------------------------------------
+    def _parent(self, key: str, create: bool) -> tuple[int, str]:
+        """A descriptor of the folder `key` is in (made with `create`), and its last name."""
+        check_key(key)
+        folder, _, name = key.rpartition("/")
+        try:
+            return self._at.folder(folder, create=create), name
+        except OSError as exc:
+            raise self._failed(key, exc, "write") from None
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
-        target = self.path(key)
-        if target.is_dir():
-            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
+        parent, name = self._parent(key, create=True)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
+            tmp = self._at.folder(self.tmp.name, create=True)
+            temp = f"{os.getpid()}-{uuid.uuid4().hex}"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                with os.fdopen(os.open(temp, flags, self.mode), "wb") as out:
+                with os.fdopen(os.open(temp, flags, self.mode, dir_fd=tmp), "wb") as out:
                     os.fchmod(out.fileno(), self.mode)
                     shutil.copyfileobj(source, out, 1 << 20)
+                    out.flush()
                     if self.fsync:
-                        out.flush()
                         os.fsync(out.fileno())
-                os.replace(temp, target)
+                    st = os.fstat(out.fileno())
+                # Renamed from one descriptor into the other: over a link, the link goes.
+                os.rename(temp, name, src_dir_fd=tmp, dst_dir_fd=parent)
             finally:
-                temp.unlink(missing_ok=True)
-            return self._info(key, target.stat())
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=tmp)
+                os.close(tmp)
+        except IsADirectoryError:
+            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object") from None
         except OSError as exc:
             raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
+        finally:
+            os.close(parent)
+        return self._info(key, st)
 
     def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
         """With `move` (a file of the platform's own, such as an upload's body: never a
         job's) the file is renamed into place, given the store's mode."""
         if not move:
             return super().put_file(key, path)
-        target = self.path(key)
-        if target.is_dir():
-            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object")
+        parent, name = self._parent(key, create=True)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 os.fchmod(fd, self.mode)
                 if self.fsync:
                     os.fsync(fd)
+                st = os.fstat(fd)
             finally:
                 os.close(fd)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)  # the file is complete: moving it in is atomic
+            os.rename(path, name, dst_dir_fd=parent)  # the file is complete: moving it is atomic
+        except IsADirectoryError:
+            raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object") from None
         except OSError as exc:
             if exc.errno == errno.EXDEV:  # another file system: copy after all
                 return super().put_file(key, path)
             raise StorageError(f"{self.name}: cannot write {key!r}: {exc.strerror}") from exc
-        return self._info(key, target.stat())
-
-    def get(self, key: str, dest: Path) -> ObjectInfo:
-        source = self.path(key)
-        try:
-            st = source.stat()
-            shutil.copyfile(source, dest)
-        except (FileNotFoundError, IsADirectoryError):
-            raise NotFoundError(f"{self.name}: no object {key!r}") from None
-        except OSError as exc:
-            raise StorageError(f"{self.name}: cannot read {key!r}: {exc.strerror}") from exc
+        finally:
+            os.close(parent)
         return self._info(key, st)
 
     def ensure_folder(self, path: str) -> None:
-        target = self.path(path) if path else self.root
+        if path:
+            check_key(path)
         try:
-            target.mkdir(parents=True, exist_ok=True)
+            os.close(self._at.folder(path, create=True))
         except OSError as exc:
-            raise StorageError(
-                f"{self.name}: cannot create folder {path!r}: {exc.strerror}"
-            ) from exc
+            raise self._failed(path, exc, "create folder") from None
 
     def delete(self, key: str) -> None:
+        check_key(key)
+        folder, _, name = key.rpartition("/")
         try:
-            self.path(key).unlink()
+            parent = self._at.folder(folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._failed(key, exc, "delete") from None
+        try:
+            os.unlink(name, dir_fd=parent)  # a link itself goes, never what it points to
         except FileNotFoundError:
             pass
         except IsADirectoryError:
             raise InvalidKeyError(f"{self.name}: {key!r} is a folder, not an object") from None
         except OSError as exc:
             raise StorageError(f"{self.name}: cannot delete {key!r}: {exc.strerror}") from exc
+        finally:
+            os.close(parent)
