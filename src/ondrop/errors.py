@@ -11,22 +11,35 @@
     ├── ForbiddenError          these credentials do not allow this (403)
     ├── StorageError            a storage provider failed (502)
     │   └── StorageUnavailableError  it cannot be reached now; jobs wait and retry (503)
+    ├── DiskFullError           no space left where ondrop writes: the data folder or a
+    │                           local provider's folder; jobs wait and retry (507)
     ├── ExecutionError          a job could not be run as asked (500)
-    ├── StoreError              the durable store failed (500)
+    ├── StoreError              the durable store failed; try again (503)
+    │   └── StoreBusyError      another program holds the database locked (503)
     ├── UnavailableError        the platform is stopping or busy; try again (503)
     └── ClientError             the platform answered an error to the client
 
 Library exceptions are translated where they enter (`raise ... from exc`) and
-the API turns each class into one HTTP status with the message as `detail`.
+the API turns each class into one HTTP status with the message as `detail`, and a
+`Retry-After` header where waiting helps (`retry_after`). A fault of the machine (a
+full disk, a locked database, a store that cannot be reached) is never a 500:
+`retryable(exc)` tells the faults jobs wait out from their own failures.
 """
 
 from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+# What a file system says when it has no room left: blocks or inodes, or the user's quota.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class OndropError(Exception):
     """Something went wrong that a person can act on; the message says what."""
 
     status_code = 500
+    retry_after: int | None = None  # seconds a client should wait before trying again
 
 
 class DefinitionError(OndropError):
@@ -69,6 +82,18 @@ class StorageUnavailableError(StorageError):
     """The store is down or unreachable: worth trying again later, not the job's fault."""
 
     status_code = 503
+    retry_after = 5
+
+
+class DiskFullError(OndropError):
+    """No space left on the file system of `folder` (the data folder, a provider's folder):
+    not the request's or the job's fault; it lasts until someone frees space."""
+
+    status_code = 507  # Insufficient Storage (RFC 4918)
+
+    def __init__(self, message: str, folder: Path | None = None) -> None:
+        super().__init__(message)
+        self.folder = folder
 
 
 class ExecutionError(OndropError):
@@ -76,11 +101,21 @@ class ExecutionError(OndropError):
 
 
 class StoreError(OndropError):
-    status_code = 500
+    """The durable store failed (a disk error, the file gone): nothing was recorded."""
+
+    status_code = 503
+    retry_after = 5
+
+
+class StoreBusyError(StoreError):
+    """Another program holds the database locked for longer than the store waits."""
+
+    retry_after = 2
 
 
 class UnavailableError(OndropError):
     status_code = 503
+    retry_after = 5
 
 
 class ClientError(OndropError):
@@ -89,3 +124,28 @@ class ClientError(OndropError):
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when `exc`, or an exception it was raised from, says a file system is full
+    (ENOSPC, EDQUOT; a DiskFullError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DiskFullError):
+            return True
+        if isinstance(current, OSError) and current.errno in NO_SPACE:
+            return True
+        seen.add(id(current))
+        cause = current.__cause__
+        if cause is None and not current.__suppress_context__:
+            cause = current.__context__
+        current = cause
+    return False
+
+
+def retryable(exc: BaseException) -> bool:
+    """A fault that passes, not the job's doing: a store that cannot be reached, a full
+    disk, a busy database. A job that meets one waits and tries again, for as long as it
+    takes, without using up its service's retries."""
+    return isinstance(exc, (StorageUnavailableError, StoreBusyError)) or disk_full(exc)

@@ -7,10 +7,11 @@ other jobs (chains) and HTTP invocations.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 from ondrop.events.base import Event, collect_event, invoke_event, object_event
@@ -18,8 +19,7 @@ from ondrop.pools.router import Router
 from ondrop.services import Services
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo
-from ondrop.storage.local import Refused
-from ondrop.store.base import QUEUED, REFUSED, Job, NewJob, Store
+from ondrop.store.base import Job, NewJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,66 @@ class Intake:
         self.providers = providers
         self.router = router
         self.on_jobs = on_jobs
+        # Keys an upload is storing and recording itself: (source, key) -> uploads, and
+        # those another source offered meanwhile.
+        self._uploading: dict[tuple[str, str], int] = {}
+        self._passed: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def uploading(self, provider: str, key: str) -> Iterator[None]:
+        """An upload stores `key`, then records it (`object_stored(..., uploaded=True)`)
+        or, when it cannot, removes it and answers an error. Meanwhile the other sources
+        (watcher, listings, webhooks) leave the key to it: one of them could otherwise
+        record the version the upload then removes. What they offered meanwhile is
+        offered again after (the same key written by someone else)."""
+        held = (self.providers.resolve(provider), key)
+        with self._lock:
+            self._uploading[held] = self._uploading.get(held, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._uploading.pop(held) - 1
+                if left:
+                    self._uploading[held] = left
+                again = not left and held in self._passed
+                if again:
+                    self._passed.discard(held)
+            if again:
+                self._offer_again(*held)
+
+    def _offer_again(self, source: str, key: str) -> None:
+        try:
+            info = self.providers.get(source).stat(key)
+            if info is not None:
+                self.object_stored(source, info)
+        except Exception:
+            log.exception("%s: could not record %r after its upload", source, key)
+
+    def _left_to_upload(self, source: str, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` an upload holds (see uploading), noted to be offered again."""
+        if not self._uploading:
+            return set()
+        with self._lock:
+            held = {key for key in keys if (source, key) in self._uploading}
+            self._passed.update((source, key) for key in held)
+        return held
 
     def object_stored(
-        self, provider: str, info: ObjectInfo, parent_job: str | None = None
+        self,
+        provider: str,
+        info: ObjectInfo,
+        parent_job: str | None = None,
+        uploaded: bool = False,
     ) -> list[Job]:
         """A new object version in a provider: start the services whose input takes it.
-        Returns the jobs of this version, also when another source recorded it first."""
+        Returns the jobs of this version, also when another source recorded it first.
+        `uploaded`: called by the upload that holds the key (see uploading)."""
         source = self.providers.resolve(provider)
         if not self.services.targets(source, info.key):
+            return []
+        if not uploaded and self._left_to_upload(source, [info.key]):
             return []
         if self.store.seen(source, info.key, info.version):
             return self.store.event_jobs(source, info.key, info.version)
@@ -62,44 +114,29 @@ class Intake:
 
     def objects_stored(self, provider: str, infos: Sequence[ObjectInfo]) -> list[Job]:
         """Many object versions at once (what a watcher saw land): recorded in one
-        transaction, one wait for the disk. Returns the jobs created (a Refused entry's
-        refused, never queued)."""
+        transaction, one wait for the disk. Returns the jobs created."""
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
+        held = self._left_to_upload(source, [info.key for info in wanted])
+        wanted = [info for info in wanted if info.key not in held]
         if not wanted:
             return []
         # Two reads for the whole batch: which versions are new, and which are outputs.
         new = self.store.unseen(source, [(info.key, info.version) for info in wanted])
         wanted = [info for info in wanted if (info.key, info.version) in new]
-        refused = [info for info in wanted if isinstance(info, Refused)]
-        wanted = [info for info in wanted if not isinstance(info, Refused)]
         producers = self.store.producers(source, [info.key for info in wanted])
         batch = [
             planned
             for info in wanted
             if (planned := self._plan(source, info, producer=producers.get(info.key))) is not None
         ]
-        batch += [self._refusal(source, info) for info in refused]
         if not batch:
             return []
         created = self.store.add_events(batch)
-        for job in created:
-            if job.status == REFUSED:
-                log.warning(
-                    "%s: %s of %s is refused: %s", job.service, job.input_key, source, job.reason
-                )
-        queued = [job for job in created if job.status == QUEUED]
-        if queued:
-            log.debug("%d event(s) of %s started %d job(s)", len(batch), source, len(queued))
-            self.on_jobs(queued)
+        if created:
+            log.debug("%d event(s) of %s started %d job(s)", len(batch), source, len(created))
+            self.on_jobs(created)
         return created
-
-    def _refusal(self, source: str, info: Refused) -> tuple[Event, list[NewJob]]:
-        """An entry that is never read (a link): a job of each service it would start,
-        refused with the reason and never queued, so that its list shows it."""
-        event = object_event(source, info.key, info.version, None)
-        jobs = self._new_jobs(event, self.services.targets(source, info.key))
-        return event, [dataclasses.replace(j, status=REFUSED, reason=info.reason) for j in jobs]
 
     def _plan(
         self,

@@ -30,6 +30,7 @@ from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
+from ondrop.health import DiskSpace
 from ondrop.intake import Intake
 from ondrop.pools.base import Admission, Slots
 from ondrop.pools.batch import BatchCapacity, detect_gpus
@@ -85,6 +86,7 @@ class Platform:
         )
         self.payloads = Payloads(data / "payloads")
         self.services = Services(self.store, self.providers, self.check_runnable)
+        self.space = DiskSpace(self._writes_to)  # is there room where the platform writes
         self.supervisor = Supervisor(
             self.store,
             self.providers,
@@ -92,6 +94,7 @@ class Platform:
             Folders(data / "work", data / "results"),
             on_output=self._output_stored,
             payloads=self.payloads,
+            on_full=self.space.met,
         )
         self.gpus = gpus = detect_gpus(settings.gpus)  # device ids the batch pool hands out
         self.waiters = Waiters(self.store)
@@ -245,6 +248,24 @@ class Platform:
         if any(pool.cancel_running(job_id, reason) for pool in self.pools.values()):
             return RUNNING
         return job.status
+
+    def problems(self) -> list[str]:
+        """What keeps the platform from doing all its work now, each with what to do: a
+        full disk, the bundled object store down. Empty when all is well."""
+        found = self.space.problems()
+        if self.object_store is not None and (down := self.object_store.problem()):
+            found.append(down)
+        return found
+
+    def _writes_to(self) -> list[tuple[str, Path]]:
+        """The folders the platform writes to: the data folder, and local providers' own."""
+        places = [("the data folder", self.data)]
+        for provider in self.providers.all():
+            if isinstance(provider, LocalStorage) and not provider.root.is_relative_to(
+                self.data.resolve()
+            ):
+                places.append((f"{provider.name}'s folder", provider.root))
+        return places
 
     def running(self) -> dict[str, dict[str, int]]:
         """Jobs running now, by pool and service."""

@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ondrop.errors import NotFoundError, OndropError, StorageError, StorageUnavailableError
+from ondrop.errors import (
+    DiskFullError,
+    NotFoundError,
+    OndropError,
+    StorageError,
+    disk_full,
+    retryable,
+)
 from ondrop.events.base import COLLECT, INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
@@ -28,7 +35,7 @@ from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.container import CONTAINER_FILE
 from ondrop.runtime.folders import FOLDER, empty, remove, remove_folder
 from ondrop.runtime.process import PID_FILE
-from ondrop.storage import Providers
+from ondrop.storage import LocalStorage, Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, Outcome, Store
 
@@ -42,6 +49,8 @@ SYNC_PRIORITY = 10  # jobs a client waits for (/run) go first; their outputs are
 OutputHook = Callable[[str, ObjectInfo, str], None]
 # The runtime for a service, or the reason it has none.
 RuntimeChooser = Callable[[Service], "Runtime | str"]
+# Told of the folder whose file system a job found full (ENOSPC) while staging.
+FullHook = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,10 @@ class Supervisor:
         folders: Folders,
         on_output: OutputHook,
         payloads: Payloads,
+        on_full: FullHook | None = None,
     ) -> None:
         self.payloads = payloads
+        self.on_full = on_full
         self.store = store
         self.providers = providers
         self.runtime_for = runtime_for
@@ -99,24 +110,29 @@ class Supervisor:
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
             return Outcome(FAILED, None, runtime)
-        work = self.workspaces.take(service.name)
+        try:
+            work = self.workspaces.take(service.name)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            return self._no_space("staging in", exc, self.folders.work)
         clean = True  # nothing of the job can be left running in its folder
         inputs, outputs = work / "input", work / "output"
         logfile = work / "log"
         try:
+            script = work / "script"
             try:
                 input_path = self._stage_in(event, service, inputs)
+                _write_changed(script, service.script)
             except NotFoundError as exc:
                 return Outcome(FAILED, None, f"input is gone: {exc}")
-            except StorageError as exc:
-                return Outcome(
-                    FAILED,
-                    None,
-                    f"staging in failed: {exc}",
-                    retryable=isinstance(exc, StorageUnavailableError),
-                )
-            script = work / "script"
-            _write_changed(script, service.script)
+            except (OndropError, OSError) as exc:
+                # Everything staging in writes lands in the work folder.
+                if disk_full(exc):
+                    return self._no_space("staging in", exc, self.folders.work)
+                if not (isinstance(exc, StorageError) or retryable(exc)):
+                    raise
+                return Outcome(FAILED, None, f"staging in failed: {exc}", retryable=retryable(exc))
             env = self._environment(claim, service, runtime, input_path, work)
             # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
             # read these); a job given none sees none.
@@ -148,16 +164,16 @@ class Supervisor:
             try:
                 sync = event.kind == INVOKE and job.priority >= SYNC_PRIORITY
                 stored = self._stage_out(job.id, service, outputs)
-            except OndropError as exc:
+                if sync:
+                    self._keep_results(job.id, outputs, text)
+            except (OndropError, OSError) as exc:
+                if disk_full(exc):  # of a provider, the store's or the results' folder
+                    return self._no_space("staging out", exc, self.folders.results, 0, text)
+                if isinstance(exc, OSError):
+                    raise
                 return Outcome(
-                    FAILED,
-                    0,
-                    f"storing outputs failed: {exc}",
-                    text,
-                    retryable=isinstance(exc, StorageUnavailableError),
+                    FAILED, 0, f"storing outputs failed: {exc}", text, retryable=retryable(exc)
                 )
-            if sync:
-                self._keep_results(job.id, outputs, text)
             summary = f"{len(stored)} output(s)" if service.output else ""
             log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
@@ -165,6 +181,28 @@ class Supervisor:
             # The next job's script already runs (its slot was given back): this job's
             # thread can afford to empty its folder itself.
             self.workspaces.give(work, service.name, clean)
+
+    def _no_space(
+        self,
+        phase: str,
+        exc: BaseException,
+        folder: Path,
+        exit_code: int | None = None,
+        text: str = "",
+    ) -> Outcome:
+        """A job that met a full disk while staging: it waits for space and tries again,
+        without using up its retries, like one that met a store that was down."""
+        where: Path | None = exc.folder if isinstance(exc, DiskFullError) else folder
+        if where is not None and self.on_full is not None:
+            self.on_full(where)
+        return Outcome(
+            FAILED,
+            exit_code,
+            f"{phase}: no space left{f' in {where}' if where else ''} ({exc}); the job waits "
+            "for space",
+            text,
+            retryable=True,
+        )
 
     def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:
         if event.kind == COLLECT and service.collect:
@@ -265,7 +303,13 @@ class Supervisor:
             relative = path.relative_to(outputs).as_posix()
             key = join_key(target.path, check_key(relative, "output file name"))
             self.store.record_output(provider.name, key, job_id)
-            info = provider.put_file(key, path)
+            try:
+                info = provider.put_file(key, path)
+            except StorageError as exc:
+                if not disk_full(exc):
+                    raise
+                folder = provider.root if isinstance(provider, LocalStorage) else None
+                raise DiskFullError(f"{provider.name} is full: {exc}", folder) from exc
             stored.append(info)
             self.on_output(provider.name, info, job_id)
         return stored

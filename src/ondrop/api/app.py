@@ -1,7 +1,8 @@
 """The REST API: OSCAR's paths and shapes where OSCAR has them, ondrop's beside them.
 
 `create_app(platform)` serves one platform; the platform starts and stops with
-the app. Every OndropError becomes one HTTP status with `{"detail": message}`.
+the app. Every OndropError becomes one HTTP status with `{"detail": message}` (and
+`Retry-After` where waiting helps); a full disk is 507 wherever it is met, never a 500.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from ondrop import __version__
 from ondrop.api.auth import Credentials
 from ondrop.api.routes import events, files, invoke, logs, services, system
-from ondrop.errors import AuthError, OndropError
+from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,18 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
 
     @app.exception_handler(OndropError)
     async def ondrop_error(request: Request, exc: OndropError) -> JSONResponse:
-        headers = (
-            {"WWW-Authenticate": 'Basic realm="ondrop"'} if isinstance(exc, AuthError) else None
-        )
-        return JSONResponse({"detail": str(exc)}, exc.status_code, headers=headers)
+        headers = {}
+        if isinstance(exc, AuthError):
+            headers["WWW-Authenticate"] = 'Basic realm="ondrop"'
+        status = exc.status_code
+        if isinstance(exc, DiskFullError):
+            if exc.folder is not None:
+                platform.space.met(exc.folder)  # /health says so while it lasts
+        elif status >= 500 and disk_full(exc):  # a provider's write that met a full disk
+            status = DiskFullError.status_code
+        if exc.retry_after is not None and status == 503:
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"detail": str(exc)}, status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,6 +73,15 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
+        if disk_full(exc):
+            log.warning("%s %s: a disk is full: %s", request.method, request.url.path, exc)
+            return JSONResponse(
+                {
+                    "detail": f"no space left on a disk the platform writes to ({exc}); free "
+                    "space there (GET /system/status says what is full), then try again"
+                },
+                DiskFullError.status_code,
+            )
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse(
             {"detail": f"internal error ({type(exc).__name__}); the platform's log has details"},

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from ondrop.errors import retryable
 from ondrop.fdl.models import Service
 from ondrop.pools.base import Admission, Allocation, Slots
 from ondrop.pools.router import BATCH, FAAS
@@ -142,8 +143,11 @@ class LocalPool:
         while not self._stopping.is_set():
             try:
                 wait = self._schedule()
-            except Exception:  # the store said why; keep the platform alive and try again
-                log.exception("%s: scheduling failed; retrying in 1 s", self.name)
+            except Exception as exc:  # the store said why; keep the platform alive, try again
+                if retryable(exc):  # a locked database, a full disk: it passes
+                    log.warning("%s: cannot claim jobs now (%s); retrying in 1 s", self.name, exc)
+                else:
+                    log.exception("%s: scheduling failed; retrying in 1 s", self.name)
                 wait = 1.0
             self._wake.wait(wait)
             self._wake.clear()
@@ -250,11 +254,7 @@ class LocalPool:
         finally:
             script_ended()
         outcome, retry_at, pool = self._next(claim, service, outcome)
-        try:
-            finished = self.store.finish(job.id, claim.attempt, outcome, retry_at, pool)
-        except Exception:
-            log.exception("job %s: cannot record its end; it runs again on restart", job.id)
-            finished = None
+        finished = self._record_end(claim, outcome, retry_at, pool)
         with self._idle:
             self._running.pop(job.id, None)
             self._idle.notify_all()
@@ -269,6 +269,31 @@ class LocalPool:
         if pool is not None and pool != self.name and self.wake_pool is not None:
             self.wake_pool(pool)
         self._wake.set()
+
+    def _record_end(
+        self, claim: Claim, outcome: Outcome, retry_at: float | None, pool: str | None
+    ) -> Job | None:
+        """Record how the attempt ended. A store that cannot for a while (a database held
+        locked, a full disk) is waited for, however long it takes: else the job would stay
+        running until the next start. None when it could not be recorded."""
+        delay = 0.5
+        while True:
+            try:
+                return self.store.finish(claim.job.id, claim.attempt, outcome, retry_at, pool)
+            except Exception as exc:
+                if not retryable(exc) or self._stopping.is_set():
+                    log.exception(
+                        "job %s: cannot record its end; it runs again on restart", claim.job.id
+                    )
+                    return None
+                log.warning(
+                    "job %s: cannot record its end yet (%s); trying again in %g s",
+                    claim.job.id,
+                    exc,
+                    delay,
+                )
+            self._stopping.wait(delay)
+            delay = min(STORE_RETRY_CAP, delay * 2)
 
     def _next(
         self, claim: Claim, service: Service | None, outcome: Outcome

@@ -4,6 +4,11 @@ to it; its filer POSTs a webhook per new object, which starts the jobs.
 
 SeaweedFS drops a webhook that fails (no retries, an in-memory queue), so the platform
 also lists the input buckets now and then: a lost event costs latency, never a job.
+
+It is supervised: when the process dies it is started again, after 0.5 s, then twice
+as long after each death (up to 30 s), from 0.5 s again once it stayed up a minute.
+While it is down `problem()` says so (/health answers 503 naming it) and jobs that
+need it wait, as for any store that cannot be reached.
 """
 
 from __future__ import annotations
@@ -18,19 +23,38 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ondrop.errors import DefinitionError, ExecutionError
+from ondrop.errors import DefinitionError, ExecutionError, OndropError
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("s3", "filer", "master", "volume", "admin")
 REGION = "us-east-1"
 READY_TIMEOUT = 60.0
+WATCH_EVERY = 0.2  # seconds between looks at whether the process is still alive
+
+
+class Backoff:
+    """Seconds to wait before each restart: `first`, doubling up to `cap`; a process that
+    stayed up `reset_after` seconds before it died starts over from `first`."""
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0, reset_after: float = 60.0) -> None:
+        self.first, self.cap, self.reset_after = first, cap, reset_after
+        self._delay = 0.0
+
+    def next(self, up_for: float) -> float:
+        """The wait before the next start, for a process that ran `up_for` seconds."""
+        if up_for >= self.reset_after or not self._delay:
+            self._delay = self.first
+        else:
+            self._delay = min(self.cap, self._delay * 2)
+        return self._delay
 
 
 def weed_binary() -> str:
@@ -70,6 +94,11 @@ class SeaweedFS:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state = self._state()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._webhook = ""
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # starting and stopping the process
+        self._watcher: threading.Thread | None = None
+        self._down: tuple[float, str] | None = None  # since (wall clock), what is being done
 
     def _state(self) -> dict[str, Any]:
         """Ports, credentials and the webhook token, kept so that they stay the same."""
@@ -138,9 +167,68 @@ class SeaweedFS:
         }
 
     def start(self, webhook: str) -> None:
-        """Start it with its upload webhook pointing at `webhook`; returns once S3 answers.
-        The caller holds the data folder, so a SeaweedFS still running there is a dead
-        platform's and is stopped first."""
+        """Start it with its upload webhook pointing at `webhook`; returns once S3 answers,
+        and from then on starts it again whenever it dies, until `stop`. The caller holds
+        the data folder, so a SeaweedFS still running there is a dead platform's and is
+        stopped first."""
+        self._webhook = webhook
+        self._stopping.clear()
+        self._down = None
+        self._launch()
+        self._watcher = threading.Thread(
+            target=self._supervise, name="ondrop-seaweedfs", daemon=True
+        )
+        self._watcher.start()
+
+    def problem(self) -> str | None:
+        """Why it cannot serve now (for /health), or None while it runs."""
+        down = self._down
+        if down is None and self.proc is not None and self.proc.poll() is not None:
+            down = (time.time(), "restarting it")  # died a moment ago: not noticed yet
+        if down is None or self._stopping.is_set():
+            return None
+        since, doing = down
+        return (
+            f"the bundled object store (SeaweedFS) is down since {time.time() - since:.0f} s: "
+            f"{doing}; jobs that need it wait (its log: seaweedfs/weed.log in the data folder)"
+        )
+
+    def _supervise(self) -> None:
+        """Start the process again each time it dies, with backoff."""
+        backoff = Backoff()
+        started = time.monotonic()
+        while not self._stopping.wait(WATCH_EVERY):
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                continue
+            up_for = time.monotonic() - started
+            since = time.time()
+            log.error(
+                "the bundled SeaweedFS exited (%s) after %.0f s; starting it again",
+                proc.returncode,
+                up_for,
+            )
+            while not self._stopping.is_set():
+                delay = backoff.next(up_for)
+                up_for = 0.0
+                self._down = (since, f"starting it again in {delay:g} s")
+                if self._stopping.wait(delay):
+                    return
+                self._down = (since, "starting it again now")
+                try:
+                    self._launch()
+                except OndropError as exc:
+                    log.error("%s; trying again", exc)
+                    continue
+                break
+            if self._stopping.is_set():
+                return
+            started = time.monotonic()
+            self._down = None
+            log.warning("the bundled SeaweedFS is back after %.1f s", time.time() - since)
+
+    def _launch(self) -> None:
+        """Start the process; returns once S3 answers."""
         self._kill_leftover(self.state.get("pid"))
         deadline = time.monotonic() + 5  # a stopped one's ports free up a moment later
         while time.monotonic() < deadline and not all(
@@ -159,6 +247,7 @@ class SeaweedFS:
                 f"{self.folder / 'state.json'} to choose new ones (S3 clients then need the "
                 "new endpoint)"
             )
+        webhook = self._webhook
         conf, data = self.folder / "conf", self.folder / "data"
         conf.mkdir(exist_ok=True)
         data.mkdir(exist_ok=True)
@@ -204,23 +293,26 @@ class SeaweedFS:
             "-s3.autoCreateBucket=false",
             f"-s3.config={conf / 's3.json'}",
         ]
-        log_file = (self.folder / "weed.log").open("ab")
-        self.proc = subprocess.Popen(
-            command,
-            cwd=self.folder,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log_file.close()
-        self.state["pid"] = self.proc.pid
-        self._save(self.state)
+        with self._lock:
+            if self._stopping.is_set():
+                raise ExecutionError("the bundled SeaweedFS is being stopped")
+            log_file = (self.folder / "weed.log").open("ab")
+            proc = self.proc = subprocess.Popen(
+                command,
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log_file.close()
+            self.state["pid"] = proc.pid
+            self._save(self.state)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise ExecutionError(
-                    f"the bundled SeaweedFS exited ({self.proc.returncode}); see "
+                    f"the bundled SeaweedFS exited ({proc.returncode}); see "
                     f"{self.folder / 'weed.log'}"
                 )
             try:
@@ -228,20 +320,32 @@ class SeaweedFS:
                 return
             except httpx.TransportError:
                 time.sleep(0.1)
-        self.stop()
+        self._kill(proc)
         raise ExecutionError(
             f"the bundled SeaweedFS did not answer in {READY_TIMEOUT:g} s; "
             f"see {self.folder / 'weed.log'}"
         )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """Stop it, and its supervision."""
+        self._stopping.set()
+        watcher, self._watcher = self._watcher, None
+        with self._lock:
+            proc = self.proc
+        if proc is not None:
+            self._kill(proc)
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(timeout=15)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

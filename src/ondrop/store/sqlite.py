@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ondrop.errors import StoreError
+from ondrop.errors import DiskFullError, StoreBusyError, StoreError, disk_full
 from ondrop.events.base import Event
 from ondrop.store.base import (
     CANCELLED,
@@ -205,7 +205,25 @@ class SQLiteStore(Store):
                 if self._db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
-                raise StoreError(f"store {self.path}: {exc}") from exc
+                raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError | DiskFullError:
+        """What a failed statement means to the caller: a database another program holds
+        locked, a full disk, or another failure; in each case nothing was recorded."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreBusyError(
+                f"the store {self.path} is locked by another program ({exc}); nothing was "
+                "recorded: try again in a moment"
+            )
+        if primary == sqlite3.SQLITE_FULL or disk_full(exc):
+            return DiskFullError(
+                f"no space left for the store {self.path} ({exc}); nothing was recorded: free "
+                "space in its folder",
+                folder=Path(self.path).parent,
+            )
+        return StoreError(f"store {self.path}: {exc}")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read on this thread's own connection: in WAL mode readers wait for no writer
@@ -215,7 +233,7 @@ class SQLiteStore(Store):
                 try:
                     return self._db.execute(sql, args).fetchall()
                 except sqlite3.Error as exc:
-                    raise StoreError(f"store {self.path}: {exc}") from exc
+                    raise self._error(exc) from exc
         try:
             reader = self._readers.get_nowait()
         except queue.Empty:
@@ -227,7 +245,7 @@ class SQLiteStore(Store):
         try:
             return reader.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+            raise self._error(exc) from exc
         finally:
             self._readers.put(reader)
 

@@ -1,11 +1,17 @@
 """/system/files: upload, download, list and delete objects in any provider (ondrop).
 
 An upload into a service's input path is an event like any other: it is recorded
-with its jobs before the reply, which lists them.
+with its jobs before the reply, which lists them. An upload answered with an error was
+not recorded and is not kept: when the store cannot record it after it was stored (a
+locked database, a full disk), the object is removed again before the answer, so a
+client that sends it again gets it processed once. Only when even that fails does the
+answer say it was stored.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +22,12 @@ from fastapi.responses import StreamingResponse
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.disposition import attachment
-from ondrop.errors import NotFoundError
-from ondrop.storage.base import ObjectInfo, check_key, check_prefix
+from ondrop.errors import DiskFullError, NotFoundError, OndropError, StorageError, disk_full
+from ondrop.storage.base import ObjectInfo, StorageProvider, check_key, check_prefix
+from ondrop.storage.local import LocalStorage
 from ondrop.store.base import Job
 
+log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Admin], tags=["files"])
 
 
@@ -71,11 +79,25 @@ async def upload(
     body = await receive(request, platform.settings.max_upload, platform.tmp)
 
     def store_it() -> tuple[ObjectInfo, list[Job]]:  # one trip to a worker thread
-        try:
-            info = store.put_file(key, body, move=True)  # a local store takes the file itself
-        finally:
-            body.unlink(missing_ok=True)
-        return info, platform.intake.object_stored(store.name, info)
+        with platform.intake.uploading(store.name, key):  # no other source records it
+            try:
+                info = store.put_file(key, body, move=True)  # a local store takes the file
+            except StorageError as exc:
+                if disk_full(exc):
+                    raise provider_full(store, key, exc) from exc
+                raise
+            finally:
+                body.unlink(missing_ok=True)
+            try:
+                return info, platform.intake.object_stored(store.name, info, uploaded=True)
+            except OndropError as exc:
+                told = withdraw(store, info)
+                answer = copy.copy(exc)  # the same error, saying what became of the upload
+                answer.args = (f"{exc}; {told}",)
+                raise answer from exc
+            except Exception:
+                withdraw(store, info)
+                raise
 
     info, jobs = await run_in_threadpool(store_it)
     return {
@@ -85,6 +107,29 @@ async def upload(
         "version": info.version,
         "jobs": [{"service": j.service, "job": j.id} for j in jobs],
     }
+
+
+def provider_full(store: StorageProvider, key: str, exc: Exception) -> DiskFullError:
+    folder = store.root if isinstance(store, LocalStorage) else None
+    return DiskFullError(
+        f"{store.name} is full: {key!r} could not be stored ({exc}); free space in its "
+        "folder, then upload it again",
+        folder,
+    )
+
+
+def withdraw(store: StorageProvider, info: ObjectInfo) -> str:
+    """Remove an upload that was stored but whose event could not be recorded, so that
+    nothing answered with an error is kept or processed; returns what to tell the client
+    (when it cannot be removed: that it was stored)."""
+    try:
+        current = store.stat(info.key)
+        if current is not None and current.version == info.version:  # not someone else's
+            store.delete(info.key)
+    except Exception:
+        log.exception("%s: could not remove %r, whose upload failed", store.name, info.key)
+        return "the upload WAS stored, but its jobs were not recorded: upload it again"
+    return "the upload was not kept: send it again"
 
 
 @router.delete("/system/files/{provider}/{key:path}", status_code=204)

@@ -26,11 +26,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ondrop.api.auth import is_admin
-from ondrop.api.body import receive
+from ondrop.api.body import data_full, receive
 from ondrop.api.deps import PlatformDep, ServiceAccess
 from ondrop.api.disposition import attachment, filename
 from ondrop.api.routes.logs import PHASES
-from ondrop.errors import ExecutionError, ForbiddenError, InvalidKeyError, NotFoundError
+from ondrop.errors import (
+    ExecutionError,
+    ForbiddenError,
+    InvalidKeyError,
+    NotFoundError,
+    disk_full,
+)
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 from ondrop.storage.base import check_key, under
@@ -125,18 +131,33 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
             keys = storage_records(body.read_bytes())
         if keys is not None and priority < SYNC_PRIORITY:
             return await _on_objects(request, platform, svc, keys)
-        content, text = await run_in_threadpool(
-            decode_body, body, request.headers.get("content-type", "")
-        )
+        try:
+            content, text = await run_in_threadpool(
+                decode_body, body, request.headers.get("content-type", "")
+            )
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            raise data_full("the invocation's input", platform.tmp, exc) from exc
         body = content
         name = _filename(request)
         size = content.stat().st_size
         if not text:  # raw bytes: $EVENT describes the invocation instead
             text = json.dumps({"event": "invocation", "file": name, "size": size})
-        kept = await run_in_threadpool(platform.payloads.adopt, content)
-        return await run_in_threadpool(
-            platform.intake.invoke, svc.name, kept, size, name, text, priority
-        )
+        try:
+            kept = await run_in_threadpool(platform.payloads.adopt, content)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            raise data_full("the invocation's input", platform.payloads.folder, exc) from exc
+        try:
+            return await run_in_threadpool(
+                platform.intake.invoke, svc.name, kept, size, name, text, priority
+            )
+        except Exception:
+            # Not recorded (a locked database, a full disk): nothing of it is kept either.
+            platform.payloads.discard(kept)
+            raise
     finally:
         body.unlink(missing_ok=True)
 

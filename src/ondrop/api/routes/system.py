@@ -16,10 +16,22 @@ router = APIRouter()
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
-@router.get("/health", response_class=PlainTextResponse, tags=["system"])
-def health() -> str:
-    """`Ok` while the platform serves requests; no credentials needed."""
-    return "Ok"
+@router.get(
+    "/health",
+    response_class=PlainTextResponse,
+    tags=["system"],
+    responses={
+        503: {"description": "`Degraded: ` and what is wrong", "content": {"text/plain": {}}}
+    },
+)
+def health(platform: PlatformDep) -> PlainTextResponse:
+    """`Ok` while the platform can do all its work; `503 Degraded: <reasons>` while it
+    cannot (a full disk, the bundled object store down): it still takes what it can and
+    jobs wait. No credentials needed."""
+    problems = platform.problems()
+    if problems:
+        return PlainTextResponse("Degraded: " + "; ".join(problems), 503)
+    return PlainTextResponse("Ok")
 
 
 @router.get("/system/info", dependencies=[Admin], tags=["system"])
@@ -67,11 +79,14 @@ def config(platform: PlatformDep) -> dict[str, Any]:
 @router.get("/system/status", dependencies=[Admin], tags=["system"])
 def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
     """Jobs by status (queued, running, succeeded, failed, cancelled), for every service or
-    the one named, and jobs running per service now (ondrop)."""
+    the one named, jobs running per service now, and the platform's health: `ok`, or
+    `degraded` with the problems /health names (ondrop)."""
     if service is not None:
         platform.services.get(service)
     queued = platform.store.queued_by_pool()
+    problems = platform.problems()
     return {
+        "health": {"status": "degraded" if problems else "ok", "problems": problems},
         "workers": platform.settings.workers,
         "jobs": platform.store.count_jobs(service),
         "running": platform.running(),
