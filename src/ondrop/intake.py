@@ -7,6 +7,7 @@ other jobs (chains) and HTTP invocations.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -19,7 +20,8 @@ from ondrop.pools.router import Router
 from ondrop.services import Services
 from ondrop.storage import Providers
 from ondrop.storage.base import ObjectInfo
-from ondrop.store.base import Job, NewJob, Store
+from ondrop.storage.local import Refused
+from ondrop.store.base import QUEUED, REFUSED, Job, NewJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,8 @@ class Intake:
 
     def objects_stored(self, provider: str, infos: Sequence[ObjectInfo]) -> list[Job]:
         """Many object versions at once (what a watcher saw land): recorded in one
-        transaction, one wait for the disk. Returns the jobs created."""
+        transaction, one wait for the disk. Returns the jobs created (a Refused entry's
+        refused, never queued)."""
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
         held = self._left_to_upload(source, [info.key for info in wanted])
@@ -124,19 +127,35 @@ class Intake:
         # Two reads for the whole batch: which versions are new, and which are outputs.
         new = self.store.unseen(source, [(info.key, info.version) for info in wanted])
         wanted = [info for info in wanted if (info.key, info.version) in new]
+        refused = [info for info in wanted if isinstance(info, Refused)]
+        wanted = [info for info in wanted if not isinstance(info, Refused)]
         producers = self.store.producers(source, [info.key for info in wanted])
         batch = [
             planned
             for info in wanted
             if (planned := self._plan(source, info, producer=producers.get(info.key))) is not None
         ]
+        batch += [self._refusal(source, info) for info in refused]
         if not batch:
             return []
         created = self.store.add_events(batch)
-        if created:
-            log.debug("%d event(s) of %s started %d job(s)", len(batch), source, len(created))
-            self.on_jobs(created)
+        for job in created:
+            if job.status == REFUSED:
+                log.warning(
+                    "%s: %s of %s is refused: %s", job.service, job.input_key, source, job.reason
+                )
+        queued = [job for job in created if job.status == QUEUED]
+        if queued:
+            log.debug("%d event(s) of %s started %d job(s)", len(batch), source, len(queued))
+            self.on_jobs(queued)
         return created
+
+    def _refusal(self, source: str, info: Refused) -> tuple[Event, list[NewJob]]:
+        """An entry that is never read (a link): a job of each service it would start,
+        refused with the reason and never queued, so that its list shows it."""
+        event = object_event(source, info.key, info.version, None)
+        jobs = self._new_jobs(event, self.services.targets(source, info.key))
+        return event, [dataclasses.replace(j, status=REFUSED, reason=info.reason) for j in jobs]
 
     def _plan(
         self,
