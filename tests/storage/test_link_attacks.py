@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,8 @@ import pytest
 from ondrop.fdl.loader import parse_service
 from ondrop.platform import Platform
 from ondrop.settings import Settings
-from ondrop.storage.local import LINK
+from ondrop.storage import beneath
+from ondrop.storage.local import LINK, LocalStorage
 from ondrop.store.base import QUEUED, REFUSED, RUNNING, SUCCEEDED
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
@@ -25,6 +27,26 @@ KEEP_EACH = (
 ATTACKER = 2_100_000_777  # an unprivileged uid of no one's
 SECRET = b"the root-only secret 5b1f0c"
 FLIPPING = 3.0  # seconds the attacker flips links for
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def platform(
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Platform]:
+    """The platform, its local storage resolving keys with the kernel's openat2, or with
+    the walk that kernels without it get."""
+    if request.param == "walk":
+        monkeypatch.setattr(beneath, "SYS_OPENAT2", None)
+    p = Platform(settings)
+    local = p.providers.get("local.default")
+    if not isinstance(local, LocalStorage) or local.resolver != request.param:
+        p.store.close()
+        pytest.skip(f"this kernel has no {request.param}")
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
 
 
 def copying(name: str, script: str = COPY) -> list[object]:
