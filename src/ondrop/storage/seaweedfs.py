@@ -108,15 +108,19 @@ class SeaweedFS:
             state = json.loads(path.read_text())
         ports = state.get("ports", {})
         # Chosen once and kept: S3 tools are configured with this endpoint. An HTTP port
-        # and its gRPC port (+10000) must both be free.
+        # and its gRPC port (+10000) must both be free, and neither may be another
+        # service's (weed refuses a port that is another's gRPC port).
+        taken = {p + d for p in ports.values() if p for d in (0, 10000)}
         for service in SERVICES:
             port = ports.get(service)
             if not port:
                 while True:
                     port = _free_port()
-                    if port + 10000 < 65536 and _free(port + 10000):
+                    pair = {port, port + 10000}
+                    if port + 10000 < 65536 and not pair & taken and _free(port + 10000):
                         break
                 ports[service] = port
+                taken |= pair
         state["ports"] = ports
         state.setdefault("access_key", "ondrop" + secrets.token_hex(6))
         state.setdefault("secret_key", secrets.token_urlsafe(24))
