@@ -73,6 +73,12 @@ def test_files_dropped_for_a_containerised_service_are_processed_in_containers(
     password = json.loads((up.data / "admin.json").read_text())["password"]
     info = httpx.get(f"{url}/system/info", auth=("admin", password)).json()
     assert info["container_engine"].startswith("podman")
+    # Its root is an unprivileged host uid: the data folder's block of host ids.
+    tag = int(hashlib.sha256(str(up.data.resolve()).encode()).hexdigest()[:8], 16)
+    first = 2_100_000_000 + tag % 4096 * 65536
+    assert info["runtimes"]["container"].endswith(
+        f"; user namespace: ids 0-65535 are host ids {first}-{first + 65535}"
+    ), info["runtimes"]
     job = next(iter(httpx.get(f"{url}/system/logs/count", auth=("admin", password)).json()["jobs"]))
     log = up.cli("logs", "count", job).stdout
     assert log.startswith("counted in count-") and log.endswith("as 0\n")

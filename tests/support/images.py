@@ -4,6 +4,7 @@ engine or a static busybox, and fail under CI."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -16,11 +17,17 @@ import pytest
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.engine import detect
 from ondrop.runtime.images import Images
-from ondrop.runtime.oci import find_oci_runtime
+from ondrop.runtime.oci import IdMap, find_oci_runtime
 from ondrop.runtime.rootfs import busybox_rootfs, static_busybox
 
 BUSYBOX_IMAGE = "localhost/ondrop-test-busybox:1"
 BARE_IMAGE = "localhost/ondrop-test-bare:1"  # busybox without /proc, /sys, /dev or /tmp
+# busybox run as USER 1000:1000, with a home of its user's only (0700) and a setuid program
+APP_IMAGE = "localhost/ondrop-test-app:1"
+APP_UID = 1000
+# The host ids of the test containers' user namespace: beyond the blocks `auto` gives a
+# platform (and the job uids of the process runtime's tests), so no platform's.
+TEST_IDS = IdMap(2_400_000_000)
 
 
 INFO_FORMAT = {"podman": "{{.Host.Arch}}", "docker": "{{.OSType}}"}
@@ -79,19 +86,56 @@ def bare_image(scratch: Path, engine: str = "podman") -> str:
     return BARE_IMAGE
 
 
-def container_runtime(engine: str, scratch: Path, oci: bool) -> ContainerRuntime:
+def app_image(scratch: Path, engine: str = "podman") -> str:
+    """A busybox image whose user is APP_UID, as many images' are: /home/app and the file
+    /home/app/notes are that user's alone (0700, 0600), and /bin/suid is a program of
+    root's with its setuid bit."""
+    require_engine(engine)
+    exists = subprocess.run([engine, "image", "inspect", APP_IMAGE], capture_output=True)
+    if exists.returncode != 0:
+        full = busybox_rootfs(scratch / "busybox-rootfs.tar")
+        app = scratch / "app-rootfs.tar"
+        with tarfile.open(full) as source, tarfile.open(app, "w") as dest:
+            for member in source.getmembers():
+                dest.addfile(member, source.extractfile(member) if member.isfile() else None)
+            home = tarfile.TarInfo("home/app")
+            home.type, home.mode, home.uid, home.gid = tarfile.DIRTYPE, 0o700, APP_UID, APP_UID
+            dest.addfile(home)
+            notes = tarfile.TarInfo("home/app/notes")
+            notes.size, notes.mode, notes.uid, notes.gid = 5, 0o600, APP_UID, APP_UID
+            dest.addfile(notes, io.BytesIO(b"mine\n"))
+            suid = tarfile.TarInfo("bin/suid")
+            suid.size, suid.mode = 3, 0o4755
+            dest.addfile(suid, io.BytesIO(b"#!\n"))
+        subprocess.run(
+            [engine, "import", "--change", f"USER={APP_UID}:{APP_UID}", str(app), APP_IMAGE],
+            check=True,
+            capture_output=True,
+        )
+    return APP_IMAGE
+
+
+def container_runtime(
+    engine: str, scratch: Path, oci: bool, refused: bool = False
+) -> ContainerRuntime:
     """A container runtime on `engine` with the test busybox image in it, starting its
-    containers with crun or runc (`oci`) or with the engine's `run`; its containers are
-    named with a prefix of their own."""
+    containers with crun or runc (`oci`) or with the engine's `run`, in a user namespace of
+    TEST_IDS; its containers are named with a prefix of their own. A runtime that refuses
+    its jobs here (Docker without a user namespace) skips the test, unless `refused`."""
     busybox_image(scratch, engine)
     found = detect(engine)
     assert found is not None
     runtime = find_oci_runtime() if oci else None
     if oci:
         assert runtime is not None, "crun or runc is needed"
-    return ContainerRuntime(
+    containers = ContainerRuntime(
         found,
-        Images(found, scratch / "images", pull=False),
+        Images(found, scratch / "images", pull=False, idmap=TEST_IDS),
         runtime,
         f"ondrop-t{time.monotonic_ns() % 10**8}-",
+        TEST_IDS,
     )
+    if containers.problem and not refused:
+        containers.close()
+        pytest.skip(f"{engine} refuses container jobs here: {containers.problem}")
+    return containers

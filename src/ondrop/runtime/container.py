@@ -3,8 +3,10 @@
 Fast path (root, with crun or runc): each image is unpacked once and shared read-only;
 a job is an OCI bundle in its work folder, started by the OCI runtime directly with its
 own namespaces (no network unless asked), a memory limit, a CPU quota and a pids limit.
-Otherwise `podman run` / `docker run` with the same limits. The supervisor stays
-outside: images need nothing of ondrop in them.
+Otherwise `podman run` / `docker run` with the same limits. Either way the container has
+a user namespace: its root is an unprivileged host uid (IdMap), and where that cannot be
+had the runtime refuses its jobs, saying why. The supervisor stays outside: images need
+nothing of ondrop in them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ondrop.runtime.engine import Engine, Image
 from ondrop.runtime.images import Images
 from ondrop.runtime.oci import (
     Bind,
+    IdMap,
     OciRuntime,
     bundle_config,
     gpu_devices,
@@ -76,12 +79,36 @@ KILL_WAIT = 10.0
 class ContainerRuntime(Runtime):
     name = "container"
 
-    def __init__(self, engine: Engine, images: Images, oci: OciRuntime | None, prefix: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        images: Images,
+        oci: OciRuntime | None,
+        prefix: str,
+        idmap: IdMap | None = None,
+        problem: str = "",
+    ) -> None:
         self.engine = engine
         self.images = images
         self.oci = oci
         self.prefix = prefix  # names this platform's containers: ondrop-<data folder hash>-
         self.seccomp = seccomp_profile()  # podman's syscall filter, where it is installed
+        # The containers' user namespace: the host ids of their ids (the fast path's, and
+        # podman's as root), and the options and words of the engine's.
+        self.idmap = idmap
+        self._userns: list[str] = []
+        self.isolation = idmap.describe() if idmap is not None else ""
+        # Why no job may run (a container would be less isolated than documented), or "".
+        self.problem = problem
+        if not problem and oci is not None and idmap is None:
+            self.problem = "no host ids are given for the containers' user namespace"
+        elif not problem and oci is None:
+            try:
+                self._userns, self.isolation = engine.user_namespace(idmap)
+            except OndropError as exc:
+                self.problem = str(exc)
+        if self.problem:
+            log.error("container runtime: no container job will run: %s", self.problem)
         # Containers kept between jobs, where ondrop starts them itself.
         self.warm = WarmContainers(oci) if oci is not None else None
         self._cgroupfs: bool | None = None  # may the engine's containers go in ours
@@ -90,8 +117,10 @@ class ContainerRuntime(Runtime):
         self._lock = threading.Lock()
 
     def describe(self) -> str:
+        if self.problem:
+            return f"{self.engine.name} images; container jobs are refused: {self.problem}"
         how = f"started with {self.oci.name}" if self.oci else f"started with {self.engine.name}"
-        return f"{self.engine.name} images, {how}"
+        return f"{self.engine.name} images, {how}; {self.isolation}"
 
     def inside(self, workdir: Path, path: Path) -> str:
         first, *rest = path.relative_to(workdir).parts
@@ -100,6 +129,8 @@ class ContainerRuntime(Runtime):
     # -- running ------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
+        if self.problem:
+            return RunResult(None, f"container jobs are refused here: {self.problem}", 0.0)
         try:
             image = self.images.image(spec.image)
             args = self._command(spec, image)
@@ -164,12 +195,9 @@ class ContainerRuntime(Runtime):
     def _run_bundle(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
     ) -> tuple[int, bool, int]:
-        assert self.oci is not None
+        assert self.oci is not None and self.idmap is not None
         rootfs = self.images.rootfs(image, MOUNT_POINTS)
         user = _user(image.user, rootfs)
-        if user != (0, 0):
-            for folder in ("output", "tmp"):
-                os.chown(spec.workdir / folder, *user)
         cgroup = JobCgroup(name, spec.memory)
         cgroup.create()
         bundle = spec.workdir / "bundle"
@@ -179,7 +207,10 @@ class ContainerRuntime(Runtime):
         (bundle / "config.json").write_text(json.dumps(config))
         timed_out = False
         code: int | None = None
+        lent = [spec.workdir / "output", spec.workdir / "tmp"]
         try:
+            for folder in lent:  # the image's user, as the host knows it, writes there
+                os.chown(folder, *self.idmap.owner(user))
             with spec.log.open("ab") as log:
                 proc = self.oci.start(bundle, name, log)
             status = wait_exit(proc, spec.timeout)
@@ -193,6 +224,7 @@ class ContainerRuntime(Runtime):
             if code != 0:  # after a clean exit `run` has removed the container itself
                 self.oci.delete(name)
             cgroup.remove()
+            _take_back(lent)
         return code, timed_out, kills
 
     def _config(
@@ -229,6 +261,7 @@ class ContainerRuntime(Runtime):
             network=spec.network,
             seccomp=self.seccomp,
             devices=gpu_devices(spec.gpus),
+            idmap=self.idmap,
         )
 
     def _run_warm(
@@ -251,8 +284,8 @@ class ContainerRuntime(Runtime):
         kills = 0
         code: int | None = None
         try:
-            if user != (0, 0):
-                os.chown(spec.workdir / "output", *user)
+            assert self.idmap is not None
+            os.chown(spec.workdir / "output", *self.idmap.owner(user))
             process = {**box.process, "args": args, "env": [f"{k}={v}" for k, v in env.items()]}
             process_file = spec.workdir / "process.json"
             fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -287,6 +320,7 @@ class ContainerRuntime(Runtime):
                 emptied = box.leave(spec.workdir)
             except OSError:
                 emptied = False
+            _take_back([spec.workdir / "output"])
             if reuse and emptied:
                 self.warm.give(box)
             else:
@@ -296,7 +330,7 @@ class ContainerRuntime(Runtime):
     def _start_warm(
         self, spec: RunSpec, image: Image, rootfs: Path, user: tuple[int, int], key: Hashable
     ) -> WarmContainer:
-        assert self.oci is not None
+        assert self.oci is not None and self.idmap is not None
         name = f"{self.prefix}warm-{spec.service}-{uuid.uuid4().hex[:8]}"
         # Among the work folders, so that a platform that died has it removed on restart.
         folder = spec.workdir.parent / name.removeprefix(self.prefix)
@@ -308,7 +342,8 @@ class ContainerRuntime(Runtime):
                 (folder / part).mkdir()
             (folder / "shm").chmod(0o1777)
             for part in ("slot", "tmp"):
-                os.chown(folder / part, *user)
+                os.chown(folder / part, *self.idmap.owner(user))
+            os.chown(folder / "run", *self.idmap.owner((0, 0)))  # the container's root's
             cgroup.create()
             binds = [Bind(folder / part, inside) for part, inside in CLEARED.items()]
             config = self._config(spec, image, rootfs, user, binds, [], {}, cgroup, folder)
@@ -378,6 +413,7 @@ class ContainerRuntime(Runtime):
             "--entrypoint",
             args[0],
             *(arg for name in multiline for arg in ("-e", name)),
+            *self._userns,
         ]
         if not spec.network:
             command += ["--network", "none"]
@@ -484,6 +520,9 @@ class ContainerRuntime(Runtime):
     def close(self) -> None:
         if self.warm is not None:
             self.warm.close()
+        self.images.close()
+        if self.idmap is not None:
+            self.idmap.release()  # nothing of ours runs in it any more
 
     def reap(self, workdir: Path) -> bool:
         try:
@@ -524,6 +563,13 @@ def _log_killed(path: Path, kills: int, memory: int) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def _take_back(folders: list[Path]) -> None:
+    """The folders lent to a container are the platform's again (nothing of it runs)."""
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(folder, 0, 0, follow_symlinks=False)
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:

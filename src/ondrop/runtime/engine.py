@@ -8,6 +8,7 @@ ONDROP_CONTAINER_ENGINE: auto (podman, else docker), podman, docker or none.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ondrop.errors import DefinitionError, ExecutionError, NotFoundError
+from ondrop.runtime.oci import IdMap
 
 ENGINES = ("podman", "docker")
 PULL_TIMEOUT = 600.0
@@ -127,6 +129,35 @@ class Engine:
             self._run("export", "-o", str(tarball), name, timeout=1800)
         finally:
             self._run("rm", "-f", name, check=False)
+
+    def user_namespace(self, idmap: IdMap | None) -> tuple[list[str], str]:
+        """The options of `run` that give a container a user namespace whose root is not the
+        host's, and what its ids are on the host; ExecutionError says why it cannot."""
+        if self.name == "podman":
+            if os.geteuid() != 0:
+                return (
+                    [],
+                    "user namespace of rootless podman: the container's root is ondrop's user",
+                )
+            if idmap is None:
+                raise ExecutionError(
+                    "podman runs as root and no host ids are given for a user namespace"
+                )
+            ids = f"0:{idmap.host}:{idmap.count}"
+            return ["--uidmap", ids, "--gidmap", ids], idmap.describe()
+        found = self._run("info", "--format", "{{json .SecurityOptions}}", check=False, timeout=30)
+        if "name=userns" in found.stdout:
+            return [], "user namespace of docker's daemon (userns-remap)"
+        if "name=rootless" in found.stdout:
+            return (
+                [],
+                "user namespace of rootless docker: the container's root is the daemon's user",
+            )
+        raise ExecutionError(
+            "docker's daemon runs containers without a user namespace (no userns-remap), so a "
+            'job\'s root would be the host\'s root: set "userns-remap": "default" in '
+            "/etc/docker/daemon.json and restart docker, or use podman"
+        )
 
     def remove(self, names: list[str]) -> None:
         if names:

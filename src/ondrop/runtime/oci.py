@@ -3,15 +3,20 @@
 A job's bundle is a config.json in its work folder; the root filesystem is the
 image's, unpacked once and shared read-only. Starting one is a fork and a few
 mounts (crun: milliseconds), where `podman run` spends hundreds of milliseconds.
+Every container has a user namespace of its own (IdMap): its root is an unprivileged
+host uid, never the host's root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,8 +47,107 @@ MASKED = [
     "/sys/firmware",
     "/proc/scsi",
 ]
+SYS_OPTIONS = ["nosuid", "noexec", "nodev", "ro"]
 READ_ONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CPU_PERIOD = 100_000  # microseconds
+# The host ids of containers' user namespaces (`auto`): a block of 65,536 from here, chosen
+# by the data folder. Above the process runtime's job uids (2,000,000,000 + 4,096 blocks of
+# 1,024) and the subordinate ids that /etc/subuid usually gives (100000-...).
+FIRST_HOST_ID = 2_100_000_000
+ID_BLOCKS, ID_COUNT = 4096, 65536
+CLAIMS = Path("/run/ondrop/ids")  # a file per block, locked by the platform that uses it
+_claimed: dict[int, int] = {}  # host id of a block this process holds -> its locked file
+_claims_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """A container's user namespace: its uids and gids 0 to count - 1 are the host's ids
+    from `host` on, so that its root (and every user of its image) is an unprivileged
+    user of the host's, with no power over the host's files and processes."""
+
+    host: int
+    count: int = ID_COUNT
+
+    @classmethod
+    def auto(cls, tag: int) -> IdMap:
+        """The block of ids of a platform whose data folder hashes to `tag`."""
+        return cls(FIRST_HOST_ID + tag % ID_BLOCKS * ID_COUNT)
+
+    @classmethod
+    def claim(cls, tag: int) -> IdMap:
+        """The block of the data folder's hash `tag` (auto) or, when another platform on
+        this machine holds that one, the next free one: a platform holds a lock on its
+        block's file in CLAIMS until release() or its end, so no two share a block."""
+        with _claims_lock:
+            CLAIMS.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for step in range(ID_BLOCKS):
+                idmap = cls.auto(tag + step)
+                if idmap.host in _claimed:
+                    continue
+                fd = os.open(CLAIMS / str(idmap.host), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                _claimed[idmap.host] = fd
+                return idmap
+        raise OSError(f"every block of host ids in {CLAIMS} is held by another platform")
+
+    def release(self) -> None:
+        """Let another platform claim this block."""
+        with _claims_lock:
+            fd = _claimed.pop(self.host, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def to_host(self, inside: int) -> int:
+        """The host id of `inside`; ids beyond the map are its `nobody` (65534)."""
+        return self.host + (inside if 0 <= inside < self.count else 65534)
+
+    def owner(self, user: tuple[int, int]) -> tuple[int, int]:
+        """The host (uid, gid) of a container's (uid, gid)."""
+        return self.to_host(user[0]), self.to_host(user[1])
+
+    def describe(self) -> str:
+        return f"user namespace: ids 0-{self.count - 1} are host ids {self}"
+
+    def mappings(self) -> list[dict[str, int]]:
+        return [{"containerID": 0, "hostID": self.host, "size": self.count}]
+
+    def problem(self, tables: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> str | None:
+        """Why containers cannot get this user namespace here, or None when they can: the
+        kernel gives none, or the ids are some user's subordinate ids (in `tables`)."""
+        if not Path("/proc/self/ns/user").exists():
+            return "this kernel has no user namespaces"
+        try:
+            if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:
+                return "user namespaces are turned off here (sysctl user.max_user_namespaces=0)"
+        except (OSError, ValueError):
+            pass
+        for table in tables:
+            try:
+                lines = Path(table).read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                name, _, rest = line.partition(":")
+                start, _, count = rest.partition(":")
+                if not (start.strip().isdigit() and count.strip().isdigit()):
+                    continue
+                first, size = int(start), int(count)
+                if first < self.host + self.count and self.host < first + size:
+                    return (
+                        f"the containers' host ids {self} overlap {name}'s subordinate ids "
+                        f"{first}-{first + size - 1} in {table}, whose own containers could "
+                        "then reach ondrop's"
+                    )
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.host}-{self.host + self.count - 1}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +190,7 @@ def system_mounts() -> list[dict[str, Any]]:
             "destination": "/sys",
             "type": "sysfs",
             "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"],
+            "options": list(SYS_OPTIONS),
         },
         {
             "destination": "/run",
@@ -112,10 +216,20 @@ def bundle_config(
     network: bool = False,
     seccomp: dict[str, Any] | None = None,
     devices: list[Path] | None = None,
+    idmap: IdMap | None = None,
 ) -> dict[str, Any]:
-    """The config.json of a job's container: its own pid, ipc, uts, mount and (unless
-    `network`) network namespaces; a read-only root; writable only where `binds` say."""
+    """The config.json of a job's container: its own pid, ipc, uts, mount, user (with
+    `idmap`) and (unless `network`) network namespaces; a read-only root; writable only
+    where `binds` say."""
     mounts = system_mounts()
+    masked = list(MASKED)
+    if idmap is not None and network:
+        # sysfs can only be mounted by the owner of the network namespace: a container on
+        # the host's network gets the host's /sys, read-only, without its cgroups.
+        for mount in mounts:
+            if mount["destination"] == "/sys":
+                mount.update(source="/sys", type="bind", options=["rbind", *SYS_OPTIONS])
+        masked.append("/sys/fs/cgroup")
     mounts += [
         {
             "destination": b.destination,
@@ -126,6 +240,8 @@ def bundle_config(
         for b in binds
     ]
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if idmap is not None:
+        namespaces.append({"type": "user"})
     if not network:
         namespaces.append({"type": "network"})  # a loopback device and nothing else
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
@@ -152,6 +268,17 @@ def bundle_config(
         resources["cpu"] = {"period": CPU_PERIOD, "quota": max(1000, int(cpu * CPU_PERIOD))}
     if pids is not None:
         resources["pids"] = {"limit": pids}
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "resources": resources,
+        "cgroupsPath": cgroups_path,
+        "devices": nodes,
+        "maskedPaths": masked,
+        "readonlyPaths": READ_ONLY,
+        **({"seccomp": seccomp} if seccomp else {}),
+    }
+    if idmap is not None:
+        linux["uidMappings"] = linux["gidMappings"] = idmap.mappings()
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -167,15 +294,7 @@ def bundle_config(
         "root": {"path": str(rootfs), "readonly": True},
         "hostname": hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "resources": resources,
-            "cgroupsPath": cgroups_path,
-            "devices": nodes,
-            "maskedPaths": MASKED,
-            "readonlyPaths": READ_ONLY,
-            **({"seccomp": seccomp} if seccomp else {}),
-        },
+        "linux": linux,
     }
 
 
@@ -258,13 +377,19 @@ def gpu_devices(gpus: tuple[str, ...]) -> list[Path]:
     return [d for d in [*wanted, *shared] if d.exists()]
 
 
-def probe(runtime: OciRuntime, scratch: Path) -> str | None:
-    """Why `runtime` cannot start containers here, or None when it can: it starts a bundle
-    whose program does not exist, which fails after the namespaces and cgroups are made."""
+def probe(runtime: OciRuntime, scratch: Path, idmap: IdMap | None = None) -> str | None:
+    """Why `runtime` cannot start containers here (in a user namespace of `idmap`), or None
+    when it can: it starts a bundle whose program does not exist, which fails after the
+    namespaces and cgroups are made. With `idmap`, the root of the container must be able
+    to enter `scratch`."""
     import uuid
 
     bundle = scratch / f"probe-{uuid.uuid4().hex[:8]}"
     (bundle / "rootfs").mkdir(parents=True)
+    if idmap is not None:  # the container's root enters it, and makes mount points in it
+        bundle.chmod(0o711)
+        os.chown(bundle / "rootfs", idmap.host, idmap.host)
+        (bundle / "rootfs").chmod(0o755)
     name = f"ondrop-probe-{uuid.uuid4().hex[:8]}"
     config = bundle_config(
         rootfs=bundle / "rootfs",
@@ -274,6 +399,7 @@ def probe(runtime: OciRuntime, scratch: Path) -> str | None:
         binds=[],
         hostname="probe",
         cgroups_path=f"/ondrop/{name}/job",
+        idmap=idmap,
     )
     (bundle / "config.json").write_text(json.dumps(config))
     try:
