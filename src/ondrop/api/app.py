@@ -1,8 +1,10 @@
 """The REST API: OSCAR's paths and shapes where OSCAR has them, ondrop's beside them.
 
 `create_app(platform)` serves one platform; the platform starts and stops with
-the app. Every OndropError becomes one HTTP status with `{"detail": message}` (and
-`Retry-After` where waiting helps); a full disk is 507 wherever it is met, never a 500.
+the app. Every error answers one shape, `{"detail": message}` (api/openapi.py's `Error`):
+each OndropError one HTTP status (and `Retry-After` where waiting helps); a full disk is 507
+wherever it is met, never a 500. The OpenAPI document lists every status an operation
+can answer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from fastapi.responses import JSONResponse
 
 from ondrop import __version__
 from ondrop.api.auth import Credentials
+from ondrop.api.methods import AllowedMethods
+from ondrop.api.openapi import document
 from ondrop.api.routes import events, files, invoke, logs, services, system
 from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
@@ -90,4 +94,6 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
 
     for module in (system, services, logs, invoke, files, events):
         app.include_router(module.router)
+    app.add_middleware(AllowedMethods, routes=app.router.routes)
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

@@ -1,12 +1,14 @@
-"""What every route needs: the platform, and the credentials checks as dependencies."""
+"""What every route needs: the platform, and the credentials checks as dependencies (each
+also declares its schemes in the OpenAPI document)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 
 from ondrop.api.auth import Credentials, require_admin, require_service
+from ondrop.api.openapi import ADMIN_BASIC, SERVICE_TOKEN
 from ondrop.platform import Platform
 
 
@@ -15,12 +17,18 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
-def admin_only(request: Request) -> None:
+def admin_only(request: Request, _basic: Annotated[None, Security(ADMIN_BASIC)]) -> None:
     admin: Credentials = request.app.state.admin
     require_admin(request, admin)
 
 
-def service_access(request: Request, service: str) -> None:
+def service_access(
+    request: Request,
+    service: str,
+    _token: Annotated[None, Security(SERVICE_TOKEN)],
+    _basic: Annotated[None, Security(ADMIN_BASIC)],
+) -> None:
+    """The service's token or the admin's credentials (the document lists either)."""
     platform = get_platform(request)
     found = platform.services.find(service)
     require_service(request, request.app.state.admin, found.token if found else None)

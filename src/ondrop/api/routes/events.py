@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 
 from ondrop.api.deps import PlatformDep
+from ondrop.api.openapi import WEBHOOK_TOKEN, WRITES, errors
 from ondrop.errors import AuthError, InvalidKeyError, NotFoundError
 from ondrop.storage.base import check_key
 
@@ -41,7 +42,28 @@ def object_key(event: Any) -> str | None:
         return None
 
 
-@router.post("/events/seaweedfs")
+@router.post(
+    "/events/seaweedfs",
+    dependencies=[Security(WEBHOOK_TOKEN)],
+    responses=errors(
+        400,
+        401,
+        404,
+        502,
+        *WRITES,
+        why={
+            400: "the body is not JSON",
+            401: "the webhook token is wrong",
+            404: "this platform runs no bundled object store",
+        },
+    ),
+    openapi_extra={
+        "requestBody": {
+            "description": "a SeaweedFS filer event",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def seaweedfs(request: Request, platform: PlatformDep) -> dict[str, Any]:
     store = platform.object_store
     if store is None:

@@ -22,13 +22,18 @@ from fastapi.responses import StreamingResponse
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.disposition import attachment
+from ondrop.api.openapi import READS, WRITES, errors, header, raw_body
 from ondrop.errors import DiskFullError, NotFoundError, OndropError, StorageError, disk_full
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key, check_prefix
 from ondrop.storage.local import LocalStorage
 from ondrop.store.base import Job
 
 log = logging.getLogger(__name__)
-router = APIRouter(dependencies=[Admin], tags=["files"])
+router = APIRouter(
+    dependencies=[Admin],
+    tags=["files"],
+    responses=errors(400, 401, 404, 502, *READS, why={404: "no such provider or object"}),
+)
 
 
 @router.get("/system/files/{provider}")
@@ -44,7 +49,22 @@ def list_files(provider: str, platform: PlatformDep, prefix: str = "") -> dict[s
     }
 
 
-@router.get("/system/files/{provider}/{key:path}")
+@router.get(
+    "/system/files/{provider}/{key:path}",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "the object's bytes",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "headers": {
+                **header("ETag", "the object's version, quoted"),
+                **header("Content-Disposition", "attachment, with the object's file name"),
+            },
+        }
+    },
+)
 def download(provider: str, key: str, platform: PlatformDep) -> StreamingResponse:
     store = platform.providers.get(provider)
     info = store.stat(check_key(key))
@@ -68,7 +88,12 @@ def download(provider: str, key: str, platform: PlatformDep) -> StreamingRespons
     )
 
 
-@router.put("/system/files/{provider}/{key:path}", status_code=201)
+@router.put(
+    "/system/files/{provider}/{key:path}",
+    status_code=201,
+    responses=errors(413, *WRITES),
+    openapi_extra=raw_body("the object's bytes, stored as they come", invocation=False),
+)
 async def upload(
     provider: str, key: str, request: Request, platform: PlatformDep
 ) -> dict[str, Any]:

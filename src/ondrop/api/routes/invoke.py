@@ -24,11 +24,13 @@ from urllib.parse import unquote_plus
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from ondrop.api.auth import is_admin
 from ondrop.api.body import data_full, receive
 from ondrop.api.deps import PlatformDep, ServiceAccess
 from ondrop.api.disposition import attachment, filename
+from ondrop.api.openapi import WRITES, errors, header, raw_body
 from ondrop.api.routes.logs import PHASES
 from ondrop.errors import (
     ExecutionError,
@@ -44,6 +46,36 @@ from ondrop.store.base import SUCCEEDED, Job
 from ondrop.supervisor import SYNC_PRIORITY, output_files, read_regular
 
 router = APIRouter(tags=["invoke"])
+BODY = raw_body(
+    "the input: JSON as it is, other text as base64, raw bytes with "
+    "`Content-Type: application/octet-stream`; a MinIO/S3 event (`/job`) names stored objects"
+)
+BODY["parameters"] = [
+    {
+        "name": "Content-Disposition",
+        "in": "header",
+        "required": False,
+        "description": 'the input file\'s name: `attachment; filename="x.png"` (or '
+        "`filename*=UTF-8''<percent-encoded>`); default `event-file`",
+        "schema": {"type": "string"},
+    }
+]
+INVOKING = (400, 401, 404, 413, *WRITES)
+WHY = {
+    401: "neither the service's token nor the admin's credentials",
+    404: "no such service (or an object the event names), or the job was deleted",
+}
+
+
+class Started(BaseModel):
+    """The job an invocation started (201), or why none was (200)."""
+
+    job_id: str | None = Field(description="the job's id; null when no job was started")
+    service: str
+    status: str = Field(description="`Pending`, `Running`... or `Skipped` (no job)")
+    reason: str | None = Field(default=None, description="why no job was started")
+
+
 POLL = 5.0  # seconds between checks that a /run job still exists
 SMALL_BODY = 1 << 20  # bodies up to this size are read whole (storage events, JSON)
 
@@ -188,7 +220,23 @@ async def _on_objects(
     return jobs[0] if jobs else None
 
 
-@router.post("/job/{service}", status_code=201, dependencies=[ServiceAccess])
+@router.post(
+    "/job/{service}",
+    status_code=201,
+    dependencies=[ServiceAccess],
+    response_model=Started,
+    responses={
+        200: {"model": Started, "description": "no job: the object is the service's own output"},
+        201: {"headers": header("Location", "the job's logs: /system/logs/{service}/{job}")},
+        **errors(
+            403,
+            502,
+            *INVOKING,
+            why={**WHY, 403: "the event names an object outside this token's service's inputs"},
+        ),
+    },
+    openapi_extra=BODY,
+)
 async def job(service: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """Start a job and return at once (201) with its id."""
     found = await _accept(request, platform, service, priority=0)
@@ -208,7 +256,29 @@ async def job(service: str, request: Request, platform: PlatformDep) -> JSONResp
     )
 
 
-@router.post("/run/{service}", dependencies=[ServiceAccess])
+@router.post(
+    "/run/{service}",
+    dependencies=[ServiceAccess],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the job's output: one file, a zip of several, or the script's "
+            "output when there are none; base64 text unless the request accepts "
+            "application/octet-stream",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "headers": {
+                **header("X-Job-Id", "the job's id"),
+                **header("X-Ondrop-Output", "`file`, `zip` or `log`"),
+                **header("Content-Disposition", "the file's name", required=False),
+            },
+        },
+        **errors(*INVOKING, why={**WHY, 500: "the job failed (the message says why), or a bug"}),
+    },
+    openapi_extra=BODY,
+)
 async def run(service: str, request: Request, platform: PlatformDep) -> Response:
     """Run a job and answer with its output once it has ended."""
     found = await _accept(request, platform, service, priority=SYNC_PRIORITY)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.errors import ConflictError, NotFoundError
 from ondrop.platform import Platform
 from ondrop.store.base import (
@@ -22,7 +23,12 @@ from ondrop.store.base import (
     Job,
 )
 
-router = APIRouter(dependencies=[Admin], tags=["jobs"])
+router = APIRouter(
+    dependencies=[Admin],
+    tags=["jobs"],
+    responses=errors(401, 404, *READS, why={404: "no such service, or no such job of it"}),
+)
+CHANGES = errors(*WRITES)  # the router's, and a full disk
 
 # OSCAR reports the Kubernetes pod phase.
 PHASES = {
@@ -75,7 +81,10 @@ def _job(platform: Platform, service: str, job_id: str) -> Job:
     return job
 
 
-@router.get("/system/logs/{service}")
+@router.get(
+    "/system/logs/{service}",
+    responses=errors(422, why={422: "`limit` is not a whole number from 0 to 1,000,000"}),
+)
 def list_jobs(
     service: str,
     platform: PlatformDep,
@@ -102,7 +111,11 @@ def list_jobs(
     return answer
 
 
-@router.delete("/system/logs/{service}", status_code=204)
+@router.delete(
+    "/system/logs/{service}",
+    status_code=204,
+    responses={**CHANGES, **errors(422, why={422: "`all` is not a boolean"})},
+)
 def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Response:
     """Remove the service's succeeded jobs; with `all=true` every finished one too."""
     platform.services.get(service)
@@ -153,7 +166,11 @@ def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     }
 
 
-@router.delete("/system/logs/{service}/{job}", status_code=204)
+@router.delete(
+    "/system/logs/{service}/{job}",
+    status_code=204,
+    responses={**CHANGES, **errors(409, why={409: "the job is running"})},
+)
 def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     found = _job(platform, service, job)
     if found.status == RUNNING:
@@ -163,7 +180,7 @@ def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/system/jobs/{service}/retry")
+@router.post("/system/jobs/{service}/retry", responses=CHANGES)
 def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
     """Run every failed job of the service again (ondrop); answers their ids."""
     platform.services.get(service)
@@ -173,7 +190,10 @@ def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
     return {"retried": retried}
 
 
-@router.post("/system/jobs/{service}/{job}/retry")
+@router.post(
+    "/system/jobs/{service}/{job}/retry",
+    responses={**CHANGES, **errors(409, why={409: "the job has not failed nor been cancelled"})},
+)
 def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     """Run a failed or cancelled job again, keeping its earlier attempts (ondrop)."""
     found = _job(platform, service, job)
@@ -187,7 +207,10 @@ def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     return {"id": again.id, **job_json(again)}
 
 
-@router.post("/system/jobs/{service}/{job}/cancel")
+@router.post(
+    "/system/jobs/{service}/{job}/cancel",
+    responses={**CHANGES, **errors(409, why={409: "the job has already ended"})},
+)
 def cancel_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     """Cancel a queued job, or stop a running one (ondrop). A running job answers
     `Running` and ends `Cancelled` a moment later."""

@@ -7,11 +7,19 @@ from typing import Any
 from fastapi import APIRouter, Body, Response
 
 from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.openapi import WRITES, errors
 from ondrop.errors import DefinitionError
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
 
-router = APIRouter(dependencies=[Admin], tags=["services"])
+router = APIRouter(dependencies=[Admin], tags=["services"], responses=errors(401, 500))
+# Applying writes the store and makes the services' folders in their storage providers.
+APPLYING = (409, 422, 502, *WRITES)
+WHY = {
+    409: "services would start each other in a loop",
+    422: "an invalid definition (the message names the service and the field), or a body "
+    "that is not JSON",
+}
 
 ServiceBody = Body(
     description="a service as OSCAR's API takes it (ondrop's fields may be added)",
@@ -32,12 +40,16 @@ def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
     return [s.public() for s in platform.services.all()]
 
 
-@router.get("/system/services/{name}")
+@router.get("/system/services/{name}", responses=errors(404))
 def get_service(name: str, platform: PlatformDep) -> dict[str, Any]:
     return platform.services.get(name).public()
 
 
-@router.post("/system/services", status_code=201)
+@router.post(
+    "/system/services",
+    status_code=201,
+    responses=errors(*APPLYING, why={**WHY, 409: "the name is taken, or " + WHY[409]}),
+)
 def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, Any]:
     """Create a service (201); 409 when the name is taken."""
     service, warnings = parse_service(raw)
@@ -45,7 +57,11 @@ def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, A
     return {**platform.services.get(service.name).public(), "warnings": warnings + applied.warnings}
 
 
-@router.put("/system/services", status_code=204)
+@router.put(
+    "/system/services",
+    status_code=204,
+    responses=errors(404, *APPLYING, why={**WHY, 404: "no service of that name"}),
+)
 def update_service(platform: PlatformDep, raw: Any = ServiceBody) -> Response:
     """Replace a service (204); its token is kept, blank secrets keep their values."""
     service, _ = parse_service(raw)
@@ -53,14 +69,14 @@ def update_service(platform: PlatformDep, raw: Any = ServiceBody) -> Response:
     return Response(status_code=204)
 
 
-@router.delete("/system/services/{name}", status_code=204)
+@router.delete("/system/services/{name}", status_code=204, responses=errors(404, *WRITES))
 def delete_service(name: str, platform: PlatformDep) -> Response:
     """Remove a service and its jobs (204). Files in its folders stay."""
     platform.delete_service(name)
     return Response(status_code=204)
 
 
-@router.post("/system/apply")
+@router.post("/system/apply", responses=errors(*APPLYING, why=WHY))
 def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
     """Create or update several services at once (ondrop; what `ondrop apply` calls):
     `{"services": [service, ...]}`. All are checked together; on any error none changes."""

@@ -10,8 +10,9 @@ from fastapi.responses import PlainTextResponse
 
 from ondrop import __version__
 from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.openapi import READS, errors
 
-router = APIRouter()
+router = APIRouter(responses=errors(500))
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 
@@ -21,7 +22,11 @@ ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
     response_class=PlainTextResponse,
     tags=["system"],
     responses={
-        503: {"description": "`Degraded: ` and what is wrong", "content": {"text/plain": {}}}
+        200: {"content": {"text/plain": {"schema": {"type": "string", "enum": ["Ok"]}}}},
+        503: {
+            "description": "`Degraded: ` and what is wrong",
+            "content": {"text/plain": {"schema": {"type": "string", "pattern": "^Degraded: "}}},
+        },
     },
 )
 def health(platform: PlatformDep) -> PlainTextResponse:
@@ -34,7 +39,7 @@ def health(platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse("Ok")
 
 
-@router.get("/system/info", dependencies=[Admin], tags=["system"])
+@router.get("/system/info", dependencies=[Admin], tags=["system"], responses=errors(401))
 def info(platform: PlatformDep) -> dict[str, Any]:
     """OSCAR's info shape, plus what ondrop runs jobs with."""
     machine = host.machine()
@@ -52,7 +57,7 @@ def info(platform: PlatformDep) -> dict[str, Any]:
     }
 
 
-@router.get("/system/config", dependencies=[Admin], tags=["system"])
+@router.get("/system/config", dependencies=[Admin], tags=["system"], responses=errors(401))
 def config(platform: PlatformDep) -> dict[str, Any]:
     """OSCAR's config shape. `minio_provider` is the bundled object store when the
     platform runs one (`--object-store seaweedfs`); on the embedded default it is empty
@@ -76,7 +81,12 @@ def config(platform: PlatformDep) -> dict[str, Any]:
     }
 
 
-@router.get("/system/status", dependencies=[Admin], tags=["system"])
+@router.get(
+    "/system/status",
+    dependencies=[Admin],
+    tags=["system"],
+    responses=errors(401, 404, *READS, why={404: "no service of that name"}),
+)
 def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
     """Jobs by status (queued, running, succeeded, failed, cancelled), for every service or
     the one named, jobs running per service now, and the platform's health: `ok`, or
