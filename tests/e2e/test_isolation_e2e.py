@@ -138,16 +138,23 @@ def test_what_a_job_started_in_a_session_of_its_own_ends_with_it(
     wait_for(lambda: not processes_with(marker))
 
 
-def test_a_platform_killed_takes_its_jobs_and_what_they_started_with_it(
-    up: Platform, tmp_path: Path
-) -> None:
+def running_with_an_escaper(up: Platform, folder: Path) -> str:
+    """A job that runs on, having started a process in a session of its own: the marker
+    both their command lines hold, once both run."""
     marker = f"ondrop-escaper-{os.getpid()}-{time.monotonic_ns()}"
     script = f"#!/bin/bash\nsetsid -f bash -c 'exec -a {marker}-left sleep 300'\n"
     script += f"exec -a {marker}-job sleep 300\n"
-    apply(up, tmp_path, script, name="escape")
-    (tmp_path / "a.txt").write_text("a")
-    up.cli("put", "escape", str(tmp_path / "a.txt"))
+    apply(up, folder, script, name="escape")
+    (folder / "a.txt").write_text("a")
+    up.cli("put", "escape", str(folder / "a.txt"))
     wait_for(lambda: len(processes_with(marker)) == 2)
+    return marker
+
+
+def test_a_platform_killed_takes_its_jobs_and_what_they_started_with_it(
+    up: Platform, tmp_path: Path
+) -> None:
+    marker = running_with_an_escaper(up, tmp_path)
     up.stop(signal.SIGKILL)
     wait_for(lambda: not processes_with(marker))  # the spawner saw the platform go
     wait_for(lambda: not spawners_of(up.data))
@@ -156,13 +163,7 @@ def test_a_platform_killed_takes_its_jobs_and_what_they_started_with_it(
 def test_jobs_left_by_a_platform_and_spawner_killed_together_are_killed_on_restart(
     up: Platform, tmp_path: Path
 ) -> None:
-    marker = f"ondrop-escaper-{os.getpid()}-{time.monotonic_ns()}"
-    script = f"#!/bin/bash\nsetsid -f bash -c 'exec -a {marker}-left sleep 300'\n"
-    script += f"exec -a {marker}-job sleep 300\n"
-    apply(up, tmp_path, script, name="escape")
-    (tmp_path / "a.txt").write_text("a")
-    up.cli("put", "escape", str(tmp_path / "a.txt"))
-    wait_for(lambda: len(processes_with(marker)) == 2)
+    marker = running_with_an_escaper(up, tmp_path)
     (spawner,) = spawners_of(up.data)
     os.kill(spawner, signal.SIGKILL)  # as the OOM killer, or a kill -9 of everything, might
     up.stop(signal.SIGKILL)
