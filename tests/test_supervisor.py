@@ -14,6 +14,7 @@ import pytest
 from ondrop.events.base import invoke_event, object_event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
+from ondrop.jobs import Cause
 from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.fake import FakeRuntime
@@ -203,7 +204,7 @@ def test_a_runtime_that_is_missing_fails_the_job_with_the_reason(tmp_path: Path)
 
 
 def test_an_interrupted_run_is_reported_as_interrupted(tmp_path: Path) -> None:
-    r = rig(tmp_path, FakeRuntime(lambda spec: RunResult(None, "stopped", 0.1, interrupted=True)))
+    r = rig(tmp_path, FakeRuntime(lambda spec: RunResult(None, "stopped", 0.1, Cause.STOPPED)))
     outcome = r.supervisor.run(r.claim_for(service()), service(), ALLOC)
     assert outcome.status == INTERRUPTED
 

@@ -30,6 +30,7 @@ from ondrop.errors import (
 from ondrop.events.base import COLLECT, INVOKE, OBJECT, Event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
+from ondrop.jobs import Cause
 from ondrop.pools.base import Allocation
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.container import CONTAINER_FILE
@@ -109,7 +110,7 @@ class Supervisor:
         job, event = claim.job, claim.event
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
-            return Outcome(FAILED, None, runtime)
+            return Outcome(FAILED, None, runtime, cause=Cause.INTERNAL)
         try:
             work = self.workspaces.take(service.name)
         except OSError as exc:
@@ -125,14 +126,15 @@ class Supervisor:
                 input_path = self._stage_in(event, service, inputs)
                 _write_changed(script, service.script)
             except NotFoundError as exc:
-                return Outcome(FAILED, None, f"input is gone: {exc}")
+                return Outcome(FAILED, None, f"input is gone: {exc}", cause=Cause.INPUT_GONE)
             except (OndropError, OSError) as exc:
                 # Everything staging in writes lands in the work folder.
                 if disk_full(exc):
                     return self._no_space("staging in", exc, self.folders.work)
                 if not (isinstance(exc, StorageError) or retryable(exc)):
                     raise
-                return Outcome(FAILED, None, f"staging in failed: {exc}", retryable=retryable(exc))
+                cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
+                return Outcome(FAILED, None, f"staging in failed: {exc}", cause=cause)
             env = self._environment(claim, service, runtime, input_path, work)
             # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
             # read these); a job given none sees none.
@@ -158,9 +160,9 @@ class Supervisor:
             script_ended()
             text = _redact(_read_log(logfile), service.environment.secrets.values())
             if result.interrupted:
-                return Outcome(INTERRUPTED, None, result.reason, text)
+                return Outcome(INTERRUPTED, None, result.reason, text, result.cause)
             if not result.ok:
-                return Outcome(FAILED, result.exit_code, result.reason, text)
+                return Outcome(FAILED, result.exit_code, result.reason, text, result.cause)
             try:
                 sync = event.kind == INVOKE and job.priority >= SYNC_PRIORITY
                 stored = self._stage_out(job.id, service, outputs)
@@ -171,9 +173,8 @@ class Supervisor:
                     return self._no_space("staging out", exc, self.folders.results, 0, text)
                 if isinstance(exc, OSError):
                     raise
-                return Outcome(
-                    FAILED, 0, f"storing outputs failed: {exc}", text, retryable=retryable(exc)
-                )
+                cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
+                return Outcome(FAILED, 0, f"storing outputs failed: {exc}", text, cause)
             summary = f"{len(stored)} output(s)" if service.output else ""
             log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
@@ -201,7 +202,7 @@ class Supervisor:
             f"{phase}: no space left{f' in {where}' if where else ''} ({exc}); the job waits "
             "for space",
             text,
-            retryable=True,
+            Cause.UNAVAILABLE,
         )
 
     def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:

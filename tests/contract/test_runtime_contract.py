@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ondrop.jobs import Cause
 from ondrop.runtime.base import RunSpec, Runtime
 from ondrop.runtime.process import Isolation, JobUsers, ProcessRuntime, interpreter_folders
 from ondrop.runtime.spawner import Spawner
@@ -109,6 +110,7 @@ def test_the_time_limit_kills_the_script_and_its_children(runtime: Runtime, tmp_
     result = runtime.run(job)
     assert time.monotonic() - started < 8
     assert (result.exit_code, result.reason) == (None, "timed out after 0.5 s")
+    assert result.cause is Cause.TIMEOUT
     time.sleep(2.5)
     assert not (tmp_path / "tmp" / "child-alive").exists(), "a child outlived the job"
 
@@ -116,6 +118,7 @@ def test_the_time_limit_kills_the_script_and_its_children(runtime: Runtime, tmp_
 def test_a_signal_is_reported_by_name(runtime: Runtime, tmp_path: Path) -> None:
     result = runtime.run(spec(runtime, tmp_path, "sh -c 'kill -KILL $$'"))
     assert result.reason == "exit status 137 (SIGKILL)"
+    assert result.cause is Cause.EXIT
 
 
 def test_stop_interrupts_a_running_job(runtime: Runtime, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from ondrop import Client
 from ondrop.platform import Platform
-from ondrop.pools import local
+from ondrop.pools import local, policy
 from tests.api.test_stores import bundled, s3_client  # noqa: F401  (the bundled fixture)
 from tests.conftest import ADMIN
 from tests.support.waiting import processes_with, wait_for
@@ -28,7 +28,7 @@ def client(base_url: str) -> Iterator[Client]:
 def test_a_job_killed_by_a_signal_mid_run_is_retried_and_succeeds(
     client: Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "backoff", lambda attempt: 0.1)
+    monkeypatch.setattr(policy, "backoff", lambda attempt: 0.1)
     marker = f"ondrop-fault-{time.monotonic_ns()}"
     client.apply(
         [
@@ -55,7 +55,7 @@ def test_a_job_killed_by_a_signal_mid_run_is_retried_and_succeeds(
 def test_a_script_that_always_fails_ends_failed_with_every_attempt_then_retry_after_a_fix(
     client: Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(policy, "backoff", lambda attempt: 0.05)
     broken = {
         "name": "flaky",
         "retries": 2,
@@ -102,6 +102,7 @@ def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
     platform, api = bundled
     assert platform.object_store is not None
     monkeypatch.setattr(local, "STORE_RETRY_CAP", 2.0)
+    monkeypatch.setattr(policy, "STORE_RETRY_CAP", 2.0)
     api.post(
         "/system/apply",
         json={

@@ -12,7 +12,8 @@ import pytest
 
 from ondrop.events.base import object_event
 from ondrop.fdl.models import Service
-from ondrop.pools import local
+from ondrop.jobs import Cause
+from ondrop.pools import policy
 from ondrop.pools.base import Slots
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.local import LocalPool
@@ -197,7 +198,7 @@ def test_a_small_service_is_not_stuck_behind_a_big_backlog(make: Callable[..., R
 def test_a_failed_attempt_is_retried_per_the_service_then_succeeds(
     make: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "backoff", lambda attempt: 0.01)
+    monkeypatch.setattr(policy, "backoff", lambda attempt: 0.01)
 
     def execute(claim: Claim, service: Service) -> Outcome:
         return Outcome(SUCCEEDED, 0) if claim.attempt == 3 else Outcome(FAILED, 1, "exit 1")
@@ -266,12 +267,6 @@ def test_stop_interrupts_jobs_past_the_grace_and_queues_them_again(tmp_path: Pat
     assert rig.store.attempts(job_id)[0].status == INTERRUPTED
 
 
-def test_backoff_grows_and_is_jittered() -> None:
-    assert 0.5 <= local.backoff(1) <= 1.5
-    assert 4 <= local.backoff(4) <= 12
-    assert local.backoff(30) <= 450
-
-
 def test_a_full_pool_waits_quietly_instead_of_spinning(make: Callable[..., Rig]) -> None:
     gate = threading.Event()
     rig = make(lambda c, s: (gate.wait(5), Outcome(SUCCEEDED, 0))[1], workers=1)
@@ -294,7 +289,7 @@ def test_a_full_pool_waits_quietly_instead_of_spinning(make: Callable[..., Rig])
 def test_interrupted_attempts_do_not_use_up_retries(
     make: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "backoff", lambda attempt: 0.01)
+    monkeypatch.setattr(policy, "backoff", lambda attempt: 0.01)
 
     def execute(claim: Claim, service: Service) -> Outcome:
         if claim.attempt <= 2:
@@ -345,11 +340,11 @@ def test_a_store_outage_is_waited_out_without_using_up_retries(
 ) -> None:
     from ondrop.store.base import UNAVAILABLE
 
-    monkeypatch.setattr(local, "backoff", lambda attempt: 0.01)
+    monkeypatch.setattr(policy, "backoff", lambda attempt: 0.01)
 
     def execute(claim: Claim, service: Service) -> Outcome:
         if claim.attempt <= 3:
-            return Outcome(FAILED, None, "staging in failed: store down", retryable=True)
+            return Outcome(FAILED, None, "staging in failed: store down", cause=Cause.UNAVAILABLE)
         return Outcome(SUCCEEDED, 0)
 
     rig = make(execute)  # retries: 0

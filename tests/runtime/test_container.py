@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ondrop.jobs import Cause
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.oci import Bind, bundle_config
@@ -52,6 +53,7 @@ def test_a_job_over_its_memory_limit_fails_saying_so(
 ) -> None:
     result = run(runtime, tmp_path, "tail /dev/zero", busybox, memory=32 * 1024**2)
     assert result.reason == "out of memory (limit 32Mi)"
+    assert result.cause is Cause.OOM
     ok = run(runtime, tmp_path, "head -c 1000000 /dev/zero | wc -c", busybox, memory=32 * 1024**2)
     assert ok.ok, (tmp_path / "log").read_text()
 
@@ -71,6 +73,7 @@ def test_a_process_killed_for_memory_fails_the_job_though_the_script_goes_on(
     result = run(runtime, tmp_path, script, busybox, memory=32 * 1024**2)
     log = (tmp_path / "log").read_text()
     assert result.reason == "out of memory (limit 32Mi)", log
+    assert result.cause is Cause.OOM
     assert "went on" in log
     assert re.fullmatch(KILLED, log.splitlines()[-1]), log
 

@@ -10,10 +10,8 @@ so a crash at any point leaves the job queued or running, never lost.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -21,17 +19,14 @@ from collections.abc import Callable
 
 from ondrop.errors import retryable
 from ondrop.fdl.models import Service
+from ondrop.jobs import Cause
 from ondrop.pools.base import Admission, Allocation, Slots
-from ondrop.pools.router import BATCH, FAAS
+from ondrop.pools.policy import STORE_RETRY_CAP, next_step
 from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.store.base import (
-    CANCELLED,
     FAILED,
     FINISHED,
-    INTERRUPTED,
-    SUCCEEDED,
-    UNAVAILABLE,
     Claim,
     Job,
     Outcome,
@@ -45,14 +40,6 @@ log = logging.getLogger(__name__)
 Execute = Callable[[Claim, Service, Allocation, Callable[[], None]], Outcome]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
 THREAD_IDLE = 30.0  # seconds a job thread waits for its next job before it ends
-STORE_RETRY_CAP = 60.0  # longest wait between attempts while a store is down
-OUTGROWN = ("timed out", "out of memory")  # faas failures that send a hybrid job to batch
-
-
-def backoff(attempt: int) -> float:
-    """Seconds before retrying after failed attempt number `attempt`: 1, 2, 4 ... 300, ±50%."""
-    base = min(300.0, 2.0 ** (attempt - 1))
-    return base * random.uniform(0.5, 1.5)
 
 
 class LocalPool:
@@ -245,12 +232,13 @@ class LocalPool:
 
         try:
             if service is None:
-                outcome = Outcome(FAILED, None, f"service {job.service!r} was removed")
+                reason = f"service {job.service!r} was removed"
+                outcome = Outcome(FAILED, None, reason, cause=Cause.INTERNAL)
             else:
                 outcome = self.execute(claim, service, allocation, script_ended)
         except Exception as exc:
             log.exception("job %s: the supervisor failed", job.id)
-            outcome = Outcome(FAILED, None, f"internal error: {exc}")
+            outcome = Outcome(FAILED, None, f"internal error: {exc}", cause=Cause.INTERNAL)
         finally:
             script_ended()
         outcome, retry_at, pool = self._next(claim, service, outcome)
@@ -302,25 +290,19 @@ class LocalPool:
         again or None, the pool it goes to or None to stay)."""
         with self._lock:
             cancelled = self._cancelled.pop(claim.job.id, None)
-        now = time.time()
-        if cancelled is not None and outcome.status != SUCCEEDED:
-            return dataclasses.replace(outcome, status=CANCELLED, reason=cancelled), None, None
-        if outcome.status == INTERRUPTED:
-            return outcome, now, None
-        if outcome.retryable:
-            # A store was down: wait and try again, however long it takes, without using
-            # up the service's retries.
-            outcome = dataclasses.replace(outcome, status=UNAVAILABLE)
-            return outcome, now + min(STORE_RETRY_CAP, backoff(claim.attempt)), None
-        if outcome.status != FAILED or service is None:
-            return outcome, None, None
-        if service.mode == "hybrid" and self.name == FAAS and outcome.reason.startswith(OUTGROWN):
-            return outcome, now, BATCH  # it outgrew faas: batch runs it without the limits
-        # Only the job's own failures count against its retries.
-        failures = 1 + sum(a.status == FAILED for a in self.store.attempts(claim.job.id))
-        if failures <= service.retries:
-            return outcome, now + backoff(failures), None
-        return outcome, None, None
+        failures = 0
+        if outcome.status == FAILED and service is not None:  # only then does it matter
+            failures = sum(a.status == FAILED for a in self.store.attempts(claim.job.id))
+        step = next_step(
+            outcome,
+            pool=self.name,
+            service=service,
+            attempt=claim.attempt,
+            failures=failures,
+            now=time.time(),
+            cancelled=cancelled,
+        )
+        return step.outcome, step.retry_at, step.pool
 
 
 class JobThreads:

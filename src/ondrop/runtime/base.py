@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ondrop.jobs import Cause
 from ondrop.quantity import format_bytes
 
 
@@ -40,11 +41,16 @@ class RunResult:
     exit_code: int | None  # None when it never ran or was killed
     reason: str  # '' when it succeeded, else what a person should read
     duration: float
-    interrupted: bool = False  # stopped by the platform, not by its own fault
+    cause: Cause | None = None  # why it did not succeed; None when it did
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.reason
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by the platform, not by its own fault."""
+        return self.cause is Cause.STOPPED
 
 
 def ended(
@@ -60,12 +66,15 @@ def ended(
     timed out, out of its `memory` (bytes; given only when the kernel killed it for
     that), or its exit status."""
     if stopped:
-        return RunResult(None, "stopped by the platform", duration, interrupted=True)
+        return RunResult(None, "stopped by the platform", duration, Cause.STOPPED)
     if timed_out:
-        return RunResult(None, f"timed out after {timeout:g} s", duration)
+        return RunResult(None, f"timed out after {timeout:g} s", duration, Cause.TIMEOUT)
     if memory is not None:
-        return RunResult(None, f"out of memory (limit {format_bytes(memory)})", duration)
-    return RunResult(code, "" if code == 0 else describe_exit(code), duration)
+        limit = format_bytes(memory)
+        return RunResult(None, f"out of memory (limit {limit})", duration, Cause.OOM)
+    if code == 0:
+        return RunResult(0, "", duration)
+    return RunResult(code, describe_exit(code), duration, Cause.EXIT)
 
 
 def script_command(script: Path, seen_as: str) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.errors import OndropError
+from ondrop.jobs import Cause
 from ondrop.quantity import format_bytes
 from ondrop.runtime.base import (
     RunResult,
@@ -130,12 +131,14 @@ class ContainerRuntime(Runtime):
     def run(self, spec: RunSpec) -> RunResult:
         started = time.monotonic()
         if self.problem:
-            return RunResult(None, f"container jobs are refused here: {self.problem}", 0.0)
+            return RunResult(
+                None, f"container jobs are refused here: {self.problem}", 0.0, Cause.INTERNAL
+            )
         try:
             image = self.images.image(spec.image)
             args = self._command(spec, image)
         except OndropError as exc:
-            return RunResult(None, str(exc), time.monotonic() - started)
+            return RunResult(None, str(exc), time.monotonic() - started, Cause.INTERNAL)
         env = dict(_pairs(image.env))
         env.setdefault("PATH", DEFAULT_PATH)
         env["HOME"] = "/tmp"  # the image is read-only
@@ -156,7 +159,7 @@ class ContainerRuntime(Runtime):
             else:
                 code, timed_out, kills = self._run_engine(spec, image, name, args, env)
         except OndropError as exc:
-            return RunResult(None, str(exc), time.monotonic() - started)
+            return RunResult(None, str(exc), time.monotonic() - started, Cause.INTERNAL)
         finally:
             with self._lock:
                 self._running.pop(spec.job_id, None)

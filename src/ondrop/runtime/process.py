@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ondrop.jobs import Cause
 from ondrop.runtime.base import (
     RunResult,
     RunSpec,
@@ -160,7 +161,8 @@ class ProcessRuntime(Runtime):
         except OSError as exc:
             if uid:
                 self.isolation.users.give(uid)  # type: ignore[union-attr]
-            return RunResult(None, f"cannot start the script: {exc.strerror or exc}", 0.0)
+            reason = f"cannot start the script: {exc.strerror or exc}"
+            return RunResult(None, reason, 0.0, Cause.INTERNAL)
         finally:
             os.close(out)
         with self._lock:
@@ -194,7 +196,7 @@ class ProcessRuntime(Runtime):
                 self.isolation.users.give(uid)  # type: ignore[union-attr]
         duration = time.monotonic() - started
         if lost and not stopped:
-            return RunResult(None, SPAWNER_DIED, duration, interrupted=True)
+            return RunResult(None, SPAWNER_DIED, duration, Cause.STOPPED)
         return ended(code, duration, spec.timeout, stopped=stopped, timed_out=timed_out)
 
     def _take_user(self) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ondrop.events.base import Event
+from ondrop.jobs import Cause
 
 # Job statuses. A job is queued until a worker claims it, then running until it ends.
 QUEUED = "queued"
@@ -92,13 +93,19 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: `status` is SUCCEEDED, FAILED or INTERRUPTED."""
+    """How an attempt ended: `status` is SUCCEEDED, FAILED or INTERRUPTED; `cause` says
+    why it did not succeed (None when it did, or for a failure of the script's exit)."""
 
     status: str
     exit_code: int | None = None
     reason: str = ""
     log: str = ""
-    retryable: bool = False  # not the job's fault (a store was down): try again later
+    cause: Cause | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Not the job's fault (a store was down): try again later, without counting."""
+        return self.cause is Cause.UNAVAILABLE
 
 
 class Store(ABC):
