@@ -14,16 +14,17 @@ import pytest
 from ondrop.events.base import invoke_event, object_event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
-from ondrop.jobs import Cause
+from ondrop.jobs import SYNC_PRIORITY, Cause
 from ondrop.pools.base import Allocation
+from ondrop.pools.specs import job_spec
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.fake import FakeRuntime
 from ondrop.runtime.process import ProcessRuntime
 from ondrop.storage import LocalStorage, MemoryStorage, Providers
 from ondrop.storage.base import ObjectInfo, StorageProvider
-from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, NewJob
+from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
-from ondrop.supervisor import SYNC_PRIORITY, Folders, Supervisor
+from ondrop.supervisor import Folders, Supervisor
 
 
 @dataclass
@@ -55,6 +56,14 @@ class Rig:
         (claim,) = self.store.claim(1, {}, time.time())
         return claim
 
+    def run(self, claim: Claim, service: Service, allocation: Allocation) -> Outcome:
+        """Run the claimed job through the supervisor, as its JobSpec; the outputs it
+        reports are noted in `outputs`."""
+        report = self.supervisor.run(job_spec(self.store, claim, service, allocation))
+        assert (report.job_id, report.attempt) == (claim.job.id, claim.attempt)
+        self.outputs.extend((p, info, claim.job.id) for p, info in report.outputs)
+        return report.outcome
+
 
 ALLOC = Allocation(timeout=60.0)
 
@@ -69,7 +78,6 @@ def rig(tmp_path: Path, runtime: Runtime, storage: StorageProvider | None = None
         Providers({"minio.default": storage, "memory.default": storage}),
         lambda s: runtime,
         Folders(tmp_path / "work", tmp_path / "results"),
-        on_output=lambda p, i, j: outputs.append((p, i, j)),
         payloads=payloads,
     )
     return Rig(store, storage, supervisor, runtime, payloads, outputs)
@@ -90,7 +98,7 @@ def service(**extra: Any) -> Service:
 def test_outputs_are_stored_under_the_output_path_and_announced(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
-    outcome = r.supervisor.run(claim, service(), ALLOC)
+    outcome = r.run(claim, service(), ALLOC)
     assert outcome.status == SUCCEEDED and outcome.log == "copied\n"
     with r.storage.open("out/photo.png") as f:
         assert f.read() == b"pixels"
@@ -116,7 +124,7 @@ def test_the_script_sees_the_environment_contract(tmp_path: Path) -> None:
         environment={"variables": {"COLOR": "blue"}, "secrets": {"TOKEN": "t0psecret"}},
     )
     claim = r.claim_for(svc, "in/photos/cat.png")
-    assert r.supervisor.run(claim, svc, ALLOC).status == SUCCEEDED
+    assert r.run(claim, svc, ALLOC).status == SUCCEEDED
     with r.storage.open("out/env.txt") as f:
         env = dict(line.split("=", 1) for line in f.read().decode().splitlines() if "=" in line)
     assert Path(env["INPUT_FILE_PATH"]).name == "cat.png"
@@ -136,7 +144,7 @@ def test_a_failing_script_fails_the_job_stores_nothing_and_hides_secrets(tmp_pat
         script='echo "key is $TOKEN"; touch "$TMP_OUTPUT_DIR/partial"; exit 4',
         environment={"secrets": {"TOKEN": "t0psecret"}},
     )
-    outcome = r.supervisor.run(r.claim_for(svc), svc, ALLOC)
+    outcome = r.run(r.claim_for(svc), svc, ALLOC)
     assert (outcome.status, outcome.exit_code, outcome.reason) == (FAILED, 4, "exit status 4")
     assert outcome.log == "key is ***\n"
     assert r.storage.stat("out/partial") is None
@@ -155,7 +163,7 @@ def test_output_filters_pick_files_per_output_path(tmp_path: Path) -> None:
             ],
         }
     )
-    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
+    assert r.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
     assert [o.key for o in r.storage.list("json")] == ["json/a.json"]
     assert [o.key for o in r.storage.list("png")] == ["png/sub/c.png", "png/thumb-d.png"]
 
@@ -164,7 +172,7 @@ def test_a_vanished_input_fails_the_job_saying_so(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service())
     r.storage.delete("in/photo.png")
-    outcome = r.supervisor.run(claim, service(), ALLOC)
+    outcome = r.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.reason.startswith("input is gone")
 
 
@@ -173,7 +181,7 @@ def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) ->
     claim = r.claim_for(service())
     assert isinstance(r.storage, MemoryStorage)
     r.storage.fail_with = "connection refused"
-    outcome = r.supervisor.run(claim, service(), ALLOC)
+    outcome = r.run(claim, service(), ALLOC)
     assert outcome.status == FAILED
     assert outcome.reason == "staging in failed: memory.default: connection refused"
 
@@ -181,7 +189,7 @@ def test_a_storage_failure_while_staging_in_fails_the_attempt(tmp_path: Path) ->
 def test_an_invocation_payload_is_the_input_file(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service(), key="", data=b"payload bytes")
-    assert r.supervisor.run(claim, service(), ALLOC).status == SUCCEEDED
+    assert r.run(claim, service(), ALLOC).status == SUCCEEDED
     with r.storage.open("out/event-file") as f:
         assert f.read() == b"payload bytes"
 
@@ -189,7 +197,7 @@ def test_an_invocation_payload_is_the_input_file(tmp_path: Path) -> None:
 def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     claim = r.claim_for(service(), key="", data=b"x", priority=SYNC_PRIORITY)
-    r.supervisor.run(claim, service(), ALLOC)
+    r.run(claim, service(), ALLOC)
     kept = tmp_path / "results" / claim.job.id
     assert (kept / "output" / "event-file").read_bytes() == b"x"
     assert (kept / "log").read_text() == "copied\n"
@@ -198,14 +206,14 @@ def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> 
 def test_a_runtime_that_is_missing_fails_the_job_with_the_reason(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     r.supervisor.runtime_for = lambda s: "no container engine"
-    outcome = r.supervisor.run(r.claim_for(service()), service(), ALLOC)
+    outcome = r.run(r.claim_for(service()), service(), ALLOC)
     assert (outcome.status, outcome.reason) == (FAILED, "no container engine")
     assert r.runtime.calls == []  # type: ignore[attr-defined]
 
 
 def test_an_interrupted_run_is_reported_as_interrupted(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime(lambda spec: RunResult(None, "stopped", 0.1, Cause.STOPPED)))
-    outcome = r.supervisor.run(r.claim_for(service()), service(), ALLOC)
+    outcome = r.run(r.claim_for(service()), service(), ALLOC)
     assert outcome.status == INTERRUPTED
 
 
@@ -213,7 +221,7 @@ def test_the_job_runs_with_its_pools_allocation(tmp_path: Path) -> None:
     fake = FakeRuntime()
     r = rig(tmp_path, fake)
     allocation = Allocation(timeout=7, memory=64 * 1024**2, cpu=0.5, gpus=("1", "3"))
-    r.supervisor.run(r.claim_for(service()), service(), allocation)
+    r.run(r.claim_for(service()), service(), allocation)
     spec: RunSpec = fake.calls[0]
     assert (spec.timeout, spec.memory, spec.cpu, spec.gpus) == (7, 64 * 1024**2, 0.5, ("1", "3"))
     assert spec.env["CUDA_VISIBLE_DEVICES"] == "1,3"
@@ -225,7 +233,7 @@ def test_a_symlink_out_of_the_output_folder_is_not_followed(tmp_path: Path, name
     secret = tmp_path / "host-secret"
     secret.write_text("do not copy")
     svc = service(script=f'ln -s {secret} "$TMP_OUTPUT_DIR/link"; echo {name} > /dev/null')
-    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
+    assert r.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
     assert r.storage.stat("out/link") is None
 
 
@@ -234,7 +242,7 @@ def test_a_store_that_is_down_makes_the_attempt_retryable(tmp_path: Path) -> Non
     claim = r.claim_for(service())
     assert isinstance(r.storage, MemoryStorage)
     r.storage.down = True
-    outcome = r.supervisor.run(claim, service(), ALLOC)
+    outcome = r.run(claim, service(), ALLOC)
     assert outcome.status == FAILED and outcome.retryable
     assert "the store is down" in outcome.reason
 
@@ -258,7 +266,7 @@ def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Pat
     seen, inodes = [], []
     for n, data in enumerate([b"x" * 100, b"yy", b"zzzz"]):  # each shorter than the last
         claim = r.claim_for(svc, key=f"in/f{n}.png", data=data)
-        outcome = r.supervisor.run(claim, svc, ALLOC)
+        outcome = r.run(claim, svc, ALLOC)
         assert outcome.status == SUCCEEDED, outcome.reason
         assert outcome.log == f"said by job {claim.job.id}\n"  # its own log alone
         with r.storage.open("out/copy.txt") as f:
@@ -271,7 +279,7 @@ def test_a_kept_work_folder_shows_the_next_job_nothing_of_the_last(tmp_path: Pat
     assert len(list((tmp_path / "work").iterdir())) == 1  # the same folder, kept
     assert inodes[0] == inodes[1] == inodes[2]  # the first input's file, written over
     other = service(name="other", script="echo other")
-    assert r.supervisor.run(r.claim_for(other), other, ALLOC).log == "other\n"
+    assert r.run(r.claim_for(other), other, ALLOC).log == "other\n"
     assert len(list((tmp_path / "work").iterdir())) == 2  # another service: another folder
     for n, listing in enumerate(seen):
         assert listing == [
@@ -304,11 +312,11 @@ def test_a_work_folder_a_script_tampered_with_is_not_reused_as_it_is(
     (outside / "precious").write_text("keep me")
     r = rig(tmp_path, ProcessRuntime())
     svc = service(script="#!/bin/sh\n" + tamper.format(outside=outside) + "\n")
-    assert r.supervisor.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
+    assert r.run(r.claim_for(svc), svc, ALLOC).status == SUCCEEDED
     assert len(list((tmp_path / "work").iterdir())) == kept
     assert (outside / "precious").read_text() == "keep me"
     after = service(script="echo next")
-    assert r.supervisor.run(r.claim_for(after), after, ALLOC).log == "next\n"
+    assert r.run(r.claim_for(after), after, ALLOC).log == "next\n"
     assert sorted(p.name for p in outside.iterdir()) == ["precious"]
     assert (outside / "precious").read_text() == "keep me"
 
@@ -320,12 +328,12 @@ def test_files_hard_linked_out_of_a_work_folder_keep_what_they_hold(tmp_path: Pa
     r = rig(tmp_path, ProcessRuntime(), storage)
     link = '#!/bin/sh\necho "log of $JOB_ATTEMPT"\nln "$INPUT_FILE_PATH" log "$TMP_OUTPUT_DIR/"\n'
     svc = service(script=link)
-    first = r.supervisor.run(r.claim_for(svc, key="in/a.txt", data=b"first"), svc, ALLOC)
+    first = r.run(r.claim_for(svc, key="in/a.txt", data=b"first"), svc, ALLOC)
     assert first.status == SUCCEEDED, first.reason
     stored = tmp_path / "storage" / "out"
     assert (stored / "a.txt").read_bytes() == b"first"
     assert (stored / "log").read_text() == "log of 1\n"
-    second = r.supervisor.run(r.claim_for(svc, key="in/b.txt", data=b"second"), svc, ALLOC)
+    second = r.run(r.claim_for(svc, key="in/b.txt", data=b"second"), svc, ALLOC)
     assert second.status == SUCCEEDED and second.log == "log of 1\n"
     assert (stored / "a.txt").read_bytes() == b"first"
     assert (stored / "b.txt").read_bytes() == b"second"
@@ -334,6 +342,6 @@ def test_files_hard_linked_out_of_a_work_folder_keep_what_they_hold(tmp_path: Pa
 def test_a_killed_job_s_folder_is_deleted_not_reused(tmp_path: Path) -> None:
     r = rig(tmp_path, ProcessRuntime())
     svc = service(script="sleep 5")
-    outcome = r.supervisor.run(r.claim_for(svc), svc, Allocation(timeout=0.3))
+    outcome = r.run(r.claim_for(svc), svc, Allocation(timeout=0.3))
     assert outcome.status == FAILED and "timed out" in outcome.reason
     assert list((tmp_path / "work").iterdir()) == []  # something of it might still run

@@ -6,9 +6,19 @@ runs it and answers a Report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ondrop.events.base import Event
+from ondrop.storage.base import ObjectInfo
+
+if TYPE_CHECKING:
+    from ondrop.fdl.models import Service
+    from ondrop.store.base import Outcome
+
+SYNC_PRIORITY = 10  # jobs a client waits for (/run) go first; their outputs are kept for it
 
 
 class Cause(StrEnum):
@@ -74,19 +84,86 @@ class Staged:
 
 
 @dataclass(frozen=True)
-class StoredOutput:
-    """An output a job stored: where, and its size and version as the store answered."""
+class JobSpec:
+    """Everything one attempt of a job needs, on any node, with no store: the service, the
+    event, what it runs with, and the files its input folder receives."""
 
-    provider: str
-    key: str
-    size: int
-    etag: str = ""
-    version: str = ""
-    mtime: float = 0.0
+    job_id: str
+    attempt: int
+    pool: str
+    service: Service
+    event: Event
+    resources: Resources
+    inputs: tuple[Staged, ...]  # the first is the input file, unless there is a manifest
+    # A collecting job's manifest (the family of one original input, as JSON), written as
+    # its input file `manifest_name`; the files that could not be staged are left out.
+    manifest: dict[str, Any] | None = None
+    manifest_name: str = ""
+    keep_results: bool = False  # a client waits for this job's outputs (/run)
+    # GPU ids the control plane chose, for a backend on its own machine (local); empty on a
+    # cluster, where the node that runs the job picks them.
+    devices: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "pool": self.pool,
+            "service": self.service.model_dump(mode="json", exclude={"token"}),
+            "event": dataclasses.asdict(self.event),
+            "resources": self.resources.to_json(),
+            "inputs": [[s.ref.provider, s.ref.key, s.name] for s in self.inputs],
+            "manifest": self.manifest,
+            "manifest_name": self.manifest_name,
+            "keep_results": self.keep_results,
+            "devices": list(self.devices),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSpec:
+        from ondrop.fdl.models import Service
+
+        return cls(
+            job_id=data["job_id"],
+            attempt=int(data["attempt"]),
+            pool=data["pool"],
+            service=Service.model_validate(data["service"]),
+            event=Event(**data["event"]),
+            resources=Resources.from_json(data["resources"]),
+            inputs=tuple(Staged(ObjectRef(p, k), n) for p, k, n in data["inputs"]),
+            manifest=data.get("manifest"),
+            manifest_name=data.get("manifest_name", ""),
+            keep_results=bool(data.get("keep_results")),
+            devices=tuple(data.get("devices", ())),
+        )
 
 
 @dataclass(frozen=True)
-class Devices:
-    """GPUs a node gave a job: their ids there, exclusively its own while it runs."""
+class Report:
+    """How one attempt ended, and the outputs it stored (provider, object), in order."""
 
-    gpus: tuple[str, ...] = field(default_factory=tuple)
+    job_id: str
+    attempt: int
+    outcome: Outcome
+    outputs: tuple[tuple[str, ObjectInfo], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "outcome": dataclasses.asdict(self.outcome),
+            "outputs": [[name, dataclasses.asdict(info)] for name, info in self.outputs],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        from ondrop.store.base import Outcome
+
+        outcome = dict(data["outcome"])
+        cause = outcome.pop("cause", None)
+        return cls(
+            job_id=data["job_id"],
+            attempt=int(data["attempt"]),
+            outcome=Outcome(**outcome, cause=Cause(cause) if cause else None),
+            outputs=tuple((name, ObjectInfo(**info)) for name, info in data["outputs"]),
+        )

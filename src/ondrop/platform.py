@@ -15,8 +15,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
+from ondrop.backends.base import Backend
+
+if TYPE_CHECKING:
+    from ondrop.backends.ray import RayCluster
+from ondrop.backends.local import LocalBackend
 from ondrop.errors import (
     ConflictError,
     DefinitionError,
@@ -34,15 +39,15 @@ from ondrop.health import DiskSpace
 from ondrop.intake import Intake
 from ondrop.pools.base import Admission, Slots
 from ondrop.pools.batch import BatchCapacity, detect_gpus
+from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
-from ondrop.pools.local import LocalPool
-from ondrop.pools.router import Router
+from ondrop.pools.router import BATCH, FAAS, Router
 from ondrop.pools.waiters import Waiters
-from ondrop.runtime import ContainerRuntime, build_runtimes
+from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
 from ondrop.settings import Settings
-from ondrop.storage import LocalStorage, Providers, StorageProvider, build
+from ondrop.storage import LocalStorage, Providers, StorageProvider, build, canonical
 from ondrop.storage.base import ObjectInfo
 from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job
@@ -52,6 +57,7 @@ from ondrop.supervisor import Folders, Supervisor
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "ondrop.lock"
+CLUSTER_FAAS = 256  # faas jobs at once on a cluster, unless ONDROP_FAAS_CONCURRENCY says
 PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their events
 
 
@@ -92,41 +98,84 @@ class Platform:
             self.providers,
             self.runtime_for,
             Folders(data / "work", data / "results"),
-            on_output=self._output_stored,
             payloads=self.payloads,
             on_full=self.space.met,
         )
         self.gpus = gpus = detect_gpus(settings.gpus)  # device ids the batch pool hands out
         self.waiters = Waiters(self.store)
-        slots = Slots(settings.workers)
-        admissions: list[Admission] = [
-            FaasLimits(
-                settings.faas_concurrency or settings.workers,
-                settings.faas_max_timeout,
-                settings.faas_max_memory,
-            ),
-            BatchCapacity(settings.batch_cpus, settings.batch_memory, gpus),
-        ]
-        self.pools = {
-            admission.name: LocalPool(
+        self.ray: RayCluster | None = None  # made when a pool runs on Ray
+        slots = Slots(settings.workers)  # scripts at once on this machine
+        self.backends: dict[str, Backend] = {}
+        self.pools: dict[str, Dispatcher] = {}
+        for pool in (FAAS, BATCH):
+            admission, backend, pool_slots = self._backend(pool, slots)
+            self.backends[pool] = backend
+            self.pools[pool] = Dispatcher(
                 self.store,
                 self.services,
                 admission,
-                self.supervisor.run,
+                backend,
                 self.waiters,
-                slots,
+                pool_slots,
                 on_finished=self._job_finished,
-                stop_job=self._stop_job,
+                on_outputs=self._outputs_stored,
                 wake_pool=lambda name: self.pools[name].wake(),
             )
-            for admission in admissions
-        }
+        on_cluster = settings.backend_of(BATCH) == "ray"
         self.intake = Intake(
-            self.store, self.services, self.providers, Router(bool(gpus)), self._jobs_queued
+            self.store,
+            self.services,
+            self.providers,
+            Router(bool(gpus) or on_cluster),  # a cluster may have (or add) GPU nodes
+            self._jobs_queued,
         )
         self.watchers: dict[str, EventSource] = {}
         self.started = False
         self._lock: IO[str] | None = None
+
+    def _backend(self, pool: str, slots: Slots) -> tuple[Admission, Backend, Slots]:
+        """The pool's admission, backend and limit on jobs at once, as the settings say."""
+        settings = self.settings
+        if settings.backend_of(pool) == "ray":
+            from ondrop.backends.ray import ClusterBatch, RayBackend, RayCluster
+
+            if self.ray is None:
+                self.ray = RayCluster(settings.ray_address, self.store, self._node_configs)
+            cluster_admission: Admission
+            if pool == FAAS:
+                concurrency = settings.faas_concurrency or CLUSTER_FAAS
+                cluster_admission = FaasLimits(
+                    concurrency, settings.faas_max_timeout, settings.faas_max_memory
+                )
+            else:
+                cluster_admission = ClusterBatch(self.ray)
+            # The cluster bounds what runs at once, not this machine's cores.
+            limit = Slots(max(cluster_admission.slots(), 1))
+            return cluster_admission, RayBackend(pool, self.ray), limit
+        admission: Admission
+        if pool == FAAS:
+            admission = FaasLimits(
+                settings.faas_concurrency or settings.workers,
+                settings.faas_max_timeout,
+                settings.faas_max_memory,
+            )
+        else:
+            admission = BatchCapacity(settings.batch_cpus, settings.batch_memory, self.gpus)
+        return admission, LocalBackend(self.supervisor, self.runtimes.values(), pool), slots
+
+    def _node_configs(self) -> dict[str, dict[str, Any]]:
+        """The providers' configurations, for nodes to build their own clients from."""
+        configs = self.providers.configs()
+        if self.object_store is not None:
+            configs["minio.default"] = {**self.object_store.provider_config()}
+        return configs
+
+    def on_cluster(self, service: Service) -> bool:
+        """Whether some of `service`'s jobs may run on a cluster's nodes."""
+        pools = {BATCH} if service.mode == "batch" else {FAAS, BATCH}
+        if service.mode == "faas" and not service.gpu:
+            pools = {FAAS}
+        return any(self.settings.backend_of(pool) == "ray" for pool in pools)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -177,8 +226,8 @@ class Platform:
 
     def interrupt(self, force: bool = False) -> None:
         """Stop running jobs now (`force`: SIGKILL at once); they run again on the next start."""
-        for runtime in self.runtimes.values():
-            runtime.stop_all(force)
+        for backend in self.backends.values():
+            backend.stop_all(force)
 
     def stop(self, grace: float | None = None) -> None:
         """Stop watching, let running jobs finish within `grace` seconds (the setting when
@@ -188,6 +237,8 @@ class Platform:
         deadline = time.monotonic() + (self.settings.grace if grace is None else grace)
         for pool in self.pools.values():
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
+        for backend in self.backends.values():
+            backend.close()
         for runtime in self.runtimes.values():
             runtime.close()
         self.supervisor.close()
@@ -255,6 +306,9 @@ class Platform:
         found = self.space.problems()
         if self.object_store is not None and (down := self.object_store.problem()):
             found.append(down)
+        for backend in self.backends.values():
+            if (problem := backend.problem()) and problem not in found:
+                found.append(problem)
         return found
 
     def _writes_to(self) -> list[tuple[str, Path]]:
@@ -284,27 +338,17 @@ class Platform:
 
     def runtime_for(self, service: Service) -> Runtime | str:
         """The runtime that runs `service`'s jobs, or why none can."""
-        chosen = service.runtime
-        if chosen is None:
-            if not service.image:
-                chosen = "process"
-            elif "container" in self.runtimes:
-                chosen = "container"
-            elif self.settings.run_images_on_host:
-                chosen = "process"
-            else:
-                return (
-                    f"service {service.name!r} names the image {service.image!r} but this "
-                    "platform has no container engine, so it cannot run it; set `runtime: "
-                    "process` on the service (or ONDROP_RUN_IMAGES_ON_HOST=true) to run the "
-                    "script on the host instead"
-                )
-        runtime = self.runtimes.get(chosen)
-        if runtime is None:
-            return f"the {chosen} runtime is not available on this platform"
-        return runtime
+        return choose_runtime(service, self.runtimes, self.settings.run_images_on_host)
 
     def check_runnable(self, service: Service) -> tuple[str | None, str | None]:
+        if self.on_cluster(service):
+            if problem := self._unreachable(service):
+                return problem, None
+            from ondrop.backends.ray import ClusterBatch
+
+            batch = self.pools[BATCH].admission
+            if isinstance(batch, ClusterBatch) and (wait := batch.fits(service)):
+                return None, wait
         if service.gpu or service.mode in ("batch", "hybrid"):
             problem = self.pools["batch"].admission.refuse(service)
             if problem:
@@ -327,11 +371,32 @@ class Platform:
                 return str(exc), None
         return None, None
 
-    # -- events ---------------------------------------------------------------------
-    def _stop_job(self, job_id: str) -> None:
-        for runtime in self.runtimes.values():
-            runtime.stop(job_id)  # each ignores jobs it does not run
+    def _unreachable(self, service: Service) -> str | None:
+        """Why the nodes of a cluster could not reach one of `service`'s folders: a local
+        folder is on this machine alone, unless declared `shared` (the same path on every
+        node)."""
+        for name in service.provider_names():
+            kind, _, ident = canonical(name).partition(".")
+            config = service.storage_providers.get(kind, {}).get(ident)
+            if config is None:  # one of the platform's, or declared before
+                config = self.providers.configs().get(f"{kind}.{ident}", {})
+                try:
+                    local = isinstance(self.providers.get(name), LocalStorage)
+                except NotFoundError:
+                    continue  # the services' check says so
+            else:
+                local = kind == "local"
+            if local and not config.get("shared"):
+                return (
+                    f"storage provider {kind}.{ident!s} is a folder on this machine, which the "
+                    "nodes of the Ray cluster cannot reach: use an object store (minio.*, "
+                    "s3.*; `ondrop up --object-store seaweedfs` bundles one as minio.default) "
+                    "or WebDAV, or declare the folder `shared: true` if the same path is "
+                    "mounted on every node"
+                )
+        return None
 
+    # -- events ---------------------------------------------------------------------
     def _prune_images(self) -> None:
         """Forget unpacked images no applied service uses (an old build of a tag)."""
         runtime = self.runtimes.get("container")
@@ -351,8 +416,9 @@ class Platform:
             self.payloads.discard(claim.event.payload)  # a failed job keeps it for a re-run
         self.intake.collect(job.id)
 
-    def _output_stored(self, provider: str, info: ObjectInfo, job_id: str) -> None:
-        self.intake.object_stored(provider, info, parent_job=job_id)
+    def _outputs_stored(self, job_id: str, outputs: tuple[tuple[str, ObjectInfo], ...]) -> None:
+        for provider, info in outputs:  # chains start here, whoever else sees the objects
+            self.intake.object_stored(provider, info, parent_job=job_id)
 
     def _watch(self) -> None:
         """An event source for every provider a service takes input from: inotify for local

@@ -32,6 +32,7 @@ def _setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse})
 
 
+BACKENDS = ("local", "ray")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -109,6 +110,14 @@ class Settings:
     object_store: str = _setting(
         "none", "run a bundled object store as minio.default: none or seaweedfs"
     )
+    backend: str = _setting(
+        "local", "where jobs run: local (this machine) or ray (a Ray cluster), for both pools"
+    )
+    faas_backend: str = _setting("", "where the faas pool's jobs run (default: backend)")
+    batch_backend: str = _setting("", "where the batch pool's jobs run (default: backend)")
+    ray_address: str = _setting(
+        "", "the Ray cluster's address HOST:PORT; empty starts a Ray head on this machine"
+    )
     log_level: str = _setting("info", "log level: debug, info, warning, error")
 
     def __post_init__(self) -> None:
@@ -125,6 +134,10 @@ class Settings:
             problems.append(f"max_upload {self.max_upload} must be positive")
         if self.object_store not in ("none", "seaweedfs"):
             problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
+        for name in ("backend", "faas_backend", "batch_backend"):
+            value = getattr(self, name)
+            if value not in BACKENDS and not (value == "" and name != "backend"):
+                problems.append(f"{name} {value!r} is not one of {', '.join(BACKENDS)}")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if problems:
@@ -156,6 +169,10 @@ class Settings:
     @property
     def workers(self) -> int:
         return self.concurrency or os.cpu_count() or 1
+
+    def backend_of(self, pool: str) -> str:
+        """The backend the pool `pool` (faas or batch) runs its jobs on."""
+        return {"faas": self.faas_backend, "batch": self.batch_backend}.get(pool) or self.backend
 
 
 def env_name(name: str) -> str:

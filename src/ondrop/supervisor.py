@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ondrop.errors import (
     DiskFullError,
@@ -27,27 +28,23 @@ from ondrop.errors import (
     disk_full,
     retryable,
 )
-from ondrop.events.base import COLLECT, INVOKE, OBJECT, Event
+from ondrop.events.base import HTTP_SOURCE, OBJECT
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
-from ondrop.jobs import Cause
-from ondrop.pools.base import Allocation
+from ondrop.jobs import Cause, JobSpec, ObjectRef, Report
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.container import CONTAINER_FILE
 from ondrop.runtime.folders import FOLDER, empty, remove, remove_folder
 from ondrop.runtime.process import PID_FILE
 from ondrop.storage import LocalStorage, Providers
 from ondrop.storage.base import ObjectInfo, check_key, join_key
-from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, Outcome, Store
+from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Outcome
 
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 1 << 20  # bytes of a job's output kept in the store (the head and the tail)
 EVENT_ENV_LIMIT = 96 * 1024  # Linux refuses a single environment string over 128 KiB
-SYNC_PRIORITY = 10  # jobs a client waits for (/run) go first; their outputs are kept for it
 
-# What the supervisor tells the platform about each output it stored: (provider, object, job).
-OutputHook = Callable[[str, ObjectInfo, str], None]
 # The runtime for a service, or the reason it has none.
 RuntimeChooser = Callable[[Service], "Runtime | str"]
 # Told of the folder whose file system a job found full (ENOSPC) while staging.
@@ -60,24 +57,33 @@ class Folders:
     results: Path  # outputs of /run jobs, until the waiting client has them
 
 
+class Ledger(Protocol):
+    """What a supervisor must record before it writes an output (on the control plane, the
+    store; on a node, a call back to it): that `job_id` writes the object `key`, so that
+    the object's event is known as that job's output when it arrives."""
+
+    def record_output(self, source: str, key: str, job_id: str) -> None: ...
+
+
 class Supervisor:
+    """Runs one JobSpec: stage in, run the script, stage out. It needs no store: what must
+    be recorded before an output is written goes through the Ledger."""
+
     def __init__(
         self,
-        store: Store,
+        ledger: Ledger,
         providers: Providers,
         runtime_for: RuntimeChooser,
         folders: Folders,
-        on_output: OutputHook,
         payloads: Payloads,
         on_full: FullHook | None = None,
     ) -> None:
         self.payloads = payloads
         self.on_full = on_full
-        self.store = store
+        self.ledger = ledger
         self.providers = providers
         self.runtime_for = runtime_for
         self.folders = folders
-        self.on_output = on_output
         for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
         self.workspaces = Workspaces(folders.work)
@@ -98,16 +104,20 @@ class Supervisor:
             shutil.rmtree(entry, ignore_errors=True)
         return reaped
 
-    def run(
-        self,
-        claim: Claim,
-        service: Service,
-        allocation: Allocation,
-        script_ended: Callable[[], None] = lambda: None,
-    ) -> Outcome:
+    def run(self, spec: JobSpec, script_ended: Callable[[], None] = lambda: None) -> Report:
         """Stage in, run the script, stage out. `script_ended` is called as the script's
         process (or container) is gone, before the outputs are stored."""
-        job, event = claim.job, claim.event
+        stored: list[tuple[str, ObjectInfo]] = []
+        outcome = self._run(spec, script_ended, stored)
+        return Report(spec.job_id, spec.attempt, outcome, tuple(stored))
+
+    def _run(
+        self,
+        spec: JobSpec,
+        script_ended: Callable[[], None],
+        stored: list[tuple[str, ObjectInfo]],
+    ) -> Outcome:
+        service, resources = spec.service, spec.resources
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
             return Outcome(FAILED, None, runtime, cause=Cause.INTERNAL)
@@ -118,12 +128,12 @@ class Supervisor:
                 raise
             return self._no_space("staging in", exc, self.folders.work)
         clean = True  # nothing of the job can be left running in its folder
-        inputs, outputs = work / "input", work / "output"
+        outputs = work / "output"
         logfile = work / "log"
         try:
             script = work / "script"
             try:
-                input_path = self._stage_in(event, service, inputs)
+                input_path = self._stage_in(spec, work / "input")
                 _write_changed(script, service.script)
             except NotFoundError as exc:
                 return Outcome(FAILED, None, f"input is gone: {exc}", cause=Cause.INPUT_GONE)
@@ -135,27 +145,27 @@ class Supervisor:
                     raise
                 cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
                 return Outcome(FAILED, None, f"staging in failed: {exc}", cause=cause)
-            env = self._environment(claim, service, runtime, input_path, work)
+            env = self._environment(spec, runtime, input_path, work)
             # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
             # read these); a job given none sees none.
-            env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(allocation.gpus)
-            spec = RunSpec(
-                job_id=job.id,
+            env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(spec.devices)
+            run = RunSpec(
+                job_id=spec.job_id,
                 script=script,
                 workdir=work,
                 env=env,
-                timeout=allocation.timeout,
+                timeout=resources.timeout,
                 log=logfile,
                 image=service.image,
-                memory=allocation.memory,
-                cpu=allocation.cpu,
+                memory=resources.memory,
+                cpu=resources.cpu,
                 network=service.network,
-                gpus=allocation.gpus,
+                gpus=spec.devices,
                 service=service.name,
                 warm=float(service.warm),
             )
             clean = False
-            result = runtime.run(spec)
+            result = runtime.run(run)
             clean = result.exit_code is not None  # it ended by itself, not killed
             script_ended()
             text = _redact(_read_log(logfile), service.environment.secrets.values())
@@ -164,10 +174,9 @@ class Supervisor:
             if not result.ok:
                 return Outcome(FAILED, result.exit_code, result.reason, text, result.cause)
             try:
-                sync = event.kind == INVOKE and job.priority >= SYNC_PRIORITY
-                stored = self._stage_out(job.id, service, outputs)
-                if sync:
-                    self._keep_results(job.id, outputs, text)
+                self._stage_out(spec.job_id, service, outputs, stored)
+                if spec.keep_results:
+                    self._keep_results(spec.job_id, outputs, text)
             except (OndropError, OSError) as exc:
                 if disk_full(exc):  # of a provider, the store's or the results' folder
                     return self._no_space("staging out", exc, self.folders.results, 0, text)
@@ -176,7 +185,7 @@ class Supervisor:
                 cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
                 return Outcome(FAILED, 0, f"storing outputs failed: {exc}", text, cause)
             summary = f"{len(stored)} output(s)" if service.output else ""
-            log.debug("job %s done in %.3f s %s", job.id, result.duration, summary)
+            log.debug("job %s done in %.3f s %s", spec.job_id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
         finally:
             # The next job's script already runs (its slot was given back): this job's
@@ -205,72 +214,58 @@ class Supervisor:
             Cause.UNAVAILABLE,
         )
 
-    def _stage_in(self, event: Event, service: Service, inputs: Path) -> Path:
-        if event.kind == COLLECT and service.collect:
-            return self._gather(event, service, inputs)
-        if event.kind == OBJECT:
-            provider = self.providers.get(event.source)
-            dest = inputs / Path(event.key).name
+    def _stage_in(self, spec: JobSpec, inputs: Path) -> Path:
+        """Stage the spec's inputs into the input folder; the input file's path (a
+        collecting job's is its manifest)."""
+        if spec.manifest is not None:
+            return self._gather(spec, inputs)
+        if not spec.inputs:  # an invocation with no body
+            dest = inputs / Path(check_key(spec.event.key or "event-file")).name
             use_spare(dest)
-            provider.get(event.key, dest)
-            return dest
-        dest = inputs / Path(check_key(event.key or "event-file")).name
-        use_spare(dest)
-        if event.payload is None:
             dest.write_bytes(b"")
-        else:
-            try:
-                shutil.copyfile(self.payloads.path(event.payload), dest)
-            except FileNotFoundError:
-                raise NotFoundError("the invocation's body is no longer kept") from None
+            return dest
+        first = spec.inputs[0]
+        dest = inputs / Path(check_key(first.name)).name
+        use_spare(dest)
+        self._fetch(first.ref, dest)
         return dest
 
-    def _gather(self, event: Event, service: Service, inputs: Path) -> Path:
-        """A collecting job's input: the outputs of the jobs of `after` in the family of one
-        original input, staged into the input folder, and a manifest of the whole family
-        (`<input's name>.json`) as the input file."""
-        origin = self.store.event(event.origin) if event.origin is not None else None
-        if origin is None or origin.id is None:
-            raise NotFoundError("the original input's record is gone")
-        family = [j for j in self.store.family(origin.id) if j.service != service.name]
-        after = service.collect
-        manifest_name = f"{Path(origin.key).name}.json"
-        used = {manifest_name}
-        staged: dict[str, list[str]] = {}
-        for job_id, source, key in self.store.outputs([j.id for j in family if j.service == after]):
-            name = Path(key).name
-            while name in used:  # the same name from two jobs: number the later ones
-                name = f"{len(used)}-{Path(key).name}"
+    def _fetch(self, ref: ObjectRef, dest: Path) -> None:
+        if ref.provider == HTTP_SOURCE:  # an invocation's body, kept by the control plane
             try:
-                self.providers.get(source).get(key, inputs / name)
+                shutil.copyfile(self.payloads.path(ref.key), dest)
+            except FileNotFoundError:
+                raise NotFoundError("the invocation's body is no longer kept") from None
+        else:
+            self.providers.get(ref.provider).get(ref.key, dest)
+
+    def _gather(self, spec: JobSpec, inputs: Path) -> Path:
+        """A collecting job's input: the files the control plane listed, staged into the
+        input folder, and its manifest as the input file, naming only the files that
+        could be staged (one deleted since it was stored is left out)."""
+        assert spec.manifest is not None
+        missing: set[str] = set()
+        for staged in spec.inputs:
+            name = Path(check_key(staged.name)).name
+            try:
+                self._fetch(staged.ref, inputs / name)
             except NotFoundError:
-                continue  # deleted since it was stored: left out of the manifest too
-            used.add(name)
-            staged.setdefault(job_id, []).append(name)
-        manifest = {
-            "input": {"provider": origin.source, "key": origin.key},
-            "collected": after,
-            "jobs": [
-                {
-                    "id": j.id,
-                    "service": j.service,
-                    "status": j.status,
-                    "input": j.input_key,
-                    "files": staged.get(j.id, []),
-                }
-                for j in family
-            ],
-        }
-        path = inputs / manifest_name
+                missing.add(staged.name)
+        manifest = dict(spec.manifest)
+        manifest["jobs"] = [
+            {**job, "files": [f for f in job.get("files", []) if f not in missing]}
+            for job in manifest.get("jobs", [])
+        ]
+        path = inputs / Path(check_key(spec.manifest_name)).name
         path.write_text(json.dumps(manifest, indent=2))
         return path
 
     def _environment(
-        self, claim: Claim, service: Service, runtime: Runtime, input_path: Path, work: Path
+        self, spec: JobSpec, runtime: Runtime, input_path: Path, work: Path
     ) -> dict[str, str]:
         """The script's environment contract, with paths as the script sees them; the
         runtime adds its base (PATH, HOME...) under it."""
-        event = claim.event
+        event, service = spec.event, spec.service
         env = dict(service.environment.variables)
         env.update(service.environment.secrets)
         env.update(
@@ -278,8 +273,8 @@ class Supervisor:
             TMP_INPUT_DIR=runtime.inside(work, work / "input"),
             TMP_OUTPUT_DIR=runtime.inside(work, work / "output"),
             TMPDIR=runtime.inside(work, work / "tmp"),
-            JOB_UUID=claim.job.id,
-            JOB_ATTEMPT=str(claim.attempt),
+            JOB_UUID=spec.job_id,
+            JOB_ATTEMPT=str(spec.attempt),
             OSCAR_SERVICE_NAME=service.name,
             EVENT_TIME=event.iso_time,
         )
@@ -292,18 +287,19 @@ class Supervisor:
             env["STORAGE_PROVIDER"] = event.source
         return env
 
-    def _stage_out(self, job_id: str, service: Service, outputs: Path) -> list[ObjectInfo]:
+    def _stage_out(
+        self, job_id: str, service: Service, outputs: Path, stored: list[tuple[str, ObjectInfo]]
+    ) -> None:
         """Store the outputs, each as a new object: a job's file is copied, never moved or
         linked into a store, so neither its owner, its setuid or setgid bit nor its inode
         (which the job could still hold) reaches anyone who reads the store."""
-        stored: list[ObjectInfo] = []
         files = output_files(outputs)
         copies = [(t, p) for t in service.output for p in files if t.accepts(p.name)]
         for target, path in copies:
             provider = self.providers.get(target.storage_provider)
             relative = path.relative_to(outputs).as_posix()
             key = join_key(target.path, check_key(relative, "output file name"))
-            self.store.record_output(provider.name, key, job_id)
+            self.ledger.record_output(provider.name, key, job_id)
             try:
                 info = provider.put_file(key, path)
             except StorageError as exc:
@@ -311,9 +307,7 @@ class Supervisor:
                     raise
                 folder = provider.root if isinstance(provider, LocalStorage) else None
                 raise DiskFullError(f"{provider.name} is full: {exc}", folder) from exc
-            stored.append(info)
-            self.on_output(provider.name, info, job_id)
-        return stored
+            stored.append((provider.name, info))
 
     def _keep_results(self, job_id: str, outputs: Path, text: str) -> None:
         keep = self.folders.results / job_id
@@ -541,4 +535,4 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-__all__ = ["SYNC_PRIORITY", "Folders", "RunResult", "Supervisor"]
+__all__ = ["Folders", "Ledger", "RunResult", "Supervisor"]

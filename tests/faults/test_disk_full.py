@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from ondrop.platform import Platform
-from ondrop.pools import local, policy
+from ondrop.pools import dispatch, policy
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.fake import FakeRuntime, succeed
 from ondrop.settings import Settings
@@ -137,7 +137,7 @@ def status_of(platform: Platform, job_id: str) -> str | None:
 def test_a_full_data_folder_answers_507_loses_nothing_and_jobs_resume_once_space_is_freed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "STORE_RETRY_CAP", 0.5)
+    monkeypatch.setattr(dispatch, "STORE_RETRY_CAP", 0.5)
     monkeypatch.setattr(policy, "STORE_RETRY_CAP", 0.5)
     with tmpfs(tmp_path / "data", "32m") as data:
         gate = Gate()
@@ -224,7 +224,7 @@ def test_a_full_data_folder_answers_507_loses_nothing_and_jobs_resume_once_space
 def test_a_full_provider_folder_answers_507_naming_it_and_its_jobs_wait_for_space(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "STORE_RETRY_CAP", 0.5)
+    monkeypatch.setattr(dispatch, "STORE_RETRY_CAP", 0.5)
     monkeypatch.setattr(policy, "STORE_RETRY_CAP", 0.5)
     with (
         tmpfs(tmp_path / "archive", "8m") as archive,

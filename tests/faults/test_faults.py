@@ -13,7 +13,7 @@ import pytest
 
 from ondrop import Client
 from ondrop.platform import Platform
-from ondrop.pools import local, policy
+from ondrop.pools import dispatch, policy
 from tests.api.test_stores import bundled, s3_client  # noqa: F401  (the bundled fixture)
 from tests.conftest import ADMIN
 from tests.support.waiting import processes_with, wait_for
@@ -101,7 +101,7 @@ def test_a_storage_outage_during_a_burst_delays_jobs_but_fails_none(
 ) -> None:
     platform, api = bundled
     assert platform.object_store is not None
-    monkeypatch.setattr(local, "STORE_RETRY_CAP", 2.0)
+    monkeypatch.setattr(dispatch, "STORE_RETRY_CAP", 2.0)
     monkeypatch.setattr(policy, "STORE_RETRY_CAP", 2.0)
     api.post(
         "/system/apply",

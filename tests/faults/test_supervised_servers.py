@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ondrop.platform import Platform
-from ondrop.pools import local, policy
+from ondrop.pools import dispatch, policy
 from ondrop.storage.seaweedfs import Backoff
 from tests.api.test_stores import s3_client, settings_for
 from tests.conftest import ADMIN, listening_socket, serving
@@ -55,7 +55,7 @@ def test_a_killed_bundled_store_is_restarted_and_every_job_of_the_burst_is_done(
     platform, api = bundled
     store = platform.object_store
     assert store is not None and store.proc is not None
-    monkeypatch.setattr(local, "STORE_RETRY_CAP", 2.0)
+    monkeypatch.setattr(dispatch, "STORE_RETRY_CAP", 2.0)
     monkeypatch.setattr(policy, "STORE_RETRY_CAP", 2.0)
     answer = api.post(
         "/system/apply",

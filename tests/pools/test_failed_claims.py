@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
+from ondrop.backends.stub import StubBackend
 from ondrop.errors import StoreError
 from ondrop.events.base import object_event
 from ondrop.fdl.models import Service
+from ondrop.jobs import JobSpec
 from ondrop.pools.base import Admission, Slots
 from ondrop.pools.batch import BatchCapacity
+from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
-from ondrop.pools.local import LocalPool
 from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.storage import LocalStorage, Providers
@@ -92,19 +94,17 @@ class Rig:
         self.admission = admission
         self.slots = Slots(slots)
         self.ran: list[str] = []
-        self.pool = LocalPool(
+        self.pool = Dispatcher(
             self.store,
             self.services,
             admission,
-            self._execute,
+            StubBackend(self._execute),
             Waiters(self.store),
             self.slots,
         )
 
-    def _execute(
-        self, claim: Claim, service: Service, allocation: object, ended: object
-    ) -> Outcome:
-        self.ran.append(claim.job.id)
+    def _execute(self, spec: JobSpec, ended: object) -> Outcome:
+        self.ran.append(spec.job_id)
         return Outcome(SUCCEEDED, 0)
 
     def add(self, service: str, n: int, pool: str = "faas") -> list[str]:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from ondrop import Client
+from ondrop.backends import local as backends_local
 from ondrop.errors import ClientError
 from ondrop.platform import Platform
-from ondrop.pools import local
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
 from tests.support.waiting import wait_for
@@ -189,10 +189,10 @@ def test_workers_exist_only_while_there_is_work(
         for go in (platform.data / "work").glob("*/tmp/go"):  # none for the next jobs
             go.unlink()
 
-    monkeypatch.setattr(local, "THREAD_IDLE", 0.5)  # threads end soon after their job
+    monkeypatch.setattr(backends_local, "THREAD_IDLE", 0.5)  # threads end soon after their job
     finish([client.submit("hold", b"{}")])
     wait_for(lambda: workers() == set())
-    monkeypatch.setattr(local, "THREAD_IDLE", 600.0)  # threads wait for the next job
+    monkeypatch.setattr(backends_local, "THREAD_IDLE", 600.0)  # threads wait for the next job
     jobs = [client.submit("hold", b"{}") for _ in range(3)]
     three = wait_for(lambda: len(found := workers()) == 3 and found)
     finish(jobs)

@@ -109,6 +109,10 @@ def up(
     pull: bool = typer.Option(None, "--pull/--no-pull", help=help_for("pull"), show_default=False),
     poll_interval: float = typer.Option(None, help=help_for("poll_interval"), show_default=False),
     object_store: str = typer.Option(None, help=help_for("object_store"), show_default=False),
+    backend: str = typer.Option(None, help=help_for("backend"), show_default=False),
+    faas_backend: str = typer.Option(None, help=help_for("faas_backend"), show_default=False),
+    batch_backend: str = typer.Option(None, help=help_for("batch_backend"), show_default=False),
+    ray_address: str = typer.Option(None, help=help_for("ray_address"), show_default=False),
     log_level: str = typer.Option(None, help=help_for("log_level"), show_default=False),
 ) -> None:
     """Start the platform in the foreground: API, workers and file watching."""
@@ -129,6 +133,10 @@ def up(
         pull=pull,
         poll_interval=poll_interval,
         object_store=object_store,
+        backend=backend,
+        faas_backend=faas_backend,
+        batch_backend=batch_backend,
+        ray_address=ray_address,
         log_level=log_level,
         max_upload=_size("--max-upload", max_upload),
         faas_concurrency=faas_concurrency,

@@ -187,6 +187,11 @@ class Environment(_Strict):
 
 class LocalProviderConfig(_Strict):
     path: str = Field(description="absolute folder on the platform's machine")
+    shared: bool = Field(
+        False,
+        description="the same folder is mounted at this path on every node of a cluster, "
+        "so that jobs on a Ray cluster may use it",
+    )
 
 
 class MinioProviderConfig(_Strict):

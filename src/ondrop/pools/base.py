@@ -19,6 +19,13 @@ class Allocation:
     memory: int | None = None  # bytes
     cpu: float | None = None  # cores
     gpus: tuple[str, ...] = field(default_factory=tuple)  # device ids, exclusively its own
+    # GPUs as a count, where the node that runs the job picks them (a cluster); None: as
+    # many as `gpus` names
+    gpu_count: int | None = None
+
+    @property
+    def gpu_total(self) -> int:
+        return len(self.gpus) if self.gpu_count is None else self.gpu_count
 
 
 class Admission(ABC):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ondrop.errors import DefinitionError
+from ondrop.fdl.models import Service
 from ondrop.runtime.base import Runtime
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.engine import detect
@@ -18,6 +20,31 @@ from ondrop.runtime.spawner import Spawner
 from ondrop.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def choose_runtime(
+    service: Service, runtimes: Mapping[str, Runtime], run_images_on_host: bool
+) -> Runtime | str:
+    """The runtime of `runtimes` that runs `service`'s jobs, or why none can."""
+    chosen = service.runtime
+    if chosen is None:
+        if not service.image:
+            chosen = "process"
+        elif "container" in runtimes:
+            chosen = "container"
+        elif run_images_on_host:
+            chosen = "process"
+        else:
+            return (
+                f"service {service.name!r} names the image {service.image!r} but this "
+                "platform has no container engine, so it cannot run it; set `runtime: "
+                "process` on the service (or ONDROP_RUN_IMAGES_ON_HOST=true) to run the "
+                "script on the host instead"
+            )
+    runtime = runtimes.get(chosen)
+    if runtime is None:
+        return f"the {chosen} runtime is not available on this platform"
+    return runtime
 
 
 def build_runtimes(settings: Settings, data: Path) -> dict[str, Runtime]:

@@ -99,6 +99,11 @@ class Providers:
         if old is not None:
             old.close()
 
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """The declared providers' configurations (name -> settings), credentials included."""
+        with self._lock:
+            return {name: dict(config) for name, config in self._configs.items()}
+
     def close(self) -> None:
         for provider in self.all():
             provider.close()

@@ -101,6 +101,7 @@ class Outcome:
     reason: str = ""
     log: str = ""
     cause: Cause | None = None
+    node: str = ""  # the node the attempt ran on (the backend fills it)
 
     @property
     def retryable(self) -> bool:

@@ -40,10 +40,11 @@ from ondrop.errors import (
     disk_full,
 )
 from ondrop.fdl.models import Service
+from ondrop.jobs import SYNC_PRIORITY
 from ondrop.platform import Platform
 from ondrop.storage.base import check_key, under
 from ondrop.store.base import SUCCEEDED, Job
-from ondrop.supervisor import SYNC_PRIORITY, output_files, read_regular
+from ondrop.supervisor import output_files, read_regular
 
 router = APIRouter(tags=["invoke"])
 BODY = raw_body(

@@ -1,29 +1,31 @@
-"""A pool on this machine: queued jobs of the pool, taken from the store, each run on a
-thread of its own (kept for the next job for THREAD_IDLE seconds, then ended: the
-platform costs nothing between bursts of work).
+"""A pool's dispatcher: claim -> submit to the pool's backend -> record the end.
 
 One scheduler thread claims due jobs while the pool's admission (faas: a count; batch:
 CPU, memory and GPUs) and the platform's limit allow, within each service's
-`max_concurrency`, services taking turns. A finished attempt is written back at once,
-so a crash at any point leaves the job queued or running, never lost.
+`max_concurrency`, services taking turns, and hands each to the backend as a JobSpec. The
+backend's report of an attempt is written back at once (its outputs first, so that a
+chain's next jobs exist before the end is known), so a crash at any point leaves the job
+queued or running, never lost.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
-from ondrop.errors import retryable
+from ondrop.backends.base import Backend
+from ondrop.errors import NotFoundError, retryable
 from ondrop.fdl.models import Service
-from ondrop.jobs import Cause
+from ondrop.jobs import Cause, Report
 from ondrop.pools.base import Admission, Allocation, Slots
 from ondrop.pools.policy import STORE_RETRY_CAP, next_step
+from ondrop.pools.specs import job_spec
 from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
+from ondrop.storage.base import ObjectInfo
 from ondrop.store.base import (
     FAILED,
     FINISHED,
@@ -35,48 +37,48 @@ from ondrop.store.base import (
 
 log = logging.getLogger(__name__)
 
-# execute(claim, service, allocation, script_ended): runs one job; calls script_ended()
-# once its script is over, before the outputs are stored
-Execute = Callable[[Claim, Service, Allocation, Callable[[], None]], Outcome]
+# Told of the outputs an attempt stored, before its end is recorded: (job id, outputs).
+OutputsHook = Callable[[str, tuple[tuple[str, ObjectInfo], ...]], None]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
-THREAD_IDLE = 30.0  # seconds a job thread waits for its next job before it ends
 
 
-class LocalPool:
+class Dispatcher:
     def __init__(
         self,
         store: Store,
         services: Services,
         admission: Admission,
-        execute: Execute,
+        backend: Backend,
         waiters: Waiters,
         slots: Slots,
         on_finished: Callable[[Claim, Job], None] | None = None,
-        stop_job: Callable[[str], None] | None = None,
+        on_outputs: OutputsHook | None = None,
         wake_pool: Callable[[str], None] | None = None,
     ) -> None:
         self.name = admission.name
         self.store = store
         self.services = services
         self.admission = admission
-        self.execute = execute
+        self.backend = backend
         self.waiters = waiters
         self.slots = slots
         self.on_finished = on_finished
-        self.stop_job = stop_job  # stops a running job's process or container
+        self.on_outputs = on_outputs
         self.wake_pool = wake_pool  # another pool has a job now (hybrid: faas -> batch)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running: dict[str, str] = {}  # job id -> service
-        self._allocations: dict[str, Allocation] = {}
+        # What a job holds until its script ends, and whether its admission gave it.
+        self._allocations: dict[str, tuple[Allocation, bool]] = {}
+        self._claims: dict[str, Claim] = {}  # running job id -> its claim
         self._cancelled: dict[str, str] = {}  # running job id -> why it is being cancelled
         self._thread = threading.Thread(target=self._loop, name=f"ondrop-{self.name}", daemon=True)
-        self._threads = JobThreads(self._run, f"ondrop-job-{self.name}")
 
     # -- life cycle --------------------------------------------------------------
     def start(self) -> None:
+        self.backend.start(self)
         self._thread.start()
 
     def wake(self) -> None:
@@ -104,7 +106,6 @@ class LocalPool:
         with self._idle:
             while self._running:
                 self._idle.wait(1.0)
-        self._threads.close()
 
     def running(self) -> dict[str, int]:
         """Jobs running now, by service."""
@@ -121,8 +122,7 @@ class LocalPool:
             if job_id not in self._running:
                 return False
             self._cancelled[job_id] = reason
-        if self.stop_job is not None:
-            self.stop_job(job_id)
+        self.backend.cancel(job_id)
         return True
 
     # -- scheduling ----------------------------------------------------------------
@@ -168,7 +168,8 @@ class LocalPool:
             for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
-                self._threads.run(claim)
+                    self._claims[claim.job.id] = claim
+                self._submit(claim)
             if len(claims) == free:
                 # Every slot is taken: nothing more can start before a job ends, which
                 # wakes the scheduler (no need to ask the store when the next job is due).
@@ -195,8 +196,9 @@ class LocalPool:
                 self.slots.give()
                 self.slots.done()
                 return False
+        assert allocation is not None
         with self._lock:
-            self._allocations[job.id] = allocation  # type: ignore[assignment]
+            self._allocations[job.id] = (allocation, service is not None)
         reserved.append((job.id, service is not None))
         return True
 
@@ -204,47 +206,72 @@ class LocalPool:
         """Undo what `_accept` reserved for jobs no claim started (the store failed it)."""
         for job_id, admitted in reserved:
             with self._lock:
-                allocation = self._allocations.pop(job_id, None)
-            if allocation is None:
+                held = self._allocations.pop(job_id, None)
+            if held is None:
                 continue
             if admitted:
-                self.admission.release(allocation)
+                self.admission.release(held[0])
             self.slots.give()
             self.slots.done()
 
-    def _run(self, claim: Claim) -> None:
+    def _submit(self, claim: Claim) -> None:
+        """Hand the claimed job to the backend; a job that cannot even be described (its
+        service removed, its collected family's record gone) ends at once, saying why."""
         job = claim.job
         with self._lock:
-            allocation = self._allocations.pop(job.id)
+            allocation = self._allocations[job.id][0]
         service = self.services.find(job.service)
-        released = False
-
-        def script_ended() -> None:
-            """The job's slot and resources go to the next job while this one's outputs
-            are stored and its end recorded."""
-            nonlocal released
-            if not released:
-                released = True
-                if service is not None:
-                    self.admission.release(allocation)
-                self.slots.give()
-                self._wake.set()
-
         try:
             if service is None:
                 reason = f"service {job.service!r} was removed"
-                outcome = Outcome(FAILED, None, reason, cause=Cause.INTERNAL)
-            else:
-                outcome = self.execute(claim, service, allocation, script_ended)
+                raise _Unrunnable(Outcome(FAILED, None, reason, cause=Cause.INTERNAL))
+            try:
+                spec = job_spec(self.store, claim, service, allocation)
+            except NotFoundError as exc:
+                reason = f"input is gone: {exc}"
+                raise _Unrunnable(Outcome(FAILED, None, reason, cause=Cause.INPUT_GONE)) from None
+            self.backend.submit(spec)
+        except _Unrunnable as unrunnable:
+            self.ended(Report(job.id, claim.attempt, unrunnable.outcome))
         except Exception as exc:
-            log.exception("job %s: the supervisor failed", job.id)
+            log.exception("job %s: the %s backend refused it", job.id, self.backend.name)
             outcome = Outcome(FAILED, None, f"internal error: {exc}", cause=Cause.INTERNAL)
-        finally:
-            script_ended()
+            self.ended(Report(job.id, claim.attempt, outcome))
+
+    # -- the backend's listener ----------------------------------------------------
+    def script_ended(self, job_id: str) -> None:
+        """The job's slot and resources go to the next job while this one's outputs are
+        stored and its end recorded."""
+        with self._lock:
+            held = self._allocations.pop(job_id, None)
+        if held is None:
+            return  # given back already
+        allocation, admitted = held
+        if admitted:
+            self.admission.release(allocation)
+        self.slots.give()
+        self._wake.set()
+
+    def ended(self, report: Report) -> None:
+        job_id = report.job_id
+        self.script_ended(job_id)
+        with self._lock:
+            claim = self._claims.get(job_id)
+        if claim is None or claim.attempt != report.attempt:
+            log.warning("job %s: a report of attempt %d no one waits for", job_id, report.attempt)
+            return
+        service = self.services.find(claim.job.service)
+        outcome = report.outcome
+        if report.outputs and self.on_outputs is not None:
+            try:
+                self.on_outputs(job_id, report.outputs)
+            except Exception:
+                log.exception("job %s: recording its outputs' events failed", job_id)
         outcome, retry_at, pool = self._next(claim, service, outcome)
         finished = self._record_end(claim, outcome, retry_at, pool)
         with self._idle:
-            self._running.pop(job.id, None)
+            self._running.pop(job_id, None)
+            self._claims.pop(job_id, None)
             self._idle.notify_all()
         self.slots.done()
         if finished is not None and finished.status in FINISHED:
@@ -252,7 +279,7 @@ class LocalPool:
                 try:
                     self.on_finished(claim, finished)
                 except Exception:
-                    log.exception("job %s: clean-up after it ended failed", job.id)
+                    log.exception("job %s: clean-up after it ended failed", job_id)
             self.waiters.resolve(finished)
         if pool is not None and pool != self.name and self.wake_pool is not None:
             self.wake_pool(pool)
@@ -305,49 +332,6 @@ class LocalPool:
         return step.outcome, step.retry_at, step.pool
 
 
-class JobThreads:
-    """The threads that run a pool's jobs: one per running job, each kept THREAD_IDLE seconds
-    after its job for the next one (a thread started per job costs more than the whole
-    bookkeeping of a tiny job), so that none is left once the work is done."""
-
-    def __init__(self, target: Callable[[Claim], None], name: str) -> None:
-        self.target = target
-        self.name = name
-        self._jobs: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        # Threads waiting for a job that none is on its way to. Invariant: jobs in the
-        # queue + idle == threads waiting.
-        self._idle = 0
-        self._closed = False
-
-    def run(self, claim: Claim) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._jobs.put(claim)
-                return
-        threading.Thread(target=self._work, args=(claim,), daemon=True, name=self.name).start()
-
-    def close(self) -> None:
-        """End the waiting threads (the pool stops; no job runs)."""
-        with self._lock:
-            waiting, self._idle = self._idle, 0
-            self._closed = True  # and those still finishing a job end after it
-        for _ in range(waiting):
-            self._jobs.put(None)
-
-    def _work(self, claim: Claim | None) -> None:
-        while claim is not None:
-            self.target(claim)
-            with self._lock:
-                if self._closed:
-                    return
-                self._idle += 1
-            try:
-                claim = self._jobs.get(timeout=THREAD_IDLE)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle:  # no job is on its way to this thread: it may end
-                        self._idle -= 1
-                        return
-                claim = self._jobs.get()  # one is: every waiting thread has one coming
+class _Unrunnable(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from ondrop.backends.stub import StubBackend
 from ondrop.events.base import object_event
 from ondrop.fdl.models import Service
-from ondrop.jobs import Cause
+from ondrop.jobs import Cause, JobSpec
 from ondrop.pools import policy
 from ondrop.pools.base import Slots
+from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
-from ondrop.pools.local import LocalPool
 from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.storage import LocalStorage, Providers
@@ -38,16 +39,22 @@ def make_pool(
     execute: Callable[[Claim, Service], Outcome],
     waiters: Waiters,
     workers: int,
-) -> LocalPool:
-    """A faas pool of `workers` slots running `execute` (which ignores the allocation)."""
-    return LocalPool(
+) -> Dispatcher:
+    """A faas pool of `workers` slots running `execute` on the stub backend."""
+    return Dispatcher(
         store,
         services,
         FaasLimits(workers, 900.0, 1024**3),
-        lambda claim, service, allocation, script_ended: execute(claim, service),
+        StubBackend(lambda spec, ended: execute(claim_of(store, spec), spec.service)),
         waiters,
         Slots(workers),
     )
+
+
+def claim_of(store: SQLiteStore, spec: JobSpec) -> Claim:
+    job = store.job(spec.job_id)
+    assert job is not None
+    return Claim(job, spec.attempt, spec.event)
 
 
 class Rig:
@@ -151,15 +158,20 @@ def test_the_next_script_starts_while_the_last_outputs_are_stored(tmp_path: Path
     started: list[str] = []
     storing = threading.Event()
 
-    def execute(claim: Claim, service: Service, allocation: Any, ended: Any) -> Outcome:
-        started.append(claim.job.id)
+    def execute(spec: JobSpec, ended: Callable[[], None]) -> Outcome:
+        started.append(spec.job_id)
         ended()  # the script is over: now its outputs are stored, until `storing` is set
         storing.wait(10)
         return Outcome(SUCCEEDED, 0)
 
     rig = Rig(tmp_path, lambda claim, service: Outcome(SUCCEEDED, 0), workers=1)
-    rig.pool = LocalPool(
-        rig.store, rig.services, FaasLimits(1, 900.0, 1024**3), execute, rig.waiters, Slots(1)
+    rig.pool = Dispatcher(
+        rig.store,
+        rig.services,
+        FaasLimits(1, 900.0, 1024**3),
+        StubBackend(execute),
+        rig.waiters,
+        Slots(1),
     )
     rig.services.apply([Service.model_validate({"name": "a", "script": "true"})])
     rig.pool.start()

@@ -1,0 +1,552 @@
+"""The Ray backend: a pool's jobs run on the nodes of a Ray cluster, so that a cluster
+that grows with the work (Ray's autoscaler, KubeRay) runs the same services.
+
+- batch: each job is a Ray task asking for the job's cpu, memory and gpus as Ray
+  resources, so Ray places it on a node that fits, or its autoscaler adds one;
+- faas: each node has a long-lived supervisor (an actor of no CPU of its own) that runs
+  many jobs at once, warm: its storage clients are reused, no interpreter starts per job.
+
+On the node the supervisor isolates the job with the node's own process or container
+runtime, as on one machine. What it must record before it writes an output goes through a
+ledger relay (an actor) to the control plane, which records it in the store.
+
+A job on a node that is lost ends with the cause `lost`, and runs again elsewhere without
+using up the service's retries. Ray ends the tasks of a driver that died, so after a
+restart of the control plane its jobs run again (adopt() takes none back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ondrop
+from ondrop.backends.base import Backend, Listener
+from ondrop.errors import UnavailableError
+from ondrop.fdl.models import Service
+from ondrop.jobs import Cause, JobSpec, Report
+from ondrop.pools.base import Admission, Allocation
+from ondrop.pools.batch import BATCH_TIMEOUT, DEFAULT_MEMORY
+from ondrop.quantity import format_bytes, parse_cpu
+from ondrop.store.base import FAILED, INTERRUPTED, Job, Outcome
+from ondrop.supervisor import Ledger
+from ondrop.worker import Configs, node_worker
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "ondrop"
+CONNECT_TIMEOUT = 60.0  # seconds: a wrong address makes Ray wait for ever
+FAAS_PER_NODE = 64  # jobs one node's faas supervisor runs at once
+NODES_EVERY = 5.0  # seconds between looks at which nodes the cluster has
+
+
+# -- what runs on the nodes ------------------------------------------------------------
+class RelayLedger:
+    """A node's ledger: each output is recorded by the control plane (through the relay
+    actor) before the supervisor writes it."""
+
+    def __init__(self, relay: Any) -> None:
+        self.relay = relay
+
+    def record_output(self, source: str, key: str, job_id: str) -> None:
+        import ray
+
+        problem = ray.get(self.relay.record.remote(source, key, job_id), timeout=120)
+        if problem:
+            raise UnavailableError(f"the control plane cannot record the output {key}: {problem}")
+
+
+def _same_version(version: str) -> str | None:
+    if ondrop.__version__ == version:
+        return None
+    import ray
+
+    return (
+        f"node {ray.util.get_node_ip_address()} runs ondrop {ondrop.__version__} and the "  # type: ignore[no-untyped-call]
+        f"control plane {version}: install the same version on every node"
+    )
+
+
+def _failed(spec: dict[str, Any], reason: str, cause: Cause) -> dict[str, Any]:
+    outcome = Outcome(FAILED, None, reason, cause=cause)
+    return Report(spec["job_id"], int(spec["attempt"]), outcome).to_json()
+
+
+def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -> dict[str, Any]:
+    """A batch job, as a Ray task: the devices are the ones Ray gave it."""
+    import ray
+
+    if problem := _same_version(version):
+        return _failed(spec, problem, Cause.INTERNAL)
+    job = JobSpec.from_json(spec)
+    devices = tuple(str(int(g)) if float(g).is_integer() else str(g) for g in ray.get_gpu_ids())
+    job = _with_devices(job, devices)
+    worker = node_worker(configs, RelayLedger(relay))
+    result: list[Report] = []
+    thread = threading.Thread(target=lambda: result.append(worker.run(job)), daemon=True)
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt:  # ray.cancel: stop the script, then say how it ended
+            worker.stop(job.job_id)
+    if not result:
+        return _failed(spec, "internal error: the supervisor failed", Cause.INTERNAL)
+    return _on_node(result[0])
+
+
+def _with_devices(spec: JobSpec, devices: tuple[str, ...]) -> JobSpec:
+    from dataclasses import replace
+
+    return replace(spec, devices=devices)
+
+
+def _on_node(report: Report) -> dict[str, Any]:
+    from dataclasses import replace
+
+    import ray
+
+    node = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    return replace(report, outcome=replace(report.outcome, node=node)).to_json()
+
+
+class NodeSupervisor:
+    """A node's faas supervisor (a threaded actor pinned to its node)."""
+
+    def __init__(self, configs: Configs, relay: Any, version: str) -> None:
+        self.problem = _same_version(version)
+        self.worker = None if self.problem else node_worker(configs, RelayLedger(relay))
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        if self.worker is None:
+            return _failed(spec, self.problem or "", Cause.INTERNAL)
+        return _on_node(self.worker.run(JobSpec.from_json(spec)))
+
+    def stop(self, job_id: str) -> None:
+        if self.worker is not None:
+            self.worker.stop(job_id)
+
+
+class LedgerRelay:
+    """An async actor between the nodes' ledgers and the control plane: a node's record()
+    returns once the control plane has taken the record and said done()."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[tuple[str, str, str], asyncio.Future[str]]] = {}
+        self._taken: set[int] = set()
+        self._next = 0
+        self._new = asyncio.Event()
+
+    async def record(self, source: str, key: str, job_id: str) -> str:
+        self._next += 1
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = ((source, key, job_id), future)
+        self._new.set()
+        return await future  # "" once recorded, else why not
+
+    async def take(self, timeout: float) -> list[tuple[int, str, str, str]]:
+        if not any(n not in self._taken for n in self._pending):
+            self._new.clear()
+            try:
+                await asyncio.wait_for(self._new.wait(), timeout)
+            except TimeoutError:
+                return []
+        fresh = [n for n in self._pending if n not in self._taken]
+        self._taken.update(fresh)
+        return [(n, *self._pending[n][0]) for n in fresh]
+
+    async def done(self, numbers: list[int], problem: str = "") -> None:
+        for n in numbers:
+            self._taken.discard(n)
+            entry = self._pending.pop(n, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(problem)
+
+
+# -- the control plane's side ----------------------------------------------------------
+class RayCluster:
+    """The control plane's connection to one Ray cluster, shared by the pools that run on
+    it: the driver, the ledger relay, and each node's faas supervisor."""
+
+    def __init__(self, address: str, ledger: Ledger, configs: Callable[[], Configs]) -> None:
+        self.address = address
+        self.ledger = ledger
+        self.configs = configs
+        self._lock = threading.Lock()
+        self._connected = False
+        self._problem: str | None = None
+        self._stopping = threading.Event()
+        self._relay: Any = None
+        self._supervisors: dict[str, Any] = {}  # node id -> its faas supervisor
+        self._ips: dict[str, str] = {}  # node id -> its address
+        self._nodes_seen = 0.0
+        self._task: Any = None
+        self._actor: Any = None
+
+    def connect(self) -> None:
+        """Join the cluster (or start a Ray of its own when no address is given);
+        UnavailableError saying why when it cannot be reached in time."""
+        with self._lock:
+            if self._connected:
+                return
+            import ray
+
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            failure: list[BaseException] = []
+
+            def init() -> None:
+                try:
+                    ray.init(
+                        address=self.address or None,
+                        namespace=NAMESPACE,
+                        log_to_driver=False,
+                        include_dashboard=False,
+                        ignore_reinit_error=True,
+                        configure_logging=False,
+                    )
+                except BaseException as exc:
+                    failure.append(exc)
+
+            where = self.address or "a Ray of its own on this machine"
+            if self.address:  # a wrong address hangs: wait for it on a thread of its own
+                thread = threading.Thread(target=init, daemon=True, name="ondrop-ray-connect")
+                thread.start()
+                thread.join(CONNECT_TIMEOUT)
+                hung = thread.is_alive()
+            else:  # Ray starts its own head only from the thread that runs the platform
+                init()
+                hung = False
+            if hung or failure:
+                why = f"{failure[0]}" if failure else f"no answer in {CONNECT_TIMEOUT:g} s"
+                self._problem = (
+                    f"the Ray cluster at {where} cannot be reached ({why}); jobs of the pools "
+                    "on it wait until it can. Check ONDROP_RAY_ADDRESS and that its head runs"
+                )
+                raise UnavailableError(self._problem)
+            self._task = ray.remote(run_task)
+            self._actor = ray.remote(NodeSupervisor)
+            self._relay = (
+                ray.remote(LedgerRelay)
+                .options(name=f"ondrop-ledger-{os.getpid()}", num_cpus=0, max_concurrency=10_000)
+                .remote()
+            )
+            self._connected = True
+            self._problem = None
+            threading.Thread(target=self._pump, daemon=True, name="ondrop-ray-ledger").start()
+            log.info("jobs run on the Ray cluster at %s", where)
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    def totals(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The cluster's resources in all, and free now; none when it is not joined."""
+        if not self._connected:
+            return {}, {}
+        import ray
+
+        try:
+            return ray.cluster_resources(), ray.available_resources()  # type: ignore[no-untyped-call]
+        except Exception:
+            return {}, {}
+
+    def resources(self) -> list[dict[str, float]]:
+        """The resources of each live node."""
+        import ray
+
+        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+
+    def submit_task(self, spec: JobSpec) -> Any:
+        resources = spec.resources
+        cpu = resources.cpu if resources.cpu is not None else 1.0
+        options: dict[str, Any] = {"num_cpus": cpu, "num_gpus": resources.gpus, "max_retries": 0}
+        if resources.memory:
+            options["memory"] = resources.memory
+        return self._task.options(**options).remote(
+            spec.to_json(), self.configs(), self._relay, ondrop.__version__
+        )
+
+    def supervisor(self, load: Mapping[str, int]) -> tuple[str, Any]:
+        """The faas supervisor with the fewest jobs (`load`: node id -> jobs there now)."""
+        self._refresh_nodes()
+        with self._lock:
+            if not self._supervisors:
+                raise UnavailableError("the Ray cluster has no node that runs jobs yet")
+            node = min(self._supervisors, key=lambda n: load.get(n, 0))
+            return node, self._supervisors[node]
+
+    def forget(self, node: str) -> None:
+        """A node's supervisor died (its node was lost): make a new one if the node lives."""
+        with self._lock:
+            self._supervisors.pop(node, None)
+            self._nodes_seen = 0.0
+
+    def node_ip(self, node: str) -> str:
+        return self._ips.get(node, node)
+
+    def _refresh_nodes(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if time.monotonic() - self._nodes_seen < NODES_EVERY:
+            return
+        alive = {
+            n["NodeID"]: n
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
+            if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
+        }
+        with self._lock:
+            self._nodes_seen = time.monotonic()
+            for gone in set(self._supervisors) - set(alive):
+                del self._supervisors[gone]
+            for node, info in alive.items():
+                self._ips[node] = info.get("NodeManagerAddress", node)
+                if node not in self._supervisors:
+                    self._supervisors[node] = self._actor.options(
+                        num_cpus=0,
+                        max_concurrency=FAAS_PER_NODE,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                    ).remote(self.configs(), self._relay, ondrop.__version__)
+
+    def _pump(self) -> None:
+        """Take the nodes' output records to the store, and tell them it is done."""
+        import ray
+
+        while not self._stopping.is_set():
+            try:
+                taken = ray.get(self._relay.take.remote(1.0), timeout=60)
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("the Ray ledger relay does not answer (%s); trying again", exc)
+                self._stopping.wait(1.0)
+                continue
+            done, problems = [], []
+            for number, source, key, job_id in taken:
+                try:
+                    self.ledger.record_output(source, key, job_id)
+                    done.append(number)
+                except Exception as exc:
+                    log.warning("job %s: cannot record its output %s: %s", job_id, key, exc)
+                    problems.append((number, str(exc)))
+            if done:
+                self._relay.done.remote(done)
+            for number, problem in problems:
+                self._relay.done.remote([number], problem)
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._connected:
+            import ray
+
+            ray.shutdown()
+            self._connected = False
+
+
+@dataclass
+class _Running:
+    job_id: str
+    attempt: int
+    ref: Any
+    node: str = ""  # the faas supervisor's node id; "" for a task
+    cancelled: bool = False
+
+
+class RayBackend(Backend):
+    name = "ray"
+
+    def __init__(self, pool: str, cluster: RayCluster) -> None:
+        self.pool = pool
+        self.cluster = cluster
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}  # job id -> its attempt on the cluster
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._wait, name=f"ondrop-ray-{pool}", daemon=True)
+
+    def start(self, listener: Listener) -> None:
+        self._listener = listener
+        try:
+            self.cluster.connect()
+        except UnavailableError as exc:
+            log.error("%s", exc)
+        self._thread.start()
+
+    def problem(self) -> str | None:
+        return self.cluster.problem()
+
+    def submit(self, spec: JobSpec) -> str:
+        self.cluster.connect()  # UnavailableError: the job waits
+        if self.pool == "faas":
+            with self._lock:
+                load: dict[str, int] = {}
+                for running in self._running.values():
+                    load[running.node] = load.get(running.node, 0) + 1
+            node, supervisor = self.cluster.supervisor(load)
+            ref = supervisor.run.remote(spec.to_json())
+        else:
+            node, ref = "", self.cluster.submit_task(spec)
+        with self._lock:
+            self._running[spec.job_id] = _Running(spec.job_id, spec.attempt, ref, node)
+        self._wake.set()
+        return ref.hex()  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: str) -> None:
+        import ray
+
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None:
+                return
+            running.cancelled = True
+        if running.node:
+            with self.cluster._lock:
+                supervisor = self.cluster._supervisors.get(running.node)
+            if supervisor is not None:
+                supervisor.stop.remote(job_id)
+        else:
+            ray.cancel(running.ref)
+
+    def stop_all(self, force: bool = False) -> None:
+        with self._lock:
+            jobs = list(self._running)
+        for job_id in jobs:
+            self.cancel(job_id)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _wait(self) -> None:
+        import ray
+
+        while not self._stopping.is_set():
+            with self._lock:
+                refs = {r.ref: r for r in self._running.values()}
+            if not refs:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.05)
+            except Exception:
+                log.exception("waiting on the Ray cluster failed")
+                self._stopping.wait(1.0)
+                continue
+            for ref in ready:
+                self._report(refs[ref])
+
+    def _report(self, running: _Running) -> None:
+        import ray
+        import ray.exceptions as errors
+
+        try:
+            report = Report.from_json(ray.get(running.ref))
+        except errors.TaskCancelledError:
+            report = self._ended(running, "stopped by the platform", Cause.STOPPED)
+        except (
+            errors.NodeDiedError,
+            errors.WorkerCrashedError,
+            errors.RayActorError,
+            errors.ObjectLostError,
+            errors.OwnerDiedError,
+            errors.LocalRayletDiedError,
+            errors.OutOfMemoryError,
+        ) as exc:
+            where = self.cluster.node_ip(running.node) if running.node else "its node"
+            if running.node:
+                self.cluster.forget(running.node)
+            reason = f"lost on the cluster ({type(exc).__name__}: {where}); it runs again"
+            report = self._ended(running, reason, Cause.LOST)
+        except Exception as exc:
+            report = self._ended(running, f"internal error on the cluster: {exc}", Cause.INTERNAL)
+        with self._lock:
+            self._running.pop(running.job_id, None)
+        assert self._listener is not None
+        self._listener.ended(report)
+
+    @staticmethod
+    def _ended(running: _Running, reason: str, cause: Cause) -> Report:
+        status = INTERRUPTED if cause in (Cause.STOPPED, Cause.LOST) else FAILED
+        return Report(running.job_id, running.attempt, Outcome(status, None, reason, cause=cause))
+
+
+class ClusterBatch(Admission):
+    """The batch pool's admission on a cluster: Ray places each job where its resources
+    are free (and its autoscaler adds nodes), so the pool only bounds how many jobs it has
+    handed over at once."""
+
+    name = "batch"
+
+    def __init__(self, cluster: RayCluster, in_flight: int = 10_000) -> None:
+        self.cluster = cluster
+        self.in_flight = in_flight
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def slots(self) -> int:
+        with self._lock:
+            return self.in_flight - self._running
+
+    def admit(self, job: Job, service: Service) -> Allocation | None:
+        with self._lock:
+            if self._running >= self.in_flight:
+                return None
+            self._running += 1
+        return Allocation(
+            float(service.timeout or BATCH_TIMEOUT),
+            service.memory_bytes,
+            parse_cpu(service.cpu) if service.cpu else None,
+            gpu_count=service.gpu,
+        )
+
+    def release(self, allocation: Allocation) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def refuse(self, service: Service) -> str | None:
+        return None  # a node that fits may join later (the autoscaler); see fits()
+
+    def fits(self, service: Service) -> str | None:
+        """Why no node of the cluster now could run `service`'s jobs (they wait until one
+        joins), or None."""
+        try:
+            nodes = self.cluster.resources()
+        except Exception:
+            return None
+        cpu = parse_cpu(service.cpu) if service.cpu else 1.0
+        memory = service.memory_bytes or DEFAULT_MEMORY
+        for node in nodes:
+            if (
+                node.get("CPU", 0) >= cpu
+                and node.get("GPU", 0) >= service.gpu
+                and node.get("memory", memory) >= memory
+            ):
+                return None
+        return (
+            f"no node of the Ray cluster has {cpu:g} CPUs, {service.gpu} GPUs and this "
+            "much memory free now: its jobs wait until the autoscaler (or you) adds one"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """As the local batch pool describes itself, for the cluster's resources."""
+        with self._lock:
+            running = self._running
+        total, free = self.cluster.totals()
+        return {
+            "cpus": total.get("CPU", 0.0),
+            "free_cpus": round(free.get("CPU", 0.0), 3),
+            "memory": format_bytes(int(total.get("memory", 0))),
+            "free_memory": format_bytes(int(free.get("memory", 0))),
+            "gpus": [str(i) for i in range(int(total.get("GPU", 0)))],
+            "free_gpus": [str(i) for i in range(int(free.get("GPU", 0)))],
+            "running": running,
+        }

@@ -1,0 +1,80 @@
+"""`ondrop up` in a subprocess, used only through the CLI and HTTP, as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+class Platform:
+    """One `ondrop up` on a data folder; start, crash and restart it."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.env = {**os.environ, "ONDROP_DATA": str(data)}
+        for key in ("ONDROP_URL", "ONDROP_ADMIN_USER", "ONDROP_ADMIN_PASSWORD", "ONDROP_PORT"):
+            self.env.pop(key, None)
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, *flags: str, timeout: float = 30.0) -> None:
+        endpoint = self.data / "endpoint.json"
+        endpoint.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ondrop", "up", "--port", "0", "--concurrency", "2", *flags],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                output, _ = self.proc.communicate()
+                raise AssertionError(f"ondrop up exited: {output}")
+            if endpoint.exists():
+                try:
+                    url = json.loads(endpoint.read_text())["url"]
+                except ValueError:  # an older ondrop writing it right now
+                    time.sleep(0.05)
+                    continue
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).text == "Ok":
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"ondrop up did not come up in {timeout:g} s")
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+    def stop_now(self, pause: float = 0.3) -> None:
+        """Ctrl-C twice, `pause` seconds apart (the second stops running jobs at once);
+        nothing when it has exited already."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        time.sleep(pause)
+        self.stop(signal.SIGINT)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "ondrop", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"ondrop {' '.join(args)} failed:\n{result.stderr}")
+        return result
