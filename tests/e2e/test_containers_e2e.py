@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
+from tests.support.up import Platform
 
 pytestmark = pytest.mark.e2e
 

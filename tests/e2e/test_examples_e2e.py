@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
 from tests.support.images import require_engine
 from tests.support.servers import unavailable
+from tests.support.up import Platform
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

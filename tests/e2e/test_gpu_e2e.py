@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ondrop.pools.batch import detect_gpus
-from tests.e2e.test_cli_e2e import Platform
+from tests.support.up import Platform
 
 pytestmark = pytest.mark.e2e
 

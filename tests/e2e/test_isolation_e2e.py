@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
+from tests.support.up import Platform
 from tests.support.waiting import processes_with, spawners_of, wait_for
 
 pytestmark = pytest.mark.e2e

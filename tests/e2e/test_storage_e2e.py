@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
 from tests.support.servers import weed_binary
+from tests.support.up import Platform
 
 pytestmark = pytest.mark.e2e
 GIB = 1024**3

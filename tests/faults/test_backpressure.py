@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
 from tests.e2e.test_storage_e2e import peak_rss
+from tests.support.up import Platform
 
 pytestmark = pytest.mark.e2e
 BURST = 10_000

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_cli_e2e import Platform
+from tests.support.up import Platform
 from tests.support.workspaces import leftovers
 
 pytestmark = pytest.mark.e2e

@@ -68,7 +68,7 @@ def _same_version(version: str) -> str | None:
     import ray
 
     return (
-        f"node {ray.util.get_node_ip_address()} runs ondrop {ondrop.__version__} and the "  # type: ignore[no-untyped-call]
+        f"node {ray.util.get_node_ip_address()} runs ondrop {ondrop.__version__} and the "
         f"control plane {version}: install the same version on every node"
     )
 
@@ -112,7 +112,7 @@ def _on_node(report: Report) -> dict[str, Any]:
 
     import ray
 
-    node = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    node = ray.util.get_node_ip_address()
     return replace(report, outcome=replace(report.outcome, node=node)).to_json()
 
 
@@ -251,7 +251,7 @@ class RayCluster:
         import ray
 
         try:
-            return ray.cluster_resources(), ray.available_resources()  # type: ignore[no-untyped-call]
+            return ray.cluster_resources(), ray.available_resources()
         except Exception:
             return {}, {}
 
@@ -259,7 +259,7 @@ class RayCluster:
         """The resources of each live node."""
         import ray
 
-        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
     def submit_task(self, spec: JobSpec) -> Any:
         resources = spec.resources
@@ -297,7 +297,7 @@ class RayCluster:
             return
         alive = {
             n["NodeID"]: n
-            for n in ray.nodes()  # type: ignore[no-untyped-call]
+            for n in ray.nodes()
             if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
         }
         with self._lock:
