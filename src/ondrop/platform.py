@@ -141,6 +141,7 @@ class Platform:
 
             if self.ray is None:
                 self.ray = RayCluster(settings.ray_address, self.store, self._node_configs)
+                self.ray.on_connected = self.wake
             cluster_admission: Admission
             if pool == FAAS:
                 concurrency = settings.faas_concurrency or CLUSTER_FAAS
@@ -239,6 +240,8 @@ class Platform:
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
         for backend in self.backends.values():
             backend.close()
+        if self.ray is not None:
+            self.ray.close()
         for runtime in self.runtimes.values():
             runtime.close()
         self.supervisor.close()

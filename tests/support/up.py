@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from ondrop.client import Client, connection
+from ondrop.settings import Settings
+
 
 class Platform:
     """One `ondrop up` on a data folder; start, crash and restart it."""
@@ -22,8 +25,10 @@ class Platform:
         for key in ("ONDROP_URL", "ONDROP_ADMIN_USER", "ONDROP_ADMIN_PASSWORD", "ONDROP_PORT"):
             self.env.pop(key, None)
         self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
 
-    def start(self, *flags: str, timeout: float = 30.0) -> None:
+    def start(self, *flags: str, timeout: float = 30.0, degraded: bool = False) -> None:
+        """Start it and wait until /health says Ok (or anything, with `degraded`)."""
         endpoint = self.data / "endpoint.json"
         endpoint.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
@@ -45,7 +50,9 @@ class Platform:
                     time.sleep(0.05)
                     continue
                 try:
-                    if httpx.get(f"{url}/health", timeout=1).text == "Ok":
+                    answer = httpx.get(f"{url}/health", timeout=1)
+                    if answer.text == "Ok" or (degraded and answer.status_code == 503):
+                        self.url = str(url)
                         return
                 except httpx.HTTPError:
                     pass
@@ -78,3 +85,8 @@ class Platform:
         if check and result.returncode != 0:
             raise AssertionError(f"ondrop {' '.join(args)} failed:\n{result.stderr}")
         return result
+
+    def client(self) -> Client:
+        """The admin's client of this platform, as the CLI finds it in the data folder."""
+        url, user, password = connection(Settings.load(overrides={"data": self.data}, environ={}))
+        return Client(url, user, password)

@@ -18,6 +18,7 @@ restart of the control plane its jobs run again (adopt() takes none back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "ondrop"
 CONNECT_TIMEOUT = 60.0  # seconds: a wrong address makes Ray wait for ever
+RECONNECT = 10.0  # seconds between attempts to reach a cluster that did not answer
 FAAS_PER_NODE = 64  # jobs one node's faas supervisor runs at once
 NODES_EVERY = 5.0  # seconds between looks at which nodes the cluster has
 
@@ -88,17 +90,17 @@ def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -
     devices = tuple(str(int(g)) if float(g).is_integer() else str(g) for g in ray.get_gpu_ids())
     job = _with_devices(job, devices)
     worker = node_worker(configs, RelayLedger(relay))
-    result: list[Report] = []
-    thread = threading.Thread(target=lambda: result.append(worker.run(job)), daemon=True)
-    thread.start()
-    while thread.is_alive():
-        try:
-            thread.join()
-        except KeyboardInterrupt:  # ray.cancel: stop the script, then say how it ended
-            worker.stop(job.job_id)
-    if not result:
-        return _failed(spec, "internal error: the supervisor failed", Cause.INTERNAL)
-    return _on_node(result[0])
+
+    def stop_when_cancelled() -> None:
+        with contextlib.suppress(Exception):  # the relay is gone: the driver is too
+            if ray.get(relay.wait_cancel.remote(job.job_id)):
+                worker.stop(job.job_id)
+
+    threading.Thread(target=stop_when_cancelled, daemon=True).start()
+    try:
+        return _on_node(worker.run(job))
+    finally:
+        relay.forget.remote(job.job_id)
 
 
 def _with_devices(spec: JobSpec, devices: tuple[str, ...]) -> JobSpec:
@@ -142,6 +144,23 @@ class LedgerRelay:
         self._taken: set[int] = set()
         self._next = 0
         self._new = asyncio.Event()
+        self._cancels: dict[str, asyncio.Event] = {}  # running batch job -> set to stop it
+        self._cancelled: set[str] = set()
+
+    async def wait_cancel(self, job_id: str) -> bool:
+        """Returns when the job is cancelled (True) or has ended (False)."""
+        await self._cancels.setdefault(job_id, asyncio.Event()).wait()
+        return job_id in self._cancelled
+
+    async def cancel(self, job_id: str) -> None:
+        self._cancelled.add(job_id)
+        self._cancels.setdefault(job_id, asyncio.Event()).set()
+
+    async def forget(self, job_id: str) -> None:
+        event = self._cancels.pop(job_id, None)
+        if event is not None:
+            event.set()
+        self._cancelled.discard(job_id)
 
     async def record(self, source: str, key: str, job_id: str) -> str:
         self._next += 1
@@ -180,6 +199,8 @@ class RayCluster:
         self.configs = configs
         self._lock = threading.Lock()
         self._connected = False
+        self._started = False
+        self.on_connected: Callable[[], None] | None = None  # the pools may claim now
         self._problem: str | None = None
         self._stopping = threading.Event()
         self._relay: Any = None
@@ -189,57 +210,70 @@ class RayCluster:
         self._task: Any = None
         self._actor: Any = None
 
-    def connect(self) -> None:
-        """Join the cluster (or start a Ray of its own when no address is given);
-        UnavailableError saying why when it cannot be reached in time."""
+    def start(self) -> None:
+        """Join the cluster: at once when Ray runs here (no address), else in the
+        background, again every RECONNECT seconds until it answers; meanwhile problem()
+        says why jobs wait."""
         with self._lock:
-            if self._connected:
+            if self._started:
                 return
-            import ray
+            self._started = True
+        if not self.address:
+            self._connect()  # Ray starts its own head only from the platform's thread
+            return
+        self._problem = f"connecting to the Ray cluster at {self.address}"
+        threading.Thread(target=self._keep_trying, daemon=True, name="ondrop-ray").start()
 
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    def _keep_trying(self) -> None:
+        while not self._stopping.is_set() and not self._connected:
             failure: list[BaseException] = []
 
-            def init() -> None:
+            def connect(failure: list[BaseException] = failure) -> None:
                 try:
-                    ray.init(
-                        address=self.address or None,
-                        namespace=NAMESPACE,
-                        log_to_driver=False,
-                        include_dashboard=False,
-                        ignore_reinit_error=True,
-                        configure_logging=False,
-                    )
+                    self._connect()
                 except BaseException as exc:
                     failure.append(exc)
 
-            where = self.address or "a Ray of its own on this machine"
-            if self.address:  # a wrong address hangs: wait for it on a thread of its own
-                thread = threading.Thread(target=init, daemon=True, name="ondrop-ray-connect")
-                thread.start()
-                thread.join(CONNECT_TIMEOUT)
-                hung = thread.is_alive()
-            else:  # Ray starts its own head only from the thread that runs the platform
-                init()
-                hung = False
-            if hung or failure:
-                why = f"{failure[0]}" if failure else f"no answer in {CONNECT_TIMEOUT:g} s"
-                self._problem = (
-                    f"the Ray cluster at {where} cannot be reached ({why}); jobs of the pools "
-                    "on it wait until it can. Check ONDROP_RAY_ADDRESS and that its head runs"
-                )
-                raise UnavailableError(self._problem)
-            self._task = ray.remote(run_task)
-            self._actor = ray.remote(NodeSupervisor)
-            self._relay = (
-                ray.remote(LedgerRelay)
-                .options(name=f"ondrop-ledger-{os.getpid()}", num_cpus=0, max_concurrency=10_000)
-                .remote()
+            thread = threading.Thread(target=connect, daemon=True, name="ondrop-ray-connect")
+            thread.start()
+            thread.join(CONNECT_TIMEOUT)  # a wrong address makes Ray wait for ever
+            if self._connected:
+                return
+            why = f"{failure[0]}" if failure else f"no answer in {CONNECT_TIMEOUT:g} s"
+            self._problem = (
+                f"the Ray cluster at {self.address} cannot be reached ({why}); the jobs of the "
+                "pools on it wait until it can. Check ONDROP_RAY_ADDRESS and that its head runs"
             )
-            self._connected = True
-            self._problem = None
-            threading.Thread(target=self._pump, daemon=True, name="ondrop-ray-ledger").start()
-            log.info("jobs run on the Ray cluster at %s", where)
+            log.error("%s", self._problem)
+            if thread.is_alive():
+                return  # Ray's own connect goes on trying; it sets _connected when it can
+            self._stopping.wait(RECONNECT)
+
+    def _connect(self) -> None:
+        import ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            address=self.address or None,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            configure_logging=False,
+        )
+        self._task = ray.remote(run_task)
+        self._actor = ray.remote(NodeSupervisor)
+        self._relay = (
+            ray.remote(LedgerRelay)
+            .options(name=f"ondrop-ledger-{os.getpid()}", num_cpus=0, max_concurrency=10_000)
+            .remote()
+        )
+        self._connected = True
+        self._problem = None
+        threading.Thread(target=self._pump, daemon=True, name="ondrop-ray-ledger").start()
+        log.info("jobs run on the Ray cluster at %s", self.address or "a Ray of this machine")
+        if self.on_connected is not None:
+            self.on_connected()
 
     def problem(self) -> str | None:
         return self._problem
@@ -270,6 +304,17 @@ class RayCluster:
         return self._task.options(**options).remote(
             spec.to_json(), self.configs(), self._relay, ondrop.__version__
         )
+
+    def stop(self, job_id: str, node: str = "") -> None:
+        """Stop a job's script on its node: a faas job's through the supervisor of `node`,
+        a batch task's through the relay it listens to. Its report then says stopped."""
+        if not node:
+            self._relay.cancel.remote(job_id)
+            return
+        with self._lock:
+            supervisor = self._supervisors.get(node)
+        if supervisor is not None:
+            supervisor.stop.remote(job_id)
 
     def supervisor(self, load: Mapping[str, int]) -> tuple[str, Any]:
         """The faas supervisor with the fewest jobs (`load`: node id -> jobs there now)."""
@@ -372,17 +417,15 @@ class RayBackend(Backend):
 
     def start(self, listener: Listener) -> None:
         self._listener = listener
-        try:
-            self.cluster.connect()
-        except UnavailableError as exc:
-            log.error("%s", exc)
+        self.cluster.start()
         self._thread.start()
 
     def problem(self) -> str | None:
         return self.cluster.problem()
 
     def submit(self, spec: JobSpec) -> str:
-        self.cluster.connect()  # UnavailableError: the job waits
+        if (problem := self.cluster.problem()) is not None:
+            raise UnavailableError(problem)
         if self.pool == "faas":
             with self._lock:
                 load: dict[str, int] = {}
@@ -398,20 +441,12 @@ class RayBackend(Backend):
         return ref.hex()  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> None:
-        import ray
-
         with self._lock:
             running = self._running.get(job_id)
             if running is None:
                 return
             running.cancelled = True
-        if running.node:
-            with self.cluster._lock:
-                supervisor = self.cluster._supervisors.get(running.node)
-            if supervisor is not None:
-                supervisor.stop.remote(job_id)
-        else:
-            ray.cancel(running.ref)
+        self.cluster.stop(job_id, running.node)
 
     def stop_all(self, force: bool = False) -> None:
         with self._lock:
@@ -467,6 +502,7 @@ class RayBackend(Backend):
             reason = f"lost on the cluster ({type(exc).__name__}: {where}); it runs again"
             report = self._ended(running, reason, Cause.LOST)
         except Exception as exc:
+            log.warning("job %s: the cluster failed it: %r", running.job_id, exc)
             report = self._ended(running, f"internal error on the cluster: {exc}", Cause.INTERNAL)
         with self._lock:
             self._running.pop(running.job_id, None)

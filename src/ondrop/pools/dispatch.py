@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ondrop.backends.base import Backend
-from ondrop.errors import NotFoundError, retryable
+from ondrop.errors import NotFoundError, UnavailableError, retryable
 from ondrop.fdl.models import Service
 from ondrop.jobs import Cause, Report
 from ondrop.pools.base import Admission, Allocation, Slots
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Told of the outputs an attempt stored, before its end is recorded: (job id, outputs).
 OutputsHook = Callable[[str, tuple[tuple[str, ObjectInfo], ...]], None]
 IDLE_WAIT = 5.0  # seconds the scheduler sleeps when nothing is due and nothing wakes it
+BACKEND_WAIT = 1.0  # seconds between looks at a backend that cannot take jobs now
 
 
 class Dispatcher:
@@ -142,6 +143,8 @@ class Dispatcher:
     def _schedule(self) -> float:
         if self._stopping.is_set():
             return IDLE_WAIT
+        if self.backend.problem() is not None:
+            return BACKEND_WAIT  # a cluster that cannot be reached: the jobs wait queued
         free = min(self.admission.slots(), self.slots.free())
         if free > 0:
             with self._lock:
@@ -233,6 +236,9 @@ class Dispatcher:
             self.backend.submit(spec)
         except _Unrunnable as unrunnable:
             self.ended(Report(job.id, claim.attempt, unrunnable.outcome))
+        except UnavailableError as exc:  # the backend went away meanwhile: later, uncounted
+            outcome = Outcome(FAILED, None, str(exc), cause=Cause.UNAVAILABLE)
+            self.ended(Report(job.id, claim.attempt, outcome))
         except Exception as exc:
             log.exception("job %s: the %s backend refused it", job.id, self.backend.name)
             outcome = Outcome(FAILED, None, f"internal error: {exc}", cause=Cause.INTERNAL)
