@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import socket
 import stat
 import time
 import zipfile
@@ -15,8 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from ondrop.events.base import object_event
+from ondrop.jobs import Cause
 from ondrop.platform import Platform
 from ondrop.settings import Settings
+from ondrop.store.base import FAILED, SUCCEEDED, NewJob, Outcome
 from tests.conftest import ADMIN
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"\necho "copied $(basename "$INPUT_FILE_PATH")"\n'
@@ -295,6 +299,31 @@ def test_run_answers_with_the_single_output_in_base64_as_oscar(
     job = api.get(f"/system/jobs/copy/{response.headers['x-job-id']}").json()
     assert job["status"] == "Succeeded" and job["attempt_list"][0]["exit_code"] == 0
     assert job["origin"] == {"provider": "http", "key": "event-file"}  # the invocation itself
+
+
+def test_a_job_and_each_of_its_attempts_name_their_node_and_cause(
+    api: httpx.Client, platform: Platform
+) -> None:
+    create(api)
+    here = api.post("/job/copy", content=b"{}").json()["job_id"]
+    assert wait_job(api, "copy", here)["node"] == socket.gethostname()  # the local backend
+    # A job of a pool no worker of this platform claims: the test plays its backend.
+    event = object_event("minio.default", "copy/in/far", "1", 3)
+    (far,) = platform.store.add_event(event, [NewJob("far", "copy", pool="cluster")])
+    (claim,) = platform.store.claim(1, {}, time.time(), pool="cluster")
+    assert platform.store.set_handle(far.id, claim.attempt, "task-1", "node-a")
+    failed = Outcome(FAILED, 1, "exit status 1", "boom", Cause.EXIT)  # names no node
+    platform.store.finish(far.id, claim.attempt, failed, time.time())
+    (again,) = platform.store.claim(1, {}, time.time(), pool="cluster")
+    platform.store.finish(far.id, again.attempt, Outcome(SUCCEEDED, 0, node="node-b"), None)
+    listed = api.get("/system/logs/copy").json()["jobs"]
+    assert (listed["far"]["node"], listed[here]["node"]) == ("node-b", socket.gethostname())
+    detail = api.get("/system/jobs/copy/far").json()
+    assert (detail["status"], detail["node"]) == ("Succeeded", "node-b")
+    attempts = [(a["number"], a["node"], a["cause"]) for a in detail["attempt_list"]]
+    assert attempts == [(1, "node-a", "exit"), (2, "node-b", None)]
+    (local,) = api.get(f"/system/jobs/copy/{here}").json()["attempt_list"]
+    assert (local["node"], local["cause"]) == (socket.gethostname(), None)
 
 
 def test_run_gives_raw_bytes_to_clients_that_accept_them(api: httpx.Client) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ondrop.events.base import object_event
+from ondrop.store.base import SUCCEEDED, NewJob, Outcome
+from ondrop.store.sqlite import SQLiteStore
 from tests.support.up import Platform
 from tests.support.waiting import processes_with, spawners_of
 from tests.support.workspaces import leftovers
@@ -98,6 +102,29 @@ def test_run_sync_and_async_through_the_cli(up: Platform, tmp_path: Path) -> Non
     assert job_id.startswith("upper-")
     assert up.cli("wait", "upper", "--timeout", "30").returncode == 0
     assert "did event-file" in up.cli("logs", "upper", job_id).stdout
+
+
+def test_jobs_names_the_node_each_job_ran_on(up: Platform, tmp_path: Path) -> None:
+    up.cli("apply", str(write_fdl(tmp_path)))
+    here = up.cli("run", "upper", "--text", "here", "--async").stdout.strip()
+    assert up.cli("wait", "upper", "--timeout", "30").returncode == 0
+    # A job of a pool no worker of this platform claims, run by the test as its backend
+    # would: through the store the platform uses.
+    store = SQLiteStore(up.data / "ondrop.db")
+    try:
+        event = object_event("minio.default", "docs/in/far.txt", "1", 3)
+        (far,) = store.add_event(event, [NewJob("upper-far", "upper", pool="cluster")])
+        (claim,) = store.claim(1, {}, time.time(), pool="cluster")
+        store.finish(far.id, claim.attempt, Outcome(SUCCEEDED, 0, node="node-b"), None)
+    finally:
+        store.close()
+    listed = json.loads(up.cli("jobs", "upper", "--json").stdout)
+    nodes = {job["id"]: job["node"] for job in listed}
+    assert nodes == {here: socket.gethostname(), "upper-far": "node-b"}
+    table = up.cli("jobs", "upper").stdout
+    assert "NODE" in table
+    (row,) = [line for line in table.splitlines() if "upper-far" in line]
+    assert "node-b" in row and "Succeeded" in row
 
 
 def test_a_restart_in_the_middle_of_a_backlog_processes_every_input_exactly_once(

@@ -1,17 +1,22 @@
 """The SQLite store: events are recorded once, jobs are claimed fairly and within limits,
-attempts end, retry or are interrupted, and all of it survives reopening."""
+attempts end, retry or are interrupted, name their node, cause and handle, and all of it
+survives reopening (and a store made by an older schema is upgraded in place)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from ondrop.events.base import object_event
+from ondrop.jobs import Cause
 from ondrop.store.base import (
     FAILED,
     FINISHED,
+    INTERRUPTED,
     QUEUED,
     REFUSED,
     RUNNING,
@@ -191,3 +196,150 @@ def test_a_refused_job_is_listed_with_its_reason_and_never_claimed(store: SQLite
     assert store.retry_jobs(["svc-link"]) == []
     assert store.settled_origins("svc", 0) == []  # a collector has nothing to collect
     assert store.delete_jobs("svc", FINISHED) == 1
+
+
+# -- jobs on other machines: the node, the typed cause, the backend's handle ---------------
+def test_finish_records_the_node_and_cause_of_each_attempt_and_they_survive_reopening(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    (job_id,) = add(store, "a", "svc")
+    store.claim(1, {}, time.time())
+    oom = Outcome(FAILED, 137, "out of memory", "killed", Cause.OOM, node="node-a")
+    queued = store.finish(job_id, 1, oom, time.time())
+    assert queued is not None and queued.node == "node-a"
+    (again,) = store.claim(1, {}, time.time())
+    assert again.job.node == "" and again.attempt == 2  # its new attempt's node is not known
+    done = store.finish(job_id, 2, Outcome(SUCCEEDED, 0, node="node-b"), None)
+    assert done is not None and done.node == "node-b"
+    store.close()
+    reopened = SQLiteStore(tmp_path / "s.db")
+    assert [(a.node, a.cause, a.status) for a in reopened.attempts(job_id)] == [
+        ("node-a", Cause.OOM, FAILED),
+        ("node-b", None, SUCCEEDED),
+    ]
+    job = reopened.job(job_id)
+    assert job is not None and job.node == "node-b"
+    assert [j.node for j in reopened.jobs("svc")] == ["node-b"]
+
+
+def test_set_handle_is_fenced_by_the_attempt_number(store: SQLiteStore) -> None:
+    (job_id,) = add(store, "a", "svc")
+    store.claim(1, {}, time.time())
+    assert store.set_handle(job_id, 1, "ray:task-1", "node-a")
+    assert store.running_attempts() == [(job_id, 1, "ray:task-1")]
+    job = store.job(job_id)
+    assert job is not None and job.node == "node-a"
+    assert not store.set_handle(job_id, 2, "ray:task-2")  # not its attempt (yet)
+    assert not store.set_handle("no-such-job", 1, "ray:task-3")
+    # An outcome that names no node keeps the one recorded while it ran.
+    store.finish(job_id, 1, Outcome(FAILED, 1, "exit status 1", cause=Cause.EXIT), time.time())
+    assert not store.set_handle(job_id, 1, "ray:late", "node-z")  # it has ended
+    (first,) = store.attempts(job_id)
+    assert (first.handle, first.node, first.cause) == ("ray:task-1", "node-a", Cause.EXIT)
+    assert store.running_attempts() == []
+    store.claim(1, {}, time.time())
+    assert store.running_attempts() == [(job_id, 2, "")]  # submitted, not yet placed
+    assert store.set_handle(job_id, 2, "ray:task-2")
+    assert store.running_attempts() == [(job_id, 2, "ray:task-2")]
+    job = store.job(job_id)
+    assert job is not None and job.node == ""  # no node named for attempt 2
+
+
+def test_running_attempts_lists_those_of_one_pool_or_all(store: SQLiteStore) -> None:
+    event = object_event("local.default", "a", "1", 1)
+    store.add_event(event, [NewJob("fast", "quick"), NewJob("slow", "long", pool="batch")])
+    add(store, "b", "queued")  # never claimed: not running
+    store.claim(1, {}, time.time(), pool="faas")
+    store.claim(1, {}, time.time(), pool="batch")
+    store.set_handle("slow", 1, "ray:slow")
+    assert sorted(store.running_attempts()) == [("fast", 1, ""), ("slow", 1, "ray:slow")]
+    assert store.running_attempts("batch") == [("slow", 1, "ray:slow")]
+    assert store.running_attempts("faas") == [("fast", 1, "")]
+    store.finish("fast", 1, Outcome(SUCCEEDED), None)
+    assert store.running_attempts() == [("slow", 1, "ray:slow")]
+
+
+def test_requeue_running_leaves_the_jobs_a_backend_re_attached_to(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    for key in ("kept", "lost"):
+        add(store, key, "svc")
+    claims = {c.job.input_key: c for c in store.claim(5, {}, time.time())}
+    kept, lost = claims["kept"].job.id, claims["lost"].job.id
+    store.set_handle(kept, 1, "ray:kept", "node-a")
+    store.set_handle(lost, 1, "ray:lost", "node-b")
+    store.close()  # the control plane restarts; its backend finds `kept` still running
+    reopened = SQLiteStore(tmp_path / "s.db")
+    assert reopened.requeue_running("the platform stopped", keep=[kept, "unknown"]) == [lost]
+    assert reopened.running_attempts() == [(kept, 1, "ray:kept")]
+    still = reopened.job(kept)
+    assert still is not None and (still.status, still.node) == (RUNNING, "node-a")
+    queued = reopened.job(lost)
+    assert queued is not None and queued.status == QUEUED
+    (interrupted,) = reopened.attempts(lost)
+    assert (interrupted.status, interrupted.cause) == (INTERRUPTED, Cause.STOPPED)
+    assert reopened.finish(kept, 1, Outcome(SUCCEEDED), None) is not None
+    done = reopened.job(kept)
+    assert done is not None and (done.status, done.node) == (SUCCEEDED, "node-a")
+    assert reopened.requeue_running("again") == []
+
+
+# The tables as they were before jobs named their node, their attempts' cause and handle.
+OLD_SCHEMA = """
+CREATE TABLE services (name TEXT PRIMARY KEY, definition TEXT NOT NULL, token TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT NOT NULL, key TEXT NOT NULL,
+    version TEXT NOT NULL, kind TEXT NOT NULL, time REAL NOT NULL, size INTEGER,
+    body TEXT NOT NULL, payload TEXT, parent_job TEXT, origin INTEGER,
+    UNIQUE (source, key, version));
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, service TEXT NOT NULL,
+    event_id INTEGER NOT NULL REFERENCES events (id), status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0, pool TEXT NOT NULL DEFAULT 'faas',
+    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL,
+    finished_at REAL, run_after REAL NOT NULL DEFAULT 0, exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '', UNIQUE (service, event_id));
+CREATE TABLE attempts (job_id TEXT NOT NULL, number INTEGER NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL, exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '', log TEXT NOT NULL DEFAULT '',
+    pool TEXT NOT NULL DEFAULT '', PRIMARY KEY (job_id, number));
+CREATE TABLE outputs (source TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (source, key));
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO events VALUES (1, 'local.default', 'in/a', '1', 'object', 1.0, 1, '{}', NULL,
+    NULL, 1);
+INSERT INTO jobs (id, service, event_id, status, attempts, created_at, started_at)
+    VALUES ('done', 'svc', 1, 'failed', 1, 1.0, 1.0);
+INSERT INTO attempts VALUES ('done', 1, 1.0, 2.0, 'failed', 1, 'exit status 1', 'boom', 'faas');
+INSERT INTO events VALUES (2, 'local.default', 'in/b', '1', 'object', 1.0, 1, '{}', NULL,
+    NULL, 2);
+INSERT INTO jobs (id, service, event_id, status, attempts, created_at, started_at)
+    VALUES ('busy', 'svc', 2, 'running', 1, 1.0, 1.0);
+INSERT INTO attempts (job_id, number, started_at, status, pool)
+    VALUES ('busy', 1, 1.0, 'running', 'faas');
+"""
+
+
+def test_a_store_made_before_nodes_is_upgraded_in_place_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.executescript(OLD_SCHEMA)
+    store = SQLiteStore(path)
+    (attempt,) = store.attempts("done")
+    assert (attempt.status, attempt.log, attempt.node, attempt.cause, attempt.handle) == (
+        FAILED,
+        "boom",
+        "",
+        None,
+        "",
+    )
+    done = store.job("done")
+    assert done is not None and (done.status, done.node) == (FAILED, "")
+    assert store.running_attempts() == [("busy", 1, "")]
+    assert store.set_handle("busy", 1, "ray:busy", "node-a")
+    store.finish("busy", 1, Outcome(FAILED, None, "lost", cause=Cause.LOST), None)
+    store.close()
+    reopened = SQLiteStore(path)  # opening an upgraded store again changes nothing
+    (busy,) = reopened.attempts("busy")
+    assert (busy.node, busy.cause, busy.handle) == ("node-a", Cause.LOST, "ray:busy")
+    job = reopened.job("busy")
+    assert job is not None and job.node == "node-a"

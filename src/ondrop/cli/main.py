@@ -363,7 +363,7 @@ def jobs(
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
 ) -> None:
-    """List a service's jobs: status, attempts, times, exit code and reason."""
+    """List a service's jobs: status, attempts, the node, times, exit code and reason."""
     if clear:
         CONN.client().delete_jobs(service, all=True)
         out.print(f"removed the finished jobs of {service}")
@@ -374,7 +374,7 @@ def jobs(
         return
     table = Table(title=f"{service}: {len(found)} job(s)", title_justify="left")
     table.add_column("JOB", overflow="fold")
-    for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "EXIT", "REASON"):
+    for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "NODE", "EXIT", "REASON"):
         table.add_column(column)
     for job_id, job in found.items():
         table.add_row(
@@ -384,6 +384,7 @@ def jobs(
             time.strftime("%H:%M:%S", time.localtime(job["created"])),
             f"{job['duration']:.3f} s" if job.get("duration") is not None else "-",
             str(job["attempts"]),
+            job.get("node") or "-",  # where its latest attempt ran ("-": not known yet)
             "-" if job["exit_code"] is None else str(job["exit_code"]),
             job.get("reason") or "",
         )

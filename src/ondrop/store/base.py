@@ -7,7 +7,7 @@ state that matters: the queue of jobs is a query, not a Python list.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ class Job:
     pool: str = "faas"
     input_key: str = ""  # the object that started it; for invocations the payload's name
     parent_job: str | None = None
+    node: str = ""  # the node its latest attempt ran on, as its backend names it; "" until known
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class Attempt:
     exit_code: int | None
     reason: str
     log: str
+    node: str = ""  # the node it ran on, once known
+    cause: Cause | None = None  # why it did not succeed (None while running, or when it did)
+    # Where the backend submitted it (opaque to the store), so that a restarted control
+    # plane can re-attach to it while it runs; "" when the backend gave none.
+    handle: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,8 +188,21 @@ class Store(ABC):
         retry_at: float | None,
         pool: str | None = None,
     ) -> Job | None:
-        """End an attempt. With `retry_at` the job is queued again to run then, in `pool`
-        when given. Returns the job as it now is; None when it was deleted meanwhile."""
+        """End an attempt, with the outcome's cause and node (a node already recorded for
+        the attempt stays when the outcome names none). With `retry_at` the job is queued
+        again to run then, in `pool` when given. Returns the job as it now is; None when it
+        was deleted meanwhile."""
+
+    @abstractmethod
+    def set_handle(self, job_id: str, attempt: int, handle: str, node: str = "") -> bool:
+        """Record where a running attempt was submitted (the backend's `handle`) and, when
+        known, on which `node` (the job's node too). False, changing nothing, when
+        `attempt` is not the job's running attempt any more (it ended, or was requeued)."""
+
+    @abstractmethod
+    def running_attempts(self, pool: str | None = None) -> list[tuple[str, int, str]]:
+        """(job id, attempt number, handle) of every running attempt (of `pool`), oldest
+        first: what a backend re-attaches to after a restart."""
 
     @abstractmethod
     def payloads_in_use(self) -> set[str]:
@@ -198,8 +217,10 @@ class Store(ABC):
         """Cancel the job if it is queued (True); a running one the pool stops."""
 
     @abstractmethod
-    def requeue_running(self, reason: str) -> list[str]:
-        """Mark every running attempt interrupted and queue its job again (start-up)."""
+    def requeue_running(self, reason: str, keep: Collection[str] = ()) -> list[str]:
+        """Mark every running attempt interrupted (cause stopped) and queue its job again,
+        except the jobs whose ids are in `keep` (a backend re-attached to them), which stay
+        running; returns the ids of the jobs queued again (start-up)."""
 
     @abstractmethod
     def next_due(self, pool: str | None = None) -> float | None:

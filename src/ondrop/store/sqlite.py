@@ -14,13 +14,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ondrop.errors import DiskFullError, StoreBusyError, StoreError, disk_full
 from ondrop.events.base import Event
+from ondrop.jobs import Cause
 from ondrop.store.base import (
     CANCELLED,
     FAILED,
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_after REAL NOT NULL DEFAULT 0,
     exit_code INTEGER,
     reason TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
     UNIQUE (service, event_id)
 );
 -- A claim reads a few rows of each service's queue, never the whole queue.
@@ -93,6 +95,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason TEXT NOT NULL DEFAULT '',
     log TEXT NOT NULL DEFAULT '',
     pool TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
+    cause TEXT,
+    handle TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, number)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -103,9 +108,17 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first schema: a store made before one gains it on open.
+ADDED_COLUMNS = (
+    ("events", "origin", "INTEGER"),  # lineage
+    ("jobs", "node", "TEXT NOT NULL DEFAULT ''"),  # jobs on other machines
+    ("attempts", "node", "TEXT NOT NULL DEFAULT ''"),
+    ("attempts", "cause", "TEXT"),
+    ("attempts", "handle", "TEXT NOT NULL DEFAULT ''"),
+)
 
 _JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_at, j.started_at,
-    j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job"""
+    j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job, j.node"""
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -134,6 +147,7 @@ def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
         pool=row[11],
         input_key=row[12],
         parent_job=row[13],
+        node=row[14],
     )
 
 
@@ -167,9 +181,10 @@ class SQLiteStore(Store):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
-            if "origin" not in columns:  # a store from before lineage
-                self._db.execute("ALTER TABLE events ADD COLUMN origin INTEGER")
+            for table, column, definition in ADDED_COLUMNS:
+                columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:  # a store from before it
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             self._db.execute("CREATE INDEX IF NOT EXISTS events_origin ON events (origin)")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
@@ -469,7 +484,7 @@ class SQLiteStore(Store):
             for candidate in chosen:
                 db.execute(
                     """UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
-                       finished_at = NULL WHERE id = ?""",
+                       finished_at = NULL, node = '' WHERE id = ?""",
                     (RUNNING, now, candidate.id),
                 )
                 job = dataclasses.replace(
@@ -478,6 +493,7 @@ class SQLiteStore(Store):
                     attempts=candidate.attempts + 1,
                     started_at=now,
                     finished_at=None,
+                    node="",  # its new attempt's, not known yet
                 )
                 db.execute(
                     """INSERT OR REPLACE INTO attempts (job_id, number, started_at, status, pool)
@@ -521,15 +537,19 @@ class SQLiteStore(Store):
     ) -> Job | None:
         now = time.time()
         with self._tx(durable=False) as db:
+            # A node recorded while it ran (set_handle) stays when the outcome names none.
             db.execute(
                 """UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,
-                   log = ? WHERE job_id = ? AND number = ?""",
+                   log = ?, cause = ?, node = COALESCE(NULLIF(?, ''), node)
+                   WHERE job_id = ? AND number = ?""",
                 (
                     now,
                     outcome.status,
                     outcome.exit_code,
                     outcome.reason,
                     outcome.log,
+                    None if outcome.cause is None else str(outcome.cause),
+                    outcome.node,
                     job_id,
                     attempt,
                 ),
@@ -537,7 +557,7 @@ class SQLiteStore(Store):
             if retry_at is not None:
                 db.execute(
                     """UPDATE jobs SET status = ?, run_after = ?, exit_code = ?, reason = ?,
-                       pool = COALESCE(?, pool)
+                       pool = COALESCE(?, pool), node = COALESCE(NULLIF(?, ''), node)
                        WHERE id = ? AND status = ? AND attempts = ?""",
                     (
                         QUEUED,
@@ -545,6 +565,7 @@ class SQLiteStore(Store):
                         outcome.exit_code,
                         outcome.reason,
                         pool,
+                        outcome.node,
                         job_id,
                         RUNNING,
                         attempt,
@@ -552,13 +573,15 @@ class SQLiteStore(Store):
                 )
             else:
                 db.execute(
-                    """UPDATE jobs SET status = ?, finished_at = ?, exit_code = ?, reason = ?
+                    """UPDATE jobs SET status = ?, finished_at = ?, exit_code = ?, reason = ?,
+                       node = COALESCE(NULLIF(?, ''), node)
                        WHERE id = ? AND status = ? AND attempts = ?""",
                     (
                         outcome.status,
                         now,
                         outcome.exit_code,
                         outcome.reason,
+                        outcome.node,
                         job_id,
                         RUNNING,
                         attempt,
@@ -571,6 +594,33 @@ class SQLiteStore(Store):
                 (job_id,),
             ).fetchone()
         return _job(row) if row is not None else None
+
+    def set_handle(self, job_id: str, attempt: int, handle: str, node: str = "") -> bool:
+        with self._tx(durable=False) as db:
+            running = db.execute(
+                """UPDATE jobs SET node = COALESCE(NULLIF(?, ''), node)
+                   WHERE id = ? AND status = ? AND attempts = ?""",
+                (node, job_id, RUNNING, attempt),
+            ).rowcount
+            if not running:
+                return False
+            db.execute(
+                """UPDATE attempts SET handle = ?, node = COALESCE(NULLIF(?, ''), node)
+                   WHERE job_id = ? AND number = ?""",
+                (handle, node, job_id, attempt),
+            )
+            return True
+
+    def running_attempts(self, pool: str | None = None) -> list[tuple[str, int, str]]:
+        sql = """SELECT a.job_id, a.number, a.handle FROM jobs j
+                 JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts
+                 WHERE j.status = ? AND a.status = ?"""
+        args: list[Any] = [RUNNING, RUNNING]
+        if pool is not None:
+            sql += " AND a.pool = ?"
+            args.append(pool)
+        rows = self._read(sql + " ORDER BY j.started_at, j.seq", args)
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def payloads_in_use(self) -> set[str]:
         rows = self._read(
@@ -604,17 +654,24 @@ class SQLiteStore(Store):
                 > 0
             )
 
-    def requeue_running(self, reason: str) -> list[str]:
+    def requeue_running(self, reason: str, keep: Collection[str] = ()) -> list[str]:
         now = time.time()
+        kept = set(keep)
         with self._tx() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,))]
+            running = db.execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,))
+            ids = [r[0] for r in running if r[0] not in kept]
+            for chunk in _chunks(ids):
+                db.execute(
+                    f"""UPDATE jobs SET status = ?, run_after = 0, reason = ?
+                        WHERE status = ? AND id IN ({_marks(chunk)})""",
+                    (QUEUED, reason, RUNNING, *chunk),
+                )
+            # Every running attempt but the latest of each job still running (those kept).
             db.execute(
-                "UPDATE attempts SET status = ?, reason = ?, finished_at = ? WHERE status = ?",
-                (INTERRUPTED, reason, now, RUNNING),
-            )
-            db.execute(
-                "UPDATE jobs SET status = ?, run_after = 0, reason = ? WHERE status = ?",
-                (QUEUED, reason, RUNNING),
+                """UPDATE attempts SET status = ?, reason = ?, finished_at = ?, cause = ?
+                   WHERE status = ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE
+                     j.id = attempts.job_id AND j.status = ? AND j.attempts = attempts.number)""",
+                (INTERRUPTED, reason, now, str(Cause.STOPPED), RUNNING, RUNNING),
             )
             return ids
 
@@ -676,6 +733,9 @@ class SQLiteStore(Store):
                 r["exit_code"],
                 r["reason"],
                 r["log"],
+                node=r["node"],
+                cause=Cause(r["cause"]) if r["cause"] else None,
+                handle=r["handle"],
             )
             for r in rows
         ]

@@ -69,6 +69,7 @@ def job_json(job: Job) -> dict[str, Any]:
         pool=job.pool,
         parent_job=job.parent_job,
         created=job.created_at,
+        node=job.node,  # where its latest attempt ran, as its backend names it; "" until known
     )
     return data
 
@@ -139,7 +140,9 @@ def job_logs(service: str, job: str, platform: PlatformDep) -> str:
 
 @router.get("/system/jobs/{service}/{job}")
 def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
-    """One job with its attempts (ondrop)."""
+    """One job with its attempts (ondrop): each with its pool, node, status, exit code,
+    reason, `cause` (exit, timeout, oom, stopped, unavailable, lost, input_gone, internal;
+    null while running or when it succeeded) and times."""
     found = _job(platform, service, job)
     origin = platform.store.origin(found.id)
     return {
@@ -160,6 +163,8 @@ def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
                 "duration": None
                 if a.finished_at is None
                 else round(a.finished_at - a.started_at, 6),
+                "node": a.node,
+                "cause": None if a.cause is None else str(a.cause),
             }
             for a in platform.store.attempts(found.id)
         ],
