@@ -251,6 +251,7 @@ class RayCluster:
 
     def _connect(self) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
@@ -263,9 +264,16 @@ class RayCluster:
         )
         self._task = ray.remote(run_task)
         self._actor = ray.remote(NodeSupervisor)
+        # On the control plane's own node: a worker node may go (the autoscaler, a loss).
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self._relay = (
             ray.remote(LedgerRelay)
-            .options(name=f"ondrop-ledger-{os.getpid()}", num_cpus=0, max_concurrency=10_000)
+            .options(
+                name=f"ondrop-ledger-{os.getpid()}",
+                num_cpus=0,
+                max_concurrency=10_000,
+                scheduling_strategy=here,
+            )
             .remote()
         )
         self._connected = True
