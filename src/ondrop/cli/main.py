@@ -109,6 +109,9 @@ def up(
     pull: bool = typer.Option(None, "--pull/--no-pull", help=help_for("pull"), show_default=False),
     poll_interval: float = typer.Option(None, help=help_for("poll_interval"), show_default=False),
     object_store: str = typer.Option(None, help=help_for("object_store"), show_default=False),
+    object_store_host: str = typer.Option(
+        None, help=help_for("object_store_host"), show_default=False
+    ),
     backend: str = typer.Option(None, help=help_for("backend"), show_default=False),
     faas_backend: str = typer.Option(None, help=help_for("faas_backend"), show_default=False),
     batch_backend: str = typer.Option(None, help=help_for("batch_backend"), show_default=False),
@@ -133,6 +136,7 @@ def up(
         pull=pull,
         poll_interval=poll_interval,
         object_store=object_store,
+        object_store_host=object_store_host,
         backend=backend,
         faas_backend=faas_backend,
         batch_backend=batch_backend,

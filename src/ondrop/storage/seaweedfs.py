@@ -69,13 +69,13 @@ def weed_binary() -> str:
     return found
 
 
-def _free(port: int) -> bool:
+def _free(port: int, host: str = "127.0.0.1") -> bool:
     """True when a server could listen on `port` (as SeaweedFS does, with SO_REUSEADDR:
     connections of a stopped one waiting out TIME_WAIT do not count)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -88,8 +88,10 @@ def _free_port() -> int:
 
 
 class SeaweedFS:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, host: str = "127.0.0.1") -> None:
+        """`host`: the address it listens on (one a cluster's nodes reach, for jobs there)."""
         self.folder = folder
+        self.host = host
         self.binary = weed_binary()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state = self._state()
@@ -117,7 +119,7 @@ class SeaweedFS:
                 while True:
                     port = _free_port()
                     pair = {port, port + 10000}
-                    if port + 10000 < 65536 and not pair & taken and _free(port + 10000):
+                    if port + 10000 < 65536 and not pair & taken and _free(port + 10000, self.host):
                         break
                 ports[service] = port
                 taken |= pair
@@ -154,7 +156,7 @@ class SeaweedFS:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.state['ports']['s3']}"
+        return f"http://{self.host}:{self.state['ports']['s3']}"
 
     @property
     def webhook_token(self) -> str:
@@ -236,13 +238,14 @@ class SeaweedFS:
         self._kill_leftover(self.state.get("pid"))
         deadline = time.monotonic() + 5  # a stopped one's ports free up a moment later
         while time.monotonic() < deadline and not all(
-            _free(p) and _free(p + 10000) for p in self.state["ports"].values()
+            _free(p, self.host) and _free(p + 10000, self.host)
+            for p in self.state["ports"].values()
         ):
             time.sleep(0.1)
         busy = [
             f"{service} {port}"
             for service, port in self.state["ports"].items()
-            if not (_free(port) and _free(port + 10000))
+            if not (_free(port, self.host) and _free(port + 10000, self.host))
         ]
         if busy:
             raise ExecutionError(
@@ -285,8 +288,8 @@ class SeaweedFS:
             f"-config_dir={conf}",
             "mini",
             f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             *(f"-{service}.port={ports[service]}" for service in SERVICES),
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
