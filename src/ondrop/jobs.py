@@ -100,6 +100,9 @@ class JobSpec:
     manifest: dict[str, Any] | None = None
     manifest_name: str = ""
     keep_results: bool = False  # a client waits for this job's outputs (/run)
+    # Where a node that is not the control plane's machine stores those outputs and the
+    # log for it (a prefix in a provider both reach); None: in the results folder here.
+    results_to: ObjectRef | None = None
     # GPU ids the control plane chose, for a backend on its own machine (local); empty on a
     # cluster, where the node that runs the job picks them.
     devices: tuple[str, ...] = ()
@@ -116,6 +119,9 @@ class JobSpec:
             "manifest": self.manifest,
             "manifest_name": self.manifest_name,
             "keep_results": self.keep_results,
+            "results_to": None
+            if self.results_to is None
+            else [self.results_to.provider, self.results_to.key],
             "devices": list(self.devices),
         }
 
@@ -134,6 +140,7 @@ class JobSpec:
             manifest=data.get("manifest"),
             manifest_name=data.get("manifest_name", ""),
             keep_results=bool(data.get("keep_results")),
+            results_to=ObjectRef(*data["results_to"]) if data.get("results_to") else None,
             devices=tuple(data.get("devices", ())),
         )
 

@@ -22,6 +22,7 @@ from ondrop.backends.base import Backend
 if TYPE_CHECKING:
     from ondrop.backends.ray import RayCluster
 from ondrop.backends.local import LocalBackend
+from ondrop.backends.transit import Transit
 from ondrop.errors import (
     ConflictError,
     DefinitionError,
@@ -152,7 +153,7 @@ class Platform:
                 cluster_admission = ClusterBatch(self.ray)
             # The cluster bounds what runs at once, not this machine's cores.
             limit = Slots(max(cluster_admission.slots(), 1))
-            return cluster_admission, RayBackend(pool, self.ray), limit
+            return cluster_admission, RayBackend(pool, self.ray, self._transit()), limit
         admission: Admission
         if pool == FAAS:
             admission = FaasLimits(
@@ -163,6 +164,12 @@ class Platform:
         else:
             admission = BatchCapacity(settings.batch_cpus, settings.batch_memory, self.gpus)
         return admission, LocalBackend(self.supervisor, self.runtimes.values(), pool), slots
+
+    def _transit(self) -> Transit:
+        """How bodies and /run results reach a cluster's nodes: the bundled object store."""
+        default = self.providers.get("minio.default")
+        reached = None if isinstance(default, LocalStorage) else default
+        return Transit(reached, self.payloads, self.supervisor.folders.results)
 
     def _node_configs(self) -> dict[str, dict[str, Any]]:
         """The providers' configurations, for nodes to build their own clients from."""

@@ -8,6 +8,7 @@ environment contract.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import logging
@@ -175,7 +176,9 @@ class Supervisor:
                 return Outcome(FAILED, result.exit_code, result.reason, text, result.cause)
             try:
                 self._stage_out(spec.job_id, service, outputs, stored)
-                if spec.keep_results:
+                if spec.keep_results and spec.results_to is not None:
+                    self._send_results(spec.results_to, outputs, text)
+                elif spec.keep_results:
                     self._keep_results(spec.job_id, outputs, text)
             except (OndropError, OSError) as exc:
                 if disk_full(exc):  # of a provider, the store's or the results' folder
@@ -308,6 +311,15 @@ class Supervisor:
                 folder = provider.root if isinstance(provider, LocalStorage) else None
                 raise DiskFullError(f"{provider.name} is full: {exc}", folder) from exc
             stored.append((provider.name, info))
+
+    def _send_results(self, to: ObjectRef, outputs: Path, text: str) -> None:
+        """A /run job's outputs and log, for the control plane on another machine: under
+        the prefix `to` (output/..., log)."""
+        provider = self.providers.get(to.provider)
+        for path in output_files(outputs):
+            relative = check_key(path.relative_to(outputs).as_posix(), "output file name")
+            provider.put_file(join_key(to.key, f"output/{relative}"), path)
+        provider.put(join_key(to.key, "log"), io.BytesIO(text.encode()))
 
     def _keep_results(self, job_id: str, outputs: Path, text: str) -> None:
         keep = self.folders.results / job_id

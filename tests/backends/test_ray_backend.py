@@ -205,7 +205,7 @@ def test_the_control_plane_killed_while_jobs_run_on_the_cluster_loses_nothing(
             wait_for(lambda: processes_with(marker), timeout=120)
         assert platform.proc is not None
         platform.proc.kill()  # SIGKILL: nothing of it runs its clean-up
-        platform.proc.wait(30)
+        platform.proc.communicate(timeout=30)
         platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
         with platform.client() as client:
             for job in jobs:
@@ -247,3 +247,22 @@ def test_a_cluster_that_cannot_be_reached_is_said_at_start_and_in_health_and_job
             assert client.job("waits", job)["status"] == "Pending"
     finally:
         platform.stop()
+
+
+@pytest.mark.parametrize("mode", ["faas", "batch"])
+def test_invocations_reach_the_nodes_and_run_answers_come_back(
+    mode: str, client: Client, ray_cluster: RayCluster
+) -> None:
+    """An invocation's body and a /run job's outputs travel through the object store the
+    nodes reach, not through the control plane's disk."""
+    service = f"invoked-{mode}"
+    client.apply([io(service, mode=mode, script=UPPER)])
+    job = client.submit(service, b"sent by post\n", filename="posted.txt")
+    assert finished(client, service, job)["node"] in workers(ray_cluster)
+    stored = client.list_files("minio.default", f"ray/{service}-out/")
+    assert [o["key"] for o in stored] == [f"ray/{service}-out/posted.txt"]
+    answer = client.run(service, b"run me\n", filename="ran.txt", timeout=180)
+    assert (answer.data, answer.filename) == (b"RUN ME\n", "ran.txt"), answer
+    assert client.job(service, answer.job_id)["node"] in workers(ray_cluster)
+    # and nothing is left in transit
+    assert client.list_files("minio.default", "ondrop-transit/") == []

@@ -29,13 +29,14 @@ from typing import Any
 
 import ondrop
 from ondrop.backends.base import Backend, Listener
+from ondrop.backends.transit import Transit
 from ondrop.errors import UnavailableError
 from ondrop.fdl.models import Service
 from ondrop.jobs import Cause, JobSpec, Report
 from ondrop.pools.base import Admission, Allocation
 from ondrop.pools.batch import BATCH_TIMEOUT, DEFAULT_MEMORY
 from ondrop.quantity import format_bytes, parse_cpu
-from ondrop.store.base import FAILED, INTERRUPTED, Job, Outcome
+from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Job, Outcome
 from ondrop.supervisor import Ledger
 from ondrop.worker import Configs, node_worker
 
@@ -403,8 +404,7 @@ class RayCluster:
 
 @dataclass
 class _Running:
-    job_id: str
-    attempt: int
+    spec: JobSpec  # as it was sent
     ref: Any
     node: str = ""  # the faas supervisor's node id; "" for a task
     cancelled: bool = False
@@ -413,9 +413,10 @@ class _Running:
 class RayBackend(Backend):
     name = "ray"
 
-    def __init__(self, pool: str, cluster: RayCluster) -> None:
+    def __init__(self, pool: str, cluster: RayCluster, transit: Transit) -> None:
         self.pool = pool
         self.cluster = cluster
+        self.transit = transit
         self._listener: Listener | None = None
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}  # job id -> its attempt on the cluster
@@ -434,6 +435,7 @@ class RayBackend(Backend):
     def submit(self, spec: JobSpec) -> str:
         if (problem := self.cluster.problem()) is not None:
             raise UnavailableError(problem)
+        spec = self.transit.send(spec)
         if self.pool == "faas":
             with self._lock:
                 load: dict[str, int] = {}
@@ -444,7 +446,7 @@ class RayBackend(Backend):
         else:
             node, ref = "", self.cluster.submit_task(spec)
         with self._lock:
-            self._running[spec.job_id] = _Running(spec.job_id, spec.attempt, ref, node)
+            self._running[spec.job_id] = _Running(spec, ref, node)
         self._wake.set()
         return ref.hex()  # type: ignore[no-any-return]
 
@@ -510,17 +512,30 @@ class RayBackend(Backend):
             reason = f"lost on the cluster ({type(exc).__name__}: {where}); it runs again"
             report = self._ended(running, reason, Cause.LOST)
         except Exception as exc:
-            log.warning("job %s: the cluster failed it: %r", running.job_id, exc)
+            log.warning("job %s: the cluster failed it: %r", running.spec.job_id, exc)
             report = self._ended(running, f"internal error on the cluster: {exc}", Cause.INTERNAL)
+        try:
+            self.transit.receive(running.spec, report.outcome.status == SUCCEEDED)
+        except Exception as exc:
+            log.warning("job %s: its results did not come back: %s", report.job_id, exc)
+            outcome = Outcome(
+                FAILED,
+                0,
+                f"its results did not come back: {exc}",
+                report.outcome.log,
+                Cause.UNAVAILABLE,
+            )
+            report = Report(report.job_id, report.attempt, outcome, report.outputs)
         with self._lock:
-            self._running.pop(running.job_id, None)
+            self._running.pop(running.spec.job_id, None)
         assert self._listener is not None
         self._listener.ended(report)
 
     @staticmethod
     def _ended(running: _Running, reason: str, cause: Cause) -> Report:
         status = INTERRUPTED if cause in (Cause.STOPPED, Cause.LOST) else FAILED
-        return Report(running.job_id, running.attempt, Outcome(status, None, reason, cause=cause))
+        spec = running.spec
+        return Report(spec.job_id, spec.attempt, Outcome(status, None, reason, cause=cause))
 
 
 class ClusterBatch(Admission):
