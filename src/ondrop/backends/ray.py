@@ -564,8 +564,16 @@ class ClusterBatch(Admission):
             float(service.timeout or BATCH_TIMEOUT),
             service.memory_bytes,
             parse_cpu(service.cpu) if service.cpu else None,
-            gpu_count=service.gpu,
+            gpu_count=self.gpus_for(service),
         )
+
+    def gpus_for(self, service: Service) -> int:
+        """The GPUs a job of `service` asks Ray for: a `gpu_optional` one runs on the CPU
+        when no node of the cluster has a GPU (else it would wait for ever)."""
+        if not service.gpu or not service.gpu_optional:
+            return service.gpu
+        total, _ = self.cluster.totals()
+        return service.gpu if total.get("GPU", 0) >= service.gpu else 0
 
     def release(self, allocation: Allocation) -> None:
         with self._lock:
@@ -583,15 +591,16 @@ class ClusterBatch(Admission):
             return None
         cpu = parse_cpu(service.cpu) if service.cpu else 1.0
         memory = service.memory_bytes or DEFAULT_MEMORY
+        gpus = 0 if service.gpu_optional else service.gpu
         for node in nodes:
             if (
                 node.get("CPU", 0) >= cpu
-                and node.get("GPU", 0) >= service.gpu
+                and node.get("GPU", 0) >= gpus
                 and node.get("memory", memory) >= memory
             ):
                 return None
         return (
-            f"no node of the Ray cluster has {cpu:g} CPUs, {service.gpu} GPUs and this "
+            f"no node of the Ray cluster has {cpu:g} CPUs, {gpus} GPUs and this "
             "much memory free now: its jobs wait until the autoscaler (or you) adds one"
         )
 
