@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: setup demo test lint docs soak bench clean
+.PHONY: setup demo demo-cluster test lint docs soak bench clean
 
 setup: $(READY)
 
@@ -16,6 +16,10 @@ $(READY): pyproject.toml
 # The main demo: faces found in a video by a chain of services (VIDEO=your.mp4 to use yours).
 demo: setup
 	$(BIN)/python examples/video-objects/demo.py $(VIDEO)
+
+# The same on a Ray cluster of two nodes on loopback: detect on the batch pool, on the nodes.
+demo-cluster: setup
+	$(BIN)/python examples/video-objects/demo.py --cluster $(VIDEO)
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench
