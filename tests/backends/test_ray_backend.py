@@ -127,25 +127,40 @@ def test_a_gpu_job_runs_on_the_gpu_node_with_rays_device_one_at_a_time(
 
 
 def test_a_job_whose_node_is_lost_runs_again_elsewhere_without_using_its_retries(
-    client: Client, ray_cluster: RayCluster, tmp_path: Path
+    ray_installed: None, tmp_path: Path
 ) -> None:
-    # Only a node of 3 CPUs fits the job: the first, then (once it is lost) a second.
-    victim = ray_cluster.add_node(num_cpus=3)
-    marker = f"lost-node-{time.monotonic_ns()}"
-    script = f"sh -c 'sleep 5' {marker}\n{UPPER}"  # the marker: in the sleeper's command line
-    client.apply([io("lost", mode="batch", cpu="3", retries=0, script=script)])
-    job = drop(client, tmp_path, "lost", "l.txt", "lost\n")
-    wait_for(lambda: processes_with(marker), timeout=120)
-    victim.kill()
-    wait_for(lambda: not any(s.alive for s in ray_cluster.states() if s.ip == victim.ip))
-    rescuer = ray_cluster.add_node(num_cpus=3)
-    found = finished(client, "lost", job, timeout=300)
-    assert found["node"] == rescuer.ip
-    attempts = found["attempt_list"]
-    assert [a["cause"] for a in attempts[:-1]] == ["lost"], attempts
-    assert found["status"] == "Succeeded"
-    keys = [o["key"] for o in client.list_files("minio.default", "ray/lost-out/")]
-    assert keys == ["ray/lost-out/l.txt"]
+    """On a cluster of its own (it kills a node): the one node runs the job and is lost;
+    the job waits for a node, and runs on the one added after."""
+    with RayCluster() as cluster:
+        cluster.start(head_cpus=0)
+        victim = cluster.add_node(num_cpus=2)
+        platform = Platform(tmp_path / "data")
+        platform.env.update(ray_env())
+        flags = ["--backend", "ray", "--ray-address", cluster.address]
+        platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+        try:
+            with platform.client() as client:
+                marker = f"lost-node-{time.monotonic_ns()}"
+                script = f"sh -c 'sleep 5' {marker}\n{UPPER}"  # the marker: in its command line
+                client.apply([io("lost", mode="batch", retries=0, script=script)])
+                job = drop(client, tmp_path, "lost", "l.txt", "lost\n")
+                wait_for(lambda: processes_with(marker), timeout=120)
+                victim.kill()
+                wait_for(lambda: not any(s.alive for s in cluster.states() if s.ip == victim.ip))
+                rescuer = cluster.add_node(num_cpus=2)
+                try:
+                    found = finished(client, "lost", job, timeout=300)
+                except AssertionError:
+                    raise AssertionError(
+                        f"{client.job('lost', job)}\n{platform.stop()[-4000:]}"
+                    ) from None
+                assert found["node"] == rescuer.ip
+                attempts = found["attempt_list"]
+                assert [a["cause"] for a in attempts[:-1]] == ["lost"], attempts
+                keys = [o["key"] for o in client.list_files("minio.default", "ray/lost-out/")]
+                assert keys == ["ray/lost-out/l.txt"]
+        finally:
+            platform.stop()
 
 
 def test_cancel_and_timeouts_reach_jobs_on_the_nodes(client: Client, tmp_path: Path) -> None:
