@@ -18,6 +18,10 @@ from ondrop.api.app import create_app
 from ondrop.api.auth import Credentials
 from ondrop.platform import Platform
 from ondrop.settings import Settings
+from tests.support.ray_fixtures import cpu_node, gpu_node, ray_cluster, ray_installed
+
+# The real Ray cluster of the backend tests and the Backend contract suite (one a session).
+__all__ = ["cpu_node", "gpu_node", "ray_cluster", "ray_installed"]
 
 ADMIN = Credentials("admin", "s3cret-admin")
 

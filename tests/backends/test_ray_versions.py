@@ -14,7 +14,7 @@ def test_a_node_of_another_version_refuses_jobs_naming_both(ray_installed: None)
     assert problem is not None
     assert f"runs ondrop {ondrop.__version__} and the control plane 9.9.9" in problem
     assert "install the same version on every node" in problem
-    supervisor = NodeSupervisor({}, relay=None, version="9.9.9")
-    report = Report.from_json(supervisor.run({"job_id": "j", "attempt": 3}))
+    supervisor = NodeSupervisor(relay=None, version="9.9.9")
+    report = Report.from_json(supervisor.run({"job_id": "j", "attempt": 3}, {}))
     assert (report.job_id, report.attempt, report.outcome.cause) == ("j", 3, Cause.INTERNAL)
     assert report.outcome.reason == problem

@@ -1,28 +1,33 @@
 """The Backend contract: a submitted JobSpec ends in exactly one Report of that attempt,
 saying how it ended and on which node, with its outputs; cancel and stop_all stop running
 jobs, whose reports then say so. Run on every backend: the local one (threads here, the
-real supervisor and process runtime) and the stub the control plane's tests use."""
+real supervisor and process runtime), the Ray backend on a real loopback cluster (the
+batch tasks and the nodes' faas supervisors), and the stub the control plane's tests use."""
 
 from __future__ import annotations
 
-import io
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ondrop.backends.base import Backend
 from ondrop.backends.local import LocalBackend
+from ondrop.backends.ray import RayBackend, RayCluster
 from ondrop.backends.stub import StubBackend
+from ondrop.backends.transit import Transit
 from ondrop.events.base import object_event
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.jobs import Cause, JobSpec, ObjectRef, Report, Resources, Staged
 from ondrop.runtime.process import ProcessRuntime
-from ondrop.storage import MemoryStorage, Providers
+from ondrop.storage import LocalStorage, Providers
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Outcome
 from ondrop.supervisor import Folders, Supervisor
 from tests.support.waiting import wait_for
@@ -79,29 +84,62 @@ def stub_execute(stub: StubBackend, spec: JobSpec, script_ended: Callable[[], No
     return Outcome(SUCCEEDED, 0, node="stub")
 
 
-@pytest.fixture(params=["local", "stub"])
+@pytest.fixture(params=["local", "ray-batch", "ray-faas", "stub"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, Recorder]]:
+    global MARKS
     recorder = Recorder()
+    # Input and marks where every node reaches them, and every job user may write marks
+    # (the nodes' jobs run as users of their own; pytest's folders are the root's alone).
+    shared = Path(tempfile.mkdtemp(prefix="ondrop-contract-", dir="/tmp"))
+    shared.chmod(0o755)
+    (shared / "in").mkdir(mode=0o755)
+    (shared / "in" / "a.txt").write_text("hello")
+    (shared / "in" / "a.txt").chmod(0o644)
+    MARKS = shared / "marks"
+    MARKS.mkdir()
+    MARKS.chmod(0o777)
     made: Backend
+    cluster: RayCluster | None = None
     if request.param == "local":
-        storage = MemoryStorage("memory.default")
-        storage.put("in/a.txt", io.BytesIO(b"hello"))
         runtime = ProcessRuntime()
         supervisor = Supervisor(
             NoLedger(),
-            Providers({"memory.default": storage}),
+            Providers({PROVIDER: LocalStorage(PROVIDER, shared)}),
             lambda service: runtime,
             Folders(tmp_path / "work", tmp_path / "results"),
             Payloads(tmp_path / "payloads"),
         )
         made = LocalBackend(supervisor, [runtime])
+    elif request.param.startswith("ray"):
+        cluster, configs = request.getfixturevalue("ray_plane")
+        configs[PROVIDER] = {"path": str(shared), "shared": True}
+        transit = Transit(None, Payloads(tmp_path / "payloads"), tmp_path / "results")
+        made = RayBackend(request.param.removeprefix("ray-"), cluster, transit)
     else:
         stub = StubBackend(lambda spec, ended: stub_execute(stub, spec, ended))
         made = stub
     made.start(Listening(recorder))
+    if cluster is not None:
+        wait_for(lambda: cluster.problem() is None, timeout=120)
     yield made, recorder
     made.stop_all(force=True)
     made.close()
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_plane(ray_cluster: Any) -> Iterator[tuple[RayCluster, dict[str, dict[str, Any]]]]:
+    """One connection of this process to the test cluster, for the module (Ray does not
+    take a second ray.init in a process after a shutdown), and the providers' configs the
+    nodes get, which each test sets."""
+    configs: dict[str, dict[str, Any]] = {}
+    cluster = RayCluster(ray_cluster.address, NoLedger(), lambda: configs)
+    yield cluster, configs
+    cluster.close()
+
+
+PROVIDER = "local.contract"
+MARKS = Path("/nonexistent")  # the folder each sleeper marks when it has started
 
 
 class NoLedger:
@@ -112,11 +150,14 @@ class NoLedger:
         self.recorded.append((source, key, job_id))
 
 
-def job(script: str, attempt: int = 1, output: bool = False) -> JobSpec:
-    definition = {"name": "svc", "script": script, "input": [{"path": "in"}]}
-    if output:
-        definition["output"] = [{"path": "out"}]
-    event = object_event("memory.default", "in/a.txt", "v1", 5)
+def job(script: str, attempt: int = 1) -> JobSpec:
+    definition = {
+        "name": "svc",
+        "script": script,
+        "input": [{"storage_provider": PROVIDER, "path": "in"}],
+        "environment": {"variables": {"MARKS": str(MARKS)}},
+    }
+    event = object_event(PROVIDER, "in/a.txt", "v1", 5)
     return JobSpec(
         job_id=f"job-{time.monotonic_ns()}",
         attempt=attempt,
@@ -124,7 +165,7 @@ def job(script: str, attempt: int = 1, output: bool = False) -> JobSpec:
         service=Service.model_validate(definition),
         event=event,
         resources=Resources(timeout=60.0),
-        inputs=(Staged(ObjectRef("memory.default", "in/a.txt"), "a.txt"),),
+        inputs=(Staged(ObjectRef(PROVIDER, "in/a.txt"), "a.txt"),),
     )
 
 
@@ -198,11 +239,11 @@ def test_many_jobs_at_once_each_report_once(backend: tuple[Backend, Recorder]) -
     assert sorted(r.job_id for r in recorder.reports) == sorted(s.job_id for s in specs)
 
 
-SLEEPER = 'touch "$TMPDIR/started"; sleep 30'
+SLEEPER = 'touch "$MARKS/$JOB_UUID"; sleep 30'
 
 
 def started(made: Backend, tmp_path: Path) -> int:
     """How many sleepers run now (so that a stop reaches their scripts, not staging)."""
     if isinstance(made, StubBackend):
         return len(made.stopping)
-    return len(list((tmp_path / "work").glob("*/tmp/started")))
+    return len(list(MARKS.iterdir()))

@@ -7,6 +7,7 @@ connection of its own."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -39,6 +40,10 @@ __all__ = [  # the value types come from the driver, which reports them
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST_NODE_HOST = 3  # nodes on 127.0.0.3, 127.0.0.4, ...
+LAST_NODE_HOST = 100  # (the autoscaler's nodes start at 127.0.0.101)
+# Every node of this process on an address of its own, whichever cluster it joins: two
+# clusters with a node each on one address made `ray start` time out under load.
+_hosts = itertools.cycle(range(FIRST_NODE_HOST, LAST_NODE_HOST + 1))
 
 
 class RayClusterError(RuntimeError):
@@ -149,7 +154,6 @@ class RayCluster:
         self.head_ports = claim_ports()
         self.nodes: list[Node] = []  # the head first
         self.reserved: list[NodePorts] = []  # for nodes that others start (the autoscaler)
-        self._next_host = FIRST_NODE_HOST
         self._holds_env = False
 
     @property
@@ -207,8 +211,7 @@ class RayCluster:
         """Start a worker node on the next loopback address; returns once it is alive."""
         if not self.nodes:
             raise RayClusterError("start the head first")
-        ip = f"127.0.0.{self._next_host}"
-        self._next_host += 1
+        ip = f"127.0.0.{next(_hosts)}"
         flags = [f"--address={self.address}", f"--num-cpus={num_cpus}"]
         return self._start_node(
             ip, claim_ports(), f"n{ip.rsplit('.', 1)[1]}", flags, num_gpus, resources

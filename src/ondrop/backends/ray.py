@@ -122,18 +122,28 @@ def _on_node(report: Report) -> dict[str, Any]:
 class NodeSupervisor:
     """A node's faas supervisor (a threaded actor pinned to its node)."""
 
-    def __init__(self, configs: Configs, relay: Any, version: str) -> None:
+    def __init__(self, relay: Any, version: str) -> None:
         self.problem = _same_version(version)
-        self.worker = None if self.problem else node_worker(configs, RelayLedger(relay))
+        self.ledger = RelayLedger(relay)
+        self.workers: dict[str, Any] = {}  # job id -> the worker running it
 
-    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
-        if self.worker is None:
-            return _failed(spec, self.problem or "", Cause.INTERNAL)
-        return _on_node(self.worker.run(JobSpec.from_json(spec)))
+    def run(self, spec: dict[str, Any], configs: Configs) -> dict[str, Any]:
+        """Run one job with the providers as the control plane declares them now (an
+        apply may have added one since the last job)."""
+        if self.problem:
+            return _failed(spec, self.problem, Cause.INTERNAL)
+        job = JobSpec.from_json(spec)
+        worker = node_worker(configs, self.ledger)
+        self.workers[job.job_id] = worker
+        try:
+            return _on_node(worker.run(job))
+        finally:
+            self.workers.pop(job.job_id, None)
 
     def stop(self, job_id: str) -> None:
-        if self.worker is not None:
-            self.worker.stop(job_id)
+        worker = self.workers.get(job_id)
+        if worker is not None:
+            worker.stop(job_id)
 
 
 class LedgerRelay:
@@ -201,6 +211,7 @@ class RayCluster:
         self._lock = threading.Lock()
         self._connected = False
         self._started = False
+        self._pump_thread: threading.Thread | None = None
         self.on_connected: Callable[[], None] | None = None  # the pools may claim now
         self._problem: str | None = None
         self._stopping = threading.Event()
@@ -279,7 +290,10 @@ class RayCluster:
         )
         self._connected = True
         self._problem = None
-        threading.Thread(target=self._pump, daemon=True, name="ondrop-ray-ledger").start()
+        self._pump_thread = threading.Thread(
+            target=self._pump, daemon=True, name="ondrop-ray-ledger"
+        )
+        self._pump_thread.start()
         log.info("jobs run on the Ray cluster at %s", self.address or "a Ray of this machine")
         if self.on_connected is not None:
             self.on_connected()
@@ -365,7 +379,7 @@ class RayCluster:
                         num_cpus=0,
                         max_concurrency=FAAS_PER_NODE,
                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                    ).remote(self.configs(), self._relay, ondrop.__version__)
+                    ).remote(self._relay, ondrop.__version__)
 
     def _pump(self) -> None:
         """Take the nodes' output records to the store, and tell them it is done."""
@@ -388,13 +402,20 @@ class RayCluster:
                 except Exception as exc:
                     log.warning("job %s: cannot record its output %s: %s", job_id, key, exc)
                     problems.append((number, str(exc)))
-            if done:
-                self._relay.done.remote(done)
-            for number, problem in problems:
-                self._relay.done.remote([number], problem)
+            try:
+                if done:
+                    self._relay.done.remote(done)
+                for number, problem in problems:
+                    self._relay.done.remote([number], problem)
+            except Exception as exc:  # Ray is going away; the nodes' records time out
+                if self._stopping.is_set():
+                    return
+                log.warning("cannot answer the nodes' output records: %s", exc)
 
     def close(self) -> None:
         self._stopping.set()
+        if self._pump_thread is not None:
+            self._pump_thread.join(5)  # its take() returns within a second
         if self._connected:
             import ray
 
@@ -442,7 +463,7 @@ class RayBackend(Backend):
                 for running in self._running.values():
                     load[running.node] = load.get(running.node, 0) + 1
             node, supervisor = self.cluster.supervisor(load)
-            ref = supervisor.run.remote(spec.to_json())
+            ref = supervisor.run.remote(spec.to_json(), self.cluster.configs())
         else:
             node, ref = "", self.cluster.submit_task(spec)
         with self._lock:

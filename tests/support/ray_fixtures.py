@@ -1,9 +1,9 @@
-"""A real Ray cluster for the backend tests, started once per session on loopback: a head
-with no CPUs (so that every task runs on a worker node) and two worker nodes of 2 CPUs, the
-first with one GPU (a resource Ray hands out; no device is needed). The GCS checks nodes'
-health every second and gives one up after 3 failed checks, so a lost node is reported dead
-in seconds (Ray's default: every 3 s, 5 failures). Without Ray the tests skip, and fail
-under CI."""
+"""A real Ray cluster for the backend tests and the Backend contract suite, started once
+per session on loopback: a head with no CPUs (so that every task runs on a worker node)
+and two worker nodes of 2 CPUs, the first with one GPU (a resource Ray hands out; no
+device is needed). The GCS checks nodes' health every second and gives one up after 3
+failed checks, so a lost node is reported dead in seconds (Ray's default: every 3 s, 5
+failures). Without Ray the tests skip, and fail under CI."""
 
 from __future__ import annotations
 
