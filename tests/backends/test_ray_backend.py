@@ -281,3 +281,25 @@ def test_invocations_reach_the_nodes_and_run_answers_come_back(
     assert client.job(service, answer.job_id)["node"] in workers(ray_cluster)
     # and nothing is left in transit
     assert client.list_files("minio.default", "ondrop-transit/") == []
+
+
+def test_a_job_waiting_for_a_node_does_not_hold_up_a_stop_and_waits_again_after(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    platform = Platform(tmp_path / "data")
+    platform.env.update({**ray_env(), "ONDROP_GRACE": "1"})
+    flags = ["--backend", "ray", "--ray-address", ray_cluster.address]
+    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    with platform.client() as client:
+        client.apply([io("huge", mode="batch", cpu="64", script="true")])  # no node has 64
+        job = drop(client, tmp_path, "huge", "h.txt", "x")
+        wait_for(lambda: client.job("huge", job)["status"] == "Running")
+    platform.stop()  # AssertionError if it hangs
+    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    try:
+        with platform.client() as client:
+            attempts = client.job("huge", job)["attempt_list"]
+            assert attempts[0]["cause"] == "stopped"
+            assert client.job("huge", job)["status"] in ("Pending", "Running")
+    finally:
+        platform.stop()

@@ -62,7 +62,12 @@ class Platform:
     def stop(self, sig: int = signal.SIGINT) -> str:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=60)
+        try:
+            out, _ = self.proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # and its pipe closed, whatever the test says next
+            out, _ = self.proc.communicate()
+            raise AssertionError(f"ondrop up did not stop in 90 s:\n{out[-4000:]}") from None
         return out
 
     def stop_now(self, pause: float = 0.3) -> None:

@@ -46,6 +46,8 @@ NAMESPACE = "ondrop"
 CONNECT_TIMEOUT = 60.0  # seconds: a wrong address makes Ray wait for ever
 RECONNECT = 10.0  # seconds between attempts to reach a cluster that did not answer
 FAAS_PER_NODE = 64  # jobs one node's faas supervisor runs at once
+STOP_WAIT = 10.0  # seconds stopped jobs get to report before they are taken as stopped
+STOP_FORCED = 2.0
 NODES_EVERY = 5.0  # seconds between looks at which nodes the cluster has
 
 
@@ -480,10 +482,26 @@ class RayBackend(Backend):
         self.cluster.stop(job_id, running.node)
 
     def stop_all(self, force: bool = False) -> None:
+        """Stop every job (the platform stops): their scripts are told to stop; what has
+        not reported after a moment (a task still waiting for a node never will) ends
+        stopped here, to run again on the next start."""
         with self._lock:
             jobs = list(self._running)
         for job_id in jobs:
             self.cancel(job_id)
+        deadline = time.monotonic() + (STOP_FORCED if force else STOP_WAIT)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    return
+            time.sleep(0.1)
+        with self._lock:
+            left = list(self._running.values())
+            self._running.clear()
+        reason = "the platform stopped; the job runs again on its next start"
+        for running in left:
+            assert self._listener is not None
+            self._listener.ended(self._ended(running, reason, Cause.STOPPED))
 
     def close(self) -> None:
         self._stopping.set()
@@ -548,6 +566,8 @@ class RayBackend(Backend):
             )
             report = Report(report.job_id, report.attempt, outcome, report.outputs)
         with self._lock:
+            if self._running.get(running.spec.job_id) is not running:
+                return  # taken as stopped already (stop_all)
             self._running.pop(running.spec.job_id, None)
         assert self._listener is not None
         self._listener.ended(report)
