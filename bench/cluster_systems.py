@@ -39,7 +39,7 @@ class OnCluster:
 
     def __init__(self, folder: Path, address: str, timeout: float = 180.0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        data = folder / "data"
+        self.data = data = folder / "data"
         env = ray_env({"ONDROP_DATA": str(data), "ONDROP_LOG_LEVEL": "warning"})
         for key in ("ONDROP_URL", "ONDROP_ADMIN_USER", "ONDROP_ADMIN_PASSWORD", "ONDROP_PORT"):
             env.pop(key, None)
@@ -90,7 +90,21 @@ class OnCluster:
             if _group(self.proc.pid, [pid]):  # still of the group, not a new process
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        self._stop_object_store()
         self.log.close()
+
+    def _stop_object_store(self) -> None:
+        """The bundled SeaweedFS runs in a session of its own; ondrop stops it as it exits,
+        but not when it was killed: then it is the one state.json names, in our folder."""
+        state = self.data / "seaweedfs" / "state.json"
+        try:
+            pid = int(json.loads(state.read_text())["pid"])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # none was started, or it is gone
+        if str(self.data).encode() in command:  # not a process that took its pid since
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _group(leader: int, among: list[int] | None = None) -> list[int]:
