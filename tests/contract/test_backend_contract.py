@@ -247,3 +247,18 @@ def started(made: Backend, tmp_path: Path) -> int:
     if isinstance(made, StubBackend):
         return len(made.stopping)
     return len(list(MARKS.iterdir()))
+
+
+def test_the_ray_ledger_relay_lives_on_the_head_node(
+    ray_plane: tuple[RayCluster, dict[str, dict[str, Any]]],
+) -> None:
+    """Not on a worker node, which the autoscaler may take away or a fault may lose with
+    every output record in flight; and not on whichever node the control plane happens
+    to share a machine with."""
+    import ray
+
+    cluster, _ = ray_plane
+    cluster.start()
+    wait_for(lambda: cluster.problem() is None, timeout=120)
+    heads = [n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]]
+    assert cluster.relay_node() in heads

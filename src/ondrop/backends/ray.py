@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ondrop
@@ -49,6 +49,7 @@ FAAS_PER_NODE = 64  # jobs one node's faas supervisor runs at once
 STOP_WAIT = 10.0  # seconds stopped jobs get to report before they are taken as stopped
 STOP_FORCED = 2.0
 NODES_EVERY = 5.0  # seconds between looks at which nodes the cluster has
+HEAD_RESOURCE = "node:__internal_head__"  # what Ray gives the head node alone
 
 
 # -- what runs on the nodes ------------------------------------------------------------
@@ -91,7 +92,7 @@ def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -
         return _failed(spec, problem, Cause.INTERNAL)
     job = JobSpec.from_json(spec)
     devices = tuple(str(int(g)) if float(g).is_integer() else str(g) for g in ray.get_gpu_ids())
-    job = _with_devices(job, devices)
+    job = replace(job, devices=devices)
     worker = node_worker(configs, RelayLedger(relay))
 
     def stop_when_cancelled() -> None:
@@ -106,15 +107,7 @@ def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -
         relay.forget.remote(job.job_id)
 
 
-def _with_devices(spec: JobSpec, devices: tuple[str, ...]) -> JobSpec:
-    from dataclasses import replace
-
-    return replace(spec, devices=devices)
-
-
 def _on_node(report: Report) -> dict[str, Any]:
-    from dataclasses import replace
-
     import ray
 
     node = ray.util.get_node_ip_address()
@@ -159,6 +152,12 @@ class LedgerRelay:
         self._new = asyncio.Event()
         self._cancels: dict[str, asyncio.Event] = {}  # running batch job -> set to stop it
         self._cancelled: set[str] = set()
+
+    async def node(self) -> str:
+        """The id of the node it lives on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     async def wait_cancel(self, job_id: str) -> bool:
         """Returns when the job is cancelled (True) or has ended (False)."""
@@ -265,7 +264,6 @@ class RayCluster:
 
     def _connect(self) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
@@ -278,18 +276,7 @@ class RayCluster:
         )
         self._task = ray.remote(run_task)
         self._actor = ray.remote(NodeSupervisor)
-        # On the control plane's own node: a worker node may go (the autoscaler, a loss).
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        self._relay = (
-            ray.remote(LedgerRelay)
-            .options(
-                name=f"ondrop-ledger-{os.getpid()}",
-                num_cpus=0,
-                max_concurrency=10_000,
-                scheduling_strategy=here,
-            )
-            .remote()
-        )
+        self._relay = self._new_relay()
         self._connected = True
         self._problem = None
         self._pump_thread = threading.Thread(
@@ -300,8 +287,37 @@ class RayCluster:
         if self.on_connected is not None:
             self.on_connected()
 
+    def _new_relay(self) -> Any:
+        """The ledger relay, on the head node: a worker node may go (the autoscaler, a
+        loss), the head goes only with the cluster. The driver's own node is no such
+        place: on a machine that holds several nodes it is any one of them."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        heads = [
+            n["NodeID"]
+            for n in ray.nodes()
+            if n.get("Alive") and HEAD_RESOURCE in n.get("Resources", {})
+        ]
+        node = heads[0] if heads else ray.get_runtime_context().get_node_id()
+        return (
+            ray.remote(LedgerRelay)
+            .options(
+                num_cpus=0,
+                max_concurrency=10_000,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            )
+            .remote()
+        )
+
     def problem(self) -> str | None:
         return self._problem
+
+    def relay_node(self) -> str:
+        """The id of the node the ledger relay lives on."""
+        import ray
+
+        return str(ray.get(self._relay.node.remote(), timeout=60))
 
     def totals(self) -> tuple[dict[str, float], dict[str, float]]:
         """The cluster's resources in all, and free now; none when it is not joined."""
@@ -390,6 +406,17 @@ class RayCluster:
         while not self._stopping.is_set():
             try:
                 taken = ray.get(self._relay.take.remote(1.0), timeout=60)
+            except ray.exceptions.RayActorError as exc:
+                if self._stopping.is_set():
+                    return
+                # Its node was lost: the records it held are the running jobs' own, and
+                # those jobs end as lost. The next ones go through a new relay.
+                log.warning("the Ray ledger relay was lost (%s); making a new one", exc)
+                with self._lock:
+                    self._relay = self._new_relay()
+                    self._supervisors.clear()  # they hold the old one
+                    self._nodes_seen = 0.0
+                continue
             except Exception as exc:
                 if self._stopping.is_set():
                     return
