@@ -82,3 +82,12 @@ def node_worker(configs: Configs, ledger: Ledger) -> NodeWorker:
             worker = _workers[key] = NodeWorker(configs, ledger)
         worker.supervisor.ledger = ledger  # the control plane's relay of now
         return worker
+
+
+def close_workers() -> None:
+    """Close every worker of this process (its supervisor goes)."""
+    with _lock:
+        workers = list(_workers.values())
+        _workers.clear()
+    for worker in workers:
+        worker.close()

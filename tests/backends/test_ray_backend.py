@@ -303,3 +303,24 @@ def test_a_job_waiting_for_a_node_does_not_hold_up_a_stop_and_waits_again_after(
             assert client.job("huge", job)["status"] in ("Pending", "Running")
     finally:
         platform.stop()
+
+
+@pytest.mark.parametrize("mode", ["faas", "batch"])
+def test_a_container_service_runs_in_its_image_on_a_node(
+    mode: str, client: Client, ray_cluster: RayCluster, busybox: str, tmp_path: Path
+) -> None:
+    """The node's own engine runs the image (the test nodes share this machine's podman,
+    where the image was built): the script sees the image's files, not the host's."""
+    service = f"boxed-{mode}"
+    script = (
+        "if [ -e /etc/debian_version ]; then echo host; else echo image; fi"
+        ' > "$TMP_OUTPUT_DIR/where"\n' + UPPER
+    )
+    client.apply([io(service, mode=mode, image=busybox, script=script)])
+    job = drop(client, tmp_path, service, "d.txt", "in a box\n")
+    found = finished(client, service, job)
+    assert found["node"] in workers(ray_cluster)
+    for name, text in (("d.txt", "IN A BOX\n"), ("where", "image\n")):
+        got = tmp_path / f"got-{name}"
+        client.download("minio.default", f"ray/{service}-out/{name}", got)
+        assert got.read_text() == text

@@ -1,10 +1,13 @@
 """The Ray backend: a pool's jobs run on the nodes of a Ray cluster, so that a cluster
 that grows with the work (Ray's autoscaler, KubeRay) runs the same services.
 
-- batch: each job is a Ray task asking for the job's cpu, memory and gpus as Ray
-  resources, so Ray places it on a node that fits, or its autoscaler adds one;
 - faas: each node has a long-lived supervisor (an actor of no CPU of its own) that runs
-  many jobs at once, warm: its storage clients are reused, no interpreter starts per job.
+  many jobs at once, warm: its storage clients are reused, no interpreter starts per job;
+- batch: each job first reserves its cpu and memory from Ray (a placement group of one
+  bundle), so Ray chooses a node that fits, or its autoscaler adds one; then the
+  supervisor of that node runs it, as it runs a faas job: a job costs the node its
+  script's own processes, not a Ray worker. A job that needs a GPU is a Ray task instead,
+  so that Ray assigns the device and sets CUDA_VISIBLE_DEVICES.
 
 On the node the supervisor isolates the job with the node's own process or container
 runtime, as on one machine. What it must record before it writes an output goes through a
@@ -23,8 +26,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ondrop
@@ -38,17 +41,19 @@ from ondrop.pools.batch import BATCH_TIMEOUT, DEFAULT_MEMORY
 from ondrop.quantity import format_bytes, parse_cpu
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Job, Outcome
 from ondrop.supervisor import Ledger
-from ondrop.worker import Configs, node_worker
+from ondrop.worker import Configs, NodeWorker, close_workers, node_worker
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ondrop"
 CONNECT_TIMEOUT = 60.0  # seconds: a wrong address makes Ray wait for ever
 RECONNECT = 10.0  # seconds between attempts to reach a cluster that did not answer
-FAAS_PER_NODE = 64  # jobs one node's faas supervisor runs at once
+JOBS_PER_NODE = 1024  # jobs one node's supervisor runs at once (its threads), both pools
 STOP_WAIT = 10.0  # seconds stopped jobs get to report before they are taken as stopped
 STOP_FORCED = 2.0
 NODES_EVERY = 5.0  # seconds between looks at which nodes the cluster has
+WAIT = 0.1  # seconds one look for reports waits before it looks at new jobs too
+SUPERVISOR_IDLE = 30.0  # seconds a node's supervisor stays with no job (then the node may go)
 HEAD_RESOURCE = "node:__internal_head__"  # what Ray gives the head node alone
 
 
@@ -93,7 +98,9 @@ def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -
     job = JobSpec.from_json(spec)
     devices = tuple(str(int(g)) if float(g).is_integer() else str(g) for g in ray.get_gpu_ids())
     job = replace(job, devices=devices)
-    worker = node_worker(configs, RelayLedger(relay))
+    # A worker of its own, closed after: a task's Ray worker that kept one (and with it a
+    # handle of the relay) would never be ended by Ray when idle.
+    worker = NodeWorker(configs, RelayLedger(relay))
 
     def stop_when_cancelled() -> None:
         with contextlib.suppress(Exception):  # the relay is gone: the driver is too
@@ -105,6 +112,7 @@ def run_task(spec: dict[str, Any], configs: Configs, relay: Any, version: str) -
         return _on_node(worker.run(job))
     finally:
         relay.forget.remote(job.job_id)
+        worker.close()
 
 
 def _on_node(report: Report) -> dict[str, Any]:
@@ -115,7 +123,8 @@ def _on_node(report: Report) -> dict[str, Any]:
 
 
 class NodeSupervisor:
-    """A node's faas supervisor (a threaded actor pinned to its node)."""
+    """A node's supervisor (a threaded actor pinned to its node): it runs the jobs of both
+    pools there, many at once, and goes when the control plane finds it idle."""
 
     def __init__(self, relay: Any, version: str) -> None:
         self.problem = _same_version(version)
@@ -139,6 +148,10 @@ class NodeSupervisor:
         worker = self.workers.get(job_id)
         if worker is not None:
             worker.stop(job_id)
+
+    def close(self) -> None:
+        """Before it goes: its runtimes end what they keep (spawners, warm containers)."""
+        close_workers()
 
 
 class LedgerRelay:
@@ -201,6 +214,15 @@ class LedgerRelay:
 
 
 # -- the control plane's side ----------------------------------------------------------
+@dataclass
+class _Node:
+    """A node that runs jobs, as the control plane sees it."""
+
+    supervisor: Any = None  # its supervisor's actor; None until a job needs one
+    jobs: int = 0  # handed to its supervisor and not yet reported
+    idle_since: float = field(default_factory=time.monotonic)
+
+
 class RayCluster:
     """The control plane's connection to one Ray cluster, shared by the pools that run on
     it: the driver, the ledger relay, and each node's faas supervisor."""
@@ -217,8 +239,8 @@ class RayCluster:
         self._problem: str | None = None
         self._stopping = threading.Event()
         self._relay: Any = None
-        self._supervisors: dict[str, Any] = {}  # node id -> its faas supervisor
-        self._ips: dict[str, str] = {}  # node id -> its address
+        self._nodes: dict[str, _Node] = {}  # node id -> the live node that runs jobs
+        self._ips: dict[str, str] = {}  # node id -> its address, also of nodes gone
         self._nodes_seen = 0.0
         self._task: Any = None
         self._actor: Any = None
@@ -347,39 +369,98 @@ class RayCluster:
         )
 
     def stop(self, job_id: str, node: str = "") -> None:
-        """Stop a job's script on its node: a faas job's through the supervisor of `node`,
-        a batch task's through the relay it listens to. Its report then says stopped."""
+        """Stop a job's script on its node: through the supervisor of `node`, or a batch
+        task's through the relay it listens to. Its report then says stopped."""
         if not node:
             self._relay.cancel.remote(job_id)
             return
         with self._lock:
-            supervisor = self._supervisors.get(node)
+            found = self._nodes.get(node)
+            supervisor = found.supervisor if found is not None else None
         if supervisor is not None:
             supervisor.stop.remote(job_id)
 
-    def supervisor(self, load: Mapping[str, int]) -> tuple[str, Any]:
-        """The faas supervisor with the fewest jobs (`load`: node id -> jobs there now)."""
-        self._refresh_nodes()
+    def run(self, spec: JobSpec, node: str = "") -> tuple[str, Any]:
+        """Hand a job to the supervisor of `node` (a batch job's reserved one), or of the
+        node with the fewest jobs; made there now if it has none. Returns the node and the
+        report to come; say ended(node) once it has come."""
+        if node not in self._nodes:
+            self._refresh_nodes(force=bool(node))  # a node may have joined since
         with self._lock:
-            if not self._supervisors:
+            if not self._nodes:
                 raise UnavailableError("the Ray cluster has no node that runs jobs yet")
-            node = min(self._supervisors, key=lambda n: load.get(n, 0))
-            return node, self._supervisors[node]
+            if node and node not in self._nodes:
+                raise UnavailableError(f"the Ray node {self.node_ip(node)} has left the cluster")
+            node = node or min(self._nodes, key=lambda n: self._nodes[n].jobs)
+            found = self._nodes[node]
+            if found.supervisor is None:
+                found.supervisor = self._new_supervisor(node)
+            found.jobs += 1
+            return node, found.supervisor.run.remote(spec.to_json(), self.configs())
 
-    def forget(self, node: str) -> None:
-        """A node's supervisor died (its node was lost): make a new one if the node lives."""
+    def ended(self, node: str, lost: bool = False) -> None:
+        """A job of `node`'s supervisor has reported; `lost`: the supervisor with it."""
         with self._lock:
-            self._supervisors.pop(node, None)
-            self._nodes_seen = 0.0
+            found = self._nodes.get(node)
+            if found is None:
+                return
+            found.jobs -= 1
+            found.idle_since = time.monotonic()
+            if lost:
+                found.supervisor = None  # made again if the node lives
+                self._nodes_seen = 0.0
+
+    def _new_supervisor(self, node: str) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return self._actor.options(
+            num_cpus=0,
+            max_concurrency=JOBS_PER_NODE,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(self._relay, ondrop.__version__)
+
+    def _let_idle_go(self) -> None:
+        """End the supervisors that ran nothing for SUPERVISOR_IDLE: Ray's autoscaler takes
+        a node with an actor on it for busy, and would never let it go."""
+        now = time.monotonic()
+        with self._lock:
+            for found in self._nodes.values():
+                idle = now - found.idle_since > SUPERVISOR_IDLE
+                if found.supervisor is not None and found.jobs == 0 and idle:
+                    found.supervisor.close.remote()  # Ray ends it once this returns
+                    found.supervisor = None
+
+    def reserve(self, spec: JobSpec) -> Any:
+        """A placement group holding a batch job's cpu and memory on one node."""
+        from ray.util.placement_group import placement_group
+
+        resources = spec.resources
+        bundle = {"CPU": resources.cpu if resources.cpu is not None else 1.0}
+        if resources.memory:
+            bundle["memory"] = float(resources.memory)
+        return placement_group([bundle], strategy="STRICT_PACK")
+
+    @staticmethod
+    def reserved_on(reservation: Any) -> str:
+        """The node a ready reservation holds its resources on."""
+        from ray.util.placement_group import placement_group_table
+
+        return str(placement_group_table(reservation)["bundles_to_node_id"][0])
+
+    @staticmethod
+    def release(reservation: Any) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        with contextlib.suppress(Exception):  # gone with the cluster, or removed already
+            remove_placement_group(reservation)
 
     def node_ip(self, node: str) -> str:
         return self._ips.get(node, node)
 
-    def _refresh_nodes(self) -> None:
+    def _refresh_nodes(self, force: bool = False) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if time.monotonic() - self._nodes_seen < NODES_EVERY:
+        if not force and time.monotonic() - self._nodes_seen < NODES_EVERY:
             return
         alive = {
             n["NodeID"]: n
@@ -388,22 +469,18 @@ class RayCluster:
         }
         with self._lock:
             self._nodes_seen = time.monotonic()
-            for gone in set(self._supervisors) - set(alive):
-                del self._supervisors[gone]
+            for gone in set(self._nodes) - set(alive):
+                del self._nodes[gone]
             for node, info in alive.items():
                 self._ips[node] = info.get("NodeManagerAddress", node)
-                if node not in self._supervisors:
-                    self._supervisors[node] = self._actor.options(
-                        num_cpus=0,
-                        max_concurrency=FAAS_PER_NODE,
-                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                    ).remote(self._relay, ondrop.__version__)
+                self._nodes.setdefault(node, _Node())
 
     def _pump(self) -> None:
         """Take the nodes' output records to the store, and tell them it is done."""
         import ray
 
         while not self._stopping.is_set():
+            self._let_idle_go()
             try:
                 taken = ray.get(self._relay.take.remote(1.0), timeout=60)
             except ray.exceptions.RayActorError as exc:
@@ -414,8 +491,8 @@ class RayCluster:
                 log.warning("the Ray ledger relay was lost (%s); making a new one", exc)
                 with self._lock:
                     self._relay = self._new_relay()
-                    self._supervisors.clear()  # they hold the old one
-                    self._nodes_seen = 0.0
+                    for found in self._nodes.values():
+                        found.supervisor = None  # they hold the old one
                 continue
             except Exception as exc:
                 if self._stopping.is_set():
@@ -455,9 +532,11 @@ class RayCluster:
 @dataclass
 class _Running:
     spec: JobSpec  # as it was sent
-    ref: Any
-    node: str = ""  # the faas supervisor's node id; "" for a task
+    ref: Any  # its report to come; a reserving batch job's: the reservation ready
+    node: str = ""  # the id of the node whose supervisor runs it; "" for a task
     cancelled: bool = False
+    reservation: Any = None  # a batch job's placement group, released when it ends
+    placed: bool = True  # False while a batch job waits for its reservation
 
 
 class RayBackend(Backend):
@@ -487,18 +566,17 @@ class RayBackend(Backend):
             raise UnavailableError(problem)
         spec = self.transit.send(spec)
         if self.pool == "faas":
-            with self._lock:
-                load: dict[str, int] = {}
-                for running in self._running.values():
-                    load[running.node] = load.get(running.node, 0) + 1
-            node, supervisor = self.cluster.supervisor(load)
-            ref = supervisor.run.remote(spec.to_json(), self.cluster.configs())
+            node, ref = self.cluster.run(spec)
+            running = _Running(spec, ref, node)
+        elif spec.resources.gpus:
+            running = _Running(spec, self.cluster.submit_task(spec))
         else:
-            node, ref = "", self.cluster.submit_task(spec)
+            reservation = self.cluster.reserve(spec)
+            running = _Running(spec, reservation.ready(), reservation=reservation, placed=False)
         with self._lock:
-            self._running[spec.job_id] = _Running(spec, ref, node)
+            self._running[spec.job_id] = running
         self._wake.set()
-        return ref.hex()  # type: ignore[no-any-return]
+        return running.ref.hex()  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -506,7 +584,38 @@ class RayBackend(Backend):
             if running is None:
                 return
             running.cancelled = True
+            if not running.placed:  # nothing runs yet: give its reservation back
+                del self._running[job_id]
+        if not running.placed:
+            self.cluster.release(running.reservation)
+            self._tell(self._ended(running, "stopped by the platform", Cause.STOPPED))
+            return
         self.cluster.stop(job_id, running.node)
+
+    def _place(self, running: _Running) -> None:
+        """A batch job's reservation is ready: the supervisor of its node runs it."""
+        job_id = running.spec.job_id
+        try:
+            node = self.cluster.reserved_on(running.reservation)
+            with self._lock:
+                if self._running.get(job_id) is not running:
+                    return  # cancelled meanwhile; its reservation is given back
+                running.node, running.ref = self.cluster.run(running.spec, node)
+                running.placed = True
+            return
+        except Exception as exc:
+            problem = exc
+        with self._lock:
+            if self._running.get(job_id) is not running:
+                return
+            del self._running[job_id]
+        self.cluster.release(running.reservation)
+        reason = f"its node left the cluster before it started ({problem}); it runs again"
+        self._tell(self._ended(running, reason, Cause.LOST))
+
+    def _tell(self, report: Report) -> None:
+        assert self._listener is not None
+        self._listener.ended(report)
 
     def stop_all(self, force: bool = False) -> None:
         """Stop every job (the platform stops): their scripts are told to stop; what has
@@ -527,8 +636,11 @@ class RayBackend(Backend):
             self._running.clear()
         reason = "the platform stopped; the job runs again on its next start"
         for running in left:
-            assert self._listener is not None
-            self._listener.ended(self._ended(running, reason, Cause.STOPPED))
+            if running.reservation is not None:
+                self.cluster.release(running.reservation)
+            if running.node:
+                self.cluster.ended(running.node)
+            self._tell(self._ended(running, reason, Cause.STOPPED))
 
     def close(self) -> None:
         self._stopping.set()
@@ -547,18 +659,27 @@ class RayBackend(Backend):
                 self._wake.clear()
                 continue
             try:
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.05)
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT)
+                if ready:  # and every other that is ready too
+                    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             except Exception:
                 log.exception("waiting on the Ray cluster failed")
                 self._stopping.wait(1.0)
                 continue
             for ref in ready:
-                self._report(refs[ref])
+                running = refs[ref]
+                if running.placed:
+                    self._report(running)
+                else:
+                    self._place(running)
 
     def _report(self, running: _Running) -> None:
         import ray
         import ray.exceptions as errors
 
+        if running.reservation is not None:
+            self.cluster.release(running.reservation)
+        lost = False
         try:
             report = Report.from_json(ray.get(running.ref))
         except errors.TaskCancelledError:
@@ -573,8 +694,7 @@ class RayBackend(Backend):
             errors.OutOfMemoryError,
         ) as exc:
             where = self.cluster.node_ip(running.node) if running.node else "its node"
-            if running.node:
-                self.cluster.forget(running.node)
+            lost = True
             reason = f"lost on the cluster ({type(exc).__name__}: {where}); it runs again"
             report = self._ended(running, reason, Cause.LOST)
         except Exception as exc:
@@ -596,8 +716,9 @@ class RayBackend(Backend):
             if self._running.get(running.spec.job_id) is not running:
                 return  # taken as stopped already (stop_all)
             self._running.pop(running.spec.job_id, None)
-        assert self._listener is not None
-        self._listener.ended(report)
+        if running.node:
+            self.cluster.ended(running.node, lost)
+        self._tell(report)
 
     @staticmethod
     def _ended(running: _Running, reason: str, cause: Cause) -> Report:
