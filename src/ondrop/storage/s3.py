@@ -200,7 +200,11 @@ class S3Storage(StorageProvider):
     def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
         bucket, rest = self._split(key)
         with self._calls(f"write {key!r}"):
-            self.client.upload_file(str(path), bucket, rest, Config=self.transfer)
+            if path.stat().st_size < PART:  # one request: no transfer threads to start
+                with path.open("rb") as source:
+                    self.client.put_object(Bucket=bucket, Key=rest, Body=source)
+            else:
+                self.client.upload_file(str(path), bucket, rest, Config=self.transfer)
         return self._written(key)
 
     def _written(self, key: str) -> ObjectInfo:
