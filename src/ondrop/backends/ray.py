@@ -404,7 +404,7 @@ class RayCluster:
             found = self._nodes.get(node)
             if found is None:
                 return
-            found.jobs -= 1
+            found.jobs = max(found.jobs - 1, 0)
             found.idle_since = time.monotonic()
             if lost:
                 found.supervisor = None  # made again if the node lives
