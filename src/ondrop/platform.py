@@ -385,11 +385,12 @@ class Platform:
         """Why the nodes of a cluster could not reach one of `service`'s folders: a local
         folder is on this machine alone, unless declared `shared` (the same path on every
         node)."""
+        known = self.providers.configs()
         for name in service.provider_names():
             kind, _, ident = canonical(name).partition(".")
             config = service.storage_providers.get(kind, {}).get(ident)
             if config is None:  # one of the platform's, or declared before
-                config = self.providers.configs().get(f"{kind}.{ident}", {})
+                config = known.get(f"{kind}.{ident}", {})
                 try:
                     local = isinstance(self.providers.get(name), LocalStorage)
                 except NotFoundError:
