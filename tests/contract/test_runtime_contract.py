@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from ondrop.jobs import Cause
-from ondrop.runtime.base import RunSpec, Runtime
+from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.process import Isolation, JobUsers, ProcessRuntime, interpreter_folders
 from ondrop.runtime.spawner import Spawner
 from tests.support.images import BUSYBOX_IMAGE, container_runtime
 from tests.support.servers import unavailable
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(
@@ -122,9 +123,13 @@ def test_a_signal_is_reported_by_name(runtime: Runtime, tmp_path: Path) -> None:
 
 
 def test_stop_interrupts_a_running_job(runtime: Runtime, tmp_path: Path) -> None:
-    job = spec(runtime, tmp_path, "sleep 30")
-    threading.Timer(1.0, runtime.stop, args=(job.job_id,)).start()
-    started = time.monotonic()
-    result = runtime.run(job)
-    assert time.monotonic() - started < 8
+    job = spec(runtime, tmp_path, "echo started; sleep 600", timeout=600)
+    results: list[RunResult] = []
+    running = threading.Thread(target=lambda: results.append(runtime.run(job)), daemon=True)
+    running.start()
+    log = tmp_path / "log"
+    wait_for(lambda: log.exists() and "started" in log.read_text(errors="replace"), timeout=120)
+    runtime.stop(job.job_id)
+    wait_for(lambda: not running.is_alive(), timeout=120)  # long before the sleep's end
+    (result,) = results
     assert result.interrupted and not result.ok
