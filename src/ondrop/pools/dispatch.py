@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ondrop.backends.base import Backend
 from ondrop.errors import NotFoundError, UnavailableError, retryable
 from ondrop.fdl.models import Service
-from ondrop.jobs import Cause, Report
+from ondrop.jobs import Cause, JobSpec, Report
 from ondrop.pools.base import Admission, Allocation, Slots
 from ondrop.pools.policy import STORE_RETRY_CAP, next_step
 from ondrop.pools.specs import job_spec
@@ -218,31 +218,35 @@ class Dispatcher:
             self.slots.done()
 
     def _submit(self, claim: Claim) -> None:
-        """Hand the claimed job to the backend; a job that cannot even be described (its
-        service removed, its collected family's record gone) ends at once, saying why."""
+        """Hand the claimed job to the backend; a job that cannot be handed over ends at
+        once, saying why."""
         job = claim.job
         with self._lock:
             allocation = self._allocations[job.id][0]
-        service = self.services.find(job.service)
         try:
-            if service is None:
-                reason = f"service {job.service!r} was removed"
-                raise _Unrunnable(Outcome(FAILED, None, reason, cause=Cause.INTERNAL))
-            try:
-                spec = job_spec(self.store, claim, service, allocation)
-            except NotFoundError as exc:
-                reason = f"input is gone: {exc}"
-                raise _Unrunnable(Outcome(FAILED, None, reason, cause=Cause.INPUT_GONE)) from None
-            self.backend.submit(spec)
-        except _Unrunnable as unrunnable:
-            self.ended(Report(job.id, claim.attempt, unrunnable.outcome))
+            described = self._describe(claim, allocation)
+            if isinstance(described, JobSpec):
+                self.backend.submit(described)
+                return
+            outcome = described
         except UnavailableError as exc:  # the backend went away meanwhile: later, uncounted
             outcome = Outcome(FAILED, None, str(exc), cause=Cause.UNAVAILABLE)
-            self.ended(Report(job.id, claim.attempt, outcome))
         except Exception as exc:
             log.exception("job %s: the %s backend refused it", job.id, self.backend.name)
             outcome = Outcome(FAILED, None, f"internal error: {exc}", cause=Cause.INTERNAL)
-            self.ended(Report(job.id, claim.attempt, outcome))
+        self.ended(Report(job.id, claim.attempt, outcome))
+
+    def _describe(self, claim: Claim, allocation: Allocation) -> JobSpec | Outcome:
+        """The claimed job's JobSpec, or why it cannot even be described: its service
+        removed, its input (or its collected family's record) gone."""
+        service = self.services.find(claim.job.service)
+        if service is None:
+            reason = f"service {claim.job.service!r} was removed"
+            return Outcome(FAILED, None, reason, cause=Cause.INTERNAL)
+        try:
+            return job_spec(self.store, claim, service, allocation)
+        except NotFoundError as exc:
+            return Outcome(FAILED, None, f"input is gone: {exc}", cause=Cause.INPUT_GONE)
 
     # -- the backend's listener ----------------------------------------------------
     def script_ended(self, job_id: str) -> None:
@@ -336,8 +340,3 @@ class Dispatcher:
             cancelled=cancelled,
         )
         return step.outcome, step.retry_at, step.pool
-
-
-class _Unrunnable(Exception):
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
