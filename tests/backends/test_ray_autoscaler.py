@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.autoscaler import WorkerType, start_autoscaling
-from tests.support.ray_cluster import NodeState, RayCluster, TaskSpec, ray_env
-from tests.support.up import Platform
+from tests.support.ray_cluster import NodeState, RayCluster, TaskSpec
+from tests.support.up import RayPlatform
 from tests.support.waiting import wait_for
 
 BURST = WorkerType("burst", cpus=2, resources={"burst": 2}, min_workers=0, max_workers=2)
@@ -49,10 +49,8 @@ def test_a_burst_of_ondrop_jobs_scales_the_cluster_up_and_idle_back_to_zero(
     with RayCluster() as cluster:
         start_autoscaling(cluster, [BURST], idle_timeout_minutes=0.1)
         assert workers(cluster.states()) == []
-        platform = Platform(tmp_path / "data")
-        platform.env.update(ray_env())
-        flags = ["--backend", "ray", "--ray-address", cluster.address]
-        platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+        platform = RayPlatform(tmp_path / "data", cluster.address)
+        platform.start()
         try:
             with platform.client() as client:
                 copy = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'

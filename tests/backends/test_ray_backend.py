@@ -16,7 +16,7 @@ import pytest
 
 from ondrop.client import Client
 from tests.support.ray_cluster import Node, RayCluster, ray_env
-from tests.support.up import Platform
+from tests.support.up import Platform, RayPlatform
 from tests.support.waiting import processes_with, wait_for
 
 UPPER = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
@@ -24,10 +24,8 @@ UPPER = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_F
 
 @pytest.fixture(scope="module")
 def on_ray(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    platform = Platform(tmp_path_factory.mktemp("on-ray") / "data")
-    platform.env.update(ray_env())
-    flags = ["--backend", "ray", "--ray-address", ray_cluster.address]
-    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    platform = RayPlatform(tmp_path_factory.mktemp("on-ray") / "data", ray_cluster.address)
+    platform.start()
     yield platform
     platform.stop()
 
@@ -134,10 +132,8 @@ def test_a_job_whose_node_is_lost_runs_again_elsewhere_without_using_its_retries
     with RayCluster() as cluster:
         cluster.start(head_cpus=0)
         victim = cluster.add_node(num_cpus=2)
-        platform = Platform(tmp_path / "data")
-        platform.env.update(ray_env())
-        flags = ["--backend", "ray", "--ray-address", cluster.address]
-        platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+        platform = RayPlatform(tmp_path / "data", cluster.address)
+        platform.start()
         try:
             with platform.client() as client:
                 marker = f"lost-node-{time.monotonic_ns()}"
@@ -186,11 +182,9 @@ def test_a_faas_timeout_of_a_hybrid_service_finishes_on_the_ray_batch_pool(
     ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     """SCAR's lambda-batch: the Lambda part on this machine, the Batch part on the cluster."""
-    platform = Platform(tmp_path / "data")
-    platform.env.update(ray_env())
-    flags = ["--faas-backend", "local", "--batch-backend", "ray"]
-    flags += ["--ray-address", ray_cluster.address, "--faas-max-timeout", "1"]
-    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    backends = ("--faas-backend", "local", "--batch-backend", "ray")
+    platform = RayPlatform(tmp_path / "data", ray_cluster.address, *backends)
+    platform.start("--faas-max-timeout", "1")
     try:
         with platform.client() as client:
             script = 'sleep 3; cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
@@ -207,10 +201,8 @@ def test_a_faas_timeout_of_a_hybrid_service_finishes_on_the_ray_batch_pool(
 def test_the_control_plane_killed_while_jobs_run_on_the_cluster_loses_nothing(
     ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
-    platform = Platform(tmp_path / "data")
-    platform.env.update(ray_env())
-    flags = ["--backend", "ray", "--ray-address", ray_cluster.address]
-    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    platform = RayPlatform(tmp_path / "data", ray_cluster.address)
+    platform.start()
     marker = f"killed-plane-{time.monotonic_ns()}"
     script = f"sh -c 'sleep 3' {marker}\n" + UPPER
     try:
@@ -221,7 +213,7 @@ def test_the_control_plane_killed_while_jobs_run_on_the_cluster_loses_nothing(
         assert platform.proc is not None
         platform.proc.kill()  # SIGKILL: nothing of it runs its clean-up
         platform.proc.communicate(timeout=30)
-        platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+        platform.start()
         with platform.client() as client:
             for job in jobs:
                 finished(client, "survive", job)
@@ -286,16 +278,14 @@ def test_invocations_reach_the_nodes_and_run_answers_come_back(
 def test_a_job_waiting_for_a_node_does_not_hold_up_a_stop_and_waits_again_after(
     ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
-    platform = Platform(tmp_path / "data")
-    platform.env.update({**ray_env(), "ONDROP_GRACE": "1"})
-    flags = ["--backend", "ray", "--ray-address", ray_cluster.address]
-    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    platform = RayPlatform(tmp_path / "data", ray_cluster.address, ONDROP_GRACE="1")
+    platform.start()
     with platform.client() as client:
         client.apply([io("huge", mode="batch", cpu="64", script="true")])  # no node has 64
         job = drop(client, tmp_path, "huge", "h.txt", "x")
         wait_for(lambda: client.job("huge", job)["status"] == "Running")
     platform.stop()  # AssertionError if it hangs
-    platform.start(*flags, "--object-store", "seaweedfs", timeout=180)
+    platform.start()
     try:
         with platform.client() as client:
             attempts = client.job("huge", job)["attempt_list"]

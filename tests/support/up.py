@@ -95,3 +95,21 @@ class Platform:
         """The admin's client of this platform, as the CLI finds it in the data folder."""
         url, user, password = connection(Settings.load(overrides={"data": self.data}, environ={}))
         return Client(url, user, password)
+
+
+class RayPlatform(Platform):
+    """`ondrop up` with its pools on the Ray cluster at `address` (`backends`: the flags
+    that say which pools; both by default), staging through the bundled SeaweedFS, which
+    the nodes reach; its Ray driver gets the test clusters' environment, and `env`."""
+
+    def __init__(self, data: Path, address: str, *backends: str, **env: str) -> None:
+        from tests.support.ray_cluster import ray_env
+
+        super().__init__(data)
+        self.env.update(ray_env(env))
+        self.flags = [*(backends or ("--backend", "ray")), "--ray-address", address]
+        self.flags += ["--object-store", "seaweedfs"]
+
+    def start(self, *flags: str, timeout: float = 180.0, degraded: bool = False) -> None:
+        """As Platform.start; joining a cluster takes a while on a loaded machine."""
+        super().start(*self.flags, *flags, timeout=timeout, degraded=degraded)
