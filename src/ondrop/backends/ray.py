@@ -220,6 +220,7 @@ class _Node:
 
     supervisor: Any = None  # its supervisor's actor; None until a job needs one
     jobs: int = 0  # handed to its supervisor and not yet reported
+    made: int = 0  # supervisors made for it so far: which one runs there now
     idle_since: float = field(default_factory=time.monotonic)
 
 
@@ -380,10 +381,11 @@ class RayCluster:
         if supervisor is not None:
             supervisor.stop.remote(job_id)
 
-    def run(self, spec: JobSpec, node: str = "") -> tuple[str, Any]:
+    def run(self, spec: JobSpec, node: str = "") -> tuple[str, int, Any]:
         """Hand a job to the supervisor of `node` (a batch job's reserved one), or of the
-        node with the fewest jobs; made there now if it has none. Returns the node and the
-        report to come; say ended(node) once it has come."""
+        node with the fewest jobs; made there now if it has none. Returns the node, which
+        of its supervisors (a count) and the report to come; say ended() once it has come.
+        No handle of the actor leaves here: Ray ends an actor only once none is left."""
         if node not in self._nodes:
             self._refresh_nodes(force=bool(node))  # a node may have joined since
         with self._lock:
@@ -395,19 +397,22 @@ class RayCluster:
             found = self._nodes[node]
             if found.supervisor is None:
                 found.supervisor = self._new_supervisor(node)
+                found.made += 1
             found.jobs += 1
-            return node, found.supervisor.run.remote(spec.to_json(), self.configs())
+            ref = found.supervisor.run.remote(spec.to_json(), self.configs())
+            return node, found.made, ref
 
-    def ended(self, node: str, lost: bool = False) -> None:
-        """A job of `node`'s supervisor has reported; `lost`: the supervisor with it."""
+    def ended(self, node: str, lost: int = 0) -> None:
+        """A job of `node`'s supervisor has reported; `lost`: which supervisor it ran on,
+        lost with it (made again if the node lives; one made since stays)."""
         with self._lock:
             found = self._nodes.get(node)
             if found is None:
                 return
             found.jobs = max(found.jobs - 1, 0)
             found.idle_since = time.monotonic()
-            if lost:
-                found.supervisor = None  # made again if the node lives
+            if lost and lost == found.made:
+                found.supervisor = None
                 self._nodes_seen = 0.0
 
     def _new_supervisor(self, node: str) -> Any:
@@ -534,6 +539,7 @@ class _Running:
     spec: JobSpec  # as it was sent
     ref: Any  # its report to come; a reserving batch job's: the reservation ready
     node: str = ""  # the id of the node whose supervisor runs it; "" for a task
+    supervisor: int = 0  # which of that node's supervisors (RayCluster.run)
     cancelled: bool = False
     reservation: Any = None  # a batch job's placement group, released when it ends
     placed: bool = True  # False while a batch job waits for its reservation
@@ -566,8 +572,8 @@ class RayBackend(Backend):
             raise UnavailableError(problem)
         spec = self.transit.send(spec)
         if self.pool == "faas":
-            node, ref = self.cluster.run(spec)
-            running = _Running(spec, ref, node)
+            node, made, ref = self.cluster.run(spec)
+            running = _Running(spec, ref, node, supervisor=made)
         elif spec.resources.gpus:
             running = _Running(spec, self.cluster.submit_task(spec))
         else:
@@ -600,7 +606,7 @@ class RayBackend(Backend):
             with self._lock:
                 if self._running.get(job_id) is not running:
                     return  # cancelled meanwhile; its reservation is given back
-                running.node, running.ref = self.cluster.run(running.spec, node)
+                running.node, running.supervisor, running.ref = self.cluster.run(running.spec, node)
                 running.placed = True
             return
         except Exception as exc:
@@ -649,29 +655,37 @@ class RayBackend(Backend):
             self._thread.join(5)
 
     def _wait(self) -> None:
-        import ray
-
         while not self._stopping.is_set():
-            with self._lock:
-                refs = {r.ref: r for r in self._running.values()}
-            if not refs:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
             try:
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT)
-                if ready:  # and every other that is ready too
-                    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+                if not self._look():
+                    self._wake.wait(1.0)
+                    self._wake.clear()
             except Exception:
                 log.exception("waiting on the Ray cluster failed")
                 self._stopping.wait(1.0)
-                continue
-            for ref in ready:
-                running = refs[ref]
-                if running.placed:
-                    self._report(running)
-                else:
-                    self._place(running)
+
+    def _look(self) -> bool:
+        """Take the reports that are ready (waiting up to WAIT for one); False when no job
+        runs. A method of its own, so that nothing of an ended job (a handle Ray counts
+        before it ends an actor) stays referenced while the thread is idle."""
+        import ray
+
+        with self._lock:
+            refs = {r.ref: r for r in self._running.values()}
+        if not refs:
+            return False
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT)
+        if ready:  # and every other that is ready too
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in ready:
+            self._ready(refs[ref])
+        return True
+
+    def _ready(self, running: _Running) -> None:
+        if running.placed:
+            self._report(running)
+        else:
+            self._place(running)
 
     def _report(self, running: _Running) -> None:
         import ray
@@ -717,7 +731,7 @@ class RayBackend(Backend):
                 return  # taken as stopped already (stop_all)
             self._running.pop(running.spec.job_id, None)
         if running.node:
-            self.cluster.ended(running.node, lost)
+            self.cluster.ended(running.node, running.supervisor if lost else 0)
         self._tell(report)
 
     @staticmethod
