@@ -540,9 +540,12 @@ class _Running:
     ref: Any  # its report to come; a reserving batch job's: the reservation ready
     node: str = ""  # the id of the node whose supervisor runs it; "" for a task
     supervisor: int = 0  # which of that node's supervisors (RayCluster.run)
-    cancelled: bool = False
     reservation: Any = None  # a batch job's placement group, released when it ends
-    placed: bool = True  # False while a batch job waits for its reservation
+
+    @property
+    def placed(self) -> bool:
+        """False while a batch job waits for its reservation (no node runs it yet)."""
+        return self.reservation is None or bool(self.node)
 
 
 class RayBackend(Backend):
@@ -578,7 +581,7 @@ class RayBackend(Backend):
             running = _Running(spec, self.cluster.submit_task(spec))
         else:
             reservation = self.cluster.reserve(spec)
-            running = _Running(spec, reservation.ready(), reservation=reservation, placed=False)
+            running = _Running(spec, reservation.ready(), reservation=reservation)
         with self._lock:
             self._running[spec.job_id] = running
         self._wake.set()
@@ -589,7 +592,6 @@ class RayBackend(Backend):
             running = self._running.get(job_id)
             if running is None:
                 return
-            running.cancelled = True
             if not running.placed:  # nothing runs yet: give its reservation back
                 del self._running[job_id]
         if not running.placed:
@@ -606,18 +608,16 @@ class RayBackend(Backend):
             with self._lock:
                 if self._running.get(job_id) is not running:
                     return  # cancelled meanwhile; its reservation is given back
-                running.node, running.supervisor, running.ref = self.cluster.run(running.spec, node)
-                running.placed = True
-            return
+                _, running.supervisor, running.ref = self.cluster.run(running.spec, node)
+                running.node = node  # placed, now that it has its report to come
         except Exception as exc:
-            problem = exc
-        with self._lock:
-            if self._running.get(job_id) is not running:
-                return
-            del self._running[job_id]
-        self.cluster.release(running.reservation)
-        reason = f"its node left the cluster before it started ({problem}); it runs again"
-        self._tell(self._ended(running, reason, Cause.LOST))
+            with self._lock:
+                if self._running.get(job_id) is not running:
+                    return
+                del self._running[job_id]
+            self.cluster.release(running.reservation)
+            reason = f"its node left the cluster before it started ({exc}); it runs again"
+            self._tell(self._ended(running, reason, Cause.LOST))
 
     def _tell(self, report: Report) -> None:
         assert self._listener is not None
