@@ -68,6 +68,10 @@ SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * NODE_CPUS}
 # A sleeper notes when it slept (its own clock) in a file of its own, where ondrop's job
 # users may write too: how many ran at once, whatever a sampler saw.
 SLEEPER = 't=$(date +%s.%N); sleep 2; echo "$t $(date +%s.%N)" > "$(mktemp -p {spans})"'
+# Sleepers are uploaded this many at a time, as a user with many files would (`aws s3 cp
+# --recursive` sends 10 at once): two at a time, the API's pace, not the platform's, would
+# decide how many run at once.
+SLEEPER_UPLOADS = 16
 STARTED = 'date +%s.%N > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
 
 
@@ -214,7 +218,7 @@ def sleepers_once(
     }
     with sampled(cluster) as (idle, sampler):
         cpu = cpu_seconds(on.proc.pid)
-        uploaded, seconds, _ = through_ondrop(on.client, name, files)
+        uploaded, seconds, _ = through_ondrop(on.client, name, files, SLEEPER_UPLOADS)
         cpu = cpu_seconds(on.proc.pid) - cpu
     found[BATCH] = {
         "seconds": seconds,

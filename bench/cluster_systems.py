@@ -203,8 +203,8 @@ def service(name: str, mode: str, script: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def upload(client: Client, name: str, files: list[Path]) -> None:
-    with ThreadPoolExecutor(WORKERS) as pool:
+def upload(client: Client, name: str, files: list[Path], at_once: int = WORKERS) -> None:
+    with ThreadPoolExecutor(at_once) as pool:
         list(pool.map(lambda p: client.upload(STORE, f"bench/{name}-in/{p.name}", p), files))
 
 
@@ -226,11 +226,14 @@ def wait_done(client: Client, name: str, count: int, timeout: float = 600.0) -> 
         time.sleep(0.1)
 
 
-def through_ondrop(client: Client, name: str, files: list[Path]) -> tuple[float, float, int]:
-    """Seconds from the first upload to the last of them returned, and to the last of
-    their jobs finished; the most that ondrop said were running at once."""
+def through_ondrop(
+    client: Client, name: str, files: list[Path], at_once: int = WORKERS
+) -> tuple[float, float, int]:
+    """Seconds from the first upload (`at_once` at a time) to the last of them returned,
+    and to the last of their jobs finished; the most that ondrop said were running at
+    once."""
     started = time.perf_counter()
-    upload(client, name, files)
+    upload(client, name, files, at_once)
     uploaded = time.perf_counter() - started
     most = wait_done(client, name, len(files))
     return uploaded, time.perf_counter() - started, most
