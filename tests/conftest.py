@@ -125,3 +125,12 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A real PostgreSQL server for the whole session (tests.support.servers.Postgres)."""
+    from tests.support.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server

@@ -139,3 +139,124 @@ def seaweedfs_server(
         yield S3Server(store)
     finally:
         store.stop()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+def postgres_bin() -> Path | None:
+    """The folder of Debian's newest PostgreSQL server programs (initdb, postgres)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL server started by the tests; `database()` makes a fresh database."""
+
+    host: str
+    port: int
+    user: str = "ondrop"
+    made: int = 0
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def database(self) -> str:
+        """The URL of a new, empty database of this server."""
+        import psycopg
+
+        self.made += 1
+        name = f"test_{os.getpid()}_{self.made}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+@contextmanager
+def postgres_server(fsync: bool = False) -> Iterator[Postgres]:
+    """PostgreSQL on a free loopback port, in a folder of its own; as the `postgres` user
+    when run as root (initdb refuses root). `fsync` off unless a benchmark wants it."""
+    folder_bin = postgres_bin()
+    if folder_bin is None:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    assert folder_bin is not None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed (make setup installs it)")
+    import pwd
+    import tempfile
+
+    as_user: str | None = None
+    folder = Path(tempfile.mkdtemp(prefix="ondrop-pg-"))  # not under a root-only folder
+    if os.geteuid() == 0:
+        as_user = "postgres"
+        account = pwd.getpwnam(as_user)
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    data = folder / "data"
+    port = free_port()
+    subprocess.run(
+        [
+            str(folder_bin / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "ondrop",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        user=as_user,
+    )
+    proc = subprocess.Popen(
+        [
+            str(folder_bin / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(folder),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            f"fsync={'on' if fsync else 'off'}",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=as_user,
+    )
+    try:
+        _wait_port(port, proc=proc)
+        server = Postgres("127.0.0.1", port)
+        _wait_ready(server)
+        yield server
+    finally:
+        proc.terminate()  # a "smart" shutdown: waits for the clients, which are gone
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_ready(server: Postgres, timeout: float = 30.0) -> None:
+    """Returns once the server takes connections (it listens before it has started)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(server.url(), connect_timeout=5):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,374 @@
+"""The Store contract: every store (the SQLite file, PostgreSQL) records events once,
+claims jobs fairly and within limits, ends, retries and interrupts attempts with their node,
+cause and handle, keeps all of it across reopening, and gives each job to one claimer when
+two control planes share one database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ondrop.events.base import object_event
+from ondrop.jobs import Cause
+from ondrop.store.base import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    QUEUED,
+    REFUSED,
+    RUNNING,
+    SUCCEEDED,
+    NewJob,
+    Outcome,
+    Store,
+)
+from ondrop.store.sqlite import SQLiteStore
+
+Opener = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens a store on one database, fresh for the test (each call another connection
+    to it: a restarted control plane, or a second one)."""
+    if request.param == "sqlite":
+        path = tmp_path / "s.db"
+
+        def make() -> Store:
+            return SQLiteStore(path)
+    else:
+        from ondrop.store.postgres import PostgresStore
+
+        url = request.getfixturevalue("postgres").database()
+
+        def make() -> Store:
+            return PostgresStore(url)
+
+    opened: list[Store] = []
+
+    def opener() -> Store:
+        opened.append(make())
+        return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Opener) -> Store:
+    return open_store()
+
+
+def add(store: Store, key: str, *services: str, version: str = "1") -> list[str]:
+    event = object_event("local.default", key, version, 1)
+    jobs = store.add_event(event, [NewJob(f"{s}-{key}-{version}", s) for s in services])
+    return [j.id for j in jobs]
+
+
+def test_the_same_object_version_twice_makes_jobs_once(store: Store) -> None:
+    assert add(store, "in/a", "svc") == ["svc-in/a-1"]
+    assert add(store, "in/a", "svc") == []
+    assert add(store, "in/a", "svc", version="2") == ["svc-in/a-2"]
+    assert store.seen("local.default", "in/a", "1")
+    assert not store.seen("local.default", "in/a", "3")
+    asked = [("in/a", "1"), ("in/a", "3"), ("in/b", "1")]
+    assert store.unseen("local.default", asked) == {("in/a", "3"), ("in/b", "1")}
+    assert store.unseen("other.default", asked) == set(asked)
+    many = [(f"in/f{i}", "1") for i in range(1200)]  # more than one statement can take
+    assert store.unseen("local.default", [*many, ("in/a", "1")]) == set(many)
+
+
+def test_one_event_can_start_several_services(store: Store) -> None:
+    assert add(store, "in/a", "one", "two") == ["one-in/a-1", "two-in/a-1"]
+    assert store.count_jobs() == {QUEUED: 2}
+
+
+def test_claim_marks_jobs_running_with_a_new_attempt(store: Store) -> None:
+    add(store, "in/a", "svc")
+    (claim,) = store.claim(5, {}, time.time())
+    assert claim.attempt == 1 and claim.job.status == RUNNING
+    assert claim.event.key == "in/a"
+    assert store.claim(5, {}, time.time()) == []
+
+
+def test_claim_respects_per_service_caps_and_lets_services_take_turns(
+    store: Store,
+) -> None:
+    for i in range(10):
+        add(store, f"big/{i}", "big")
+    add(store, "small/0", "small")
+    claims = store.claim(2, {}, time.time())
+    assert sorted(c.job.service for c in claims) == ["big", "small"]
+    claims = store.claim(5, {"big": 1}, time.time())
+    assert [c.job.service for c in claims] == ["big"]
+
+
+def test_higher_priority_jobs_are_claimed_first(store: Store) -> None:
+    add(store, "a", "svc")
+    store.add_event(object_event("http", "b", "x", 1), [NewJob("urgent", "svc", priority=10)])
+    (claim,) = store.claim(1, {}, time.time())
+    assert claim.job.id == "urgent"
+
+
+def test_finish_records_the_outcome_and_a_retry_waits_for_its_time(store: Store) -> None:
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    later = time.time() + 60
+    job = store.finish(claim.job.id, 1, Outcome(FAILED, 2, "exit status 2", "boom"), later)
+    assert job is not None and job.status == QUEUED and job.reason == "exit status 2"
+    assert store.claim(1, {}, time.time()) == []
+    assert store.next_due() == pytest.approx(later)
+    (again,) = store.claim(1, {}, later + 1)
+    assert again.attempt == 2
+    done = store.finish(again.job.id, 2, Outcome(SUCCEEDED, 0, "", "ok"), None)
+    assert done is not None and done.status == SUCCEEDED and done.attempts == 2
+    attempts = store.attempts(claim.job.id)
+    assert [(a.number, a.status, a.log) for a in attempts] == [
+        (1, FAILED, "boom"),
+        (2, SUCCEEDED, "ok"),
+    ]
+
+
+def test_running_jobs_are_queued_again_after_a_crash(open_store: Opener) -> None:
+    store = open_store()
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    store.close()  # the platform dies here
+    reopened = open_store()
+    assert reopened.requeue_running("platform stopped") == [claim.job.id]
+    job = reopened.job(claim.job.id)
+    assert job is not None and job.status == QUEUED
+    assert reopened.attempts(claim.job.id)[0].status == "interrupted"
+    (again,) = reopened.claim(1, {}, time.time())
+    assert again.attempt == 2
+
+
+def test_finishing_a_deleted_job_is_harmless(store: Store) -> None:
+    add(store, "a", "svc")
+    (claim,) = store.claim(1, {}, time.time())
+    store.delete_job(claim.job.id)
+    assert store.finish(claim.job.id, 1, Outcome(SUCCEEDED), None) is None
+
+
+def test_ensure_job_returns_the_job_recorded_before(store: Store) -> None:
+    event = object_event("local.default", "a", "1", 1)
+    first, created = store.ensure_job(event, NewJob("j1", "svc"))
+    again, created_again = store.ensure_job(event, NewJob("j2", "svc"))
+    assert (created, created_again, again.id) == (True, False, first.id)
+    other, created_other = store.ensure_job(event, NewJob("j3", "other"))
+    assert created_other and other.id == "j3"
+
+
+def test_jobs_are_listed_newest_first_with_paging_and_deleted_by_status(
+    store: Store,
+) -> None:
+    for i in range(5):
+        add(store, f"k{i}", "svc")
+    ids = [j.id for j in store.jobs("svc")]
+    assert ids == [f"svc-k{i}-1" for i in reversed(range(5))]
+    assert [j.id for j in store.jobs("svc", offset=1, limit=2)] == ids[1:3]
+    (claim,) = store.claim(1, {}, time.time())
+    store.finish(claim.job.id, 1, Outcome(SUCCEEDED), None)
+    assert store.delete_jobs("svc", [SUCCEEDED]) == 1
+    assert store.count_jobs("svc") == {QUEUED: 4}
+
+
+def test_services_are_saved_together_and_removed_with_their_jobs(store: Store) -> None:
+    from ondrop.store.base import StoredService
+
+    store.save_services(
+        [
+            StoredService("a", {"name": "a"}, "t1", 1.0, 1.0),
+            StoredService("b", {"name": "b"}, "t2", 1.0, 1.0),
+        ]
+    )
+    add(store, "x", "a")
+    assert [s.name for s in store.services()] == ["a", "b"]
+    assert store.delete_service("a")
+    assert not store.delete_service("a")
+    assert store.count_jobs("a") == {}
+
+
+def test_outputs_remember_their_producer(store: Store) -> None:
+    (job_id,) = add(store, "in/a", "svc")
+    store.record_output("local.default", "out/a", job_id)
+    producer = store.producer("local.default", "out/a")
+    assert producer is not None and producer.service == "svc"
+    assert store.producer("local.default", "out/b") is None
+    found = store.producers("local.default", ["out/a", "out/b", "in/a"])
+    assert list(found) == ["out/a"] and found["out/a"].id == job_id
+    assert store.producers("other.default", ["out/a"]) == {}
+
+
+def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: Store) -> None:
+    from ondrop.events.base import invoke_event
+
+    for name, status in [("ok", SUCCEEDED), ("bad", FAILED), ("waiting", None)]:
+        store.add_event(invoke_event(f"body-{name}", 4, name), [NewJob(name, "svc")])
+        if status is not None:
+            (claim,) = store.claim(1, {}, time.time())
+            store.finish(claim.job.id, 1, Outcome(status), None)
+    assert store.payloads_in_use() == {"body-bad", "body-waiting"}
+
+
+def test_a_refused_job_is_listed_with_its_reason_and_never_claimed(store: Store) -> None:
+    event = object_event("local.default", "in/link", "link-ab12", 3)
+    (job,) = store.add_event(event, [NewJob("svc-link", "svc", status=REFUSED, reason="a link")])
+    assert (job.status, job.reason, job.attempts) == (REFUSED, "a link", 0)
+    assert job.finished_at is not None
+    assert store.job("svc-link") == job
+    assert store.count_jobs("svc") == {REFUSED: 1}
+    assert store.claim(5, {}, time.time()) == []
+    assert store.next_due() is None
+    assert store.retry_jobs(["svc-link"]) == []
+    assert store.settled_origins("svc", 0) == []  # a collector has nothing to collect
+    assert store.delete_jobs("svc", FINISHED) == 1
+
+
+# -- jobs on other machines: the node, the typed cause, the backend's handle ---------------
+def test_finish_records_the_node_and_cause_of_each_attempt_and_they_survive_reopening(
+    open_store: Opener,
+) -> None:
+    store = open_store()
+    (job_id,) = add(store, "a", "svc")
+    store.claim(1, {}, time.time())
+    oom = Outcome(FAILED, 137, "out of memory", "killed", Cause.OOM, node="node-a")
+    queued = store.finish(job_id, 1, oom, time.time())
+    assert queued is not None and queued.node == "node-a"
+    (again,) = store.claim(1, {}, time.time())
+    assert again.job.node == "" and again.attempt == 2  # its new attempt's node is not known
+    done = store.finish(job_id, 2, Outcome(SUCCEEDED, 0, node="node-b"), None)
+    assert done is not None and done.node == "node-b"
+    store.close()
+    reopened = open_store()
+    assert [(a.node, a.cause, a.status) for a in reopened.attempts(job_id)] == [
+        ("node-a", Cause.OOM, FAILED),
+        ("node-b", None, SUCCEEDED),
+    ]
+    job = reopened.job(job_id)
+    assert job is not None and job.node == "node-b"
+    assert [j.node for j in reopened.jobs("svc")] == ["node-b"]
+
+
+def test_set_handle_is_fenced_by_the_attempt_number(store: Store) -> None:
+    (job_id,) = add(store, "a", "svc")
+    store.claim(1, {}, time.time())
+    assert store.set_handle(job_id, 1, "ray:task-1", "node-a")
+    assert store.running_attempts() == [(job_id, 1, "ray:task-1")]
+    job = store.job(job_id)
+    assert job is not None and job.node == "node-a"
+    assert not store.set_handle(job_id, 2, "ray:task-2")  # not its attempt (yet)
+    assert not store.set_handle("no-such-job", 1, "ray:task-3")
+    # An outcome that names no node keeps the one recorded while it ran.
+    store.finish(job_id, 1, Outcome(FAILED, 1, "exit status 1", cause=Cause.EXIT), time.time())
+    assert not store.set_handle(job_id, 1, "ray:late", "node-z")  # it has ended
+    (first,) = store.attempts(job_id)
+    assert (first.handle, first.node, first.cause) == ("ray:task-1", "node-a", Cause.EXIT)
+    assert store.running_attempts() == []
+    store.claim(1, {}, time.time())
+    assert store.running_attempts() == [(job_id, 2, "")]  # submitted, not yet placed
+    assert store.set_handle(job_id, 2, "ray:task-2")
+    assert store.running_attempts() == [(job_id, 2, "ray:task-2")]
+    job = store.job(job_id)
+    assert job is not None and job.node == ""  # no node named for attempt 2
+
+
+def test_running_attempts_lists_those_of_one_pool_or_all(store: Store) -> None:
+    event = object_event("local.default", "a", "1", 1)
+    store.add_event(event, [NewJob("fast", "quick"), NewJob("slow", "long", pool="batch")])
+    add(store, "b", "queued")  # never claimed: not running
+    store.claim(1, {}, time.time(), pool="faas")
+    store.claim(1, {}, time.time(), pool="batch")
+    store.set_handle("slow", 1, "ray:slow")
+    assert sorted(store.running_attempts()) == [("fast", 1, ""), ("slow", 1, "ray:slow")]
+    assert store.running_attempts("batch") == [("slow", 1, "ray:slow")]
+    assert store.running_attempts("faas") == [("fast", 1, "")]
+    store.finish("fast", 1, Outcome(SUCCEEDED), None)
+    assert store.running_attempts() == [("slow", 1, "ray:slow")]
+
+
+def test_requeue_running_leaves_the_jobs_a_backend_re_attached_to(open_store: Opener) -> None:
+    store = open_store()
+    for key in ("kept", "lost"):
+        add(store, key, "svc")
+    claims = {c.job.input_key: c for c in store.claim(5, {}, time.time())}
+    kept, lost = claims["kept"].job.id, claims["lost"].job.id
+    store.set_handle(kept, 1, "ray:kept", "node-a")
+    store.set_handle(lost, 1, "ray:lost", "node-b")
+    store.close()  # the control plane restarts; its backend finds `kept` still running
+    reopened = open_store()
+    assert reopened.requeue_running("the platform stopped", keep=[kept, "unknown"]) == [lost]
+    assert reopened.running_attempts() == [(kept, 1, "ray:kept")]
+    still = reopened.job(kept)
+    assert still is not None and (still.status, still.node) == (RUNNING, "node-a")
+    queued = reopened.job(lost)
+    assert queued is not None and queued.status == QUEUED
+    (interrupted,) = reopened.attempts(lost)
+    assert (interrupted.status, interrupted.cause) == (INTERRUPTED, Cause.STOPPED)
+    assert reopened.finish(kept, 1, Outcome(SUCCEEDED), None) is not None
+    done = reopened.job(kept)
+    assert done is not None and (done.status, done.node) == (SUCCEEDED, "node-a")
+    assert reopened.requeue_running("again") == []
+
+
+# -- two control planes on one database -------------------------------------------------
+def test_two_control_planes_never_claim_the_same_job(open_store: Opener) -> None:
+    first, second = open_store(), open_store()
+    ids = set()
+    for i in range(120):
+        ids.update(add(first if i % 2 else second, f"in/{i}", "one", "two"))
+    taken: dict[str, list[str]] = {"first": [], "second": []}
+
+    def claimer(name: str, store: Store) -> None:
+        while claims := store.claim(7, {}, time.time()):
+            taken[name] += [c.job.id for c in claims]
+
+    threads = [
+        threading.Thread(target=claimer, args=(name, store))
+        for name, store in (("first", first), ("second", second))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    both = taken["first"] + taken["second"]
+    assert len(both) == len(set(both)) == len(ids)  # each job once, none left out
+    assert set(both) == ids
+    assert first.count_jobs() == {RUNNING: len(ids)}
+
+
+def test_a_late_end_from_an_attempt_taken_over_changes_nothing(open_store: Opener) -> None:
+    dead, alive = open_store(), open_store()
+    (job_id,) = add(dead, "in/a", "svc")
+    dead.claim(1, {}, time.time())  # attempt 1, on the control plane that then dies
+    assert alive.requeue_running("its control plane died") == [job_id]
+    (claim,) = alive.claim(1, {}, time.time())
+    assert claim.attempt == 2
+    late = dead.finish(job_id, 1, Outcome(SUCCEEDED, 0), None)
+    assert late is not None and (late.status, late.attempts) == (RUNNING, 2)
+    assert not dead.set_handle(job_id, 1, "ray:late")
+    done = alive.finish(job_id, 2, Outcome(SUCCEEDED, 0), None)
+    assert done is not None and done.status == SUCCEEDED
+
+
+def test_what_one_control_plane_records_the_other_reads_at_once(open_store: Opener) -> None:
+    from ondrop.store.base import StoredService
+
+    first, second = open_store(), open_store()
+    first.save_services([StoredService("svc", {"name": "svc"}, "t", 1.0, 1.0)])
+    (job_id,) = add(first, "in/a", "svc")
+    first.record_output("local.default", "out/a", job_id)
+    first.set_meta("k", "v")
+    service = second.service("svc")
+    assert service is not None and service.definition == {"name": "svc"}
+    assert [j.id for j in second.jobs("svc")] == [job_id]
+    producer = second.producer("local.default", "out/a")
+    assert producer is not None and producer.id == job_id
+    assert second.get_meta("k") == "v"
+    assert second.delete_service("svc")
+    assert first.service("svc") is None and first.count_jobs("svc") == {}
