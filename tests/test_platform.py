@@ -80,12 +80,14 @@ def test_corrupt_credentials_say_what_to_do(tmp_path: Path) -> None:
         ({"ONDROP_MAX_UPLOAD": "lots"}, "ONDROP_MAX_UPLOAD"),
         ({"ONDROP_PORT": "x"}, "ONDROP_PORT"),
         ({"ONDROP_RUN_IMAGES_ON_HOST": "maybe"}, "true or false"),
+        ({"ONDROP_STORE": "mysql://me:pw@db/jobs"}, "store 'mysql://me@db/jobs' is neither"),
     ],
 )
 def test_bad_settings_are_refused_naming_them(env: dict[str, str], message: str) -> None:
     with pytest.raises(DefinitionError) as caught:
         Settings.load(environ=env)
     assert message in str(caught.value)
+    assert "pw@" not in str(caught.value)  # a password in a setting is never repeated
 
 
 def test_settings_come_from_overrides_then_environment_then_defaults(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers, StorageProvider, build, canonical
 from ondrop.storage.base import ObjectInfo
 from ondrop.storage.seaweedfs import SeaweedFS
-from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job
+from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job, Store
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import Folders, Supervisor
 
@@ -78,7 +78,7 @@ class Platform:
             raise DefinitionError(f"cannot use {data} as the data folder: {exc}") from None
         self.data = data
         self.tmp = data / "tmp"
-        self.store = SQLiteStore(data / "ondrop.db")
+        self.store = _open_store(settings.store, data)
         local = LocalStorage("local.default", data / "storage")
         default: StorageProvider = local
         self.pushed: set[str] = set()  # providers that send their own events (webhooks)
@@ -189,6 +189,7 @@ class Platform:
     def start(self) -> None:
         self._lock = _lock_data(self.data)
         try:
+            _hold_store(self.store)
             self._start()
         except BaseException:
             if self.object_store is not None:
@@ -462,6 +463,28 @@ class Platform:
 
     def _objects_seen(self, provider: str, infos: list[ObjectInfo]) -> None:
         self.intake.objects_stored(provider, infos)
+
+
+def _open_store(url: str, data: Path) -> Store:
+    """The store the settings name: the SQLite file in the data folder, or PostgreSQL."""
+    if not url:
+        return SQLiteStore(data / "ondrop.db")
+    from ondrop.store.postgres import PostgresStore  # psycopg only when asked for
+
+    return PostgresStore(url)
+
+
+def _hold_store(store: Store) -> None:
+    """Hold a shared store for this control plane: until replicas share one (with leases
+    on what each claims), a second control plane on it would run every job twice."""
+    from ondrop.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore) and not store.hold_sole():
+        raise ConflictError(
+            f"another ondrop up is running on the store {store.name}; stop it first, or "
+            "give this one another --store (several control planes on one store are not "
+            "supported yet)"
+        )
 
 
 def _lock_data(data: Path) -> IO[str]:

@@ -17,6 +17,7 @@ import platformdirs
 
 from ondrop.errors import DefinitionError
 from ondrop.quantity import parse_bytes
+from ondrop.store.url import shown
 
 
 def _bool(text: str) -> bool:
@@ -33,6 +34,7 @@ def _setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
 
 
 BACKENDS = ("local", "ray")
+STORE_SCHEMES = ("postgresql://", "postgres://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -55,6 +57,11 @@ class Settings:
     )
     admin_password: str = _setting(
         "", "admin password (default: generated on first start, kept in the data folder)"
+    )
+    store: str = _setting(
+        "",
+        "the store of services and jobs: empty for the SQLite file in the data folder, or "
+        "postgresql://USER@HOST:PORT/DB for a PostgreSQL database",
     )
     concurrency: int = _setting(0, "jobs run at once on this machine (0: one per CPU core)", int)
     faas_concurrency: int = _setting(
@@ -136,6 +143,11 @@ class Settings:
             problems.append(f"grace {self.grace} is negative")
         if self.max_upload <= 0:
             problems.append(f"max_upload {self.max_upload} must be positive")
+        if self.store and not self.store.startswith(STORE_SCHEMES):
+            problems.append(
+                f"store {shown(self.store)!r} is neither empty (the SQLite file) nor a "
+                "postgresql:// URL"
+            )
         if self.object_store not in ("none", "seaweedfs"):
             problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
         for name in ("backend", "faas_backend", "batch_backend"):

@@ -19,7 +19,7 @@ from tests.support.waiting import wait_for
 
 
 @contextmanager
-def locked(path: str) -> Iterator[sqlite3.Connection]:
+def locked(path: Path) -> Iterator[sqlite3.Connection]:
     """Another connection (as another process would) holding the store's write lock."""
     other = sqlite3.connect(path, isolation_level=None, timeout=0)
     try:
@@ -53,7 +53,7 @@ def test_an_upload_meeting_a_locked_database_is_refused_with_503_and_never_proce
     api: httpx.Client, platform: Platform
 ) -> None:
     apply_copy(api)
-    with locked(platform.store.path):
+    with locked(platform.data / "ondrop.db"):
         during = api.put("/system/files/local.default/in/during.txt", content=b"during")
     store = platform.providers.get("local.default")
     # Once the lock is gone, a later upload goes through and is processed: whatever the
@@ -81,7 +81,7 @@ def test_an_invocation_meeting_a_locked_database_is_refused_with_503_and_never_r
 ) -> None:
     token = apply_copy(api)
     bearer = {"Authorization": f"Bearer {token}"}
-    with locked(platform.store.path):
+    with locked(platform.data / "ondrop.db"):
         during = httpx.post(
             f"{api.base_url}/job/copy", content=b'{"n": 1}', headers=bearer, timeout=30
         )
@@ -118,7 +118,7 @@ def test_a_job_that_ends_while_the_database_is_locked_is_recorded_once_it_is_fre
         assert put.status_code == 201, put.text
         (job,) = [j["job"] for j in put.json()["jobs"]]
         assert gate.holding.wait(30)
-        with locked(platform.store.path):
+        with locked(platform.data / "ondrop.db"):
             gate.opened.set()  # it ends now, and its end cannot be recorded
             wait_for(lambda: "cannot record its end yet" in caplog.text)
         wait_for(lambda: (j := platform.store.job(job)) is not None and j.status == "succeeded")

@@ -14,7 +14,8 @@ from tests.support.servers import Postgres
 
 psycopg = pytest.importorskip("psycopg")  # make setup installs it; CI has it
 
-from ondrop.store.postgres import SCHEMA_VERSION, PostgresStore, shown  # noqa: E402
+from ondrop.store.postgres import SCHEMA_VERSION, PostgresStore  # noqa: E402
+from ondrop.store.url import shown  # noqa: E402
 
 
 def test_a_password_is_never_shown() -> None:

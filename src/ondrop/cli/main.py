@@ -112,6 +112,7 @@ def up(
     object_store_host: str = typer.Option(
         None, help=help_for("object_store_host"), show_default=False
     ),
+    store: str = typer.Option(None, help=help_for("store"), show_default=False),
     backend: str = typer.Option(None, help=help_for("backend"), show_default=False),
     faas_backend: str = typer.Option(None, help=help_for("faas_backend"), show_default=False),
     batch_backend: str = typer.Option(None, help=help_for("batch_backend"), show_default=False),
@@ -137,6 +138,7 @@ def up(
         poll_interval=poll_interval,
         object_store=object_store,
         object_store_host=object_store_host,
+        store=store,
         backend=backend,
         faas_backend=faas_backend,
         batch_backend=batch_backend,

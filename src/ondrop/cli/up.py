@@ -26,6 +26,7 @@ from ondrop.client import ENDPOINT_FILE
 from ondrop.errors import OndropError
 from ondrop.platform import Platform
 from ondrop.settings import Settings, env_name
+from ondrop.store.url import shown
 
 console = Console(stderr=True)
 
@@ -147,6 +148,8 @@ def _banner(
     console.print(f"[bold green]ondrop {__version__}[/] is up at [bold]{url}[/]")
     console.print(f"  admin      {escape(user + password_note)}")
     console.print(f"  data       {escape(str(settings.data))}")
+    if settings.store:
+        console.print(f"  store      {escape(shown(settings.store))} (PostgreSQL)")
     if platform.object_store is not None:
         s3 = platform.object_store.provider_config()
         state = platform.object_store.folder / "state.json"

@@ -21,10 +21,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ondrop.errors import StoreBusyError, StoreError
 from ondrop.store.sql import Row, SQLStore
+from ondrop.store.url import shown
 
 try:
     import psycopg
@@ -112,18 +112,6 @@ IDLE_CONNECTIONS = 8  # kept open for the next transaction; more are closed afte
 def _bound(sql: str) -> str:
     """A statement written with `?` parameters, as psycopg binds them (`%s`)."""
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-def shown(url: str) -> str:
-    """`url` fit for messages and logs: its password, if any, left out."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 class _Bound:
