@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -148,14 +149,16 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-@dataclass
 class Postgres:
-    """A PostgreSQL server started by the tests; `database()` makes a fresh database."""
+    """A PostgreSQL server started by the tests, in a folder of its own, on a free loopback
+    port: `database()` makes a fresh database; `stop()` and `start()` take it down (a
+    fast shutdown: its clients are cut off) and bring it back on the same port."""
 
-    host: str
-    port: int
-    user: str = "ondrop"
-    made: int = 0
+    def __init__(self, folder_bin: Path, folder: Path, as_user: str | None, fsync: bool) -> None:
+        self.bin, self.folder, self.as_user, self.fsync = folder_bin, folder, as_user, fsync
+        self.host, self.port, self.user = "127.0.0.1", free_port(), "ondrop"
+        self.made = 0
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -170,11 +173,52 @@ class Postgres:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def start(self) -> None:
+        settings = {"fsync": "on" if self.fsync else "off", "max_connections": "200"}
+        self.proc = subprocess.Popen(
+            [
+                str(self.bin / "postgres"),
+                *("-D", str(self.folder / "data"), "-k", str(self.folder)),
+                *("-p", str(self.port), "-h", self.host),
+                *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.as_user,
+        )
+        _wait_port(self.port, proc=self.proc)
+        self._wait_ready()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown: cuts its clients off
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Returns once the server takes connections (it listens before it is ready)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=5):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
 
 @contextmanager
 def postgres_server(fsync: bool = False) -> Iterator[Postgres]:
-    """PostgreSQL on a free loopback port, in a folder of its own; as the `postgres` user
-    when run as root (initdb refuses root). `fsync` off unless a benchmark wants it."""
+    """A new PostgreSQL server (Debian's), run as the `postgres` user when the tests run as
+    root (initdb refuses root); `fsync` off unless a benchmark wants it."""
     folder_bin = postgres_bin()
     if folder_bin is None:
         unavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
@@ -192,71 +236,28 @@ def postgres_server(fsync: bool = False) -> Iterator[Postgres]:
         as_user = "postgres"
         account = pwd.getpwnam(as_user)
         os.chown(folder, account.pw_uid, account.pw_gid)
-    data = folder / "data"
-    port = free_port()
-    subprocess.run(
-        [
-            str(folder_bin / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "ondrop",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--locale=C.UTF-8",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        user=as_user,
-    )
-    proc = subprocess.Popen(
-        [
-            str(folder_bin / "postgres"),
-            "-D",
-            str(data),
-            "-k",
-            str(folder),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-c",
-            f"fsync={'on' if fsync else 'off'}",
-            "-c",
-            "max_connections=200",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=as_user,
-    )
+    server = Postgres(folder_bin, folder, as_user, fsync)
     try:
-        _wait_port(port, proc=proc)
-        server = Postgres("127.0.0.1", port)
-        _wait_ready(server)
+        subprocess.run(
+            [
+                str(folder_bin / "initdb"),
+                "-D",
+                str(folder / "data"),
+                "-A",
+                "trust",
+                "-U",
+                server.user,
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            user=as_user,
+        )
+        server.start()
         yield server
     finally:
-        proc.terminate()  # a "smart" shutdown: waits for the clients, which are gone
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wait_ready(server: Postgres, timeout: float = 30.0) -> None:
-    """Returns once the server takes connections (it listens before it has started)."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(server.url(), connect_timeout=5):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
