@@ -15,7 +15,8 @@
     │                           local provider's folder; jobs wait and retry (507)
     ├── ExecutionError          a job could not be run as asked (500)
     ├── StoreError              the durable store failed; try again (503)
-    │   └── StoreBusyError      another program holds the database locked (503)
+    │   ├── StoreBusyError      another program holds the database locked (503)
+    │   └── StoreUnavailableError  the database cannot be reached now (503)
     ├── UnavailableError        the platform is stopping or busy; try again (503)
     └── ClientError             the platform answered an error to the client
 
@@ -113,6 +114,11 @@ class StoreBusyError(StoreError):
     retry_after = 2
 
 
+class StoreUnavailableError(StoreError):
+    """The database (a PostgreSQL server) cannot be reached now: nothing was recorded, and
+    jobs that meet it wait until it is back."""
+
+
 class UnavailableError(OndropError):
     status_code = 503
     retry_after = 5
@@ -148,4 +154,6 @@ def retryable(exc: BaseException) -> bool:
     """A fault that passes, not the job's doing: a store that cannot be reached, a full
     disk, a busy database. A job that meets one waits and tries again, for as long as it
     takes, without using up its service's retries."""
-    return isinstance(exc, (StorageUnavailableError, StoreBusyError)) or disk_full(exc)
+    return isinstance(
+        exc, (StorageUnavailableError, StoreBusyError, StoreUnavailableError)
+    ) or disk_full(exc)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from ondrop.errors import StoreBusyError, StoreError
+from ondrop.errors import StoreBusyError, StoreError, StoreUnavailableError
 from ondrop.store.sql import Row, SQLStore
 from ondrop.store.url import shown
 
@@ -134,7 +134,12 @@ class PostgresStore(SQLStore):
             raise StoreError("the PostgreSQL store needs psycopg: pip install 'ondrop[postgresql]'")
         self.url = url
         self.name = shown(url)
-        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        # Connections kept for the next transaction, by durability: a job's progress is
+        # committed on connections set once not to wait for the disk.
+        self._idle: dict[bool, queue.LifoQueue[Any]] = {
+            True: queue.LifoQueue(),
+            False: queue.LifoQueue(),
+        }
         self._sole: Any = None  # the connection holding the one control plane's lock
         self._sole_lock = threading.Lock()
         try:
@@ -163,36 +168,38 @@ class PostgresStore(SQLStore):
                 )
 
     # -- connections ------------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self, durable: bool = True) -> Any:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            if not durable:
+                conn.execute("SET synchronous_commit TO OFF")
+            return conn
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
-    def _take(self) -> Any:
+    def _take(self, durable: bool = True) -> Any:
         try:
-            return self._idle.get_nowait()
+            return self._idle[durable].get_nowait()
         except queue.Empty:
-            return self._connect()
+            return self._connect(durable)
 
-    def _give(self, conn: Any) -> None:
-        if conn.closed or conn.broken or self._idle.qsize() >= IDLE_CONNECTIONS:
+    def _give(self, conn: Any, durable: bool = True) -> None:
+        idle = self._idle[durable]
+        if conn.closed or conn.broken or idle.qsize() >= IDLE_CONNECTIONS:
             conn.close()
         else:
-            self._idle.put(conn)
+            idle.put(conn)
 
     @contextmanager
     def _tx(self, durable: bool = True) -> Iterator[_Bound]:
-        conn = self._take()
+        conn = self._take(durable)
         try:
             with conn.transaction():
-                if not durable:
-                    conn.execute("SET LOCAL synchronous_commit TO OFF")
                 yield _Bound(conn)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            self._give(conn, durable)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         conn = self._take()
@@ -221,7 +228,7 @@ class PostgresStore(SQLStore):
                 "free space on the database's disk"
             )
         if isinstance(exc, psycopg.OperationalError):
-            return StoreError(
+            return StoreUnavailableError(
                 f"the store {self.name} cannot be reached ({str(exc).strip()}); nothing was "
                 "recorded: check that PostgreSQL is up and reachable, then try again"
             )
@@ -255,10 +262,11 @@ class PostgresStore(SQLStore):
                 with contextlib.suppress(psycopg.Error):
                     self._sole.close()
                 self._sole = None
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                break
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
+        for idle in self._idle.values():
+            while True:
+                try:
+                    conn = idle.get_nowait()
+                except queue.Empty:
+                    break
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()

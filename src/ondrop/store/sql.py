@@ -68,6 +68,7 @@ _EVENT_FIELDS = (
 )
 _EVENT_COLUMNS = ", ".join(_EVENT_FIELDS)
 _ORIGIN_COLUMNS = ", ".join(f"o.{name}" for name in _EVENT_FIELDS)  # of events as `o`
+_JOINED_EVENT_COLUMNS = ", ".join(f"e.{name}" for name in _EVENT_FIELDS)  # as `e`
 _ATTEMPT_COLUMNS = """pool, job_id, number, started_at, finished_at, status, exit_code,
     reason, log, node, cause, handle"""
 _JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_at, j.started_at,
@@ -331,13 +332,14 @@ class SQLStore(Store):
             where += " AND j.pool = ?"
             args.append(pool)
         with self._tx(durable=False) as db:
-            heads: list[tuple[tuple[int, int, int], list[Job]]] = []
+            heads: list[tuple[tuple[int, int, int], list[tuple[Job, Event]]]] = []
             for service in self._queued_services(db, pool):
                 take = min(limit, caps.get(service, limit))
                 if take <= 0:
                     continue
                 rows = db.execute(
-                    f"SELECT {_JOB_COLUMNS}, j.seq FROM jobs j JOIN events e ON e.id = j.event_id "
+                    f"SELECT {_JOB_COLUMNS}, j.seq, {_JOINED_EVENT_COLUMNS} "
+                    f"FROM jobs j JOIN events e ON e.id = j.event_id "
                     f"WHERE {where} AND j.service = ? "
                     f"ORDER BY j.priority DESC, j.seq LIMIT ?{self.SKIP_LOCKED}",
                     [*args, service, take],
@@ -347,50 +349,55 @@ class SQLStore(Store):
                     # service's backlog never holds another's jobs back for long; then the
                     # oldest.
                     order = (-rows[0][10], self._served.get(service, 0), rows[0][15])
-                    heads.append((order, [_job(r) for r in rows]))
+                    heads.append((order, [(_job(r), _event(r[16:])) for r in rows]))
             lanes = [lane for _, lane in sorted(heads, key=lambda head: head[0])]
-            chosen: list[Job] = []
+            chosen: list[tuple[Job, Event]] = []
             while len(chosen) < limit and any(lanes):
                 for lane in lanes:
                     if not lane or len(chosen) >= limit:
                         continue
-                    if accept is None or accept(lane[0]):
+                    if accept is None or accept(lane[0][0]):
                         chosen.append(lane.pop(0))
                     else:
                         lane.clear()  # a service's jobs ask alike: none of them fits now
-            claims = []
-            for candidate in chosen:
-                db.execute(
-                    """UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
-                       finished_at = NULL, node = '' WHERE id = ? AND status = ?""",
-                    (RUNNING, now, candidate.id, QUEUED),
+            claims = [
+                Claim(
+                    dataclasses.replace(
+                        job,
+                        status=RUNNING,
+                        attempts=job.attempts + 1,
+                        started_at=now,
+                        finished_at=None,
+                        node="",  # its new attempt's, not known yet
+                    ),
+                    job.attempts + 1,
+                    event,
                 )
-                job = dataclasses.replace(
-                    candidate,
-                    status=RUNNING,
-                    attempts=candidate.attempts + 1,
-                    started_at=now,
-                    finished_at=None,
-                    node="",  # its new attempt's, not known yet
-                )
+                for job, event in chosen
+            ]
+            # One statement for all of them, not one per job: each is a trip to the database.
+            for chunk in _chunks([c.job.id for c in claims]):
                 db.execute(
-                    """INSERT INTO attempts (job_id, number, started_at, status, pool)
-                       VALUES (?, ?, ?, ?, ?)
-                       ON CONFLICT (job_id, number) DO UPDATE SET
+                    f"""UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
+                        finished_at = NULL, node = ''
+                        WHERE status = ? AND id IN ({_marks(chunk)})""",
+                    (RUNNING, now, QUEUED, *chunk),
+                )
+            for start in range(0, len(claims), 100):
+                part = claims[start : start + 100]
+                db.execute(
+                    "INSERT INTO attempts (job_id, number, started_at, status, pool) VALUES "
+                    + ",".join(["(?, ?, ?, ?, ?)"] * len(part))
+                    + """ ON CONFLICT (job_id, number) DO UPDATE SET
                          started_at = excluded.started_at, status = excluded.status,
                          pool = excluded.pool, finished_at = NULL, exit_code = NULL,
                          reason = '', log = '', node = '', cause = NULL, handle = ''""",
-                    (job.id, job.attempts, now, RUNNING, job.pool),
+                    [v for c in part for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool)],
                 )
-                event = _event(
-                    db.execute(
-                        f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (job.event_id,)
-                    ).fetchone()
-                )
-                claims.append(Claim(job, job.attempts, event))
-                with self._turns:
+            with self._turns:
+                for claim in claims:
                     self._turn += 1
-                    self._served[job.service] = self._turn
+                    self._served[claim.job.service] = self._turn
             return claims
 
     @staticmethod
