@@ -372,3 +372,89 @@ def test_what_one_control_plane_records_the_other_reads_at_once(open_store: Open
     assert second.get_meta("k") == "v"
     assert second.delete_service("svc")
     assert first.service("svc") is None and first.count_jobs("svc") == {}
+
+
+# -- leases: what each control plane holds, and what becomes of it when it dies ----------
+def test_a_claim_is_leased_to_its_owner_who_renews_it(open_store: Opener) -> None:
+    store = open_store()
+    for key in ("a", "b"):
+        add(store, key, "svc")
+    now = time.time()
+    store.claim(1, {}, now, owner="one", lease_until=now + 30)
+    store.claim(1, {}, now, owner="two", lease_until=now + 30)
+    assert store.renew("one", now + 90) == 1  # only its own running attempts
+    assert store.renew("nobody", now + 90) == 0
+    # "two" died: its lease runs out; "one" renewed, so its job is left alone.
+    requeued = store.requeue_running("its control plane died", owner="three", now=now + 60)
+    assert len(requeued) == 1
+    (job,) = [store.job(j) for j in requeued]
+    assert job is not None and job.status == QUEUED
+    (attempt,) = store.attempts(job.id)
+    assert (attempt.status, attempt.cause) == (INTERRUPTED, Cause.STOPPED)
+    assert store.count_jobs() == {QUEUED: 1, RUNNING: 1}
+
+
+def test_a_restarted_control_plane_requeues_its_own_jobs_at_once_and_no_live_ones(
+    open_store: Opener,
+) -> None:
+    store = open_store()
+    for key in ("mine", "kept", "theirs", "old"):
+        add(store, key, "svc")
+    now = time.time()
+    taken = {}
+    for key, owner in (("mine", "me"), ("kept", "me"), ("theirs", "other"), ("old", "")):
+        (claim,) = store.claim(1, {}, now, owner=owner, lease_until=now + 30 if owner else None)
+        taken[key] = claim.job.id
+    again = open_store()  # "me" restarts within its lease; its backend re-attached to "kept"
+    requeued = again.requeue_running("restarted", keep=[taken["kept"]], owner="me", now=now + 1)
+    # Its own, and one from before leases (no owner); never the live "other"'s.
+    assert sorted(requeued) == sorted([taken["mine"], taken["old"]])
+    assert {j: again.job(j).status for j in taken.values()} == {  # type: ignore[union-attr]
+        taken["mine"]: QUEUED,
+        taken["kept"]: RUNNING,
+        taken["theirs"]: RUNNING,
+        taken["old"]: QUEUED,
+    }
+
+
+def test_a_named_lease_has_one_holder_until_it_runs_out_or_is_released(
+    open_store: Opener,
+) -> None:
+    first, second = open_store(), open_store()
+    now = time.time()
+    assert first.lease("watchers", "one", now + 30, now)
+    assert first.lease("watchers", "one", now + 60, now + 10)  # renewed by its holder
+    assert not second.lease("watchers", "two", now + 40, now + 20)
+    assert second.lease("collect", "two", now + 30, now)  # another lease: free
+    assert second.lease("watchers", "two", now + 100, now + 61)  # "one" let it run out
+    assert not first.lease("watchers", "one", now + 120, now + 62)
+    second.release("watchers", "one")  # not its holder: nothing happens
+    assert not first.lease("watchers", "one", now + 120, now + 63)
+    second.release("watchers", "two")
+    assert first.lease("watchers", "one", now + 120, now + 64)
+
+
+def test_live_control_planes_are_listed_and_a_dead_one_drops_out(open_store: Opener) -> None:
+    from ondrop.store.base import Replica
+
+    store = open_store()
+    store.heartbeat(Replica("one", "http://10.0.0.1:8030", 100.0, 100.0))
+    store.heartbeat(Replica("two", "http://10.0.0.2:8030", 150.0, 150.0))
+    store.heartbeat(Replica("one", "http://10.0.0.1:8030", 100.0, 200.0))
+    assert [r.id for r in store.replicas(seen_since=0)] == ["one", "two"]
+    (alive,) = store.replicas(seen_since=180)
+    assert alive == Replica("one", "http://10.0.0.1:8030", 100.0, 200.0)
+
+
+def test_every_change_of_the_services_changes_the_generation(open_store: Opener) -> None:
+    from ondrop.store.base import StoredService
+
+    first, second = open_store(), open_store()
+    seen = {first.generation()}
+    first.save_services([StoredService("svc", {"name": "svc"}, "t", 1.0, 1.0)])
+    seen.add(second.generation())
+    first.save_services([StoredService("svc", {"name": "svc", "v": 2}, "t", 1.0, 2.0)])
+    seen.add(second.generation())
+    assert second.delete_service("svc")
+    seen.add(first.generation())
+    assert len(seen) == 4  # one more at each change, as either control plane reads it

@@ -89,6 +89,17 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """A control plane on the store: its id, the URL its API answers at, when it started
+    and when it last said it was alive."""
+
+    id: str
+    address: str
+    since: float
+    seen: float
+
+
+@dataclass(frozen=True)
 class Claim:
     """A job a worker now owns, with its attempt number and the event that started it."""
 
@@ -172,12 +183,14 @@ class Store(ABC):
         now: float,
         pool: str | None = None,
         accept: Callable[[Job], bool] | None = None,
+        owner: str = "",
+        lease_until: float | None = None,
     ) -> list[Claim]:
         """Take up to `limit` due queued jobs of `pool`, at most caps[service] of a service,
         each one `accept` takes (it reserves what the job needs), and start an attempt for
-        each. Higher priority first, then services in turn, oldest first. When it raises,
-        nothing was claimed (every change is undone): the caller gives back what `accept`
-        reserved."""
+        each, leased to the control plane `owner` until `lease_until`. Higher priority
+        first, then services in turn, oldest first. When it raises, nothing was claimed
+        (every change is undone): the caller gives back what `accept` reserved."""
 
     @abstractmethod
     def finish(
@@ -217,10 +230,47 @@ class Store(ABC):
         """Cancel the job if it is queued (True); a running one the pool stops."""
 
     @abstractmethod
-    def requeue_running(self, reason: str, keep: Collection[str] = ()) -> list[str]:
-        """Mark every running attempt interrupted (cause stopped) and queue its job again,
+    def requeue_running(
+        self,
+        reason: str,
+        keep: Collection[str] = (),
+        owner: str | None = None,
+        now: float | None = None,
+    ) -> list[str]:
+        """Mark running attempts interrupted (cause stopped) and queue their jobs again,
         except the jobs whose ids are in `keep` (a backend re-attached to them), which stay
-        running; returns the ids of the jobs queued again (start-up)."""
+        running; returns the ids of the jobs queued again. Every running attempt when
+        `owner` is None (the one control plane starting); else those of `owner` (this
+        control plane, restarted) and those whose lease ran out before `now` (their
+        control plane died), never a live one's."""
+
+    @abstractmethod
+    def renew(self, owner: str, until: float) -> int:
+        """Extend the lease of every running attempt of `owner` to `until`; how many."""
+
+    # -- control planes sharing the store -------------------------------------------
+    @abstractmethod
+    def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        """Take or renew the lease `name` (work one control plane does at a time) for
+        `holder` until `until`: True when it is free, ran out before `now`, or is
+        `holder`'s already; False, changing nothing, while another holds it."""
+
+    @abstractmethod
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease `name` up, if `holder` holds it."""
+
+    @abstractmethod
+    def heartbeat(self, replica: Replica) -> None:
+        """Record that the control plane `replica` is alive (as of `replica.seen`)."""
+
+    @abstractmethod
+    def replicas(self, seen_since: float) -> list[Replica]:
+        """The control planes seen alive since `seen_since`, oldest first."""
+
+    @abstractmethod
+    def generation(self) -> int:
+        """A number that changes whenever a service is saved or deleted: a control plane
+        that caches the services reads them again when it differs."""
 
     @abstractmethod
     def next_due(self, pool: str | None = None) -> float | None:

@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     node TEXT NOT NULL DEFAULT '',
     cause TEXT,
     handle TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until DOUBLE PRECISION,
     PRIMARY KEY (job_id, number)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -101,6 +103,17 @@ CREATE TABLE IF NOT EXISTS outputs (
     PRIMARY KEY (source, key)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
+    seen DOUBLE PRECISION NOT NULL
+);
 """
 # Advisory lock keys (any two constants): the schema's, and the one control plane's.
 SCHEMA_LOCK = 0x6F6E_6472_6F70_0001

@@ -30,6 +30,7 @@ from ondrop.store.base import (
     Job,
     NewJob,
     Outcome,
+    Replica,
     Store,
     StoredService,
 )
@@ -158,6 +159,7 @@ class SQLStore(Store):
                          token = excluded.token, updated_at = excluded.updated_at""",
                     (s.name, json.dumps(s.definition), s.token, s.created_at, s.updated_at),
                 )
+            self._changed(db)
 
     @staticmethod
     def _service(row: Row) -> StoredService:
@@ -178,7 +180,22 @@ class SQLStore(Store):
                 (name,),
             )
             db.execute("DELETE FROM jobs WHERE service = ?", (name,))
-            return db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
+            deleted = db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
+            self._changed(db)
+            return deleted
+
+    @staticmethod
+    def _changed(db: Tx) -> None:
+        """Bump the services' generation, in the transaction that changed them."""
+        db.execute(
+            """INSERT INTO meta (key, value) VALUES ('generation', '1')
+               ON CONFLICT (key) DO UPDATE SET
+                 value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"""
+        )
+
+    def generation(self) -> int:
+        rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
+        return int(rows[0][0]) if rows else 0
 
     # -- events and jobs --------------------------------------------------------
     def add_events(self, batch: Sequence[tuple[Event, Sequence[NewJob]]]) -> list[Job]:
@@ -322,6 +339,8 @@ class SQLStore(Store):
         now: float,
         pool: str | None = None,
         accept: Callable[[Job], bool] | None = None,
+        owner: str = "",
+        lease_until: float | None = None,
     ) -> list[Claim]:
         if limit <= 0:
             return []
@@ -386,13 +405,20 @@ class SQLStore(Store):
             for start in range(0, len(claims), 100):
                 part = claims[start : start + 100]
                 db.execute(
-                    "INSERT INTO attempts (job_id, number, started_at, status, pool) VALUES "
-                    + ",".join(["(?, ?, ?, ?, ?)"] * len(part))
+                    "INSERT INTO attempts (job_id, number, started_at, status, pool, owner, "
+                    "lease_until) VALUES "
+                    + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
                     + """ ON CONFLICT (job_id, number) DO UPDATE SET
                          started_at = excluded.started_at, status = excluded.status,
-                         pool = excluded.pool, finished_at = NULL, exit_code = NULL,
-                         reason = '', log = '', node = '', cause = NULL, handle = ''""",
-                    [v for c in part for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool)],
+                         pool = excluded.pool, owner = excluded.owner,
+                         lease_until = excluded.lease_until, finished_at = NULL,
+                         exit_code = NULL, reason = '', log = '', node = '', cause = NULL,
+                         handle = ''""",
+                    [
+                        v
+                        for c in part
+                        for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool, owner, lease_until)
+                    ],
                 )
             with self._turns:
                 for claim in claims:
@@ -546,12 +572,26 @@ class SQLStore(Store):
                 > 0
             )
 
-    def requeue_running(self, reason: str, keep: Collection[str] = ()) -> list[str]:
-        now = time.time()
+    def requeue_running(
+        self,
+        reason: str,
+        keep: Collection[str] = (),
+        owner: str | None = None,
+        now: float | None = None,
+    ) -> list[str]:
+        now = time.time() if now is None else now
         kept = set(keep)
+        sql = """SELECT j.id, a.owner, a.lease_until FROM jobs j
+                 LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts
+                 WHERE j.status = ?"""
         with self._tx() as db:
-            running = db.execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
-            ids = [r[0] for r in running if r[0] not in kept]
+            running = db.execute(sql, (RUNNING,)).fetchall()
+            ids = [
+                job_id
+                for job_id, holder, until in running
+                if job_id not in kept
+                and (owner is None or holder == owner or not holder or until is None or until < now)
+            ]
             for chunk in _chunks(ids):
                 db.execute(
                     f"""UPDATE jobs SET status = ?, run_after = 0, reason = ?
@@ -566,6 +606,47 @@ class SQLStore(Store):
                 (INTERRUPTED, reason, now, str(Cause.STOPPED), RUNNING, RUNNING),
             )
             return ids
+
+    def renew(self, owner: str, until: float) -> int:
+        with self._tx(durable=False) as db:
+            return int(
+                db.execute(
+                    "UPDATE attempts SET lease_until = ? WHERE owner = ? AND status = ?",
+                    (until, owner, RUNNING),
+                ).rowcount
+            )
+
+    # -- control planes sharing the store -------------------------------------------
+    def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        with self._tx(durable=False) as db:
+            taken = db.execute(
+                """INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                     until = excluded.until
+                   WHERE leases.holder = excluded.holder OR leases.until < ?""",
+                (name, holder, until, now),
+            ).rowcount
+            return bool(taken)
+
+    def release(self, name: str, holder: str) -> None:
+        with self._tx(durable=False) as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def heartbeat(self, replica: Replica) -> None:
+        with self._tx(durable=False) as db:
+            db.execute(
+                """INSERT INTO replicas (id, address, since, seen) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+                     since = excluded.since, seen = excluded.seen""",
+                (replica.id, replica.address, replica.since, replica.seen),
+            )
+
+    def replicas(self, seen_since: float) -> list[Replica]:
+        rows = self._read(
+            "SELECT id, address, since, seen FROM replicas WHERE seen >= ? ORDER BY since, id",
+            (seen_since,),
+        )
+        return [Replica(*row) for row in rows]
 
     def next_due(self, pool: str | None = None) -> float | None:
         if pool is None:

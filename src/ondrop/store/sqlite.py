@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     node TEXT NOT NULL DEFAULT '',
     cause TEXT,
     handle TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until REAL,
     PRIMARY KEY (job_id, number)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -87,6 +89,17 @@ CREATE TABLE IF NOT EXISTS outputs (
     PRIMARY KEY (source, key)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    since REAL NOT NULL,
+    seen REAL NOT NULL
+);
 """
 # Columns added since the first schema: a store made before one gains it on open.
 ADDED_COLUMNS = (
@@ -95,6 +108,8 @@ ADDED_COLUMNS = (
     ("attempts", "node", "TEXT NOT NULL DEFAULT ''"),
     ("attempts", "cause", "TEXT"),
     ("attempts", "handle", "TEXT NOT NULL DEFAULT ''"),
+    ("attempts", "owner", "TEXT NOT NULL DEFAULT ''"),  # control planes sharing a store
+    ("attempts", "lease_until", "REAL"),
 )
 
 
