@@ -44,6 +44,7 @@ from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.router import BATCH, FAAS, Router
 from ondrop.pools.waiters import Waiters
+from ondrop.replicas import Heartbeat, replica_id
 from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
@@ -104,6 +105,8 @@ class Platform:
         )
         self.gpus = gpus = detect_gpus(settings.gpus)  # device ids the batch pool hands out
         self.waiters = Waiters(self.store)
+        self.replica = replica_id(data)
+        self.heartbeat = Heartbeat(self.store, self.replica, url, self.wake)
         self.ray: RayCluster | None = None  # made when a pool runs on Ray
         slots = Slots(settings.workers)  # scripts at once on this machine
         self.backends: dict[str, Backend] = {}
@@ -121,6 +124,7 @@ class Platform:
                 on_finished=self._job_finished,
                 on_outputs=self._outputs_stored,
                 wake_pool=lambda name: self.pools[name].wake(),
+                owner=self.replica,
             )
         on_cluster = settings.backend_of(BATCH) == "ray"
         self.intake = Intake(
@@ -203,6 +207,8 @@ class Platform:
             if not self.url:
                 raise DefinitionError("the bundled object store needs the platform's URL")
             self.object_store.start(f"{self.url}/events/seaweedfs")
+        # One control plane per store (the data folder's lock, or PostgreSQL's session
+        # lock): every attempt still running is this one's, from before it stopped.
         requeued = self.store.requeue_running("the platform stopped while it ran")
         if requeued:
             log.info(
@@ -220,6 +226,7 @@ class Platform:
         collecting = self.intake.collect_settled()
         if collecting:
             log.info("started %d collecting job(s) left due by the last run", len(collecting))
+        self.heartbeat.start()
         for pool in self.pools.values():
             pool.start()
         self._watch()
@@ -246,6 +253,7 @@ class Platform:
         deadline = time.monotonic() + (self.settings.grace if grace is None else grace)
         for pool in self.pools.values():
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
+        self.heartbeat.stop()  # its leases run out: what is still running is taken back
         for backend in self.backends.values():
             backend.close()
         if self.ray is not None:

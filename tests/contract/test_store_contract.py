@@ -384,14 +384,18 @@ def test_a_claim_is_leased_to_its_owner_who_renews_it(open_store: Opener) -> Non
     store.claim(1, {}, now, owner="two", lease_until=now + 30)
     assert store.renew("one", now + 90) == 1  # only its own running attempts
     assert store.renew("nobody", now + 90) == 0
-    # "two" died: its lease runs out; "one" renewed, so its job is left alone.
-    requeued = store.requeue_running("its control plane died", owner="three", now=now + 60)
+    add(store, "c", "svc")
+    store.claim(1, {}, now)  # by the one control plane of a store: no owner, no lease
+    # "two" died: its lease runs out; "one" renewed, so its job is left alone, and so is
+    # the one with no lease (only a restart of the store's one control plane takes it).
+    assert store.requeue_expired("its control plane died", now=now + 20) == []
+    requeued = store.requeue_expired("its control plane died", now=now + 60)
     assert len(requeued) == 1
     (job,) = [store.job(j) for j in requeued]
     assert job is not None and job.status == QUEUED
     (attempt,) = store.attempts(job.id)
     assert (attempt.status, attempt.cause) == (INTERRUPTED, Cause.STOPPED)
-    assert store.count_jobs() == {QUEUED: 1, RUNNING: 1}
+    assert store.count_jobs() == {QUEUED: 1, RUNNING: 2}
 
 
 def test_a_restarted_control_plane_requeues_its_own_jobs_at_once_and_no_live_ones(

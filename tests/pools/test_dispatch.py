@@ -285,12 +285,12 @@ def test_a_full_pool_waits_quietly_instead_of_spinning(make: Callable[..., Rig])
     calls = 0
     claim = rig.store.claim
 
-    def counting(*args: Any) -> Any:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
-        return claim(*args)
+        return claim(*args, **kwargs)
 
-    rig.store.claim = counting  # type: ignore[method-assign,assignment]
+    rig.store.claim = counting  # type: ignore[method-assign]
     rig.add("a", 3)
     time.sleep(1.0)
     assert calls <= 5, f"the scheduler claimed {calls} times in a second while full"

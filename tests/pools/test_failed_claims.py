@@ -64,6 +64,8 @@ class FlakyClaims(SQLiteStore):
         now: float,
         pool: str | None = None,
         accept: Callable[[Job], bool] | None = None,
+        owner: str = "",
+        lease_until: float | None = None,
     ) -> list[Claim]:
         fail, self.fail = self.fail, None
         reserved = 0
@@ -78,7 +80,7 @@ class FlakyClaims(SQLiteStore):
 
         self.connection.armed = fail == "commit"
         try:
-            return super().claim(limit, caps, now, pool, accepting)
+            return super().claim(limit, caps, now, pool, accepting, owner, lease_until)
         except StoreError:
             self.failed += 1
             raise

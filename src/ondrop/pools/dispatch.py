@@ -24,6 +24,7 @@ from ondrop.pools.base import Admission, Allocation, Slots
 from ondrop.pools.policy import STORE_RETRY_CAP, next_step
 from ondrop.pools.specs import job_spec
 from ondrop.pools.waiters import Waiters
+from ondrop.replicas import LEASE
 from ondrop.services import Services
 from ondrop.storage.base import ObjectInfo
 from ondrop.store.base import (
@@ -55,8 +56,10 @@ class Dispatcher:
         on_finished: Callable[[Claim, Job], None] | None = None,
         on_outputs: OutputsHook | None = None,
         wake_pool: Callable[[str], None] | None = None,
+        owner: str = "",
     ) -> None:
         self.name = admission.name
+        self.owner = owner  # the control plane its claims are leased to
         self.store = store
         self.services = services
         self.admission = admission
@@ -155,9 +158,16 @@ class Dispatcher:
                 if s.max_concurrency is not None
             }
             reserved: list[tuple[str, bool]] = []  # what `_accept` reserved in this claim
+            now = time.time()
             try:
                 claims = self.store.claim(
-                    free, caps, time.time(), self.name, lambda job: self._accept(job, reserved)
+                    free,
+                    caps,
+                    now,
+                    self.name,
+                    lambda job: self._accept(job, reserved),
+                    owner=self.owner,
+                    lease_until=now + LEASE if self.owner else None,
                 )
             except BaseException:
                 # Nothing was claimed, so nothing may stay reserved; the loop retries in 1 s.

@@ -245,6 +245,11 @@ class Store(ABC):
         control plane died), never a live one's."""
 
     @abstractmethod
+    def requeue_expired(self, reason: str, now: float) -> list[str]:
+        """requeue_running for the attempts whose lease ran out before `now` alone: what
+        a live control plane takes back from one that died."""
+
+    @abstractmethod
     def renew(self, owner: str, until: float) -> int:
         """Extend the lease of every running attempt of `owner` to `until`; how many."""
 

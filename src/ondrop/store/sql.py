@@ -581,17 +581,32 @@ class SQLStore(Store):
     ) -> list[str]:
         now = time.time() if now is None else now
         kept = set(keep)
-        sql = """SELECT j.id, a.owner, a.lease_until FROM jobs j
+
+        def lost(job_id: str, holder: str, until: float | None) -> bool:
+            if job_id in kept:
+                return False
+            if owner is None or holder == owner or not holder:
+                return True
+            return until is None or until < now
+
+        return self._requeue(reason, now, lost)
+
+    def requeue_expired(self, reason: str, now: float) -> list[str]:
+        return self._requeue(
+            reason, now, lambda _, holder, until: bool(holder) and until is not None and until < now
+        )
+
+    def _requeue(
+        self, reason: str, now: float, lost: Callable[[str, str, float | None], bool]
+    ) -> list[str]:
+        """Queue again the running jobs whose latest attempt is `lost(job id, its owner,
+        its lease)`, and mark their attempts interrupted."""
+        sql = """SELECT j.id, COALESCE(a.owner, ''), a.lease_until FROM jobs j
                  LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts
                  WHERE j.status = ?"""
         with self._tx() as db:
             running = db.execute(sql, (RUNNING,)).fetchall()
-            ids = [
-                job_id
-                for job_id, holder, until in running
-                if job_id not in kept
-                and (owner is None or holder == owner or not holder or until is None or until < now)
-            ]
+            ids = [job_id for job_id, holder, until in running if lost(job_id, holder, until)]
             for chunk in _chunks(ids):
                 db.execute(
                     f"""UPDATE jobs SET status = ?, run_after = 0, reason = ?

@@ -89,8 +89,9 @@ def config(platform: PlatformDep) -> dict[str, Any]:
 )
 def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
     """Jobs by status (queued, running, succeeded, failed, cancelled), for every service or
-    the one named, jobs running per service now, and the platform's health: `ok`, or
-    `degraded` with the problems /health names (ondrop)."""
+    the one named, jobs running per service now, the platform's health: `ok`, or
+    `degraded` with the problems /health names, and the control planes on its store that
+    are alive (id, API address, since and last seen, in seconds since the epoch) (ondrop)."""
     if service is not None:
         platform.services.get(service)
     queued = platform.store.queued_by_pool()
@@ -105,4 +106,8 @@ def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
             for name, pool in platform.pools.items()
         },
         "services": len(platform.services.all()),
+        "replicas": [
+            {"id": r.id, "address": r.address, "since": r.since, "seen": r.seen}
+            for r in platform.heartbeat.alive()
+        ],
     }
