@@ -345,3 +345,16 @@ def test_a_killed_job_s_folder_is_deleted_not_reused(tmp_path: Path) -> None:
     outcome = r.run(r.claim_for(svc), svc, Allocation(timeout=0.3))
     assert outcome.status == FAILED and "timed out" in outcome.reason
     assert list((tmp_path / "work").iterdir()) == []  # something of it might still run
+
+
+def test_an_attempt_taken_over_meanwhile_writes_no_output(tmp_path: Path) -> None:
+    r = rig(tmp_path, FakeRuntime())
+    claim = r.claim_for(service())
+    # Its control plane (or node) was lost while it ran: the job runs again elsewhere.
+    r.store.requeue_running("lost while it ran")
+    (again,) = r.store.claim(1, {}, time.time())
+    assert again.attempt == claim.attempt + 1
+    outcome = r.run(claim, service(), ALLOC)  # the late one goes on and ends
+    assert outcome.status != SUCCEEDED and "is no longer its running one" in outcome.reason
+    assert r.storage.stat("out/photo.png") is None  # it wrote nothing
+    assert r.outputs == []

@@ -5,6 +5,7 @@
     │   └── LoopError           services would trigger each other in a cycle (409)
     ├── NotFoundError           no such service, job, object or provider (404)
     ├── ConflictError           the request clashes with the current state (409)
+    │   └── FencedError         an attempt no longer its job's running one may not write
     ├── InvalidKeyError         an object key or name is unsafe (400)
     ├── TooLargeError           an upload is over the configured limit (413)
     ├── AuthError               missing or wrong credentials (401)
@@ -57,6 +58,11 @@ class NotFoundError(OndropError):
 
 class ConflictError(OndropError):
     status_code = 409
+
+
+class FencedError(ConflictError):
+    """An attempt that is no longer its job's running one (it ended, or was taken over
+    after its control plane or node was lost) wrote nothing: another attempt owns the job."""
 
 
 class InvalidKeyError(OndropError):

@@ -63,7 +63,9 @@ class Ledger(Protocol):
     store; on a node, a call back to it): that `job_id` writes the object `key`, so that
     the object's event is known as that job's output when it arrives."""
 
-    def record_output(self, source: str, key: str, job_id: str) -> None: ...
+    def record_output(
+        self, source: str, key: str, job_id: str, attempt: int | None = None
+    ) -> None: ...
 
 
 class Supervisor:
@@ -175,7 +177,7 @@ class Supervisor:
             if not result.ok:
                 return Outcome(FAILED, result.exit_code, result.reason, text, result.cause)
             try:
-                self._stage_out(spec.job_id, service, outputs, stored)
+                self._stage_out(spec.job_id, spec.attempt, service, outputs, stored)
                 if spec.keep_results and spec.results_to is not None:
                     self._send_results(spec.results_to, outputs, text)
                 elif spec.keep_results:
@@ -291,7 +293,12 @@ class Supervisor:
         return env
 
     def _stage_out(
-        self, job_id: str, service: Service, outputs: Path, stored: list[tuple[str, ObjectInfo]]
+        self,
+        job_id: str,
+        attempt: int,
+        service: Service,
+        outputs: Path,
+        stored: list[tuple[str, ObjectInfo]],
     ) -> None:
         """Store the outputs, each as a new object: a job's file is copied, never moved or
         linked into a store, so neither its owner, its setuid or setgid bit nor its inode
@@ -302,7 +309,7 @@ class Supervisor:
             provider = self.providers.get(target.storage_provider)
             relative = path.relative_to(outputs).as_posix()
             key = join_key(target.path, check_key(relative, "output file name"))
-            self.ledger.record_output(provider.name, key, job_id)
+            self.ledger.record_output(provider.name, key, job_id, attempt)
             try:
                 info = provider.put_file(key, path)
             except StorageError as exc:

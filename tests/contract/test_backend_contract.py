@@ -146,7 +146,7 @@ class NoLedger:
     def __init__(self) -> None:
         self.recorded: list[tuple[str, str, str]] = []
 
-    def record_output(self, source: str, key: str, job_id: str) -> None:
+    def record_output(self, source: str, key: str, job_id: str, attempt: int | None = None) -> None:
         self.recorded.append((source, key, job_id))
 
 

@@ -349,6 +349,14 @@ def test_a_late_end_from_an_attempt_taken_over_changes_nothing(open_store: Opene
     assert alive.requeue_running("its control plane died") == [job_id]
     (claim,) = alive.claim(1, {}, time.time())
     assert claim.attempt == 2
+    from ondrop.errors import FencedError
+
+    with pytest.raises(FencedError, match="attempt 1 is no longer its running one"):
+        dead.record_output("local.default", "out/a", job_id, attempt=1)  # before it writes
+    assert alive.producer("local.default", "out/a") is None
+    alive.record_output("local.default", "out/a", job_id, attempt=2)
+    producer = dead.producer("local.default", "out/a")
+    assert producer is not None and producer.id == job_id
     late = dead.finish(job_id, 1, Outcome(SUCCEEDED, 0), None)
     assert late is not None and (late.status, late.attempts) == (RUNNING, 2)
     assert not dead.set_handle(job_id, 1, "ray:late")

@@ -65,10 +65,10 @@ class RelayLedger:
     def __init__(self, relay: Any) -> None:
         self.relay = relay
 
-    def record_output(self, source: str, key: str, job_id: str) -> None:
+    def record_output(self, source: str, key: str, job_id: str, attempt: int | None = None) -> None:
         import ray
 
-        problem = ray.get(self.relay.record.remote(source, key, job_id), timeout=120)
+        problem = ray.get(self.relay.record.remote(source, key, job_id, attempt), timeout=120)
         if problem:
             raise UnavailableError(f"the control plane cannot record the output {key}: {problem}")
 
@@ -159,7 +159,7 @@ class LedgerRelay:
     returns once the control plane has taken the record and said done()."""
 
     def __init__(self) -> None:
-        self._pending: dict[int, tuple[tuple[str, str, str], asyncio.Future[str]]] = {}
+        self._pending: dict[int, tuple[tuple[str, str, str, int | None], asyncio.Future[str]]] = {}
         self._taken: set[int] = set()
         self._next = 0
         self._new = asyncio.Event()
@@ -187,14 +187,14 @@ class LedgerRelay:
             event.set()
         self._cancelled.discard(job_id)
 
-    async def record(self, source: str, key: str, job_id: str) -> str:
+    async def record(self, source: str, key: str, job_id: str, attempt: int | None) -> str:
         self._next += 1
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[self._next] = ((source, key, job_id), future)
+        self._pending[self._next] = ((source, key, job_id, attempt), future)
         self._new.set()
         return await future  # "" once recorded, else why not
 
-    async def take(self, timeout: float) -> list[tuple[int, str, str, str]]:
+    async def take(self, timeout: float) -> list[tuple[int, str, str, str, int | None]]:
         if not any(n not in self._taken for n in self._pending):
             self._new.clear()
             try:
@@ -506,9 +506,9 @@ class RayCluster:
                 self._stopping.wait(1.0)
                 continue
             done, problems = [], []
-            for number, source, key, job_id in taken:
+            for number, source, key, job_id, attempt in taken:
                 try:
-                    self.ledger.record_output(source, key, job_id)
+                    self.ledger.record_output(source, key, job_id, attempt)
                     done.append(number)
                 except Exception as exc:
                     log.warning("job %s: cannot record its output %s: %s", job_id, key, exc)

@@ -332,8 +332,10 @@ class Store(ABC):
         """(job id, provider, key) of every output stored by these jobs."""
 
     @abstractmethod
-    def record_output(self, source: str, key: str, job_id: str) -> None:
-        """Remember that `job_id` writes the object `key` (before it is written)."""
+    def record_output(self, source: str, key: str, job_id: str, attempt: int | None = None) -> None:
+        """Remember that `job_id` writes the object `key` (before it is written). With
+        `attempt`, only while that is the job's running attempt: else FencedError, and the
+        output must not be written (a late attempt of a job that runs again elsewhere)."""
 
     @abstractmethod
     def producer(self, source: str, key: str) -> Job | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
+from ondrop.errors import FencedError
 from ondrop.events.base import Event
 from ondrop.jobs import Cause
 from ondrop.store.base import (
@@ -799,8 +800,19 @@ class SQLStore(Store):
             ]
         return found
 
-    def record_output(self, source: str, key: str, job_id: str) -> None:
+    def record_output(self, source: str, key: str, job_id: str, attempt: int | None = None) -> None:
         with self._tx(durable=False) as db:
+            if (
+                attempt is not None
+                and not db.execute(
+                    "SELECT 1 FROM jobs WHERE id = ? AND status = ? AND attempts = ?",
+                    (job_id, RUNNING, attempt),
+                ).fetchall()
+            ):
+                raise FencedError(
+                    f"job {job_id}: attempt {attempt} is no longer its running one (it ended, "
+                    f"or the job runs again elsewhere); its output {key} is not written"
+                )
             db.execute(
                 """INSERT INTO outputs (source, key, job_id) VALUES (?, ?, ?)
                    ON CONFLICT (source, key) DO UPDATE SET job_id = excluded.job_id""",
