@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/storage_throughput.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/store.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \
