@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -100,3 +103,35 @@ def test_a_runtime_that_cannot_isolate_says_so_and_runs_no_job(tmp_path: Path) -
     assert not result.ok and "cannot be isolated" in result.reason
     assert not list((data / "work").glob("*/ran"))
     runtime.close()
+
+
+@pytest.mark.parametrize("isolation", ["plain", "isolated"])
+def test_a_stop_that_comes_while_the_job_starts_stops_it(
+    isolation: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    runtime = request.getfixturevalue("isolated") if isolation == "isolated" else ProcessRuntime()
+    (tmp_path / "data" / "work").mkdir(parents=True, exist_ok=True)
+    spec = job(tmp_path / "data", "sleep 300\n", timeout=600)
+    # The stop comes once the process exists but before run() knows it: the window a
+    # cancel right after a claim can fall into.
+    if runtime.isolation is None:
+        real_popen = subprocess.Popen
+
+        def popen(*args: Any, **kwargs: Any) -> Any:
+            started = real_popen(*args, **kwargs)
+            runtime.stop(spec.job_id)
+            return started
+
+        with patch("subprocess.Popen", popen):
+            result = runtime.run(spec)
+    else:
+        real_start = runtime.isolation.spawner.start
+
+        def start(*args: Any, **kwargs: Any) -> Any:
+            started = real_start(*args, **kwargs)
+            runtime.stop(spec.job_id)
+            return started
+
+        with patch.object(runtime.isolation.spawner, "start", start):
+            result = runtime.run(spec)
+    assert result.interrupted and not result.ok  # long before the sleep's end

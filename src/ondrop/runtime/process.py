@@ -115,6 +115,7 @@ class ProcessRuntime(Runtime):
         self.problem = ""  # why isolated jobs cannot run, once the spawner failed
         self._running: dict[str, _Started] = {}
         self._stopped: set[str] = set()
+        self._starting: set[str] = set()  # jobs whose process is being started
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -134,6 +135,8 @@ class ProcessRuntime(Runtime):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(spec.log, flags, 0o600)
         uid = 0
+        with self._lock:
+            self._starting.add(spec.job_id)
         try:
             if self.isolation is None:
                 job: _Started = _Child(
@@ -159,6 +162,9 @@ class ProcessRuntime(Runtime):
                     _take_back(spec.workdir, modes)
                     raise
         except OSError as exc:
+            with self._lock:
+                self._starting.discard(spec.job_id)
+                self._stopped.discard(spec.job_id)
             if uid:
                 self.isolation.users.give(uid)  # type: ignore[union-attr]
             reason = f"cannot start the script: {exc.strerror or exc}"
@@ -166,7 +172,11 @@ class ProcessRuntime(Runtime):
         finally:
             os.close(out)
         with self._lock:
+            self._starting.discard(spec.job_id)
             self._running[spec.job_id] = job
+            early = spec.job_id in self._stopped  # stopped while its process was starting
+        if early:
+            threading.Thread(target=self._kill, args=(job,), daemon=True).start()
         # Who to kill if this platform dies: the process group known by its start time,
         # and the job's user.
         try:
@@ -217,6 +227,8 @@ class ProcessRuntime(Runtime):
         with self._lock:
             job = self._running.get(job_id)
             if job is None:
+                if job_id in self._starting:  # killed as soon as its process is known
+                    self._stopped.add(job_id)
                 return
             self._stopped.add(job_id)
         threading.Thread(target=self._kill, args=(job,), daemon=True).start()
