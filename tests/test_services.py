@@ -198,3 +198,20 @@ def test_two_services_cannot_declare_one_provider_two_ways(
         services.apply([local_disk("b", tmp_path / "second")])
     assert "declared with other settings by service 'a'" in str(caught.value)
     assert services.find("b") is None
+
+
+def test_a_change_made_by_another_control_plane_is_read_on_refresh(tmp_path: Path) -> None:
+    local = LocalStorage("local.default", tmp_path / "storage")
+    providers = Providers({"local.default": local, "minio.default": local})
+    here = Services(SQLiteStore(tmp_path / "s.db"), providers, lambda s: (None, None))
+    there = Services(SQLiteStore(tmp_path / "s.db"), providers, lambda s: (None, None))
+    assert not there.refresh()  # nothing changed since it read them
+    here.apply([svc("a", "a/in", "a/out")])
+    assert there.find("a") is None  # not read yet: its cache is its own
+    assert there.refresh()
+    assert there.get("a").token == here.get("a").token
+    assert there.targets("local.default", "a/in/x.txt") == ["a"]
+    assert not there.refresh()
+    here.delete("a")
+    assert there.refresh() and there.find("a") is None
+    assert there.targets("local.default", "a/in/x.txt") == []

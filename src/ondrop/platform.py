@@ -106,7 +106,9 @@ class Platform:
         self.gpus = gpus = detect_gpus(settings.gpus)  # device ids the batch pool hands out
         self.waiters = Waiters(self.store)
         self.replica = replica_id(data)
-        self.heartbeat = Heartbeat(self.store, self.replica, url, self.wake)
+        self.heartbeat = Heartbeat(
+            self.store, self.replica, url, self.wake, on_beat=self.services.refresh
+        )
         self.ray: RayCluster | None = None  # made when a pool runs on Ray
         slots = Slots(settings.workers)  # scripts at once on this machine
         self.backends: dict[str, Backend] = {}

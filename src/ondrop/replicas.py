@@ -35,9 +35,15 @@ def replica_id(data: Path) -> str:
 
 class Heartbeat:
     def __init__(
-        self, store: Store, replica: str, address: str, on_requeued: Callable[[], None]
+        self,
+        store: Store,
+        replica: str,
+        address: str,
+        on_requeued: Callable[[], None],
+        on_beat: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        self.on_beat = on_beat  # what else to do at each beat (read changed services)
         self.id = replica
         self.address = address
         self.on_requeued = on_requeued  # attempts were taken back: the pools may claim them
@@ -66,6 +72,8 @@ class Heartbeat:
             self.store.heartbeat(Replica(self.id, self.address, self.since, now))
             self.store.renew(self.id, now + LEASE)
             taken = self.store.requeue_expired("its control plane stopped renewing it", now)
+            if self.on_beat is not None:
+                self.on_beat()
         except Exception as exc:
             log.warning(
                 "cannot renew this control plane's leases in the store (%s); trying again in %g s",

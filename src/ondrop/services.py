@@ -41,11 +41,25 @@ class Services:
         self.run_check = run_check
         self._lock = threading.RLock()
         self._services: dict[str, Service] = {}
-        for stored in store.services():
-            service = Service.model_validate({**stored.definition, "token": stored.token})
-            self._services[service.name] = service
-            for name, config in _declared(service).items():
-                self.providers.register(name, self.providers.candidate(name, config), config)
+        self._generation: int | None = None  # the store's, when they were last read
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Read the services again if the store says they changed since they were last
+        read (another control plane on the store applied or deleted one); True if so."""
+        generation = self.store.generation()
+        if generation == self._generation:
+            return False
+        with self._lock:
+            found: dict[str, Service] = {}
+            for stored in self.store.services():
+                service = Service.model_validate({**stored.definition, "token": stored.token})
+                found[service.name] = service
+                for name, config in _declared(service).items():  # the same ones: kept
+                    self.providers.register(name, self.providers.candidate(name, config), config)
+            self._services = found
+            self._generation = generation
+        return True
 
     def get(self, name: str) -> Service:
         service = self._services.get(name)
