@@ -399,9 +399,10 @@ def main() -> None:
 one machine (tests/support/ray_cluster.py): a head of 0 CPUs and {NODES} worker nodes of
 {NODE_CPUS} CPUs. On it `ondrop up --backend ray --object-store seaweedfs` (the services
 read and write the bundled SeaweedFS as `{STORE}`; files uploaded through the API,
-{WORKERS} at a time; the nodes run scripts with ondrop's process runtime, each job as a
-user of its own since it runs as root), and as the baseline plain Ray tasks from a driver
-of their own (bench/raw_ray.py) running the same script with subprocess on local files, in
+{WORKERS} at a time, the sleepers {SLEEPER_UPLOADS}; the nodes run scripts with ondrop's
+process runtime, each job as a user of its own since it runs as root), and as the
+baseline plain Ray tasks from a driver of their own (bench/raw_ray.py) running the same
+script with subprocess on local files, in
 the same run, in turns. Both drivers keep warm workers (`num_workers_soft_limit`
 {SYSTEM_CONFIG["num_workers_soft_limit"]}). The machine was shared: load average
 {load_before:.1f} at the start, {load_after:.1f} at the end (other engineers' tests, Ray
