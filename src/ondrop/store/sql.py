@@ -54,6 +54,96 @@ class Tx(Protocol):
     def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Cursor: ...
 
 
+# The tables, written once in each store's types: {time} seconds since the epoch,
+# {integer} a 64-bit count, {serial} a key the database numbers, {name} text compared byte
+# by byte (names and keys, ordered alike everywhere).
+_TABLES = """
+CREATE TABLE IF NOT EXISTS services (
+    name {name} PRIMARY KEY,
+    definition TEXT NOT NULL,
+    token TEXT NOT NULL,
+    created_at {time} NOT NULL,
+    updated_at {time} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id {serial},
+    source {name} NOT NULL,
+    key {name} NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time {time} NOT NULL,
+    size {integer},
+    body TEXT NOT NULL,
+    payload TEXT,
+    parent_job TEXT,
+    origin {integer},
+    UNIQUE (source, key, version)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    service {name} NOT NULL,
+    event_id {integer} NOT NULL REFERENCES events (id),
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    pool TEXT NOT NULL DEFAULT 'faas',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at {time} NOT NULL,
+    started_at {time},
+    finished_at {time},
+    run_after {time} NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
+    UNIQUE (service, event_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (status, pool, service, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, pool, run_after);
+CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, seq);
+CREATE INDEX IF NOT EXISTS jobs_event ON jobs (event_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    started_at {time} NOT NULL,
+    finished_at {time},
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    log TEXT NOT NULL DEFAULT '',
+    pool TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
+    cause TEXT,
+    handle TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until {time},
+    PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    source {name} NOT NULL,
+    key {name} NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until {time} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    since {time} NOT NULL,
+    seen {time} NOT NULL
+);
+"""
+
+
+def tables(time: str, integer: str, serial: str, name: str) -> str:
+    """The CREATE statements of the tables and indexes, in one database's types."""
+    return _TABLES.format(time=time, integer=integer, serial=serial, name=name)
+
+
 _SERVICE_COLUMNS = "name, definition, token, created_at, updated_at"
 _EVENT_FIELDS = (
     "id",

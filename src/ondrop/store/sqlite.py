@@ -17,90 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.errors import DiskFullError, StoreBusyError, StoreError, disk_full
-from ondrop.store.sql import Row, SQLStore
+from ondrop.store.sql import Row, SQLStore, tables
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS services (
-    name TEXT PRIMARY KEY,
-    definition TEXT NOT NULL,
-    token TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    time REAL NOT NULL,
-    size INTEGER,
-    body TEXT NOT NULL,
-    payload TEXT,
-    parent_job TEXT,
-    origin INTEGER,
-    UNIQUE (source, key, version)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    service TEXT NOT NULL,
-    event_id INTEGER NOT NULL REFERENCES events (id),
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    pool TEXT NOT NULL DEFAULT 'faas',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    run_after REAL NOT NULL DEFAULT 0,
-    exit_code INTEGER,
-    reason TEXT NOT NULL DEFAULT '',
-    node TEXT NOT NULL DEFAULT '',
-    UNIQUE (service, event_id)
-);
--- A claim reads a few rows of each service's queue, never the whole queue.
-DROP INDEX IF EXISTS jobs_queue;
-CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (status, pool, service, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, pool, run_after);
-CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, seq);
-CREATE INDEX IF NOT EXISTS jobs_event ON jobs (event_id);
-CREATE TABLE IF NOT EXISTS attempts (
-    job_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    reason TEXT NOT NULL DEFAULT '',
-    log TEXT NOT NULL DEFAULT '',
-    pool TEXT NOT NULL DEFAULT '',
-    node TEXT NOT NULL DEFAULT '',
-    cause TEXT,
-    handle TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '',
-    lease_until REAL,
-    PRIMARY KEY (job_id, number)
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    PRIMARY KEY (source, key)
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS replicas (
-    id TEXT PRIMARY KEY,
-    address TEXT NOT NULL,
-    since REAL NOT NULL,
-    seen REAL NOT NULL
-);
-"""
+# (DROP INDEX: a claim reads a few rows of each service's queue, never the whole queue.)
+SCHEMA = "DROP INDEX IF EXISTS jobs_queue;\n" + tables(
+    time="REAL", integer="INTEGER", serial="INTEGER PRIMARY KEY", name="TEXT"
+)
 # Columns added since the first schema: a store made before one gains it on open.
 ADDED_COLUMNS = (
     ("events", "origin", "INTEGER"),  # lineage
