@@ -54,6 +54,7 @@ from ondrop.storage.base import ObjectInfo
 from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job, Store
 from ondrop.store.sqlite import SQLiteStore
+from ondrop.store.url import shown
 from ondrop.supervisor import Folders, Supervisor
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,14 @@ class Platform:
     def start(self) -> None:
         self._lock = _lock_data(self.data)
         try:
-            _hold_store(self.store)
+            if not self.store.hold_sole():
+                # Until replicas share a store (with leases on what each claims), a second
+                # control plane on it would run every job twice.
+                raise ConflictError(
+                    f"another ondrop up is running on the store {shown(self.settings.store)}; "
+                    "stop it first, or give this one another --store (several control planes "
+                    "on one store are not supported yet)"
+                )
             self._start()
         except BaseException:
             if self.object_store is not None:
@@ -482,19 +490,6 @@ def _open_store(url: str, data: Path) -> Store:
     from ondrop.store.postgres import PostgresStore  # psycopg only when asked for
 
     return PostgresStore(url)
-
-
-def _hold_store(store: Store) -> None:
-    """Hold a shared store for this control plane: until replicas share one (with leases
-    on what each claims), a second control plane on it would run every job twice."""
-    from ondrop.store.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore) and not store.hold_sole():
-        raise ConflictError(
-            f"another ondrop up is running on the store {store.name}; stop it first, or "
-            "give this one another --store (several control planes on one store are not "
-            "supported yet)"
-        )
 
 
 def _lock_data(data: Path) -> IO[str]:

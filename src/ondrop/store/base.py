@@ -352,5 +352,11 @@ class Store(ABC):
     @abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def hold_sole(self) -> bool:
+        """Hold the store for this control plane while it runs; False when another holds
+        it. A store in the data folder is held with the folder (its lock), so this one
+        has nothing more to take."""
+        return True
+
     def close(self) -> None:
         """Release the underlying connection."""

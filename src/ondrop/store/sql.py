@@ -13,7 +13,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ondrop.errors import FencedError
 from ondrop.events.base import Event
@@ -37,6 +37,7 @@ from ondrop.store.base import (
 )
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 
 class Cursor(Protocol):
@@ -167,10 +168,10 @@ _JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_a
     j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job, j.node"""
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
     """`items` in pieces small enough for one statement's parameters (SQLite's limit)."""
-    for start in range(0, len(items), 500):
-        yield items[start : start + 500]
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _marks(items: Sized) -> str:
@@ -493,8 +494,7 @@ class SQLStore(Store):
                         WHERE status = ? AND id IN ({_marks(chunk)})""",
                     (RUNNING, now, QUEUED, *chunk),
                 )
-            for start in range(0, len(claims), 100):
-                part = claims[start : start + 100]
+            for part in _chunks(claims, 100):  # 7 parameters each
                 db.execute(
                     "INSERT INTO attempts (job_id, number, started_at, status, pool, owner, "
                     "lease_until) VALUES "
