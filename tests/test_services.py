@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,53 @@ def test_a_change_made_by_another_control_plane_is_read_on_refresh(tmp_path: Pat
     here.delete("a")
     assert there.refresh() and there.find("a") is None
     assert there.targets("local.default", "a/in/x.txt") == []
+
+
+def test_two_control_planes_applying_at_once_cannot_together_make_a_loop(
+    tmp_path: Path,
+) -> None:
+    local = LocalStorage("local.default", tmp_path / "storage")
+    providers = Providers({"local.default": local, "minio.default": local})
+    both_checked = threading.Barrier(2)
+
+    def check(service: Service) -> tuple[str | None, str | None]:
+        both_checked.wait(timeout=30)  # each has checked its own service before either saves
+        return None, None
+
+    here = Services(SQLiteStore(tmp_path / "s.db"), providers, check)
+    there = Services(SQLiteStore(tmp_path / "s.db"), providers, check)
+    outcomes: dict[str, str] = {}
+
+    def apply(name: str, services: Services, inp: str, out: str) -> None:
+        try:
+            services.apply([svc(name, inp, out)])
+            outcomes[name] = "applied"
+        except LoopError:
+            outcomes[name] = "loop"
+
+    threads = [
+        threading.Thread(target=apply, args=("a", here, "x/in", "x/mid")),
+        threading.Thread(target=apply, args=("b", there, "x/mid", "x/in")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values()) == ["applied", "loop"]
+    here.refresh()
+    assert [s.name for s in here.all()] == [n for n, o in outcomes.items() if o == "applied"]
+
+
+def test_an_apply_checks_against_the_services_another_control_plane_saved(
+    tmp_path: Path,
+) -> None:
+    local = LocalStorage("local.default", tmp_path / "storage")
+    providers = Providers({"local.default": local, "minio.default": local})
+    here = Services(SQLiteStore(tmp_path / "s.db"), providers, lambda s: (None, None))
+    there = Services(SQLiteStore(tmp_path / "s.db"), providers, lambda s: (None, None))
+    here.apply([svc("a", "x/in", "x/mid")])
+    assert there.find("a") is None  # its cache has not been refreshed
+    with pytest.raises(LoopError, match=r"a -> b -> a|b -> a -> b"):
+        there.apply([svc("b", "x/mid", "x/in")])
+    with pytest.raises(ConflictError, match="already exists"):
+        there.apply([svc("a", "y/in")], mode="create")

@@ -102,6 +102,7 @@ class Intake:
         """A new object version in a provider: start the services whose input takes it.
         Returns the jobs of this version, also when another source recorded it first.
         `uploaded`: called by the upload that holds the key (see uploading)."""
+        self.services.catch_up()
         source = self.providers.resolve(provider)
         if not self.services.targets(source, info.key):
             return []
@@ -118,6 +119,7 @@ class Intake:
         """Many object versions at once (what a watcher saw land): recorded in one
         transaction, one wait for the disk. Returns the jobs created (a Refused entry's
         refused, never queued)."""
+        self.services.catch_up()
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
         held = self._left_to_upload(source, [info.key for info in wanted])
@@ -188,6 +190,7 @@ class Intake:
         job for the object version, new or recorded before; other services whose input
         takes the object get theirs too. None when the object is the service's own output
         (a store's webhook on an input folder that holds the outputs too)."""
+        self.services.catch_up()
         source = self.providers.resolve(provider)
         others = [t for t in self.services.targets(source, info.key) if t != service]
         producer = self.store.producer(source, info.key)
@@ -213,6 +216,7 @@ class Intake:
     ) -> Job:
         """An HTTP invocation of `service`: the body kept as `payload` (see Payloads) becomes
         its input file called `name`."""
+        self.services.catch_up()
         event = invoke_event(payload, size, name, body)
         (job,) = self._record(event, self._new_jobs(event, [service], priority))
         return job

@@ -6,14 +6,22 @@ changes nothing then; it warns about what will work differently than asked.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ondrop.errors import ConflictError, DefinitionError, LoopError, NotFoundError, OndropError
+from ondrop.errors import (
+    ConflictError,
+    DefinitionError,
+    LoopError,
+    NotFoundError,
+    OndropError,
+    UnavailableError,
+)
 from ondrop.fdl.models import Service, StorageIO
 from ondrop.storage import Providers, StorageProvider, canonical
 from ondrop.storage.base import under
@@ -21,6 +29,9 @@ from ondrop.store.base import Store, StoredService
 
 # Says whether a service can run here: (error or None, warning or None).
 RunCheck = Callable[[Service], tuple[str | None, str | None]]
+CHANGE_LEASE = "services"  # held in the store by the control plane changing the services
+CHANGE_LEASE_LENGTH = 120.0  # seconds: far longer than an apply takes
+CHANGE_WAIT = 30.0  # seconds an apply waits for another control plane's to end
 
 
 @dataclass
@@ -61,6 +72,13 @@ class Services:
             self._generation = generation
         return True
 
+    def catch_up(self) -> None:
+        """Where it matters at once (a new object, a request naming a service): read the
+        services again if another control plane may have changed them, as it may on a
+        store they share."""
+        if self.store.shared:
+            self.refresh()
+
     def get(self, name: str) -> Service:
         service = self._services.get(name)
         if service is None:
@@ -86,11 +104,18 @@ class Services:
         """Create or update `services` together. `mode` is "create" (all must be new),
         "update" (all must exist) or "apply" (either). `before_save` gets every
         (provider, folder) they take input from, once the folders exist."""
-        with self._lock:
-            result = Applied()
-            names = [s.name for s in services]
-            if len(set(names)) != len(names):
-                raise DefinitionError("the same service name is given twice")
+        result = Applied()
+        names = [s.name for s in services]
+        if len(set(names)) != len(names):
+            raise DefinitionError("the same service name is given twice")
+        for service in services:  # what each one needs alone (it may pull an image)
+            self._check_providers(service)
+            error, warning = self.run_check(service)
+            if error:
+                raise DefinitionError(f"service {service.name!r}: {error}")
+            if warning:
+                result.warnings.append(f"service {service.name!r}: {warning}")
+        with self._changing():  # the services as they are now, on every control plane
             prepared: list[Service] = []
             for service in services:
                 old = self._services.get(service.name)
@@ -100,12 +125,6 @@ class Services:
                     )
                 if mode == "update" and old is None:
                     raise NotFoundError(f"no service named {service.name!r}")
-                self._check_providers(service)
-                error, warning = self.run_check(service)
-                if error:
-                    raise DefinitionError(f"service {service.name!r}: {error}")
-                if warning:
-                    result.warnings.append(f"service {service.name!r}: {warning}")
                 prepared.append(self._carry_over(service, old))
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)
@@ -143,17 +162,42 @@ class Services:
                 (result.updated if service.name in self._services else result.created).append(
                     service.name
                 )
-                self._services[service.name] = service
             for name, (provider, config) in staged.items():
                 self.providers.register(name, provider, config)
+            self.refresh()
             return result
 
-    def delete(self, name: str) -> None:
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Change the services alone: one change at a time in this process and on the
+        store (a lease, so that two control planes cannot together create a loop that each
+        one's check alone would refuse), from the services as the store has them now."""
+        holder = secrets.token_hex(8)
         with self._lock:
+            delay = 0.01
+            deadline = time.monotonic() + CHANGE_WAIT
+            while not self.store.lease(
+                CHANGE_LEASE, holder, time.time() + CHANGE_LEASE_LENGTH, time.time()
+            ):
+                if time.monotonic() > deadline:
+                    raise UnavailableError(
+                        "another control plane has been changing the services for "
+                        f"{CHANGE_WAIT:g} s; try again in a while"
+                    )
+                time.sleep(delay)
+                delay = min(0.5, delay * 2)
+            try:
+                self.refresh()
+                yield
+            finally:
+                self.store.release(CHANGE_LEASE, holder)
+
+    def delete(self, name: str) -> None:
+        with self._changing():
             if name not in self._services:
                 raise NotFoundError(f"no service named {name!r}")
             self.store.delete_service(name)
-            del self._services[name]
+            self.refresh()
 
     def targets(self, source: str, key: str) -> list[str]:
         """Services whose input takes the object `key` stored in provider `source`."""

@@ -104,8 +104,40 @@ def test_claim_respects_per_service_caps_and_lets_services_take_turns(
     add(store, "small/0", "small")
     claims = store.claim(2, {}, time.time())
     assert sorted(c.job.service for c in claims) == ["big", "small"]
-    claims = store.claim(5, {"big": 1}, time.time())
+    # The cap counts what runs already: one big job runs, so one more may start.
+    claims = store.claim(5, {"big": 2}, time.time())
     assert [c.job.service for c in claims] == ["big"]
+    assert store.claim(5, {"big": 2}, time.time()) == []
+
+
+def test_the_service_with_the_fewest_jobs_running_goes_first(store: Store) -> None:
+    for i in range(5):
+        add(store, f"busy/{i}", "busy")
+    assert len(store.claim(3, {}, time.time())) == 3  # busy runs 3
+    add(store, "idle/0", "idle")  # newer than every queued busy job, yet first
+    (claim,) = store.claim(1, {}, time.time())
+    assert claim.job.service == "idle"
+
+
+def test_a_cap_holds_across_control_planes(open_store: Opener) -> None:
+    from ondrop.store.base import StoredService
+
+    first, second = open_store(), open_store()
+    first.save_services([StoredService("capped", {"name": "capped"}, "t", 1.0, 1.0)])
+    for i in range(40):
+        add(first, f"in/{i}", "capped")
+    taken: list[str] = []
+
+    def claimer(store: Store) -> None:
+        for _ in range(10):
+            taken.extend(c.job.id for c in store.claim(3, {"capped": 4}, time.time()))
+
+    threads = [threading.Thread(target=claimer, args=(s,)) for s in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 4 and second.count_jobs() == {RUNNING: 4, QUEUED: 36}
 
 
 def test_higher_priority_jobs_are_claimed_first(store: Store) -> None:
@@ -359,6 +391,8 @@ def test_a_late_end_from_an_attempt_taken_over_changes_nothing(open_store: Opene
     assert producer is not None and producer.id == job_id
     late = dead.finish(job_id, 1, Outcome(SUCCEEDED, 0), None)
     assert late is not None and (late.status, late.attempts) == (RUNNING, 2)
+    first_attempt = alive.attempts(job_id)[0]
+    assert (first_attempt.status, first_attempt.cause) == (INTERRUPTED, Cause.STOPPED)
     assert not dead.set_handle(job_id, 1, "ray:late")
     done = alive.finish(job_id, 2, Outcome(SUCCEEDED, 0), None)
     assert done is not None and done.status == SUCCEEDED

@@ -13,7 +13,10 @@ from ondrop.platform import Platform
 
 
 def get_platform(request: Request) -> Platform:
+    """The platform, its services as the store has them now (another control plane on a
+    shared store may have changed them)."""
     platform: Platform = request.app.state.platform
+    platform.services.catch_up()
     return platform
 
 

@@ -150,10 +150,9 @@ class Dispatcher:
             return BACKEND_WAIT  # a cluster that cannot be reached: the jobs wait queued
         free = min(self.admission.slots(), self.slots.free())
         if free > 0:
-            with self._lock:
-                busy = Counter(self._running.values())
+            # Counted in the store, against what runs on every pool and control plane.
             caps = {
-                s.name: s.max_concurrency - busy.get(s.name, 0)
+                s.name: s.max_concurrency
                 for s in self.services.all()
                 if s.max_concurrency is not None
             }

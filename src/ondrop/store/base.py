@@ -127,6 +127,10 @@ class Outcome:
 
 
 class Store(ABC):
+    # Whether other control planes may use this store at the same time (a database
+    # server), or it is this one's alone (a file in its data folder).
+    shared: bool = False
+
     # -- services ---------------------------------------------------------
     @abstractmethod
     def save_services(self, services: Sequence[StoredService]) -> None:
@@ -186,11 +190,13 @@ class Store(ABC):
         owner: str = "",
         lease_until: float | None = None,
     ) -> list[Claim]:
-        """Take up to `limit` due queued jobs of `pool`, at most caps[service] of a service,
-        each one `accept` takes (it reserves what the job needs), and start an attempt for
-        each, leased to the control plane `owner` until `lease_until`. Higher priority
-        first, then services in turn, oldest first. When it raises, nothing was claimed
-        (every change is undone): the caller gives back what `accept` reserved."""
+        """Take up to `limit` due queued jobs of `pool`, each one `accept` takes (it
+        reserves what the job needs), and start an attempt for each, leased to the control
+        plane `owner` until `lease_until`. A service in `caps` never has more than
+        caps[service] jobs running, counted in the store (every pool, every control plane).
+        Higher priority first, then the services with the fewest jobs running, oldest
+        first. When it raises, nothing was claimed (every change is undone): the caller
+        gives back what `accept` reserved."""
 
     @abstractmethod
     def finish(

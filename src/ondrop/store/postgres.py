@@ -80,7 +80,9 @@ class _Bound:
 
 class PostgresStore(SQLStore):
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE OF j SKIP LOCKED"
+    LOCK_ROWS: ClassVar[str] = " FOR UPDATE"
     NO_LIMIT: ClassVar[int | None] = None  # LIMIT NULL
+    shared = True
 
     def __init__(self, url: str) -> None:
         super().__init__()

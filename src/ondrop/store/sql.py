@@ -222,11 +222,13 @@ class SQLStore(Store):
     # After a claim's SELECT: what keeps two control planes from taking the same job
     # (PostgreSQL's row locks; nothing on SQLite, whose writer is alone).
     SKIP_LOCKED: ClassVar[str] = ""
+    LOCK_ROWS: ClassVar[str] = ""  # after a SELECT: hold its rows until the commit
     NO_LIMIT: ClassVar[int | None] = -1  # a LIMIT that limits nothing
 
     def __init__(self) -> None:
+        # Which service this control plane served last (a counter), for ties.
         self._turns = threading.Lock()
-        self._served: dict[str, int] = {}  # service -> when it last got a job (a counter)
+        self._served: dict[str, int] = {}
         self._turn = 0
 
     @abstractmethod
@@ -443,9 +445,29 @@ class SQLStore(Store):
             where += " AND j.pool = ?"
             args.append(pool)
         with self._tx(durable=False) as db:
-            heads: list[tuple[tuple[int, int, int], list[tuple[Job, Event]]]] = []
-            for service in self._queued_services(db, pool):
-                take = min(limit, caps.get(service, limit))
+            queued = self._queued_services(db, pool)
+            capped = sorted(name for name in queued if name in caps)
+            if capped:
+                # One claimer at a time counts a capped service's running jobs (PostgreSQL
+                # locks its row until this claim commits; SQLite's writer is alone).
+                db.execute(
+                    f"SELECT name FROM services WHERE name IN ({_marks(capped)}) "
+                    f"ORDER BY name{self.LOCK_ROWS}",
+                    capped,
+                )
+            # What runs now, on every control plane: the caps and the services' turns.
+            running: dict[str, int] = {
+                row[0]: int(row[1])
+                for row in db.execute(
+                    "SELECT service, COUNT(*) FROM jobs WHERE status = ? GROUP BY service",
+                    (RUNNING,),
+                ).fetchall()
+            }
+            heads: list[tuple[tuple[int, int, int, int], list[tuple[Job, Event]]]] = []
+            for service in queued:
+                take = limit
+                if service in caps:
+                    take = min(limit, caps[service] - running.get(service, 0))
                 if take <= 0:
                     continue
                 rows = db.execute(
@@ -456,10 +478,16 @@ class SQLStore(Store):
                     [*args, service, take],
                 ).fetchall()
                 if rows:
-                    # Urgent first; then the service served least recently, so that one
-                    # service's backlog never holds another's jobs back for long; then the
-                    # oldest.
-                    order = (-rows[0][10], self._served.get(service, 0), rows[0][15])
+                    # Urgent first; then the service with the fewest jobs running (on
+                    # every control plane) and, of those, the one served least lately, so
+                    # that one service's backlog never holds another's jobs back for long;
+                    # then the oldest.
+                    order = (
+                        -rows[0][10],
+                        running.get(service, 0),
+                        self._served.get(service, 0),
+                        rows[0][15],
+                    )
                     heads.append((order, [(_job(r), _event(r[16:])) for r in rows]))
             lanes = [lane for _, lane in sorted(heads, key=lambda head: head[0])]
             chosen: list[tuple[Job, Event]] = []
@@ -494,6 +522,10 @@ class SQLStore(Store):
                         WHERE status = ? AND id IN ({_marks(chunk)})""",
                     (RUNNING, now, QUEUED, *chunk),
                 )
+            with self._turns:
+                for claim in claims:
+                    self._turn += 1
+                    self._served[claim.job.service] = self._turn
             for part in _chunks(claims, 100):  # 7 parameters each
                 db.execute(
                     "INSERT INTO attempts (job_id, number, started_at, status, pool, owner, "
@@ -511,10 +543,6 @@ class SQLStore(Store):
                         for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool, owner, lease_until)
                     ],
                 )
-            with self._turns:
-                for claim in claims:
-                    self._turn += 1
-                    self._served[claim.job.service] = self._turn
             return claims
 
     @staticmethod
@@ -550,7 +578,7 @@ class SQLStore(Store):
             db.execute(
                 """UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,
                    log = ?, cause = ?, node = COALESCE(NULLIF(?, ''), node)
-                   WHERE job_id = ? AND number = ?""",
+                   WHERE job_id = ? AND number = ? AND status = ?""",
                 (
                     now,
                     outcome.status,
@@ -561,6 +589,7 @@ class SQLStore(Store):
                     outcome.node,
                     job_id,
                     attempt,
+                    RUNNING,  # an attempt taken back (interrupted) keeps how it ended
                 ),
             )
             if retry_at is not None:
