@@ -6,11 +6,13 @@ watcher / upload / invocation / chained output
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -44,7 +46,7 @@ from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.router import BATCH, FAAS, Router
 from ondrop.pools.waiters import Waiters
-from ondrop.replicas import Heartbeat, replica_id
+from ondrop.replicas import LEASE, Heartbeat, replica_id
 from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
 from ondrop.services import Applied, Services
@@ -62,6 +64,10 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "ondrop.lock"
 CLUSTER_FAAS = 256  # faas jobs at once on a cluster, unless ONDROP_FAAS_CONCURRENCY says
 PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their events
+# Seconds an invocation body or a /run result no job needs is kept on the shared folder
+# before a starting control plane removes it (another one may be making it now).
+SHARED_KEEP = 3600.0
+WATCH_LEASE = "watchers"  # held in a shared store by the control plane that watches
 
 
 class Platform:
@@ -71,17 +77,16 @@ class Platform:
         """`url` is where this platform's API answers (stores send their webhooks there)."""
         self.settings = settings
         self.url = url
-        data = Path(settings.data)
-        try:
-            data.mkdir(parents=True, exist_ok=True, mode=0o700)  # tokens and secrets live here
-            if not data.is_dir():
-                raise NotADirectoryError(f"{data} is not a folder")
-        except OSError as exc:
-            raise DefinitionError(f"cannot use {data} as the data folder: {exc}") from None
+        data = _folder(Path(settings.data), "data")  # tokens and secrets live here
         self.data = data
         self.tmp = data / "tmp"
         self.store = _open_store(settings.store, data)
-        local = LocalStorage("local.default", data / "storage")
+        # Where what every control plane on the store must reach lives: local.default,
+        # invocation bodies, /run results. The data folder, or the shared folder.
+        self.root = (
+            _folder(Path(settings.shared_folder), "shared") if settings.shared_folder else data
+        )
+        local = LocalStorage("local.default", self.root / "storage")
         default: StorageProvider = local
         self.pushed: set[str] = set()  # providers that send their own events (webhooks)
         self.object_store: SeaweedFS | None = None
@@ -93,14 +98,14 @@ class Platform:
         self.runtimes: dict[str, Runtime] = (
             runtimes if runtimes is not None else build_runtimes(settings, data)
         )
-        self.payloads = Payloads(data / "payloads")
+        self.payloads = Payloads(self.root / "payloads")
         self.services = Services(self.store, self.providers, self.check_runnable)
         self.space = DiskSpace(self._writes_to)  # is there room where the platform writes
         self.supervisor = Supervisor(
             self.store,
             self.providers,
             self.runtime_for,
-            Folders(data / "work", data / "results"),
+            Folders(data / "work", self.root / "results"),
             payloads=self.payloads,
             on_full=self.space.met,
         )
@@ -108,7 +113,12 @@ class Platform:
         self.waiters = Waiters(self.store)
         self.replica = replica_id(data)
         self.heartbeat = Heartbeat(
-            self.store, self.replica, url, self.wake, on_beat=self.services.refresh
+            self.store,
+            self.replica,
+            url,
+            self.wake,
+            on_beat=self._beat,
+            on_cancel=self._stop_running if self.store.shared else None,
         )
         self.ray: RayCluster | None = None  # made when a pool runs on Ray
         slots = Slots(settings.workers)  # scripts at once on this machine
@@ -138,6 +148,7 @@ class Platform:
             self._jobs_queued,
         )
         self.watchers: dict[str, EventSource] = {}
+        self._watch_lock = threading.Lock()
         self.started = False
         self._lock: IO[str] | None = None
 
@@ -196,13 +207,13 @@ class Platform:
     def start(self) -> None:
         self._lock = _lock_data(self.data)
         try:
-            if not self.store.hold_sole():
-                # Until replicas share a store (with leases on what each claims), a second
-                # control plane on it would run every job twice.
+            if not self.settings.shared_folder and not self.store.hold_sole():
+                # Without a folder they all reach, one control plane's bodies, results and
+                # local files would be out of the others' reach.
                 raise ConflictError(
                     f"another ondrop up is running on the store {shown(self.settings.store)}; "
-                    "stop it first, or give this one another --store (several control planes "
-                    "on one store are not supported yet)"
+                    "stop it first, give this one another --store, or give every control "
+                    "plane on the store the same --shared-folder"
                 )
             self._start()
         except BaseException:
@@ -217,21 +228,25 @@ class Platform:
             if not self.url:
                 raise DefinitionError("the bundled object store needs the platform's URL")
             self.object_store.start(f"{self.url}/events/seaweedfs")
-        # One control plane per store (the data folder's lock, or PostgreSQL's session
-        # lock): every attempt still running is this one's, from before it stopped.
-        requeued = self.store.requeue_running("the platform stopped while it ran")
+        # This control plane's attempts still running are from before it stopped; those of
+        # the others on a shared store are theirs while they renew their leases.
+        requeued = self.store.requeue_running(
+            "the platform stopped while it ran", owner=self.replica
+        )
         if requeued:
             log.info(
                 "queued again %d job(s) that were running when the platform stopped", len(requeued)
             )
-        reaped = self.supervisor.clean_orphans(self.runtimes.values())
+        # What is on the shared folder may be another control plane's, being made now.
+        stale = time.time() - SHARED_KEEP if self.settings.shared_folder else None
+        reaped = self.supervisor.clean_orphans(self.runtimes.values(), results_before=stale)
         for runtime in self.runtimes.values():
             runtime.clean()
         if reaped:
             log.warning("killed %d job process(es) left running by a platform that died", reaped)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self.payloads.keep_only(self.store.payloads_in_use())
+        self.payloads.keep_only(self.store.payloads_in_use(), older_than=stale)
         self._prune_images()
         collecting = self.intake.collect_settled()
         if collecting:
@@ -239,8 +254,8 @@ class Platform:
         self.heartbeat.start()
         for pool in self.pools.values():
             pool.start()
-        self._watch()
         self.started = True
+        self._watch()
 
     def begin_stop(self) -> None:
         """Shutdown has begun: start no more jobs; running ones go on for the grace period."""
@@ -260,6 +275,9 @@ class Platform:
         None), interrupt the rest, close the store."""
         for watcher in self.watchers.values():
             watcher.stop()
+        if self.watchers and self.store.shared:
+            with contextlib.suppress(Exception):  # else it runs out, and another takes it
+                self.store.release(WATCH_LEASE, self.replica)
         deadline = time.monotonic() + (self.settings.grace if grace is None else grace)
         for pool in self.pools.values():
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
@@ -325,9 +343,15 @@ class Platform:
             if cancelled is not None:
                 self.waiters.resolve(cancelled)
             return CANCELLED
-        if any(pool.cancel_running(job_id, reason) for pool in self.pools.values()):
+        if self._stop_running(job_id, reason):
             return RUNNING
+        if self.store.shared and self.store.request_cancel(job_id, reason):
+            return RUNNING  # another control plane runs it: it stops it at its next look
         return job.status
+
+    def _stop_running(self, job_id: str, reason: str) -> bool:
+        """Stop the job if it runs here (it then ends cancelled)."""
+        return any(pool.cancel_running(job_id, reason) for pool in self.pools.values())
 
     def problems(self) -> list[str]:
         """What keeps the platform from doing all its work now, each with what to do: a
@@ -450,9 +474,40 @@ class Platform:
         for provider, info in outputs:  # chains start here, whoever else sees the objects
             self.intake.object_stored(provider, info, parent_job=job_id)
 
+    def _beat(self) -> None:
+        """At each heartbeat: the services again if another control plane changed them,
+        and the watchers of their folders, if this control plane holds their lease."""
+        self.services.refresh()
+        if self.started:
+            self._watch()
+
+    def _watching(self) -> bool:
+        """Whether this control plane watches the input folders: always on a store of its
+        own; on a shared one, while it holds their lease (one at a time, so that a folder is
+        listed once, and taken over within a lease of its holder's death)."""
+        if not self.store.shared:
+            return True
+        now = time.time()
+        try:
+            return self.store.lease(WATCH_LEASE, self.replica, now + LEASE, now)
+        except Exception as exc:  # the store is down: keep what runs; the next beat asks
+            log.warning("cannot renew the lease on watching the input folders: %s", exc)
+            return bool(self.watchers)
+
     def _watch(self) -> None:
         """An event source for every provider a service takes input from: inotify for local
         folders; for stores, polling, or one listing at start where the store pushes."""
+        with self._watch_lock:  # an apply and the heartbeat may both ask
+            self._watch_all()
+
+    def _watch_all(self) -> None:
+        if not self._watching():
+            if self.watchers:
+                log.info("another control plane watches the input folders now")
+            for watcher in self.watchers.values():
+                watcher.stop()
+            self.watchers.clear()
+            return
         wanted = {name for name, _ in self.services.input_folders()}
         for name in sorted(wanted - set(self.watchers)):
             provider = self.providers.get(name)
@@ -490,6 +545,17 @@ def _open_store(url: str, data: Path) -> Store:
     from ondrop.store.postgres import PostgresStore  # psycopg only when asked for
 
     return PostgresStore(url)
+
+
+def _folder(path: Path, what: str) -> Path:
+    """`path`, made if missing (readable by this user only): the data or shared folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is not a folder")
+    except OSError as exc:
+        raise DefinitionError(f"cannot use {path} as the {what} folder: {exc}") from None
+    return path
 
 
 def _lock_data(data: Path) -> IO[str]:

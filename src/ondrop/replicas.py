@@ -18,6 +18,7 @@ from ondrop.store.base import Replica, Store
 log = logging.getLogger(__name__)
 LEASE = 30.0  # seconds a claimed attempt is leased for
 BEAT = LEASE / 3  # how often the leases are renewed: two beats may fail before they run out
+LOOK = 1.0  # seconds between looks for cancels asked by other control planes
 ID_FILE = "replica"
 
 
@@ -41,9 +42,13 @@ class Heartbeat:
         address: str,
         on_requeued: Callable[[], None],
         on_beat: Callable[[], object] | None = None,
+        on_cancel: Callable[[str, str], object] | None = None,
     ) -> None:
         self.store = store
         self.on_beat = on_beat  # what else to do at each beat (read changed services)
+        # Stops one of this control plane's jobs that another one was asked to cancel
+        # (job id, reason); None: no other control plane can ask (the store is its own).
+        self.on_cancel = on_cancel
         self.id = replica
         self.address = address
         self.on_requeued = on_requeued  # attempts were taken back: the pools may claim them
@@ -63,8 +68,24 @@ class Heartbeat:
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stopping.wait(BEAT):
-            self.beat()
+        due = time.monotonic() + BEAT
+        while not self._stopping.wait(LOOK if self.on_cancel is not None else BEAT):
+            self.cancels()
+            if time.monotonic() >= due:
+                self.beat()
+                due = time.monotonic() + BEAT
+
+    def cancels(self) -> None:
+        """Stop the jobs of this control plane that another one was asked to cancel."""
+        if self.on_cancel is None:
+            return
+        try:
+            asked = self.store.cancel_requests(self.id)
+        except Exception as exc:  # the store is down: the next look asks again
+            log.debug("cannot look for cancels asked of this control plane: %s", exc)
+            return
+        for job_id, reason in asked:
+            self.on_cancel(job_id, reason)
 
     def beat(self) -> None:
         now = time.time()

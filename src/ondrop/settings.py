@@ -63,6 +63,12 @@ class Settings:
         "the store of services and jobs: empty for the SQLite file in the data folder, or "
         "postgresql://USER@HOST:PORT/DB for a PostgreSQL database",
     )
+    shared_folder: str = _setting(
+        "",
+        "a folder every control plane on the store reaches at the same path (NFS, a shared "
+        "disk), for several of them on one PostgreSQL store: local.default, invocation "
+        "bodies and /run results live there instead of in the data folder",
+    )
     concurrency: int = _setting(0, "jobs run at once on this machine (0: one per CPU core)", int)
     faas_concurrency: int = _setting(
         0, "jobs the faas pool runs at once (0: as many as ONDROP_CONCURRENCY)", int
@@ -148,6 +154,13 @@ class Settings:
                 f"store {shown(self.store)!r} is neither empty (the SQLite file) nor a "
                 "postgresql:// URL"
             )
+        if self.shared_folder and not self.store:
+            problems.append(
+                "shared_folder is for several control planes on one PostgreSQL store: "
+                "give the store too"
+            )
+        if self.shared_folder and not Path(self.shared_folder).is_absolute():
+            problems.append(f"shared_folder {self.shared_folder!r} is not an absolute path")
         if self.object_store not in ("none", "seaweedfs"):
             problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
         for name in ("backend", "faas_backend", "batch_backend"):

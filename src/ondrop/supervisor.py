@@ -95,15 +95,22 @@ class Supervisor:
         """Delete the work folders kept for the next jobs (the platform stops)."""
         self.workspaces.close()
 
-    def clean_orphans(self, runtimes: Iterable[Runtime]) -> int:
+    def clean_orphans(
+        self, runtimes: Iterable[Runtime], results_before: float | None = None
+    ) -> int:
         """Kill and remove what a platform that died left behind: processes or containers
-        of its jobs, their work folders, unclaimed /run results (start-up; nothing runs)."""
+        of its jobs, their work folders, unclaimed /run results (start-up; nothing runs
+        here). With `results_before` (seconds since the epoch), only the results made
+        before it: the folder is shared with control planes that may be writing some."""
         reaped = 0
         for entry in self.folders.work.iterdir():
             for runtime in runtimes:
                 reaped += runtime.reap(entry)
             shutil.rmtree(entry, ignore_errors=True)
         for entry in self.folders.results.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if results_before is not None and entry.lstat().st_mtime >= results_before:
+                    continue
             shutil.rmtree(entry, ignore_errors=True)
         return reaped
 

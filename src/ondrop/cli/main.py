@@ -113,6 +113,7 @@ def up(
         None, help=help_for("object_store_host"), show_default=False
     ),
     store: str = typer.Option(None, help=help_for("store"), show_default=False),
+    shared_folder: str = typer.Option(None, help=help_for("shared_folder"), show_default=False),
     backend: str = typer.Option(None, help=help_for("backend"), show_default=False),
     faas_backend: str = typer.Option(None, help=help_for("faas_backend"), show_default=False),
     batch_backend: str = typer.Option(None, help=help_for("batch_backend"), show_default=False),
@@ -139,6 +140,7 @@ def up(
         object_store=object_store,
         object_store_host=object_store_host,
         store=store,
+        shared_folder=shared_folder,
         backend=backend,
         faas_backend=faas_backend,
         batch_backend=batch_backend,

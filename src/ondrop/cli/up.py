@@ -144,12 +144,17 @@ def _shown_password(settings: Settings, kept: bool, password: str) -> str:
 def _banner(
     settings: Settings, platform: Platform, url: str, user: str, password_note: str
 ) -> None:
-    storage = Path(settings.data) / "storage"
+    storage = platform.root / "storage"
     console.print(f"[bold green]ondrop {__version__}[/] is up at [bold]{url}[/]")
     console.print(f"  admin      {escape(user + password_note)}")
     console.print(f"  data       {escape(str(settings.data))}")
     if settings.store:
         console.print(f"  store      {escape(shown(settings.store))} (PostgreSQL)")
+    if settings.shared_folder:
+        console.print(
+            f"  shared     {escape(settings.shared_folder)} (local.default, invocation bodies, "
+            "/run results: the same for every control plane on the store)"
+        )
     if platform.object_store is not None:
         s3 = platform.object_store.provider_config()
         state = platform.object_store.folder / "state.json"

@@ -36,11 +36,24 @@ class Payloads:
     def discard(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
 
-    def keep_only(self, names: Set[str]) -> int:
-        """Remove every body not in `names` (start-up); returns how many went."""
+    def keep_only(self, names: Set[str], older_than: float | None = None) -> int:
+        """Remove every body not in `names` (start-up), or, with `older_than` (seconds
+        since the epoch), those of them last changed before it (a folder shared with other
+        control planes, which may be saving one now); returns how many went."""
         removed = 0
         for entry in self.folder.iterdir():
-            if entry.name not in names:
-                entry.unlink(missing_ok=True)
-                removed += 1
+            if entry.name in names:
+                continue
+            if older_than is not None and _changed(entry) >= older_than:
+                continue
+            entry.unlink(missing_ok=True)
+            removed += 1
         return removed
+
+
+def _changed(path: Path) -> float:
+    """When `path` last changed; now when it is gone meanwhile (kept)."""
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return float("inf")

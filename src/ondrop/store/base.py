@@ -256,6 +256,16 @@ class Store(ABC):
         a live control plane takes back from one that died."""
 
     @abstractmethod
+    def request_cancel(self, job_id: str, reason: str) -> bool:
+        """Ask the control plane that runs the job to stop it (it then ends cancelled):
+        True when it runs; False, changing nothing, when it does not."""
+
+    @abstractmethod
+    def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
+        """(job id, reason) of each running attempt of `owner` that request_cancel asked
+        to stop."""
+
+    @abstractmethod
     def renew(self, owner: str, until: float) -> int:
         """Extend the lease of every running attempt of `owner` to `until`; how many."""
 

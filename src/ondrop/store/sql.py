@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     handle TEXT NOT NULL DEFAULT '',
     owner TEXT NOT NULL DEFAULT '',
     lease_until {time},
+    cancel TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, number)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -137,6 +138,13 @@ CREATE TABLE IF NOT EXISTS replicas (
     since {time} NOT NULL,
     seen {time} NOT NULL
 );
+"""
+
+
+# Indexes on columns a store made by an older ondrop gains on open: made after that.
+LATER_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_origin ON events (origin);
+CREATE INDEX IF NOT EXISTS attempts_running ON attempts (status, owner);
 """
 
 
@@ -536,7 +544,7 @@ class SQLStore(Store):
                          pool = excluded.pool, owner = excluded.owner,
                          lease_until = excluded.lease_until, finished_at = NULL,
                          exit_code = NULL, reason = '', log = '', node = '', cause = NULL,
-                         handle = ''""",
+                         handle = '', cancel = ''""",
                     [
                         v
                         for c in part
@@ -741,6 +749,25 @@ class SQLStore(Store):
                 (INTERRUPTED, reason, now, str(Cause.STOPPED), RUNNING, RUNNING),
             )
             return ids
+
+    def request_cancel(self, job_id: str, reason: str) -> bool:
+        with self._tx() as db:
+            return (
+                db.execute(
+                    """UPDATE attempts SET cancel = ? WHERE job_id = ? AND status = ?
+                       AND number = (SELECT j.attempts FROM jobs j WHERE j.id = ? AND
+                                     j.status = ?)""",
+                    (reason, job_id, RUNNING, job_id, RUNNING),
+                ).rowcount
+                > 0
+            )
+
+    def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
+        rows = self._read(
+            "SELECT job_id, cancel FROM attempts WHERE owner = ? AND status = ? AND cancel != ''",
+            (owner, RUNNING),
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def renew(self, owner: str, until: float) -> int:
         with self._tx(durable=False) as db:

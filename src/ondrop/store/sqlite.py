@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ondrop.errors import DiskFullError, StoreBusyError, StoreError, disk_full
-from ondrop.store.sql import Row, SQLStore, tables
+from ondrop.store.sql import LATER_INDEXES, Row, SQLStore, tables
 
 # (DROP INDEX: a claim reads a few rows of each service's queue, never the whole queue.)
 SCHEMA = "DROP INDEX IF EXISTS jobs_queue;\n" + tables(
@@ -32,6 +32,7 @@ ADDED_COLUMNS = (
     ("attempts", "handle", "TEXT NOT NULL DEFAULT ''"),
     ("attempts", "owner", "TEXT NOT NULL DEFAULT ''"),  # control planes sharing a store
     ("attempts", "lease_until", "REAL"),
+    ("attempts", "cancel", "TEXT NOT NULL DEFAULT ''"),  # asked of another control plane
 )
 
 
@@ -53,7 +54,7 @@ class SQLiteStore(SQLStore):
                 columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
                 if column not in columns:  # a store from before it
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-            self._db.execute("CREATE INDEX IF NOT EXISTS events_origin ON events (origin)")
+            self._db.executescript(LATER_INDEXES)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self._lock = threading.RLock()

@@ -43,7 +43,7 @@ from ondrop.fdl.models import Service
 from ondrop.jobs import SYNC_PRIORITY
 from ondrop.platform import Platform
 from ondrop.storage.base import check_key, under
-from ondrop.store.base import SUCCEEDED, Job
+from ondrop.store.base import FINISHED, SUCCEEDED, Job
 from ondrop.supervisor import output_files, read_regular
 
 router = APIRouter(tags=["invoke"])
@@ -77,7 +77,9 @@ class Started(BaseModel):
     reason: str | None = Field(default=None, description="why no job was started")
 
 
-POLL = 5.0  # seconds between checks that a /run job still exists
+POLL = 5.0  # seconds between looks in the store at a /run job: deleted, or ended elsewhere
+SHARED_POLL = 0.05  # the first look on a shared store, growing to POLL (another control
+# plane may run the job, and only the store says when it ends)
 SMALL_BODY = 1 << 20  # bodies up to this size are read whole (storage events, JSON)
 
 
@@ -300,14 +302,21 @@ async def run(service: str, request: Request, platform: PlatformDep) -> Response
 
 
 async def _ended(platform: Platform, future: Future[Job], job_id: str) -> Job:
-    """The job once it has ended; also notices a job deleted behind the pool's back."""
+    """The job once it has ended, here (the future) or on another control plane on the
+    store; also notices a job deleted behind the pool's back."""
     waiting = asyncio.wrap_future(future)
+    poll = SHARED_POLL if platform.store.shared else POLL
     while True:
         try:
-            return await asyncio.wait_for(asyncio.shield(waiting), POLL)
+            return await asyncio.wait_for(asyncio.shield(waiting), poll)
         except TimeoutError:
-            if platform.store.job(job_id) is None:
+            job = await run_in_threadpool(platform.store.job, job_id)
+            if job is None:
                 raise NotFoundError(f"job {job_id!r} was deleted") from None
+            if job.status in FINISHED:
+                platform.waiters.resolve(job)  # its future too: nobody else will
+                return job
+            poll = min(POLL, poll * 1.5)
 
 
 def _reply(results: Path, job: Job, accept: str) -> Response:
