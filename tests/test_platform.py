@@ -81,6 +81,11 @@ def test_corrupt_credentials_say_what_to_do(tmp_path: Path) -> None:
         ({"ONDROP_PORT": "x"}, "ONDROP_PORT"),
         ({"ONDROP_RUN_IMAGES_ON_HOST": "maybe"}, "true or false"),
         ({"ONDROP_STORE": "mysql://me:pw@db/jobs"}, "store 'mysql://me@db/jobs' is neither"),
+        ({"ONDROP_SHARED_FOLDER": "/mnt/ondrop"}, "shared_folder is for several control planes"),
+        (
+            {"ONDROP_SHARED_FOLDER": "shared", "ONDROP_STORE": "postgresql://me:pw@db/jobs"},
+            "shared_folder 'shared' is not an absolute path",
+        ),
     ],
 )
 def test_bad_settings_are_refused_naming_them(env: dict[str, str], message: str) -> None:

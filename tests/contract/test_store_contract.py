@@ -15,6 +15,7 @@ import pytest
 from ondrop.events.base import object_event
 from ondrop.jobs import Cause
 from ondrop.store.base import (
+    CANCELLED,
     FAILED,
     FINISHED,
     INTERRUPTED,
@@ -504,3 +505,20 @@ def test_every_change_of_the_services_changes_the_generation(open_store: Opener)
     assert second.delete_service("svc")
     seen.add(first.generation())
     assert len(seen) == 4  # one more at each change, as either control plane reads it
+
+
+def test_a_cancel_is_asked_of_the_control_plane_that_runs_the_job(open_store: Opener) -> None:
+    here, there = open_store(), open_store()
+    (job_id,) = add(here, "in/a", "svc")
+    (queued_id,) = add(here, "in/b", "other")
+    now = time.time()
+    here.claim(1, {}, now, pool=None, owner="here", lease_until=now + 30)
+    running = here.job(job_id)
+    assert running is not None and running.status == RUNNING
+    assert not there.request_cancel(queued_id, "by the user")  # not running: nothing asked
+    assert there.request_cancel(job_id, "by the user")
+    assert here.cancel_requests("there") == []
+    assert there.cancel_requests("here") == [(job_id, "by the user")]
+    here.finish(job_id, 1, Outcome(CANCELLED, None, "by the user"), None)
+    assert here.cancel_requests("here") == []  # it ended: asked no more
+    assert not there.request_cancel(job_id, "again")
