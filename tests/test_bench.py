@@ -72,15 +72,17 @@ def test_idle_reports_memory_and_cpu(tmp_path: Path) -> None:
     assert "<!-- idle -->" in report
 
 
-def test_store_compares_ondrops_claims_with_a_bare_loop(tmp_path: Path) -> None:
+def test_store_compares_claims_with_a_bare_loop_and_one_control_plane_with_two(tmp_path: Path) -> None:
     from tests.support.servers import postgres_bin
 
     if postgres_bin() is None:
         unavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
     out, report = run_bench(
-        tmp_path, "store.py", "--jobs", "40", "--rounds", "1", "--batches", "1,5"
+        tmp_path, "store.py", "--jobs", "40", "--rounds", "1", "--batches", "1,5", "--files", "20"
     )
     for system in ("bare SKIP LOCKED loop", "ondrop's store (claim)"):
         assert f"| {system} | 1 |" in out and f"| {system} | 5 |" in out
     assert "ondrop / bare loop, 5 per claim:" in out
-    assert "<!-- store -->" in report and "--jobs 40 --rounds 1 --batches 1,5" in report
+    assert "| 1 |" in out and "| 2 |" in out and "two control planes / one:" in out
+    assert "<!-- store -->" in report
+    assert "--jobs 40 --rounds 1 --batches 1,5 --files 20" in report

@@ -252,6 +252,8 @@ class Platform:
         if collecting:
             log.info("started %d collecting job(s) left due by the last run", len(collecting))
         self.heartbeat.start()
+        if self.store.shared:  # a /run client here may wait for a job another one runs
+            self.store.listen(self.waiters.ended_elsewhere)
         for pool in self.pools.values():
             pool.start()
         self.started = True

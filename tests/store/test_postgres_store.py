@@ -80,3 +80,39 @@ def test_one_control_plane_holds_the_store_until_it_closes(postgres: Postgres) -
     first.close()  # as a killed process's connection ends
     assert second.hold_sole()
     second.close()
+
+
+def test_a_control_plane_listening_hears_of_each_job_that_ends_for_good(
+    postgres: Postgres,
+) -> None:
+    import time
+
+    from ondrop.events.base import object_event
+    from ondrop.store.base import FAILED, SUCCEEDED, NewJob, Outcome
+    from tests.support.waiting import wait_for
+
+    url = postgres.database()
+    listening, finishing = PostgresStore(url), PostgresStore(url)
+    heard: list[str] = []
+    try:
+        assert listening.listen(heard.append)
+        for key in ("a", "b"):
+            finishing.add_event(object_event("local.default", key, "1", 1), [NewJob(key, "svc")])
+        claims = {c.job.id: c for c in finishing.claim(2, {}, time.time())}
+        # Until the listener is in, an end may be missed (the waiters poll as well).
+        wait_for(lambda: _listening(url))
+        finishing.finish("a", 1, Outcome(FAILED, 1, "exit status 1"), time.time() + 60)
+        finishing.finish("b", claims["b"].attempt, Outcome(SUCCEEDED, 0), None)
+        assert wait_for(lambda: heard) == ["b"]  # "a" is queued again: not ended for good
+    finally:
+        listening.close()
+        finishing.close()
+
+
+def _listening(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' "
+            "AND datname = current_database()"
+        ).fetchone()
+    return bool(row and row[0])

@@ -32,6 +32,9 @@ class Admission(ABC):
     """A pool's rule for starting jobs: how many may run, and what each one gets."""
 
     name: str = ""
+    # Whether every job fits while slots() says there is room (a count, as faas's): its
+    # jobs are then claimed with nothing asked of each, in one trip to a shared store.
+    counted: bool = False
 
     @abstractmethod
     def slots(self) -> int:

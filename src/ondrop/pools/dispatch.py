@@ -156,27 +156,8 @@ class Dispatcher:
                 for s in self.services.all()
                 if s.max_concurrency is not None
             }
-            reserved: list[tuple[str, bool]] = []  # what `_accept` reserved in this claim
-            now = time.time()
-            try:
-                claims = self.store.claim(
-                    free,
-                    caps,
-                    now,
-                    self.name,
-                    lambda job: self._accept(job, reserved),
-                    owner=self.owner,
-                    lease_until=now + LEASE if self.owner else None,
-                )
-            except BaseException:
-                # Nothing was claimed, so nothing may stay reserved; the loop retries in 1 s.
-                self._give_back(reserved)
-                raise
-            claimed = {claim.job.id for claim in claims}
-            unclaimed = [r for r in reserved if r[0] not in claimed]
-            if unclaimed:
-                self._give_back(unclaimed)
-                self._wake.set()
+            take = self._claim_counted if self.admission.counted else self._claim_each
+            claims = take(free, caps)
             for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
@@ -192,6 +173,68 @@ class Dispatcher:
             # one wakes the scheduler.
             return IDLE_WAIT
         return min(IDLE_WAIT, due - now)  # a retry waits for its time
+
+    def _claim_each(self, free: int, caps: dict[str, int]) -> list[Claim]:
+        """Claim up to `free` jobs, each one the admission takes (resources, devices)."""
+        reserved: list[tuple[str, bool]] = []  # what `_accept` reserved in this claim
+        now = time.time()
+        try:
+            claims = self.store.claim(
+                free,
+                caps,
+                now,
+                self.name,
+                lambda job: self._accept(job, reserved),
+                owner=self.owner,
+                lease_until=now + LEASE if self.owner else None,
+            )
+        except BaseException:
+            # Nothing was claimed, so nothing may stay reserved; the loop retries in 1 s.
+            self._give_back(reserved)
+            raise
+        claimed = {claim.job.id for claim in claims}
+        unclaimed = [r for r in reserved if r[0] not in claimed]
+        if unclaimed:
+            self._give_back(unclaimed)
+            self._wake.set()
+        return claims
+
+    def _claim_counted(self, free: int, caps: dict[str, int]) -> list[Claim]:
+        """Claim up to `free` jobs of an admission where every job fits while there is
+        room: the platform's slots taken first, so that no job needs asking about (and a
+        shared store claims them in one statement)."""
+        taken = 0
+        while taken < free and self.slots.take():
+            taken += 1
+        now = time.time()
+        try:
+            claims = self.store.claim(
+                taken,
+                caps,
+                now,
+                self.name,
+                owner=self.owner,
+                lease_until=now + LEASE if self.owner else None,
+            )
+        except BaseException:
+            self._give_slots(taken)
+            raise
+        self._give_slots(taken - len(claims))
+        for claim in claims:
+            service = self.services.find(claim.job.service)
+            # The room was counted by this thread alone; another only gives room back.
+            allocation = (
+                Allocation(1.0) if service is None else self.admission.admit(claim.job, service)
+            )
+            assert allocation is not None, "a counted admission refused a job it had room for"
+            with self._lock:
+                self._allocations[claim.job.id] = (allocation, service is not None)
+        return claims
+
+    def _give_slots(self, count: int) -> None:
+        for _ in range(count):
+            self.slots.give()
+            self.slots.done()
 
     def _accept(self, job: Job, reserved: list[tuple[str, bool]]) -> bool:
         """Whether `job` may start now; if so, what it holds is reserved for it, and noted

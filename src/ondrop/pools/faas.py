@@ -14,6 +14,7 @@ from ondrop.store.base import Job
 
 class FaasLimits(Admission):
     name = "faas"
+    counted = True
 
     def __init__(self, concurrency: int, max_timeout: float, max_memory: int) -> None:
         self.concurrency = concurrency

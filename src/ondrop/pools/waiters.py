@@ -37,6 +37,16 @@ class Waiters:
         with self._lock:
             return list(self._futures)
 
+    def ended_elsewhere(self, job_id: str) -> None:
+        """The store says the job ended for good (on another control plane, or here):
+        whoever waits for it here is told now, without waiting for their next look."""
+        with self._lock:
+            if job_id not in self._futures:
+                return
+        job = self.store.job(job_id)
+        if job is not None and job.status in FINISHED:
+            self.resolve(job)
+
     def resolve(self, job: Job) -> None:
         with self._lock:
             futures = self._futures.pop(job.id, [])

@@ -368,6 +368,12 @@ class Store(ABC):
     @abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def listen(self, ended: Callable[[str], None]) -> bool:
+        """Call `ended(job id)` whenever a job ends for good, on any control plane on the
+        store, until it closes (a wake-up: one may be missed, and callers poll too). False
+        when the store cannot tell (its jobs end on this control plane alone)."""
+        return False
+
     def hold_sole(self) -> bool:
         """Hold the store for this control plane while it runs; False when another holds
         it. A store in the data folder is held with the folder (its lock), so this one

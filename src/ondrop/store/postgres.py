@@ -16,15 +16,29 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import queue
 import select
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from ondrop.errors import StoreBusyError, StoreError, StoreUnavailableError
-from ondrop.store.sql import LATER_INDEXES, Row, SQLStore, tables
+from ondrop.store.base import QUEUED, RUNNING, Claim, Job
+from ondrop.store.sql import (
+    ATTEMPT_RESET,
+    FAIR_COUNT,
+    JOB_COLUMNS,
+    JOINED_EVENT_COLUMNS,
+    LATER_INDEXES,
+    Row,
+    SQLStore,
+    Tx,
+    _event,
+    _job,
+    tables,
+)
 from ondrop.store.url import shown
 
 try:
@@ -48,6 +62,9 @@ SCHEMA = (
 # Advisory lock keys (any two constants): the schema's, and the one control plane's.
 SCHEMA_LOCK = 0x6F6E_6472_6F70_0001
 SOLE_LOCK = 0x6F6E_6472_6F70_0002
+log = logging.getLogger(__name__)
+ENDED_CHANNEL = "ondrop_ended"  # NOTIFY of a job that ended for good: its id
+LISTEN_RETRY = 5.0  # seconds before listening again after the connection was lost
 IDLE_CONNECTIONS = 8  # kept open for the next transaction; more are closed after use
 
 
@@ -83,6 +100,7 @@ class _Bound:
 class PostgresStore(SQLStore):
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE OF j SKIP LOCKED"
     LOCK_ROWS: ClassVar[str] = " FOR UPDATE"
+    ENDED_NOTICE: ClassVar[str] = f", pg_notify('{ENDED_CHANNEL}', j.id)"
     NO_LIMIT: ClassVar[int | None] = None  # LIMIT NULL
     shared = True
 
@@ -99,12 +117,151 @@ class PostgresStore(SQLStore):
             False: queue.LifoQueue(),
         }
         self._sole: Any = None  # the connection holding the one control plane's lock
+        self._closed = threading.Event()
+        self._listener: threading.Thread | None = None
         self._sole_lock = threading.Lock()
         try:
             self._migrate()
         except BaseException:
             self.close()
             raise
+
+    # -- claims: each part one statement (a trip to the server each) ---------------------
+    def _lanes(
+        self, db: Tx, limit: int, caps: Mapping[str, int], now: float, pool: str | None
+    ) -> list[tuple[int, list[Row]]]:
+        where, args = self._due(pool, now)
+        queued = "status = ?" + (" AND pool = ?" if pool is not None else "")
+        queued_args = [QUEUED] if pool is None else [QUEUED, pool]
+        capped = sorted(caps)
+        rows = db.execute(
+            f"""WITH RECURSIVE lane (service) AS (
+                  SELECT MIN(service) FROM jobs WHERE {queued}
+                  UNION ALL
+                  SELECT (SELECT MIN(service) FROM jobs WHERE {queued} AND service > lane.service)
+                  FROM lane WHERE lane.service IS NOT NULL),
+                counted AS MATERIALIZED (
+                  SELECT l.service, c.cap, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs r
+                      WHERE r.status = '{RUNNING}' AND r.service = l.service
+                      LIMIT GREATEST(?, COALESCE(c.cap, 0))) AS q) AS running
+                  FROM lane l LEFT JOIN unnest(?::text[], ?::int[]) AS c (service, cap)
+                    ON c.service = l.service
+                  WHERE l.service IS NOT NULL)
+               SELECT k.running, x.* FROM counted k CROSS JOIN LATERAL (
+                  SELECT {JOB_COLUMNS}, j.seq, {JOINED_EVENT_COLUMNS}
+                  FROM jobs j JOIN events e ON e.id = j.event_id
+                  WHERE {where} AND j.service = k.service
+                  ORDER BY j.priority DESC, j.seq
+                  LIMIT GREATEST(0, LEAST(?, COALESCE(k.cap - k.running, ?)))
+                  FOR UPDATE OF j SKIP LOCKED) AS x""",
+            [
+                *queued_args,
+                *queued_args,
+                FAIR_COUNT,
+                capped,
+                [caps[name] for name in capped],
+                *args,
+                limit,
+                limit,
+            ],
+        ).fetchall()
+        lanes: dict[str, tuple[int, list[Row]]] = {}
+        for row in rows:
+            lanes.setdefault(row[2], (int(row[0]), []))[1].append(row[1:])
+        return list(lanes.values())
+
+    def claim(
+        self,
+        limit: int,
+        caps: Mapping[str, int],
+        now: float,
+        pool: str | None = None,
+        accept: Callable[[Job], bool] | None = None,
+        owner: str = "",
+        lease_until: float | None = None,
+    ) -> list[Claim]:
+        """With nothing to ask of each job (`accept`) and no caps to count under a lock,
+        the whole claim is one statement: one trip to the server."""
+        if accept is not None or caps or limit <= 0:
+            return super().claim(limit, caps, now, pool, accept, owner, lease_until)
+        where, args = self._due(pool, now)
+        queued = "status = ?" + (" AND pool = ?" if pool is not None else "")
+        queued_args = [QUEUED] if pool is None else [QUEUED, pool]
+        served = sorted(self._served.items())
+        sql = f"""WITH RECURSIVE lane (service) AS (
+              SELECT MIN(service) FROM jobs WHERE {queued}
+              UNION ALL
+              SELECT (SELECT MIN(service) FROM jobs WHERE {queued} AND service > lane.service)
+              FROM lane WHERE lane.service IS NOT NULL),
+            counted AS MATERIALIZED (
+              SELECT l.service, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs r
+                  WHERE r.status = '{RUNNING}' AND r.service = l.service LIMIT ?) AS q)
+                AS running
+              FROM lane l WHERE l.service IS NOT NULL),
+            candidates AS MATERIALIZED (
+              SELECT x.id, x.service, x.priority, x.seq, k.running,
+                row_number() OVER (PARTITION BY x.service ORDER BY x.priority DESC, x.seq)
+                  AS turn
+              FROM counted k CROSS JOIN LATERAL (
+                SELECT j.id, j.service, j.priority, j.seq FROM jobs j
+                WHERE {where} AND j.service = k.service
+                ORDER BY j.priority DESC, j.seq LIMIT ?
+                FOR UPDATE OF j SKIP LOCKED) AS x),
+            picked AS (
+              SELECT c.id, row_number() OVER (ORDER BY c.turn, h.priority DESC, c.running,
+                  COALESCE(s.served, 0), h.seq) AS rank
+              FROM candidates c JOIN candidates h ON h.service = c.service AND h.turn = 1
+              LEFT JOIN unnest(?::text[], ?::bigint[]) AS s (service, served)
+                ON s.service = c.service
+              ORDER BY rank LIMIT ?),
+            claimed AS (
+              UPDATE jobs j SET status = ?, attempts = j.attempts + 1, started_at = ?,
+                finished_at = NULL, node = ''
+              FROM picked p WHERE j.id = p.id AND j.status = ?
+              RETURNING j.*, p.rank),
+            inserted AS (
+              INSERT INTO attempts (job_id, number, started_at, status, pool, owner,
+                                    lease_until)
+              SELECT id, attempts, ?, ?, pool, ?, ? FROM claimed {ATTEMPT_RESET})
+            SELECT {JOB_COLUMNS.replace("j.", "c.")}, {JOINED_EVENT_COLUMNS}
+            FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.rank"""
+        rows = self._write(
+            sql,
+            [
+                *queued_args,
+                *queued_args,
+                FAIR_COUNT,
+                *args,
+                limit,
+                [name for name, _ in served],
+                [turn for _, turn in served],
+                limit,
+                RUNNING,
+                now,
+                QUEUED,
+                now,
+                RUNNING,
+                owner,
+                lease_until,
+            ],
+        )
+        claims = [Claim(_job(row), row[4], _event(row[15:])) for row in rows]
+        self._took(claims)
+        return claims
+
+    def _start_attempts(
+        self, db: Tx, claims: list[Claim], now: float, owner: str, lease_until: float | None
+    ) -> None:
+        db.execute(
+            f"""WITH claimed AS (
+                  UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
+                    finished_at = NULL, node = ''
+                  WHERE status = ? AND id = ANY(?::text[]) RETURNING id, attempts, pool)
+               INSERT INTO attempts (job_id, number, started_at, status, pool, owner,
+                                     lease_until)
+               SELECT id, attempts, ?, ?, pool, ?, ? FROM claimed {ATTEMPT_RESET}""",
+            (RUNNING, now, QUEUED, [c.job.id for c in claims], now, RUNNING, owner, lease_until),
+        )
 
     def _migrate(self) -> None:
         """Make or upgrade the schema, one control plane at a time."""
@@ -163,15 +320,20 @@ class PostgresStore(SQLStore):
         finally:
             self._give(conn, durable)
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        conn = self._take()
+    def _read(self, sql: str, args: Sequence[Any] = (), durable: bool = True) -> list[Row]:
+        conn = self._take(durable)
         try:
             rows: list[Row] = conn.execute(_bound(sql), args).fetchall()
             return rows
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            self._give(conn, durable)
+
+    def _write(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """The rows of one statement that is a transaction of its own, of a job's progress
+        (committed without waiting for the disk)."""
+        return self._read(sql, args, durable=False)
 
     def _error(self, exc: Exception) -> StoreError:
         """What a failed statement means to the caller; in each case nothing was recorded."""
@@ -196,6 +358,38 @@ class PostgresStore(SQLStore):
             )
         return StoreError(f"store {self.name}: {exc}")
 
+    # -- telling other control planes ------------------------------------------------
+    def listen(self, ended: Callable[[str], None]) -> bool:
+        if self._listener is None:
+            self._listener = threading.Thread(
+                target=self._listen, args=(ended,), name="store-listen", daemon=True
+            )
+            self._listener.start()
+        return True
+
+    def _listen(self, ended: Callable[[str], None]) -> None:
+        """LISTEN on a connection of its own, again after it was lost, until closed."""
+        while not self._closed.is_set():
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            except psycopg.Error:
+                self._closed.wait(LISTEN_RETRY)
+                continue
+            try:
+                conn.execute(f"LISTEN {ENDED_CHANNEL}")
+                while not self._closed.is_set():
+                    for notice in conn.notifies(timeout=1.0):
+                        try:
+                            ended(notice.payload)
+                        except Exception:
+                            log.exception("a job's end told by the store was not handled")
+            except psycopg.Error:
+                pass  # the server went away: listen again (waiters poll meanwhile)
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+            self._closed.wait(LISTEN_RETRY)
+
     # -- one control plane ----------------------------------------------------------
     def hold_sole(self) -> bool:
         """Take the lock that one control plane holds on this store while it runs (a
@@ -219,6 +413,10 @@ class PostgresStore(SQLStore):
             return True
 
     def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.join(5.0)  # it looks at _closed every second
+            self._listener = None
         with self._sole_lock:
             if self._sole is not None:
                 with contextlib.suppress(psycopg.Error):

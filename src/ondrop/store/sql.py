@@ -145,6 +145,7 @@ CREATE TABLE IF NOT EXISTS replicas (
 LATER_INDEXES = """
 CREATE INDEX IF NOT EXISTS events_origin ON events (origin);
 CREATE INDEX IF NOT EXISTS attempts_running ON attempts (status, owner);
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (service) WHERE status = 'running';
 """
 
 
@@ -169,11 +170,22 @@ _EVENT_FIELDS = (
 )
 _EVENT_COLUMNS = ", ".join(_EVENT_FIELDS)
 _ORIGIN_COLUMNS = ", ".join(f"o.{name}" for name in _EVENT_FIELDS)  # of events as `o`
-_JOINED_EVENT_COLUMNS = ", ".join(f"e.{name}" for name in _EVENT_FIELDS)  # as `e`
+JOINED_EVENT_COLUMNS = ", ".join(f"e.{name}" for name in _EVENT_FIELDS)  # as `e`
 _ATTEMPT_COLUMNS = """pool, job_id, number, started_at, finished_at, status, exit_code,
     reason, log, node, cause, handle"""
-_JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_at, j.started_at,
+JOB_COLUMNS = """j.id, j.service, j.event_id, j.status, j.attempts, j.created_at, j.started_at,
     j.finished_at, j.exit_code, j.reason, j.priority, j.pool, e.key, e.parent_job, j.node"""
+
+
+# An attempt number used before (the job's attempt was taken back, then claimed again
+# by an older view of it) starts afresh.
+ATTEMPT_RESET = """ON CONFLICT (job_id, number) DO UPDATE SET
+    started_at = excluded.started_at, status = excluded.status, pool = excluded.pool,
+    owner = excluded.owner, lease_until = excluded.lease_until, finished_at = NULL,
+    exit_code = NULL, reason = '', log = '', node = '', cause = NULL, handle = '', cancel = ''"""
+# Running jobs counted per service for the services' turns (a capped one's up to its cap):
+# enough to tell a service that runs few from one that runs many, at a bounded cost.
+FAIR_COUNT = 64
 
 
 def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
@@ -231,6 +243,9 @@ class SQLStore(Store):
     # (PostgreSQL's row locks; nothing on SQLite, whose writer is alone).
     SKIP_LOCKED: ClassVar[str] = ""
     LOCK_ROWS: ClassVar[str] = ""  # after a SELECT: hold its rows until the commit
+    # A column of finish's read-back of the job that tells listening control planes it
+    # ended (PostgreSQL's NOTIFY, sent on commit); none on a store of one's own.
+    ENDED_NOTICE: ClassVar[str] = ""
     NO_LIMIT: ClassVar[int | None] = -1  # a LIMIT that limits nothing
 
     def __init__(self) -> None:
@@ -397,7 +412,7 @@ class SQLStore(Store):
                 > 0
             )
             row = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"SELECT {JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
                 "WHERE j.service = ? AND j.event_id = ?",
                 (job.service, event_id),
             ).fetchone()
@@ -428,7 +443,7 @@ class SQLStore(Store):
 
     def event_jobs(self, source: str, key: str, version: str) -> list[Job]:
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+            f"SELECT {JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
             "WHERE e.source = ? AND e.key = ? AND e.version = ? ORDER BY j.seq",
             (source, key, version),
         )
@@ -446,67 +461,17 @@ class SQLStore(Store):
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        # (+run_after: walk the lane index in order and skip the few jobs waiting for a
-        # retry, rather than gather every due job and sort them)
-        where, args = "j.status = ? AND +j.run_after <= ?", [QUEUED, now]
-        if pool is not None:
-            where += " AND j.pool = ?"
-            args.append(pool)
         with self._tx(durable=False) as db:
-            queued = self._queued_services(db, pool)
-            capped = sorted(name for name in queued if name in caps)
-            if capped:
+            if caps:
                 # One claimer at a time counts a capped service's running jobs (PostgreSQL
                 # locks its row until this claim commits; SQLite's writer is alone).
+                capped = sorted(caps)
                 db.execute(
                     f"SELECT name FROM services WHERE name IN ({_marks(capped)}) "
                     f"ORDER BY name{self.LOCK_ROWS}",
                     capped,
                 )
-            # What runs now, on every control plane: the caps and the services' turns.
-            running: dict[str, int] = {
-                row[0]: int(row[1])
-                for row in db.execute(
-                    "SELECT service, COUNT(*) FROM jobs WHERE status = ? GROUP BY service",
-                    (RUNNING,),
-                ).fetchall()
-            }
-            heads: list[tuple[tuple[int, int, int, int], list[tuple[Job, Event]]]] = []
-            for service in queued:
-                take = limit
-                if service in caps:
-                    take = min(limit, caps[service] - running.get(service, 0))
-                if take <= 0:
-                    continue
-                rows = db.execute(
-                    f"SELECT {_JOB_COLUMNS}, j.seq, {_JOINED_EVENT_COLUMNS} "
-                    f"FROM jobs j JOIN events e ON e.id = j.event_id "
-                    f"WHERE {where} AND j.service = ? "
-                    f"ORDER BY j.priority DESC, j.seq LIMIT ?{self.SKIP_LOCKED}",
-                    [*args, service, take],
-                ).fetchall()
-                if rows:
-                    # Urgent first; then the service with the fewest jobs running (on
-                    # every control plane) and, of those, the one served least lately, so
-                    # that one service's backlog never holds another's jobs back for long;
-                    # then the oldest.
-                    order = (
-                        -rows[0][10],
-                        running.get(service, 0),
-                        self._served.get(service, 0),
-                        rows[0][15],
-                    )
-                    heads.append((order, [(_job(r), _event(r[16:])) for r in rows]))
-            lanes = [lane for _, lane in sorted(heads, key=lambda head: head[0])]
-            chosen: list[tuple[Job, Event]] = []
-            while len(chosen) < limit and any(lanes):
-                for lane in lanes:
-                    if not lane or len(chosen) >= limit:
-                        continue
-                    if accept is None or accept(lane[0][0]):
-                        chosen.append(lane.pop(0))
-                    else:
-                        lane.clear()  # a service's jobs ask alike: none of them fits now
+            chosen = self._choose(self._lanes(db, limit, caps, now, pool), limit, accept)
             claims = [
                 Claim(
                     dataclasses.replace(
@@ -522,36 +487,112 @@ class SQLStore(Store):
                 )
                 for job, event in chosen
             ]
-            # One statement for all of them, not one per job: each is a trip to the database.
-            for chunk in _chunks([c.job.id for c in claims]):
-                db.execute(
-                    f"""UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
-                        finished_at = NULL, node = ''
-                        WHERE status = ? AND id IN ({_marks(chunk)})""",
-                    (RUNNING, now, QUEUED, *chunk),
-                )
-            with self._turns:
-                for claim in claims:
-                    self._turn += 1
-                    self._served[claim.job.service] = self._turn
-            for part in _chunks(claims, 100):  # 7 parameters each
-                db.execute(
-                    "INSERT INTO attempts (job_id, number, started_at, status, pool, owner, "
-                    "lease_until) VALUES "
-                    + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
-                    + """ ON CONFLICT (job_id, number) DO UPDATE SET
-                         started_at = excluded.started_at, status = excluded.status,
-                         pool = excluded.pool, owner = excluded.owner,
-                         lease_until = excluded.lease_until, finished_at = NULL,
-                         exit_code = NULL, reason = '', log = '', node = '', cause = NULL,
-                         handle = '', cancel = ''""",
-                    [
-                        v
-                        for c in part
-                        for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool, owner, lease_until)
-                    ],
-                )
-            return claims
+            if claims:
+                self._start_attempts(db, claims, now, owner, lease_until)
+        self._took(claims)
+        return claims
+
+    def _took(self, claims: list[Claim]) -> None:
+        """Note which services this control plane served, in order (for ties)."""
+        with self._turns:
+            for claim in claims:
+                self._turn += 1
+                self._served[claim.job.service] = self._turn
+
+    @staticmethod
+    def _due(pool: str | None, now: float) -> tuple[str, list[Any]]:
+        """The WHERE of a claim's queued jobs (of `j`), and its parameters."""
+        # (+run_after: walk the lane index in order and skip the few jobs waiting for a
+        # retry, rather than gather every due job and sort them)
+        where, args = "j.status = ? AND +j.run_after <= ?", [QUEUED, now]
+        if pool is not None:
+            where += " AND j.pool = ?"
+            args.append(pool)
+        return where, args
+
+    def _lanes(
+        self, db: Tx, limit: int, caps: Mapping[str, int], now: float, pool: str | None
+    ) -> list[tuple[int, list[Row]]]:
+        """For each service with due queued jobs: how many of its jobs run (counted up to
+        FAIR_COUNT, or to its cap), and its next jobs (the most it may start now, at most
+        `limit`), each row JOB_COLUMNS, the job's seq and JOINED_EVENT_COLUMNS."""
+        where, args = self._due(pool, now)
+        lanes = []
+        for service in self._queued_services(db, pool):
+            (running,) = db.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = '{RUNNING}' AND "
+                "service = ? LIMIT ?) AS counted",
+                (service, max(FAIR_COUNT, caps.get(service, 0))),
+            ).fetchone()
+            take = limit if service not in caps else min(limit, caps[service] - running)
+            if take <= 0:
+                continue
+            rows = db.execute(
+                f"SELECT {JOB_COLUMNS}, j.seq, {JOINED_EVENT_COLUMNS} "
+                f"FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"WHERE {where} AND j.service = ? "
+                f"ORDER BY j.priority DESC, j.seq LIMIT ?{self.SKIP_LOCKED}",
+                [*args, service, take],
+            ).fetchall()
+            if rows:
+                lanes.append((int(running), rows))
+        return lanes
+
+    def _choose(
+        self,
+        lanes: list[tuple[int, list[Row]]],
+        limit: int,
+        accept: Callable[[Job], bool] | None,
+    ) -> list[tuple[Job, Event]]:
+        """Up to `limit` of the lanes' jobs that `accept` takes, the lanes in turn: urgent
+        first; then the service with the fewest jobs running (on every control plane) and,
+        of those, the one this control plane served least lately, so that one service's
+        backlog never holds another's jobs back for long; then the oldest."""
+        ordered = sorted(
+            lanes,
+            key=lambda lane: (
+                -lane[1][0][10],
+                lane[0],
+                self._served.get(lane[1][0][1], 0),
+                lane[1][0][15],
+            ),
+        )
+        queues = [[(_job(r), _event(r[16:])) for r in rows] for _, rows in ordered]
+        chosen: list[tuple[Job, Event]] = []
+        while len(chosen) < limit and any(queues):
+            for queue in queues:
+                if not queue or len(chosen) >= limit:
+                    continue
+                if accept is None or accept(queue[0][0]):
+                    chosen.append(queue.pop(0))
+                else:
+                    queue.clear()  # a service's jobs ask alike: none of them fits now
+        return chosen
+
+    def _start_attempts(
+        self, db: Tx, claims: list[Claim], now: float, owner: str, lease_until: float | None
+    ) -> None:
+        """Mark the claimed jobs running and insert their attempts, leased to `owner`."""
+        # One statement for all of them, not one per job: each is a trip to the database.
+        for chunk in _chunks([c.job.id for c in claims]):
+            db.execute(
+                f"""UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?,
+                    finished_at = NULL, node = ''
+                    WHERE status = ? AND id IN ({_marks(chunk)})""",
+                (RUNNING, now, QUEUED, *chunk),
+            )
+        for part in _chunks(claims, 100):  # 7 parameters each
+            db.execute(
+                "INSERT INTO attempts (job_id, number, started_at, status, pool, owner, "
+                "lease_until) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
+                + f" {ATTEMPT_RESET}",
+                [
+                    v
+                    for c in part
+                    for v in (c.job.id, c.attempt, now, RUNNING, c.job.pool, owner, lease_until)
+                ],
+            )
 
     @staticmethod
     def _queued_services(db: Tx, pool: str | None) -> list[str]:
@@ -633,9 +674,11 @@ class SQLStore(Store):
                         attempt,
                     ),
                 )
-            # Read back in the same transaction: no second trip to the database.
+            # Read back in the same transaction: no second trip to the database (and, where
+            # the store tells other control planes of ended jobs, told in it).
+            told = self.ENDED_NOTICE if retry_at is None else ""
             row = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"SELECT {JOB_COLUMNS}{told} FROM jobs j JOIN events e ON e.id = j.event_id "
                 "WHERE j.id = ?",
                 (job_id,),
             ).fetchone()
@@ -822,7 +865,7 @@ class SQLStore(Store):
 
     def job(self, job_id: str) -> Job | None:
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id WHERE j.id = ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id WHERE j.id = ?",
             (job_id,),
         )
         return _job(rows[0]) if rows else None
@@ -830,7 +873,7 @@ class SQLStore(Store):
     def jobs(
         self, service: str, offset: int = 0, limit: int | None = None, status: str | None = None
     ) -> list[Job]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs j JOIN events e ON e.id = j.event_id "
         sql += "WHERE j.service = ?"
         args: list[Any] = [service]
         if status:
@@ -915,7 +958,7 @@ class SQLStore(Store):
 
     def family(self, origin: int) -> list[Job]:
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM events e JOIN jobs j ON j.event_id = e.id "
+            f"SELECT {JOB_COLUMNS} FROM events e JOIN jobs j ON j.event_id = e.id "
             "WHERE e.origin = ? ORDER BY j.seq",
             (origin,),
         )
@@ -973,7 +1016,7 @@ class SQLStore(Store):
         found: dict[str, Job] = {}
         for chunk in _chunks(sorted(set(keys))):
             rows = self._read(
-                f"SELECT o.key, {_JOB_COLUMNS} FROM outputs o JOIN jobs j ON j.id = o.job_id "
+                f"SELECT o.key, {JOB_COLUMNS} FROM outputs o JOIN jobs j ON j.id = o.job_id "
                 f"JOIN events e ON e.id = j.event_id WHERE o.source = ? AND o.key IN "
                 f"({_marks(chunk)})",
                 (source, *chunk),
