@@ -33,7 +33,7 @@ import psycopg
 from tests.support.servers import Postgres, postgres_server
 
 from ondrop.events.base import object_event
-from ondrop.store.base import NewJob
+from ondrop.store.base import NewJob, StoredService
 from ondrop.store.postgres import PostgresStore
 
 BARE = "bare SKIP LOCKED loop"
@@ -96,6 +96,7 @@ def bare_round(server: Postgres, jobs: int, batch: int) -> float:
 def ondrop_round(server: Postgres, jobs: int, batch: int) -> float:
     store = PostgresStore(server.database())
     try:
+        store.save_services([StoredService("svc", {"name": "svc"}, "token", 1.0, 1.0)])
         made = [
             (object_event("local.default", f"in/{i}", "1", 1), [NewJob(f"job-{i}", "svc")])
             for i in range(jobs)
@@ -137,7 +138,9 @@ def replicas_round(server: Postgres, files: list[Path], scratch: Path, count: in
         with ThreadPoolExecutor(WORKERS) as pool:
             list(
                 pool.map(
-                    lambda pair: pair[0].upload("minio.default", f"copy/in/{pair[1].name}", pair[1]),
+                    lambda pair: pair[0].upload(
+                        "minio.default", f"copy/in/{pair[1].name}", pair[1]
+                    ),
                     pairs,
                 )
             )
@@ -179,7 +182,9 @@ def main() -> None:
                     planes[count].append(replicas_round(server, files, scratch, count))
                 print(
                     f"round {r + 1}: "
-                    + ", ".join(f"{c} control plane(s) {v[-1]:.0f} jobs/s" for c, v in planes.items()),
+                    + ", ".join(
+                        f"{c} control plane(s) {v[-1]:.0f} jobs/s" for c, v in planes.items()
+                    ),
                     flush=True,
                 )
     lines = [

@@ -72,7 +72,9 @@ def test_idle_reports_memory_and_cpu(tmp_path: Path) -> None:
     assert "<!-- idle -->" in report
 
 
-def test_store_compares_claims_with_a_bare_loop_and_one_control_plane_with_two(tmp_path: Path) -> None:
+def test_store_compares_claims_with_a_bare_loop_and_one_control_plane_with_two(
+    tmp_path: Path,
+) -> None:
     from tests.support.servers import postgres_bin
 
     if postgres_bin() is None:

@@ -18,6 +18,7 @@ from ondrop.replicas import LEASE, replica_id
 from ondrop.store.base import INTERRUPTED, QUEUED, NewJob
 from ondrop.store.sqlite import SQLiteStore
 from tests.faults.test_locked_store import apply_copy
+from tests.support.stored import saved
 from tests.support.waiting import wait_for
 
 
@@ -45,6 +46,7 @@ def test_the_attempts_of_a_control_plane_that_died_are_taken_back(platform: Plat
     try:
         event = object_event("local.default", "in/lost", "1", 1)
         # In a pool no worker here claims, so that what the test sees is the takeover alone.
+        saved(other, "svc")
         (job,) = other.add_event(event, [NewJob("lost", "svc", pool="elsewhere")])
         now = time.time()
         other.claim(1, {}, now, pool="elsewhere", owner="dead", lease_until=now + LEASE)

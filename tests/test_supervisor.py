@@ -25,6 +25,7 @@ from ondrop.storage.base import ObjectInfo, StorageProvider
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Claim, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.supervisor import Folders, Supervisor
+from tests.support.stored import saved
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Rig:
             body = self.payloads.folder.parent / "body"
             body.write_bytes(data)
             event = invoke_event(self.payloads.adopt(body), len(data), body="raw")
+        saved(self.store, service.name)
         self.store.add_event(
             event, [NewJob(f"job-{time.monotonic_ns()}", service.name, priority=priority)]
         )

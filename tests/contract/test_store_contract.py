@@ -28,6 +28,7 @@ from ondrop.store.base import (
     Store,
 )
 from ondrop.store.sqlite import SQLiteStore
+from tests.support.stored import saved
 
 Opener = Callable[[], Store]
 
@@ -66,6 +67,7 @@ def store(open_store: Opener) -> Store:
 
 
 def add(store: Store, key: str, *services: str, version: str = "1") -> list[str]:
+    saved(store, *services)
     event = object_event("local.default", key, version, 1)
     jobs = store.add_event(event, [NewJob(f"{s}-{key}-{version}", s) for s in services])
     return [j.id for j in jobs]
@@ -189,6 +191,7 @@ def test_finishing_a_deleted_job_is_harmless(store: Store) -> None:
 
 
 def test_ensure_job_returns_the_job_recorded_before(store: Store) -> None:
+    saved(store, "svc", "other")
     event = object_event("local.default", "a", "1", 1)
     first, created = store.ensure_job(event, NewJob("j1", "svc"))
     again, created_again = store.ensure_job(event, NewJob("j2", "svc"))
@@ -241,6 +244,7 @@ def test_outputs_remember_their_producer(store: Store) -> None:
 def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: Store) -> None:
     from ondrop.events.base import invoke_event
 
+    saved(store, "svc")
     for name, status in [("ok", SUCCEEDED), ("bad", FAILED), ("waiting", None)]:
         store.add_event(invoke_event(f"body-{name}", 4, name), [NewJob(name, "svc")])
         if status is not None:
@@ -250,6 +254,7 @@ def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: Store) ->
 
 
 def test_a_refused_job_is_listed_with_its_reason_and_never_claimed(store: Store) -> None:
+    saved(store, "svc")
     event = object_event("local.default", "in/link", "link-ab12", 3)
     (job,) = store.add_event(event, [NewJob("svc-link", "svc", status=REFUSED, reason="a link")])
     assert (job.status, job.reason, job.attempts) == (REFUSED, "a link", 0)
@@ -312,6 +317,7 @@ def test_set_handle_is_fenced_by_the_attempt_number(store: Store) -> None:
 
 
 def test_running_attempts_lists_those_of_one_pool_or_all(store: Store) -> None:
+    saved(store, "quick", "long")
     event = object_event("local.default", "a", "1", 1)
     store.add_event(event, [NewJob("fast", "quick"), NewJob("slow", "long", pool="batch")])
     add(store, "b", "queued")  # never claimed: not running
@@ -522,3 +528,17 @@ def test_a_cancel_is_asked_of_the_control_plane_that_runs_the_job(open_store: Op
     here.finish(job_id, 1, Outcome(CANCELLED, None, "by the user"), None)
     assert here.cancel_requests("here") == []  # it ended: asked no more
     assert not there.request_cancel(job_id, "again")
+
+
+def test_no_job_is_made_for_a_service_the_store_does_not_have(open_store: Opener) -> None:
+    from ondrop.errors import NotFoundError
+
+    here, there = open_store(), open_store()
+    saved(here, "kept", "gone")
+    assert there.delete_service("gone")  # another control plane deletes it meanwhile
+    event = object_event("local.default", "in/a", "1", 1)
+    made = here.add_event(event, [NewJob("kept-a", "kept"), NewJob("gone-a", "gone")])
+    assert [j.id for j in made] == ["kept-a"]
+    assert here.count_jobs("gone") == {} and here.job("gone-a") is None
+    with pytest.raises(NotFoundError, match="no service named 'gone'"):
+        here.ensure_job(object_event("local.default", "in/b", "1", 1), NewJob("gone-b", "gone"))

@@ -31,6 +31,7 @@ from ondrop.store.base import (
     Outcome,
 )
 from ondrop.store.sqlite import SQLiteStore
+from tests.support.stored import saved
 
 
 def make_pool(
@@ -71,6 +72,7 @@ class Rig:
 
     def add(self, service: str, n: int) -> list[str]:
         ids = []
+        saved(self.store, service)
         for i in range(n):
             event = object_event("local.default", f"{service}/{i}", "1", 1)
             (job,) = self.store.add_event(event, [NewJob(f"{service}-{i}", service)])

@@ -25,6 +25,7 @@ from ondrop.services import Services
 from ondrop.storage import LocalStorage, Providers
 from ondrop.store.base import QUEUED, RUNNING, SUCCEEDED, Claim, Job, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
+from tests.support.stored import saved
 
 
 class FailingCommit:
@@ -111,6 +112,7 @@ class Rig:
 
     def add(self, service: str, n: int, pool: str = "faas") -> list[str]:
         ids = []
+        saved(self.store, service)
         for i in range(n):
             event = object_event("local.default", f"{service}/{i}", "1", 1)
             (job,) = self.store.add_event(event, [NewJob(f"{service}-{i}", service, pool=pool)])

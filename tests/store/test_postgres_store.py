@@ -16,6 +16,7 @@ psycopg = pytest.importorskip("psycopg")  # make setup installs it; CI has it
 
 from ondrop.store.postgres import SCHEMA_VERSION, PostgresStore  # noqa: E402
 from ondrop.store.url import shown  # noqa: E402
+from tests.support.stored import saved  # noqa: E402
 
 
 def test_a_password_is_never_shown() -> None:
@@ -96,6 +97,7 @@ def test_a_control_plane_listening_hears_of_each_job_that_ends_for_good(
     heard: list[str] = []
     try:
         assert listening.listen(heard.append)
+        saved(finishing, "svc")
         for key in ("a", "b"):
             finishing.add_event(object_event("local.default", key, "1", 1), [NewJob(key, "svc")])
         claims = {c.job.id: c for c in finishing.claim(2, {}, time.time())}

@@ -151,7 +151,8 @@ class Store(ABC):
         """Record `event` with these queued jobs, atomically.
 
         Returns the jobs created; none when the same (source, key, version) was
-        recorded before. With no jobs the event is only remembered as seen.
+        recorded before. With no jobs the event is only remembered as seen. A job of a
+        service that is not (or no longer) saved is not created.
         """
         return self.add_events([(event, jobs)])
 
@@ -162,7 +163,8 @@ class Store(ABC):
     @abstractmethod
     def ensure_job(self, event: Event, job: NewJob) -> tuple[Job, bool]:
         """The job of `job.service` for this object version: the one recorded before, or
-        `job` (recording the event too when new). True when it was created now."""
+        `job` (recording the event too when new). True when it was created now.
+        NotFoundError when the service is not saved."""
 
     @abstractmethod
     def seen(self, source: str, key: str, version: str) -> bool:

@@ -100,6 +100,9 @@ class _Bound:
 class PostgresStore(SQLStore):
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE OF j SKIP LOCKED"
     LOCK_ROWS: ClassVar[str] = " FOR UPDATE"
+    _SERVICE_EXISTS: ClassVar[str] = (
+        "WHERE EXISTS (SELECT 1 FROM services WHERE name = ? FOR KEY SHARE)"
+    )
     ENDED_NOTICE: ClassVar[str] = f", pg_notify('{ENDED_CHANNEL}', j.id)"
     NO_LIMIT: ClassVar[int | None] = None  # LIMIT NULL
     shared = True

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ondrop.errors import FencedError
+from ondrop.errors import FencedError, NotFoundError
 from ondrop.events.base import Event
 from ondrop.jobs import Cause
 from ondrop.store.base import (
@@ -243,6 +243,9 @@ class SQLStore(Store):
     # (PostgreSQL's row locks; nothing on SQLite, whose writer is alone).
     SKIP_LOCKED: ClassVar[str] = ""
     LOCK_ROWS: ClassVar[str] = ""  # after a SELECT: hold its rows until the commit
+    # What a job is recorded with: its service exists (held so until the commit where
+    # control planes share the store, so that a delete of it waits, then takes the job too).
+    _SERVICE_EXISTS: ClassVar[str] = "WHERE EXISTS (SELECT 1 FROM services WHERE name = ?)"
     # A column of finish's read-back of the job that tells listening control planes it
     # ended (PostgreSQL's NOTIFY, sent on commit); none on a store of one's own.
     ENDED_NOTICE: ClassVar[str] = ""
@@ -292,12 +295,14 @@ class SQLStore(Store):
 
     def delete_service(self, name: str) -> bool:
         with self._tx() as db:
+            # The service first: a job being recorded for it (which holds its row, see
+            # _SERVICE_EXISTS) is waited for, and then deleted with the others.
+            deleted = db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
             db.execute(
                 "DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE service = ?)",
                 (name,),
             )
             db.execute("DELETE FROM jobs WHERE service = ?", (name,))
-            deleted = db.execute("DELETE FROM services WHERE name = ?", (name,)).rowcount > 0
             self._changed(db)
             return deleted
 
@@ -362,10 +367,10 @@ class SQLStore(Store):
         created = []
         for new in jobs:
             finished = None if new.status == QUEUED else event.time  # refused: ended as made
-            db.execute(
-                """INSERT INTO jobs (id, service, event_id, status, priority, pool,
-                                     created_at, finished_at, reason)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            inserted = db.execute(
+                f"""INSERT INTO jobs (id, service, event_id, status, priority, pool,
+                                      created_at, finished_at, reason)
+                    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? {cls._SERVICE_EXISTS}""",
                 (
                     new.id,
                     new.service,
@@ -376,8 +381,11 @@ class SQLStore(Store):
                     event.time,
                     finished,
                     new.reason,
+                    new.service,
                 ),
-            )
+            ).rowcount
+            if not inserted:
+                continue  # its service was deleted meanwhile (by another control plane)
             created.append(
                 Job(
                     new.id,
@@ -405,9 +413,20 @@ class SQLStore(Store):
             ).fetchone()
             created = (
                 db.execute(
-                    """INSERT INTO jobs (id, service, event_id, status, priority, pool, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, event_id) DO NOTHING""",
-                    (job.id, job.service, event_id, QUEUED, job.priority, job.pool, time.time()),
+                    f"""INSERT INTO jobs (id, service, event_id, status, priority, pool,
+                                          created_at)
+                        SELECT ?, ?, ?, ?, ?, ?, ? {self._SERVICE_EXISTS}
+                        ON CONFLICT (service, event_id) DO NOTHING""",
+                    (
+                        job.id,
+                        job.service,
+                        event_id,
+                        QUEUED,
+                        job.priority,
+                        job.pool,
+                        time.time(),
+                        job.service,
+                    ),
                 ).rowcount
                 > 0
             )
@@ -416,6 +435,8 @@ class SQLStore(Store):
                 "WHERE j.service = ? AND j.event_id = ?",
                 (job.service, event_id),
             ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no service named {job.service!r}")
             return _job(row), created
 
     def seen(self, source: str, key: str, version: str) -> bool:
