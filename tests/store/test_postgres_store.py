@@ -83,12 +83,13 @@ def test_one_control_plane_holds_the_store_until_it_closes(postgres: Postgres) -
     second.close()
 
 
-def test_a_control_plane_listening_hears_of_each_job_that_ends_for_good(
+def test_a_control_plane_listening_hears_of_each_run_job_that_ends_for_good(
     postgres: Postgres,
 ) -> None:
     import time
 
     from ondrop.events.base import object_event
+    from ondrop.jobs import SYNC_PRIORITY
     from ondrop.store.base import FAILED, SUCCEEDED, NewJob, Outcome
     from tests.support.waiting import wait_for
 
@@ -98,14 +99,18 @@ def test_a_control_plane_listening_hears_of_each_job_that_ends_for_good(
     try:
         assert listening.listen(heard.append)
         saved(finishing, "svc")
-        for key in ("a", "b"):
-            finishing.add_event(object_event("local.default", key, "1", 1), [NewJob(key, "svc")])
-        claims = {c.job.id: c for c in finishing.claim(2, {}, time.time())}
+        # /run jobs (someone waits for them), and one nobody waits for.
+        for key, priority in (("a", SYNC_PRIORITY), ("b", SYNC_PRIORITY), ("c", 0)):
+            event = object_event("local.default", key, "1", 1)
+            finishing.add_event(event, [NewJob(key, "svc", priority=priority)])
+        claims = {c.job.id: c for c in finishing.claim(3, {}, time.time())}
         # Until the listener is in, an end may be missed (the waiters poll as well).
         wait_for(lambda: _listening(url))
+        finishing.finish("c", claims["c"].attempt, Outcome(SUCCEEDED, 0), None)
         finishing.finish("a", 1, Outcome(FAILED, 1, "exit status 1"), time.time() + 60)
         finishing.finish("b", claims["b"].attempt, Outcome(SUCCEEDED, 0), None)
-        assert wait_for(lambda: heard) == ["b"]  # "a" is queued again: not ended for good
+        # "a" is queued again (not ended for good); nobody waits for "c".
+        assert wait_for(lambda: heard) == ["b"]
     finally:
         listening.close()
         finishing.close()

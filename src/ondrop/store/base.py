@@ -371,9 +371,10 @@ class Store(ABC):
     def set_meta(self, key: str, value: str) -> None: ...
 
     def listen(self, ended: Callable[[str], None]) -> bool:
-        """Call `ended(job id)` whenever a job ends for good, on any control plane on the
-        store, until it closes (a wake-up: one may be missed, and callers poll too). False
-        when the store cannot tell (its jobs end on this control plane alone)."""
+        """Call `ended(job id)` whenever a job someone waits for (a /run job) ends for good,
+        on any control plane on the store, until it closes (a wake-up: one may be missed,
+        and callers poll too). False when the store cannot tell (its jobs end on this
+        control plane alone)."""
         return False
 
     def hold_sole(self) -> bool:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from ondrop.errors import StoreBusyError, StoreError, StoreUnavailableError
+from ondrop.jobs import SYNC_PRIORITY
 from ondrop.store.base import QUEUED, RUNNING, Claim, Job
 from ondrop.store.sql import (
     ATTEMPT_RESET,
@@ -103,7 +104,10 @@ class PostgresStore(SQLStore):
     _SERVICE_EXISTS: ClassVar[str] = (
         "WHERE EXISTS (SELECT 1 FROM services WHERE name = ? FOR KEY SHARE)"
     )
-    ENDED_NOTICE: ClassVar[str] = f", pg_notify('{ENDED_CHANNEL}', j.id)"
+    # Only a /run job has someone waiting (NOTIFY serializes the commits that send one).
+    ENDED_NOTICE: ClassVar[str] = (
+        f", CASE WHEN j.priority >= {SYNC_PRIORITY} THEN pg_notify('{ENDED_CHANNEL}', j.id) END"
+    )
     NO_LIMIT: ClassVar[int | None] = None  # LIMIT NULL
     shared = True
 
