@@ -29,7 +29,8 @@ from ondrop.errors import (
     disk_full,
     retryable,
 )
-from ondrop.events.base import HTTP_SOURCE, OBJECT
+from ondrop.events import shapes
+from ondrop.events.base import HTTP_SOURCE, INVOKE, OBJECT
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
 from ondrop.jobs import Cause, JobSpec, ObjectRef, Report
@@ -280,6 +281,8 @@ class Supervisor:
         event, service = spec.event, spec.service
         env = dict(service.environment.variables)
         env.update(service.environment.secrets)
+        if event.kind == INVOKE:  # an API Gateway event's query: CONT_VAR_<name>
+            env.update(shapes.variables(event.body))
         env.update(
             INPUT_FILE_PATH=runtime.inside(work, input_path),
             TMP_INPUT_DIR=runtime.inside(work, work / "input"),

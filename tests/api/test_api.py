@@ -427,7 +427,7 @@ def test_a_token_starts_jobs_only_on_its_services_inputs(
     "body",
     [
         {"Records": [{"s3": "x"}]},
-        {"Records": []},
+        {"Records": [{"eventSource": "aws:s3"}]},
         {"Records": [{"s3": {"bucket": {"name": 1}, "object": {"key": "k"}}}]},
     ],
 )

@@ -42,6 +42,9 @@ class Providers:
                 f"or use one of: {', '.join(sorted(self._by_name))}"
             ) from None
 
+    def known(self, name: str) -> bool:
+        return canonical(name) in self._by_name
+
     def resolve(self, name: str) -> str:
         """The name events from this provider carry (aliases give their target's name)."""
         return self.get(name).name

@@ -2,7 +2,8 @@
 
 The body is the job's input: JSON is written as it came, other text is taken as
 base64 (OSCAR's convention), and `Content-Type: application/octet-stream` means
-raw bytes (ondrop's client). A MinIO/S3 event body starts the job on that object.
+raw bytes (ondrop's client). A storage event body starts the job on the object it names;
+the other shapes OSCAR's faas-supervisor reads are unwrapped first (events/shapes.py).
 `/run` answers with the output: one file as it is, several zipped, none: the
 script's output; base64-encoded unless the client accepts application/octet-stream.
 """
@@ -19,7 +20,6 @@ import zipfile
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -39,17 +39,19 @@ from ondrop.errors import (
     NotFoundError,
     disk_full,
 )
+from ondrop.events import shapes
 from ondrop.fdl.models import Service
 from ondrop.jobs import SYNC_PRIORITY
 from ondrop.platform import Platform
-from ondrop.storage.base import check_key, under
+from ondrop.storage.base import check_key, join_key, under
 from ondrop.store.base import FINISHED, SUCCEEDED, Job
 from ondrop.supervisor import output_files, read_regular
 
 router = APIRouter(tags=["invoke"])
 BODY = raw_body(
     "the input: JSON as it is, other text as base64, raw bytes with "
-    "`Content-Type: application/octet-stream`; a MinIO/S3 event (`/job`) names stored objects"
+    "`Content-Type: application/octet-stream`; a storage event (`/job`: S3, MinIO, dCache, "
+    "within API Gateway or delegated events) names stored objects"
 )
 BODY["parameters"] = [
     {
@@ -81,6 +83,7 @@ POLL = 5.0  # seconds between looks in the store at a /run job: deleted, or ende
 SHARED_POLL = 0.05  # the first look on a shared store, growing to POLL (another control
 # plane may run the job, and only the store says when it ends)
 SMALL_BODY = 1 << 20  # bodies up to this size are read whole (storage events, JSON)
+RAW = "application/octet-stream"  # a body that is the input file's bytes, as they are
 
 
 def _filename(request: Request) -> str:
@@ -131,45 +134,27 @@ def _unbase64(source: Path, dest: Path) -> None:
             raise binascii.Error("incomplete base64")
 
 
-def storage_records(raw: bytes) -> list[str] | None:
-    """The object keys (`bucket/key`) of a MinIO/S3 event body, or None for other bodies."""
-    try:
-        event = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
-        return None
-    keys = []
-    for i, record in enumerate(event["Records"]):
-        try:
-            bucket = record["s3"]["bucket"]["name"]
-            key = record["s3"]["object"]["key"]
-            if not isinstance(bucket, str) or not isinstance(key, str):
-                raise TypeError
-        except (KeyError, TypeError):
-            raise InvalidKeyError(
-                f"storage event record {i}: expected s3.bucket.name and s3.object.key strings"
-            ) from None
-        key = unquote_plus(key)
-        keys.append(check_key(f"{bucket}/{key}" if bucket else key, "event object key"))
-    if not keys:
-        raise InvalidKeyError("the storage event has no records")
-    return keys
-
-
 async def _accept(request: Request, platform: Platform, service: str, priority: int) -> Job | None:
     svc = platform.services.get(service)
     body = await receive(request, platform.settings.max_upload, platform.tmp)
     try:
-        keys = None
+        shape: shapes.Objects | shapes.Body | None = None
+        raw = b""
+        content_type = request.headers.get("content-type", "")
         if body.stat().st_size <= SMALL_BODY:
-            keys = storage_records(body.read_bytes())
-        if keys is not None and priority < SYNC_PRIORITY:
-            return await _on_objects(request, platform, svc, keys)
+            raw = body.read_bytes()
+            shape = shapes.read(raw)
+        if isinstance(shape, shapes.Objects) and priority < SYNC_PRIORITY:
+            return await _on_objects(request, platform, svc, shape)
+        text = ""
+        if isinstance(shape, shapes.Body):  # unwrapped from its event, which $EVENT holds
+            text = raw.decode("utf-8", errors="replace")
+            body.write_bytes(shape.data)
+            if shape.exact:
+                content_type = RAW
         try:
-            content, text = await run_in_threadpool(
-                decode_body, body, request.headers.get("content-type", "")
-            )
+            content, decoded = await run_in_threadpool(decode_body, body, content_type)
+            text = text or decoded
         except OSError as exc:
             if not disk_full(exc):
                 raise
@@ -198,16 +183,33 @@ async def _accept(request: Request, platform: Platform, service: str, priority: 
 
 
 async def _on_objects(
-    request: Request, platform: Platform, svc: Service, keys: list[str]
+    request: Request, platform: Platform, svc: Service, event: shapes.Objects
 ) -> Job | None:
-    """A MinIO/S3 event: jobs on the stored objects it names (the first one is answered).
-    Each object is looked for in the service's input whose bucket it names, as the store
-    that sent the event is the one OSCAR wired to that input; else in minio.default."""
+    """A storage event: jobs on the stored objects it names (the first one is answered).
+    Each object is looked for in the provider the event names (a delegated event's, when it
+    is one of this platform's), else in the service's input whose bucket it names, as the
+    store that sent the event is the one OSCAR wired to that input; else in minio.default.
+    A dCache event names a file in the service's input on webdav.dcache."""
     admin = is_admin(request, request.app.state.admin)
+    named = event.provider
+    if named is not None and not platform.providers.known(named):
+        if event.in_input:
+            raise InvalidKeyError(
+                f"the event names a file of {named}, which is not a storage provider here"
+            )
+        named = None  # an older OSCAR names its cluster, not a provider: found as usual
+    place = platform.providers.resolve(named) if named is not None else None
     jobs = []
-    for key in keys:
-        inputs = [io for io in svc.input if under(key, io.path)]
-        provider = platform.providers.get(inputs[0].storage_provider if inputs else "minio.default")
+    for key in event.keys:
+        if event.in_input:
+            key = _in_input(platform, svc, place or "", key)
+        inputs = [
+            io
+            for io in svc.input
+            if under(key, io.path) and place in (None, _resolved(platform, io.storage_provider))
+        ]
+        fallback = inputs[0].storage_provider if inputs else "minio.default"
+        provider = platform.providers.get(named or fallback)
         if not inputs and not admin:
             # A service's token opens its own inputs, not every object in a store.
             raise ForbiddenError(
@@ -221,6 +223,20 @@ async def _on_objects(
         if found is not None:
             jobs.append(found)
     return jobs[0] if jobs else None
+
+
+def _resolved(platform: Platform, provider: str) -> str | None:
+    return platform.providers.resolve(provider) if platform.providers.known(provider) else None
+
+
+def _in_input(platform: Platform, svc: Service, provider: str, name: str) -> str:
+    """The key of the file `name` in `svc`'s input on `provider` (a dCache event's)."""
+    for given in svc.input:
+        if _resolved(platform, given.storage_provider) == provider:
+            return join_key(given.path, name)
+    raise InvalidKeyError(
+        f"the event names the file {name!r} of {provider}, and {svc.name!r} has no input there"
+    )
 
 
 @router.post(
@@ -345,4 +361,4 @@ def _reply(results: Path, job: Job, accept: str) -> Response:
     return Response(base64.b64encode(data), media_type="text/plain", headers=headers)
 
 
-__all__: list[Any] = ["decode_body", "router", "storage_records"]
+__all__: list[Any] = ["decode_body", "router"]
