@@ -111,6 +111,9 @@ def test_control_planes_on_one_store_serve_the_same_services_and_jobs(
     alive = first.status()["replicas"]
     assert sorted(r["id"] for r in alive) == sorted(replicas.replica_id(i) for i in (0, 1))
     assert all(r["address"].startswith("http://") for r in alive)
+    shown = replicas.planes[1].cli("status").stdout
+    assert "control planes on the store" in shown
+    assert all(replicas.replica_id(i) in shown for i in (0, 1))
 
     applied = replicas.planes[0].cli("apply", str(write_fdl(tmp_path))).stdout
     assert "created upper" in applied

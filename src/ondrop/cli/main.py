@@ -202,7 +202,8 @@ def list_services() -> None:
 
 @app.command()
 def status() -> None:
-    """The pools: capacity, what runs, what waits; and jobs by status."""
+    """The pools: capacity, what runs, what waits; jobs by status; and the control planes
+    on the store when there are several."""
     client = CONN.client()
     answer = client.status()
     table = Table(
@@ -234,6 +235,23 @@ def status() -> None:
         out.print(running)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(answer["jobs"].items())) or "none"
     out.print(f"jobs: {counts}; platform limit {answer['workers']} at once")
+    planes = answer.get("replicas", [])
+    if len(planes) > 1:  # several control planes on one store: the pools above are this one's
+        replicas = Table(
+            "CONTROL PLANE",
+            "ADDRESS",
+            "UP SINCE",
+            "LAST SEEN",
+            title="control planes on the store",
+            title_justify="left",
+        )
+        now = time.time()
+        for plane in planes:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plane["since"]))
+            replicas.add_row(
+                plane["id"], plane["address"], since, f"{max(0.0, now - plane['seen']):.0f} s ago"
+            )
+        out.print(replicas)
 
 
 @app.command()
