@@ -11,6 +11,7 @@ import fcntl
 import functools
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -67,6 +68,7 @@ PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their 
 # Seconds an invocation body or a /run result no job needs is kept on the shared folder
 # before a starting control plane removes it (another one may be making it now).
 SHARED_KEEP = 3600.0
+SHARED_MARKER = ".ondrop-shared"  # the shared folder's id, kept in it and in the store
 WATCH_LEASE = "watchers"  # held in a shared store by the control plane that watches
 
 
@@ -224,6 +226,8 @@ class Platform:
             raise
 
     def _start(self) -> None:
+        if self.settings.shared_folder:
+            self._check_shared_folder()
         if self.object_store is not None:
             if not self.url:
                 raise DefinitionError("the bundled object store needs the platform's URL")
@@ -258,6 +262,30 @@ class Platform:
             pool.start()
         self.started = True
         self._watch()
+
+    def _check_shared_folder(self) -> None:
+        """Refuse a shared folder other than the one the store's control planes share: the
+        bodies and results one of them keeps there would be out of the others' reach. The
+        folder holds an id, and the store the id of the folder its first control plane had."""
+        marker = self.root / SHARED_MARKER
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(16) + "\n")
+        ours = marker.read_text().strip()
+        theirs = self.store.get_meta(SHARED_MARKER)
+        if theirs is None:
+            self.store.set_meta(SHARED_MARKER, ours)
+        elif theirs != ours:
+            raise ConflictError(
+                f"the shared folder {self.root} is not the one the other control planes on the "
+                f"store {shown(self.settings.store)} share (its {SHARED_MARKER} file holds "
+                f"another id): give this one their --shared-folder, the same folder at the "
+                "same path"
+            )
 
     def begin_stop(self) -> None:
         """Shutdown has begun: start no more jobs; running ones go on for the grace period."""

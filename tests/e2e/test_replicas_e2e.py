@@ -111,6 +111,13 @@ def test_control_planes_on_one_store_serve_the_same_services_and_jobs(
     alive = first.status()["replicas"]
     assert sorted(r["id"] for r in alive) == sorted(replicas.replica_id(i) for i in (0, 1))
     assert all(r["address"].startswith("http://") for r in alive)
+    # A third one given another shared folder by mistake is refused, saying what to give.
+    astray = Platform(tmp_path / "astray")
+    with pytest.raises(AssertionError) as caught:
+        astray.start("--store", replicas.url, "--shared-folder", str(tmp_path / "elsewhere"))
+    said = str(caught.value)
+    assert "is not the one the other control planes on the store" in said
+    assert "Traceback" not in said
     shown = replicas.planes[1].cli("status").stdout
     assert "control planes on the store" in shown
     assert all(replicas.replica_id(i) in shown for i in (0, 1))
