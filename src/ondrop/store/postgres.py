@@ -138,22 +138,9 @@ class PostgresStore(SQLStore):
         self, db: Tx, limit: int, caps: Mapping[str, int], now: float, pool: str | None
     ) -> list[tuple[int, list[Row]]]:
         where, args = self._due(pool, now)
-        queued = "status = ?" + (" AND pool = ?" if pool is not None else "")
-        queued_args = [QUEUED] if pool is None else [QUEUED, pool]
-        capped = sorted(caps)
+        counted, counted_args = self._counted(pool, caps)
         rows = db.execute(
-            f"""WITH RECURSIVE lane (service) AS (
-                  SELECT MIN(service) FROM jobs WHERE {queued}
-                  UNION ALL
-                  SELECT (SELECT MIN(service) FROM jobs WHERE {queued} AND service > lane.service)
-                  FROM lane WHERE lane.service IS NOT NULL),
-                counted AS MATERIALIZED (
-                  SELECT l.service, c.cap, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs r
-                      WHERE r.status = '{RUNNING}' AND r.service = l.service
-                      LIMIT GREATEST(?, COALESCE(c.cap, 0))) AS q) AS running
-                  FROM lane l LEFT JOIN unnest(?::text[], ?::int[]) AS c (service, cap)
-                    ON c.service = l.service
-                  WHERE l.service IS NOT NULL)
+            f"""WITH RECURSIVE {counted}
                SELECT k.running, x.* FROM counted k CROSS JOIN LATERAL (
                   SELECT {JOB_COLUMNS}, j.seq, {JOINED_EVENT_COLUMNS}
                   FROM jobs j JOIN events e ON e.id = j.event_id
@@ -161,21 +148,28 @@ class PostgresStore(SQLStore):
                   ORDER BY j.priority DESC, j.seq
                   LIMIT GREATEST(0, LEAST(?, COALESCE(k.cap - k.running, ?)))
                   FOR UPDATE OF j SKIP LOCKED) AS x""",
-            [
-                *queued_args,
-                *queued_args,
-                FAIR_COUNT,
-                capped,
-                [caps[name] for name in capped],
-                *args,
-                limit,
-                limit,
-            ],
+            [*counted_args, *args, limit, limit],
         ).fetchall()
         lanes: dict[str, tuple[int, list[Row]]] = {}
         for row in rows:
             lanes.setdefault(row[2], (int(row[0]), []))[1].append(row[1:])
         return list(lanes.values())
+
+    def _counted(self, pool: str | None, caps: Mapping[str, int]) -> tuple[str, list[Any]]:
+        """CTEs `lane` and `counted (service, cap, running)`: each service with queued jobs
+        (in `pool`), its cap if it has one, and how many of its jobs run (counted up to
+        FAIR_COUNT, or to its cap); and their parameters."""
+        lane, args = self._lane(pool)
+        capped = sorted(caps)
+        sql = f"""{lane},
+            counted AS MATERIALIZED (
+              SELECT l.service, c.cap, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs r
+                  WHERE r.status = '{RUNNING}' AND r.service = l.service
+                  LIMIT GREATEST(?, COALESCE(c.cap, 0))) AS q) AS running
+              FROM lane l LEFT JOIN unnest(?::text[], ?::int[]) AS c (service, cap)
+                ON c.service = l.service
+              WHERE l.service IS NOT NULL)"""
+        return sql, [*args, FAIR_COUNT, capped, [caps[name] for name in capped]]
 
     def claim(
         self,
@@ -192,19 +186,9 @@ class PostgresStore(SQLStore):
         if accept is not None or caps or limit <= 0:
             return super().claim(limit, caps, now, pool, accept, owner, lease_until)
         where, args = self._due(pool, now)
-        queued = "status = ?" + (" AND pool = ?" if pool is not None else "")
-        queued_args = [QUEUED] if pool is None else [QUEUED, pool]
+        counted, counted_args = self._counted(pool, {})
         served = sorted(self._served.items())
-        sql = f"""WITH RECURSIVE lane (service) AS (
-              SELECT MIN(service) FROM jobs WHERE {queued}
-              UNION ALL
-              SELECT (SELECT MIN(service) FROM jobs WHERE {queued} AND service > lane.service)
-              FROM lane WHERE lane.service IS NOT NULL),
-            counted AS MATERIALIZED (
-              SELECT l.service, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs r
-                  WHERE r.status = '{RUNNING}' AND r.service = l.service LIMIT ?) AS q)
-                AS running
-              FROM lane l WHERE l.service IS NOT NULL),
+        sql = f"""WITH RECURSIVE {counted},
             candidates AS MATERIALIZED (
               SELECT x.id, x.service, x.priority, x.seq, k.running,
                 row_number() OVER (PARTITION BY x.service ORDER BY x.priority DESC, x.seq)
@@ -235,9 +219,7 @@ class PostgresStore(SQLStore):
         rows = self._write(
             sql,
             [
-                *queued_args,
-                *queued_args,
-                FAIR_COUNT,
+                *counted_args,
                 *args,
                 limit,
                 [name for name, _ in served],

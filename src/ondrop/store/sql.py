@@ -617,22 +617,28 @@ class SQLStore(Store):
 
     @staticmethod
     def _queued_services(db: Tx, pool: str | None) -> list[str]:
-        """The services with queued jobs (in `pool`), found by hopping along the lane index
-        from one service to the next: as fast with 10,000 queued jobs as with one."""
+        """The services with queued jobs (in `pool`)."""
+        lane, args = SQLStore._lane(pool)
+        rows = db.execute(
+            f"WITH RECURSIVE {lane} SELECT service FROM lane WHERE service IS NOT NULL", args
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    @staticmethod
+    def _lane(pool: str | None) -> tuple[str, list[Any]]:
+        """A recursive CTE `lane (service)` of the services with queued jobs (in `pool`),
+        and a NULL after the last: found by hopping along the lane index from one service
+        to the next, as fast with 10,000 queued jobs as with one; and its parameters."""
         where, args = "status = ?", [QUEUED]
         if pool is not None:
             where += " AND pool = ?"
             args.append(pool)
-        rows = db.execute(
-            f"""WITH RECURSIVE lane (service) AS (
-                  SELECT MIN(service) FROM jobs WHERE {where}
-                  UNION ALL
-                  SELECT (SELECT MIN(service) FROM jobs WHERE {where} AND service > lane.service)
-                  FROM lane WHERE lane.service IS NOT NULL)
-               SELECT service FROM lane WHERE service IS NOT NULL""",
-            [*args, *args],
-        ).fetchall()
-        return [r[0] for r in rows]
+        sql = f"""lane (service) AS (
+              SELECT MIN(service) FROM jobs WHERE {where}
+              UNION ALL
+              SELECT (SELECT MIN(service) FROM jobs WHERE {where} AND service > lane.service)
+              FROM lane WHERE lane.service IS NOT NULL)"""
+        return sql, [*args, *args]
 
     def finish(
         self,
