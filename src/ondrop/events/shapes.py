@@ -55,24 +55,14 @@ class Body:
 def read(raw: bytes) -> Objects | Body | None:
     """What the body `raw` is; None when it is not an event at all (the body is the input
     file as it came). InvalidKeyError names what is wrong with an event that cannot work."""
-    try:
-        event = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    return _shape(event, None, {}, 0)
+    event = _object(raw)
+    return None if event is None else _shape(event, None, {}, 0)
 
 
 def variables(body: str) -> dict[str, str]:
     """The `CONT_VAR_*` variables of an invocation whose event (its $EVENT) is `body`."""
-    try:
-        event = json.loads(body) if body else None
-    except ValueError:
-        return {}
-    if not isinstance(event, dict) or "httpMethod" not in event:
-        return {}
-    return _query(event)
+    event = _object(body)
+    return _query(event) if event is not None and "httpMethod" in event else {}
 
 
 def _shape(
@@ -83,22 +73,16 @@ def _shape(
     if "httpMethod" in event:
         found = {**found, **_query(event)}
         inner = event.get("body") or ""
-        if isinstance(inner, dict):
-            return _shape(inner, provider, found, depth + 1) or Body(
-                json.dumps(inner).encode(), exact=True, variables=found
-            )
-        if not isinstance(inner, str):
+        if not isinstance(inner, dict | str):
             raise InvalidKeyError("an API Gateway event's body must be a string or an object")
-        if event.get("isBase64Encoded"):
+        if event.get("isBase64Encoded") and isinstance(inner, str):
             try:
                 return Body(base64.b64decode(inner, validate=True), exact=True, variables=found)
             except (binascii.Error, ValueError):
                 raise InvalidKeyError(
                     "the API Gateway event says isBase64Encoded, but its body is not base64"
                 ) from None
-        return _inner(inner, provider, found, depth) or Body(
-            inner.encode(), exact=True, variables=found
-        )
+        return _again(inner, provider, found, depth, as_it_is=True)
     if "event" in event and "subscription" in event:
         name = event["event"].get("name") if isinstance(event["event"], dict) else None
         if not isinstance(name, str) or not name:
@@ -115,15 +99,9 @@ def _shape(
         if given is not None and (not isinstance(given, str) or not given):
             raise InvalidKeyError("a delegated event's storage_provider must be a provider id")
         inner = event["event"]
-        if isinstance(inner, dict):
-            return _shape(inner, given or provider, found, depth + 1) or Body(
-                json.dumps(inner).encode(), exact=True, variables=found
-            )
-        if not isinstance(inner, str):
+        if not isinstance(inner, dict | str):
             raise InvalidKeyError("a delegated event's event must be a JSON string or an object")
-        return _inner(inner, given or provider, found, depth) or Body(
-            inner.encode(), variables=found
-        )
+        return _again(inner, given or provider, found, depth, as_it_is=False)
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], dict):
         source = records[0].get("eventSource")
@@ -137,19 +115,30 @@ def _shape(
     return None
 
 
-def _inner(
-    text: str, provider: str | None, found: dict[str, str], depth: int
-) -> Objects | Body | None:
-    """An event carried as a string: read again if it is a JSON object."""
+def _object(text: str | bytes) -> dict[str, Any] | None:
+    """`text` as a JSON object; None when it is something else."""
     try:
-        inner = json.loads(text)
+        event = json.loads(text) if text else None
     except ValueError:
         return None
-    if not isinstance(inner, dict):
-        return None
-    return _shape(inner, provider, found, depth + 1) or Body(
-        text.encode(), exact=True, variables=found
-    )
+    return event if isinstance(event, dict) else None
+
+
+def _again(
+    inner: dict[str, Any] | str,
+    provider: str | None,
+    found: dict[str, str],
+    depth: int,
+    as_it_is: bool,
+) -> Objects | Body:
+    """An event carried in another (an object, or JSON as text), read again; else it is
+    the input file: JSON as it is, other text as it is when `as_it_is`, else read as any
+    invocation body is (base64)."""
+    event = inner if isinstance(inner, dict) else _object(inner)
+    if event is not None and (shaped := _shape(event, provider, found, depth + 1)):
+        return shaped
+    data = json.dumps(inner).encode() if isinstance(inner, dict) else inner.encode()
+    return Body(data, exact=as_it_is or event is not None, variables=found)
 
 
 def _query(event: dict[str, Any]) -> dict[str, str]:
