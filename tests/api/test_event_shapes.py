@@ -9,11 +9,9 @@ import base64
 import contextlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
@@ -101,12 +99,8 @@ def test_an_unknown_body_is_the_input_file_and_onedata_and_rucio_say_why_not(
 
 
 def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
-    tmp_path: Path, webdav: WebDAV
+    settings: Settings, webdav: WebDAV
 ) -> None:
-    settings = Settings.load(
-        {"data": tmp_path / "data", "admin_password": ADMIN.password, "container_engine": "none"},
-        environ={},
-    )
     platform = Platform(settings)
     platform.start()
     with (
@@ -139,17 +133,3 @@ def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
         assert wait_for(lambda: out.stat("dcache/out/image2.jpg"))
         gone = api.post("/job/dc", json={"event": {"name": "nope.jpg"}, "subscription": "s"})
         assert gone.status_code == 404 and "dcache/in/nope.jpg" in gone.json()["detail"]
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings.load(
-        {
-            "data": tmp_path / "data",
-            "admin_password": ADMIN.password,
-            "concurrency": 2,
-            "container_engine": "none",
-            "gpus": "0",
-        },
-        environ={},
-    )
