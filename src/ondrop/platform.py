@@ -35,6 +35,7 @@ from ondrop.errors import (
 )
 from ondrop.events import inotify
 from ondrop.events.base import EventSource
+from ondrop.events.changes import ChangesStream
 from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
@@ -54,6 +55,7 @@ from ondrop.services import Applied, Services
 from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers, StorageProvider, build, canonical
 from ondrop.storage.base import ObjectInfo
+from ondrop.storage.onedata import OnedataStorage
 from ondrop.storage.seaweedfs import SeaweedFS
 from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Job, Store
 from ondrop.store.sqlite import SQLiteStore
@@ -526,7 +528,8 @@ class Platform:
 
     def _watch(self) -> None:
         """An event source for every provider a service takes input from: inotify for local
-        folders; for stores, polling, or one listing at start where the store pushes."""
+        folders; a Onedata space's changes stream; for other stores, polling, or one listing
+        at start where the store pushes."""
         with self._watch_lock:  # an apply and the heartbeat may both ask
             self._watch_all()
 
@@ -545,6 +548,8 @@ class Platform:
             source: EventSource
             if isinstance(provider, LocalStorage) and inotify.available():
                 source = FolderWatcher(provider, folders)
+            elif isinstance(provider, OnedataStorage):
+                source = ChangesStream(provider, folders, self.store, self.settings.poll_interval)
             elif isinstance(provider, LocalStorage):
                 interval = self.settings.poll_interval or 1.0
                 log.warning(

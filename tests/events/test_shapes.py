@@ -93,11 +93,13 @@ def test_anything_else_is_not_an_event(event: Any) -> None:
     ("event", "said"),
     [
         (
-            {
-                "Key": "/space/f.txt",
-                "Records": [{"objectKey": "f.txt", "eventSource": "OneTrigger"}],
-            },
-            "Onedata space",
+            {"Key": "/space", "Records": [{"objectKey": "f.txt", "eventSource": "OneTrigger"}]},
+            "/space/folder/file",
+        ),
+        ({"Records": [{"objectKey": "f.txt", "eventSource": "OneTrigger"}]}, "in Key"),
+        (
+            {"Key": "/space/../x", "Records": [{"eventSource": "OneTrigger"}]},
+            "OneTrigger event file path",
         ),
         ({"event_type": "close", "payload": {"scope": "user.jdoe", "name": "ds"}}, "Rucio"),
         ({"Records": [{"eventSource": "aws:s3", "s3": "x"}]}, "record 0"),
@@ -118,3 +120,11 @@ def test_events_wrapped_too_deep_are_refused() -> None:
         event = {"event": event}
     with pytest.raises(InvalidKeyError, match="wrapped in more than"):
         read(event)
+
+
+def test_a_onetrigger_event_names_a_path_in_a_space() -> None:
+    event = {
+        "Key": "/my-space/files/in/f.txt",
+        "Records": [{"objectKey": "f.txt", "objectId": "00a1", "eventSource": "OneTrigger"}],
+    }
+    assert read(event) == shapes.Objects(["files/in/f.txt"], space="my-space")

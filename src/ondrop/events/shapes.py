@@ -9,7 +9,9 @@ in its order.
 - Delegated (`event`, with `storage_provider` or not), as OSCAR clusters and replicas send
   it: the inner event (a JSON string or an object), its objects in that provider.
 - Storage records (`Records[0].eventSource`): `aws:s3` and `minio:s3` name stored objects
-  (`bucket/key`); `OneTrigger` (Onedata) is refused, naming why; another source is unknown.
+  (`bucket/key`); `OneTrigger` names a file in a Onedata space by its path, `Key`
+  (`/space/folder/file`), found in the service's input on that space; another source is
+  unknown.
 - Anything else is unknown: the body is the job's input file, as OSCAR does.
 """
 
@@ -35,11 +37,13 @@ NESTING = 8  # events wrapped in events, at most (a delegated one in an API Gate
 class Objects:
     """Stored objects the event names: `keys` in `provider` (None: the service's input
     whose path each key is under, else minio.default); with `in_input`, each key is a
-    file name within the service's input on `provider`."""
+    file name within the service's input on `provider`; with `space`, each key is a path in
+    that Onedata space, found in the service's input there."""
 
     keys: list[str]
     provider: str | None = None
     in_input: bool = False
+    space: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,7 @@ def _shape(
     if isinstance(records, list) and records and isinstance(records[0], dict):
         source = records[0].get("eventSource")
         if source == "OneTrigger":
-            raise InvalidKeyError(
-                "a OneTrigger event names a file in a Onedata space, which ondrop cannot read "
-                "yet; store the files in a provider ondrop has (S3, MinIO, WebDAV, a folder)"
-            )
+            return _onetrigger(event)
         if source in STORAGE_SOURCES or (source is None and "s3" in records[0]):
             return Objects(_storage_keys(records), provider)
     return None
@@ -153,6 +154,18 @@ def _query(event: dict[str, Any]) -> dict[str, str]:
             )
         found[f"{VARIABLE_PREFIX}{name}"] = str(value)
     return found
+
+
+def _onetrigger(event: dict[str, Any]) -> Objects:
+    """The file a OneTrigger event names: `Key` is its path, the space's name first."""
+    path = event.get("Key")
+    if not isinstance(path, str) or path.strip("/").count("/") < 1:
+        raise InvalidKeyError(
+            "a OneTrigger event names its file in Key, as /space/folder/file (the space's name "
+            "first)"
+        )
+    space, _, key = path.strip("/").partition("/")
+    return Objects([check_key(key, "OneTrigger event file path")], space=space)
 
 
 def _storage_keys(records: list[Any]) -> list[str]:

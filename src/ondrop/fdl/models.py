@@ -217,9 +217,12 @@ class WebdavProviderConfig(_Strict):
 
 
 class OnedataProviderConfig(_Strict):
-    oneprovider_host: str
-    token: str = ""
-    space: str = ""
+    oneprovider_host: str = Field(
+        description="the Oneprovider's host[:port]; https unless a scheme is given"
+    )
+    token: str = Field("", description="a Onedata access token with access to the space")
+    space: str = Field("", description="the space's name (or its id)")
+    verify: bool = True
 
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {

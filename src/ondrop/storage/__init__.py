@@ -17,7 +17,7 @@ from ondrop.storage.local import LocalStorage
 from ondrop.storage.memory import MemoryStorage
 
 # Provider types this platform can serve, by FDL type name.
-AVAILABLE = ("local", "minio", "s3", "webdav")
+AVAILABLE = ("local", "minio", "s3", "webdav", "onedata")
 
 
 def canonical(name: str) -> str:
@@ -140,6 +140,16 @@ def build(name: str, config: Mapping[str, Any]) -> StorageProvider:
             hostname=str(config.get("hostname") or ""),
             login=str(config.get("login") or ""),
             password=str(config.get("password") or ""),
+            verify=bool(config.get("verify", True)),
+        )
+    if kind == "onedata":
+        from ondrop.storage.onedata import OnedataStorage
+
+        return OnedataStorage(
+            name,
+            host=str(config.get("oneprovider_host") or ""),
+            token=str(config.get("token") or ""),
+            space=str(config.get("space") or ""),
             verify=bool(config.get("verify", True)),
         )
     raise DefinitionError(f"storage provider {name!r}: type {kind!r} is not available")

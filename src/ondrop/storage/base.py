@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from ondrop.errors import InvalidKeyError, StorageError
 
@@ -132,6 +132,12 @@ class StorageProvider(ABC):
 
     def close(self) -> None:
         """Release connections; the default has none."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -21,6 +21,7 @@ import httpx
 
 from ondrop.errors import InvalidKeyError, NotFoundError, StorageError, StorageUnavailableError
 from ondrop.storage.base import TEMP_PREFIX, ObjectInfo, StorageProvider, check_key
+from ondrop.storage.stream import ResponseStream
 
 DAV = "{DAV:}"
 PROPFIND = (
@@ -28,30 +29,6 @@ PROPFIND = (
     "<d:resourcetype/><d:getcontentlength/><d:getlastmodified/><d:getetag/>"
     "</d:prop></d:propfind>"
 )
-
-
-class _Stream(io.RawIOBase):
-    """A streaming httpx response as a binary file object."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self._chunks = response.iter_bytes(1 << 20)
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._left:
-            self._left = next(self._chunks, b"")
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
-
-    def close(self) -> None:
-        self._response.close()
-        super().close()
 
 
 class WebDAVStorage(StorageProvider):
@@ -170,7 +147,7 @@ class WebDAVStorage(StorageProvider):
             response.close()
             error = StorageUnavailableError if response.status_code >= 500 else StorageError
             raise error(f"{self.name}: read {key!r}: HTTP {response.status_code}")
-        return cast(BinaryIO, io.BufferedReader(_Stream(response), 1 << 20))
+        return cast(BinaryIO, io.BufferedReader(ResponseStream(response), 1 << 20))
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
         check_key(key)

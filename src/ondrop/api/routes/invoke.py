@@ -44,6 +44,7 @@ from ondrop.fdl.models import Service
 from ondrop.jobs import SYNC_PRIORITY
 from ondrop.platform import Platform
 from ondrop.storage.base import check_key, join_key, under
+from ondrop.storage.onedata import OnedataStorage
 from ondrop.store.base import FINISHED, SUCCEEDED, Job
 from ondrop.supervisor import output_files, read_regular
 
@@ -189,9 +190,12 @@ async def _on_objects(
     Each object is looked for in the provider the event names (a delegated event's, when it
     is one of this platform's), else in the service's input whose bucket it names, as the
     store that sent the event is the one OSCAR wired to that input; else in minio.default.
-    A dCache event names a file in the service's input on webdav.dcache."""
+    A dCache event names a file in the service's input on webdav.dcache; a OneTrigger event
+    a path in the Onedata space of one of the service's inputs."""
     admin = is_admin(request, request.app.state.admin)
     named = event.provider
+    if event.space is not None:
+        named = await run_in_threadpool(_on_space, platform, svc, event.space)
     if named is not None and not platform.providers.known(named):
         if event.in_input:
             raise InvalidKeyError(
@@ -227,6 +231,19 @@ async def _on_objects(
 
 def _resolved(platform: Platform, provider: str) -> str | None:
     return platform.providers.resolve(provider) if platform.providers.known(provider) else None
+
+
+def _on_space(platform: Platform, svc: Service, space: str) -> str:
+    """The provider of `svc`'s input that is the Onedata space `space` (a OneTrigger
+    event's)."""
+    for given in svc.input:
+        provider = platform.providers.get(given.storage_provider)
+        if isinstance(provider, OnedataStorage) and space in (provider.space, provider.space_name):
+            return provider.name
+    raise InvalidKeyError(
+        f"the event names a file in the Onedata space {space!r}, and {svc.name!r} has no "
+        "input on it"
+    )
 
 
 def _in_input(platform: Platform, svc: Service, provider: str, name: str) -> str:
