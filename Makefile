@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/storage_throughput.py
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/onedata.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \

@@ -134,3 +134,15 @@ def postgres() -> Iterator[object]:
 
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture
+def oneprovider() -> Iterator[object]:
+    """The Oneprovider test server (tests.support.oneprovider): a space "space1" and a
+    token "t0ken" that may do everything in it."""
+    from tests.support.oneprovider import Oneprovider
+
+    with Oneprovider() as server:
+        server.add_space("space1")
+        server.add_token("t0ken")
+        yield server

@@ -1,5 +1,6 @@
 """The StorageProvider contract, run on every implementation against a real server where
-there is one: local folders, the in-memory double, WebDAV (wsgidav) and S3 (SeaweedFS).
+there is one: local folders, the in-memory double, WebDAV (wsgidav), S3 (SeaweedFS) and
+Onedata (the Oneprovider test server of tests/support/oneprovider.py: no real one runs here).
 A provider is done when it passes this suite."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from ondrop.errors import InvalidKeyError, NotFoundError
 from ondrop.storage import LocalStorage, MemoryStorage, StorageProvider, build
 
-KINDS = ["local", "memory", "webdav", "s3"]
+KINDS = ["local", "memory", "webdav", "s3", "onedata"]
 
 
 @pytest.fixture(params=KINDS)
@@ -28,6 +29,14 @@ def provider(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage
         dav = request.getfixturevalue("webdav")
         store = build(
             "webdav.test", {"hostname": dav.url, "login": dav.user, "password": dav.password}
+        )
+        yield store
+        store.close()
+    elif request.param == "onedata":
+        server = request.getfixturevalue("oneprovider")
+        store = build(
+            "onedata.test",
+            {"oneprovider_host": server.url, "token": "t0ken", "space": "space1"},
         )
         yield store
         store.close()

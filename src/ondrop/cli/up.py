@@ -37,6 +37,9 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # A line for every request to a store (WebDAV, Onedata) is noise, not news.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     kept = bool(stored_credentials(Path(settings.data)).get("password"))
     admin = admin_credentials(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import posixpath
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -97,6 +98,7 @@ class ChangesStream(EventSource):
         self._saved = -1  # the cursor as the store has it
         self._listed: set[str] = set()
         self._client: httpx.Client | None = None
+        self._socket: socket.socket | None = None  # the open stream's
         self._fallback: Poller | None = None
         self._threads = [
             threading.Thread(target=self._reading, name=f"ondrop-changes-{provider.name}"),
@@ -115,9 +117,12 @@ class ChangesStream(EventSource):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._socket is not None:  # wakes a read that waits on the stream (closing the
+            with contextlib.suppress(OSError):  # client from this thread would not)
+                self._socket.shutdown(socket.SHUT_RDWR)
         if self._client is not None:
             with contextlib.suppress(Exception):
-                self._client.close()  # ends a read that waits on the stream
+                self._client.close()
         with self._wake:
             self._wake.notify_all()
         for thread in self._threads:
@@ -177,6 +182,10 @@ class ChangesStream(EventSource):
                 "POST", f"{API}/changes/metadata/{space_id}", params=params, json=SPEC
             ) as response:
                 provider.checked(response, what)
+                stream = response.extensions.get("network_stream")
+                self._socket = stream.get_extra_info("socket") if stream is not None else None
+                if self._stop.is_set():
+                    return False
                 if response.status_code == 403:
                     response.read()
                     self._fall_back(response)

@@ -39,7 +39,7 @@ from ondrop.storage.stream import ResponseStream
 
 API = "/api/v3/oneprovider"
 PAGE = 1000  # children in one listing request, the API's largest page
-PIECE = 64 * 1024**2  # bytes in one read (a range) or one write (at an offset)
+PIECE = 16 * 1024**2  # bytes in one read (a range) or one write (at an offset)
 ATTRIBUTES = ("fileId", "name", "type", "size", "mtime")
 MISSING_ERRNOS = {"enoent"}
 
