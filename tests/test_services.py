@@ -88,17 +88,30 @@ def test_an_unknown_provider_is_refused_and_changes_nothing(services: Services) 
 
 
 def test_a_provider_type_this_platform_cannot_serve_is_refused(services: Services) -> None:
+    rucio = Service.model_validate(
+        {
+            "name": "a",
+            "script": "true",
+            "input": [{"storage_provider": "rucio.mine", "path": "scope"}],
+            "storage_providers": {"rucio": {"mine": {"host": "rucio.example"}}},
+        }
+    )
+    with pytest.raises(DefinitionError) as caught:
+        services.apply([rucio])
+    assert "type 'rucio' is not available" in str(caught.value)
+
+
+def test_a_onedata_provider_without_a_space_is_refused_saying_so(services: Services) -> None:
     onedata = Service.model_validate(
         {
             "name": "a",
             "script": "true",
-            "input": [{"storage_provider": "onedata.mine", "path": "space"}],
+            "input": [{"storage_provider": "onedata.mine", "path": "in"}],
             "storage_providers": {"onedata": {"mine": {"oneprovider_host": "op.example"}}},
         }
     )
-    with pytest.raises(DefinitionError) as caught:
+    with pytest.raises(DefinitionError, match=r"onedata.mine.*space is required"):
         services.apply([onedata])
-    assert "type 'onedata' is not available" in str(caught.value)
 
 
 def test_a_declared_local_provider_is_created_and_usable(

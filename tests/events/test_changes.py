@@ -164,3 +164,83 @@ def test_a_provider_that_cannot_answer_is_waited_for_and_nothing_is_missed(
         oneprovider.unavailable = False
         wait_for(lambda: sink.offered() == ["in/meanwhile.txt"])
     assert "jobs wait and retry" in caplog.text
+
+
+def test_a_folder_moved_into_an_input_folder_offers_what_it_holds(
+    oneprovider: Oneprovider, store: SQLiteStore
+) -> None:
+    oneprovider.write("space1", "staging/batch/one.txt", b"1")
+    oneprovider.write("space1", "staging/batch/two.txt", b"2")
+    oneprovider.write("space1", "in/.upload/three.txt", b"3")
+    sink = Offered()
+    with streaming(oneprovider, store, sink) as stream:
+        wait_for(lambda: stream._opened.is_set())
+        oneprovider.rename("space1", "staging/batch", "in/batch")
+        oneprovider.rename("space1", "in/.upload", "in/done")
+        wanted = ["in/batch/one.txt", "in/batch/two.txt", "in/done/three.txt"]
+        wait_for(lambda: sorted(sink.offered()) == wanted)
+        placed(oneprovider, "in/marker.txt", b"m")
+        wait_for(lambda: "in/marker.txt" in sink.offered())
+    assert sorted(sink.offered()) == [*wanted, "in/marker.txt"]  # each once
+
+
+def test_a_file_moved_from_one_input_folder_to_another_is_offered_in_both(
+    oneprovider: Oneprovider, store: SQLiteStore
+) -> None:
+    config = {"oneprovider_host": oneprovider.url, "token": "t0ken", "space": "space1"}
+    provider = build("onedata.test", config)
+    assert isinstance(provider, OnedataStorage)
+    sink = Offered()
+    stream = ChangesStream(provider, lambda: ["in1", "in2"], store, 10.0, settle=0.05)
+    stream.start(sink)
+    try:
+        wait_for(lambda: stream._opened.is_set())
+        placed(oneprovider, "in1/x.txt", b"x")
+        wait_for(lambda: sink.offered() == ["in1/x.txt"])
+        oneprovider.mkdir("space1", "in2")
+        oneprovider.rename("space1", "in1/x.txt", "in2/x.txt")
+        wait_for(lambda: sink.offered() == ["in1/x.txt", "in2/x.txt"])
+    finally:
+        stream.stop()
+        provider.close()
+
+
+def test_a_token_with_data_caveats_is_refused_the_stream_and_lists_instead(
+    oneprovider: Oneprovider, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    oneprovider.add_token("caveats", caveats=True)
+    sink = Offered()
+    with (
+        caplog.at_level(logging.WARNING),
+        streaming(oneprovider, store, sink, token="caveats", fallback=0.1),
+    ):
+        oneprovider.write("space1", "in/listed.txt", b"found by a listing")
+        wait_for(lambda: "in/listed.txt" in sink.offered())
+    assert "HTTP 401" in caplog.text and "data caveats" in caplog.text
+
+
+def test_a_name_that_cannot_be_a_key_starts_nothing_and_says_so(
+    oneprovider: Oneprovider, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Offered()
+    with caplog.at_level(logging.WARNING), streaming(oneprovider, store, sink) as stream:
+        wait_for(lambda: stream._opened.is_set())
+        oneprovider.write("space1", "in/bad\nname.txt", b"a newline in its name")
+        placed(oneprovider, "in/good.txt", b"g")
+        wait_for(lambda: "in/good.txt" in sink.offered())
+    assert sink.offered() == ["in/good.txt"]
+    assert "control character" in caplog.text and "starts no job" in caplog.text
+
+
+def test_the_cursor_belongs_to_one_oneprovider_and_space(oneprovider: Oneprovider) -> None:
+    def provider(host: str) -> OnedataStorage:
+        config = {"oneprovider_host": host, "token": "t0ken", "space": "space1"}
+        built = build("onedata.test", config)
+        assert isinstance(built, OnedataStorage)
+        return built
+
+    with provider(oneprovider.url) as here, Oneprovider() as other:
+        other.add_space("space1")
+        other.add_token("t0ken")
+        with provider(other.url) as there:
+            assert cursor_key(here) != cursor_key(there)

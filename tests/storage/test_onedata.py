@@ -112,3 +112,18 @@ def test_the_host_alone_means_https_as_in_oscar() -> None:
     provider = OnedataStorage("onedata.x", "provider.example.org", "t", "s")
     assert provider.origin == "https://provider.example.org"
     provider.close()
+
+
+def test_paths_in_change_records_may_name_the_space_by_id_or_by_name(
+    oneprovider: Oneprovider,
+) -> None:
+    with space(oneprovider) as provider:
+        assert provider.key_of(f"/{provider.space_id}/in/a.txt") == "in/a.txt"
+        assert provider.key_of("/space1/in/a.txt") == "in/a.txt"
+        assert provider.key_of("/another-space/in/a.txt") is None
+
+
+def test_a_path_under_a_file_is_no_object(oneprovider: Oneprovider) -> None:
+    oneprovider.write("space1", "file.txt", b"1")
+    with space(oneprovider) as provider:
+        assert provider.stat("file.txt/x") is None

@@ -178,14 +178,15 @@ def test_changes_stream_records_in_order_and_flushes_each_at_once(
         lines = response.iter_lines()
         file_id = oneprovider.write("space1", "a/b.txt", b"hello", chunks=2)
         first = json.loads(next(lines))  # arrives while the stream stays open
-        assert first["filePath"] == "/space1/a" and first["fileMeta"]["changed"] is True
+        at = f"/{space_id(rest)}"  # canonical paths start with the space's id
+        assert first["filePath"] == f"{at}/a" and first["fileMeta"]["changed"] is True
         got = [first] + [json.loads(next(lines)) for _ in range(3)]
     docs = [(r["filePath"], next(d for d in ("fileMeta", "fileLocation") if d in r)) for r in got]
     assert docs == [
-        ("/space1/a", "fileMeta"),
-        ("/space1/a/b.txt", "fileMeta"),
-        ("/space1/a/b.txt", "fileLocation"),
-        ("/space1/a/b.txt", "fileLocation"),
+        (f"{at}/a", "fileMeta"),
+        (f"{at}/a/b.txt", "fileMeta"),
+        (f"{at}/a/b.txt", "fileLocation"),
+        (f"{at}/a/b.txt", "fileLocation"),
     ]
     assert [r["fileLocation"]["fields"] for r in got[2:]] == [{"size": 3}, {"size": 5}]
     assert got[1]["fileId"] == file_id and got[1]["fileMeta"]["fields"] == {
@@ -207,7 +208,8 @@ def test_changes_records_carry_the_always_docs_and_resume_after_last_seq(
         got = records(r)
     assert [x["seq"] for x in got] == [1, 2, 3, 4]
     created = got[0]
-    assert created["fileId"] == file_id and created["filePath"] == "/space1/f.txt"
+    assert created["fileId"] == file_id
+    assert created["filePath"] == f"/{space_id(rest)}/f.txt"
     assert created["fileMeta"]["changed"] is True
     assert created["fileMeta"]["fields"] == {"name": "f.txt", "type": "REG", "deleted": False}
     assert created["fileMeta"]["mutators"] == [oneprovider.provider_id]
@@ -317,16 +319,25 @@ def test_spaces_lookups_and_posix_errors(oneprovider: Oneprovider, rest: httpx.C
 def test_files_are_created_written_and_deleted(
     oneprovider: Oneprovider, rest: httpx.Client
 ) -> None:
-    sid = space_id(rest)
-    made = rest.post(f"{API}/data/{sid}/children", params={"name": "n.txt"}, content=b"12345")
+    sid, octets = space_id(rest), {"Content-Type": "application/octet-stream"}
+    untyped = rest.post(f"{API}/data/{sid}/children", params={"name": "n.txt"}, content=b"12345")
+    assert untyped.status_code == 415  # content only as application/octet-stream
+    made = rest.post(
+        f"{API}/data/{sid}/children", params={"name": "n.txt"}, content=b"12345", headers=octets
+    )
     assert made.status_code == 201
     file_id = made.json()["fileId"]
-    wrote = rest.put(f"{API}/data/{file_id}/content", params={"offset": 3}, content=b"XYZ")
+    wrote = rest.put(
+        f"{API}/data/{file_id}/content", params={"offset": 3}, content=b"XYZ", headers=octets
+    )
     assert wrote.status_code == 204 and oneprovider.read("space1", "n.txt") == b"123XYZ"
-    rest.put(f"{API}/data/{file_id}/content", content=b"ab")  # no offset: the whole content
+    rest.put(f"{API}/data/{file_id}/content", content=b"ab", headers=octets)  # the whole
     assert oneprovider.read("space1", "n.txt") == b"ab"
     deep = rest.put(
-        f"{API}/data/{sid}/path/p/q/r.txt", params={"create_parents": "true"}, content=b"r"
+        f"{API}/data/{sid}/path/p/q/r.txt",
+        params={"create_parents": "true"},
+        content=b"r",
+        headers=octets,
     )
     assert deep.status_code == 201 and oneprovider.read("space1", "p/q/r.txt") == b"r"
     attrs = rest.get(f"{API}/data/{deep.json()['fileId']}").json()
@@ -366,8 +377,13 @@ def test_children_pages(oneprovider: Oneprovider, rest: httpx.Client) -> None:
     assert set(first["children"][0]) == {"fileId", "name"} and first["isLast"] is False
     rest_of = rest.get(url, params={"limit": 3, "token": first["nextPageToken"]}).json()
     assert [c["name"] for c in rest_of["children"]] == ["d", "e"] and rest_of["isLast"] is True
-    asked = rest.get(url, params=[("attribute", "name"), ("attribute", "size")]).json()
-    assert asked["children"][0] == {"name": "a", "size": 0}
+    asked = rest.request("GET", url, json={"attributes": ["fileId", "size"]}).json()
+    assert set(asked["children"][0]) == {"fileId", "size"}
+    # the deprecated `attribute` takes the old snake_case names only, and answers in them
+    old = rest.get(url, params=[("attribute", "file_id"), ("attribute", "size")]).json()
+    assert set(old["children"][0]) == {"file_id", "size"}
+    camel = rest.get(url, params={"attribute": "fileId"})
+    assert camel.status_code == 400 and error(camel)["details"]["key"] == "attribute"
     empty = rest.get(f"{API}/data/{oneprovider.mkdir('space1', 'dir/none')}/children").json()
     assert empty == {"children": [], "isLast": True, "nextPageToken": None}
     too_many = rest.get(url, params={"limit": 1001})

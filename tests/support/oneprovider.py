@@ -49,6 +49,26 @@ DEFAULT_ATTRIBUTES = (
 ATTRIBUTES = frozenset(
     (*DEFAULT_ATTRIBUTES, "creationTime", "activePermissionsType", "hasCustomMetadata")
 )
+# The deprecated `attribute` query parameter takes the old snake_case names (and answers
+# with them); the current camelCase ones only come in `attributes`, as Oneprovider does.
+SNAKE_CASE = {
+    "file_id": "fileId",
+    "parent_id": "parentFileId",
+    "name": "name",
+    "mode": "posixPermissions",
+    "atime": "atime",
+    "mtime": "mtime",
+    "ctime": "ctime",
+    "type": "type",
+    "size": "size",
+    "shares": "directShareIds",
+    "index": "index",
+    "storage_group_id": "displayGid",
+    "storage_user_id": "displayUid",
+    "owner_id": "ownerUserId",
+    "provider_id": "originProviderId",
+    "hardlinks_count": "hardlinkCount",
+}
 
 
 def _now() -> int:
@@ -291,6 +311,7 @@ class Token:
     spaces: set[str] | None  # names; None: all
     changes: bool
     readonly: bool
+    caveats: bool = False  # data caveats (a path, read only): the changes stream refuses it
 
     def may(self, space: Space) -> bool:
         return self.spaces is None or space.name in self.spaces
@@ -570,19 +591,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._allowed(token, space)
             self._send(200, {"fileId": self.op.tree.resolve(space.root, names[1:]).id})
 
-    def _attribute_names(self, default: tuple[str, ...]) -> list[str]:
-        names = list(self.query.get("attribute", []))
-        asked = self._json().get("attributes", [])
+    def _attribute_names(self, default: tuple[str, ...]) -> list[str | tuple[str, str]]:
+        """The attributes asked for: camelCase names (`attributes`, in the JSON body or
+        the query), or (old name, current name) pairs of the deprecated `attribute`."""
+        old = list(self.query.get("attribute", []))
+        for name in old:
+            if name not in SNAKE_CASE:
+                allowed = sorted(SNAKE_CASE)
+                raise Fail(400, "badValueNotAllowed", name, key="attribute", allowed=allowed)
+        asked = self._json().get("attributes", list(self.query.get("attributes", [])))
         if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked):
-            raise Fail(400, "badValueNotAllowed", 'Bad "attributes".', key="attribute")
-        names += asked
-        for name in names:
+            raise Fail(400, "badValueNotAllowed", 'Bad "attributes".', key="attributes")
+        for name in asked:
             if name not in ATTRIBUTES:
                 allowed = sorted(ATTRIBUTES)
-                raise Fail(400, "badValueNotAllowed", name, key="attribute", allowed=allowed)
-        return names or list(default)
+                raise Fail(400, "badValueNotAllowed", name, key="attributes", allowed=allowed)
+        names: list[str | tuple[str, str]] = [(n, SNAKE_CASE[n]) for n in old]
+        return names + list(asked) if names or asked else list(default)
 
-    def _attributes(self, node: Node, names: list[str]) -> dict[str, Any]:
+    def _attributes(self, node: Node, names: list[str | tuple[str, str]]) -> dict[str, Any]:
         values: dict[str, Any] = {
             "fileId": node.id,
             "parentFileId": node.parent.id if node.parent is not None else None,
@@ -601,7 +628,12 @@ class _Handler(BaseHTTPRequestHandler):
             "activePermissionsType": "posix",
             "hasCustomMetadata": False,
         }
-        return {name: values[name] for name in names}
+        return {
+            (name[0] if isinstance(name, tuple) else name): values[
+                name[1] if isinstance(name, tuple) else name
+            ]
+            for name in names
+        }
 
     def attrs(self, file_id: str) -> None:
         token, names = self._auth(), self._attribute_names(DEFAULT_ATTRIBUTES)
@@ -655,14 +687,22 @@ class _Handler(BaseHTTPRequestHandler):
                 206, raw=data[start : end + 1], Content_Type=kind, Content_Range=content_range
             )
 
+    def _octets(self) -> None:
+        """A body is content only as application/octet-stream (else 415, as Oneprovider)."""
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if self.body and kind != "application/octet-stream":
+            raise Fail(415, "unsupportedMediaType", f"Content-Type {kind or 'none'!r}.")
+
     def content_put(self, file_id: str) -> None:
         token, offset = self._auth(modifying=True), self._int("offset")
+        self._octets()
         with self.op.tree.lock:
             self.op.tree.write(self._node(token, file_id), self.body, offset)
         self._send(204)
 
     def create(self, file_id: str) -> None:
         token, name = self._auth(modifying=True), self._param("name")
+        self._octets()
         kind, mode = self._choice("type", ("REG", "DIR"), "REG"), self._mode()
         if not name:
             raise Fail(400, "missingRequiredValue", 'Missing "name".', key="name")
@@ -672,6 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def create_path(self, file_id: str, path: str) -> None:
         token, names = self._auth(modifying=True), _names(path)
+        self._octets()
         kind, mode = self._choice("type", ("REG", "DIR"), "REG"), self._mode()
         parents = self._choice("create_parents", ("true", "false"), "false") == "true"
         with self.op.tree.lock:
@@ -729,6 +770,8 @@ class _Handler(BaseHTTPRequestHandler):
         token = self._auth()
         with self.op.tree.lock:
             space = self._allowed(token, self.op.tree.spaces.get(space_id))
+        if token.caveats:  # as Oneprovider: no changes stream for a token with data caveats
+            raise Fail(401, "unauthorized", "Caveat unverified: a data access caveat.")
         if not token.changes:
             raise Fail(403, FORBIDDEN[0], "The token may not read the changes stream.")
         body, specs = self._json(), {}
@@ -754,7 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         while (changes := self._wait_changes(space, cursor, deadline)) is not None:
             cursor += len(changes)
-            records = [r for c in changes if (r := _record(c, specs)) is not None]
+            records = [r for c in changes if (r := _record(c, specs, space)) is not None]
             if records:
                 data = [json.dumps(r).encode() + b"\r\n" for r in records]
                 try:
@@ -792,7 +835,9 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
 
-def _record(change: Change, specs: dict[str, tuple[list[str], bool]]) -> dict[str, Any] | None:
+def _record(
+    change: Change, specs: dict[str, tuple[list[str], bool]], space: Space
+) -> dict[str, Any] | None:
     """The stream's record of a change for the asked doc types, None if none applies."""
     docs = {
         doc: {
@@ -806,10 +851,17 @@ def _record(change: Change, specs: dict[str, tuple[list[str], bool]]) -> dict[st
         if doc == change.doc or always
     }
     return (
-        {"fileId": change.file_id, "filePath": change.path, "seq": change.seq} | docs
+        # The canonical path, as current Oneproviders give it: the space's id first.
+        {"fileId": change.file_id, "filePath": _canonical(change.path, space), "seq": change.seq}
+        | docs
         if docs
         else None
     )
+
+
+def _canonical(path: str, space: Space) -> str:
+    """`/space name/a/b` as `/space id/a/b`."""
+    return f"/{space.id}{path[len(space.name) + 1 :]}"
 
 
 def _range(header: str | None, total: int) -> tuple[int, int] | None:
@@ -917,9 +969,11 @@ class Oneprovider:
         spaces: list[str] | None = None,
         changes: bool = True,
         readonly: bool = False,
+        caveats: bool = False,
     ) -> None:
         with self.tree.lock:
-            self.tokens[token] = Token(None if spaces is None else set(spaces), changes, readonly)
+            allowed = None if spaces is None else set(spaces)
+            self.tokens[token] = Token(allowed, changes, readonly, caveats)
 
     def _space(self, name: str) -> Space:
         space = self.tree.space(name)

@@ -32,11 +32,10 @@ from typing import Any
 
 import httpx
 
-from ondrop.errors import OndropError, StorageError
+from ondrop.errors import InvalidKeyError, OndropError, StorageError
 from ondrop.events.base import EventSource, Sink
 from ondrop.events.poll import Poller, hidden, listing
-from ondrop.events.watch import SETTLE
-from ondrop.storage.base import ObjectInfo, under
+from ondrop.storage.base import ObjectInfo, check_key, under
 from ondrop.storage.onedata import API, OnedataStorage, version_of
 from ondrop.store.base import Store
 
@@ -66,11 +65,13 @@ class _Change:
 
 
 def cursor_key(provider: OnedataStorage) -> str:
-    return f"onedata-changes:{provider.name}:{provider.space}"
+    """Where the store keeps the cursor: sequence numbers are a Oneprovider's own, so one
+    of another provider of the space (or of a space made again) is never read on from."""
+    return f"onedata-changes:{provider.name}:{provider.origin}:{provider.space_id}"
 
 
 def folders_key(provider: OnedataStorage) -> str:
-    return f"onedata-listed:{provider.name}:{provider.space}"
+    return f"onedata-listed:{provider.name}:{provider.origin}:{provider.space_id}"
 
 
 class ChangesStream(EventSource):
@@ -80,23 +81,26 @@ class ChangesStream(EventSource):
         folders: Callable[[], list[str]],
         store: Store,
         fallback_interval: float,
-        settle: float = SETTLE,
+        settle: float | None = None,
     ) -> None:
         self.provider = provider
         self.folders = folders
         self.store = store
         self.fallback_interval = fallback_interval
-        self.settle = settle
+        self.settle = provider.settle if settle is None else settle
         self._sink: Sink | None = None
         self._stop = threading.Event()
         self._opened = threading.Event()  # a stream is open: listings miss nothing now
         self._wake = threading.Condition()
         self._pending: dict[str, _Change] = {}  # file id -> its latest change
         self._renamed: set[str] = set()  # file ids seen under a temporary name
-        self._offered: OrderedDict[str, str] = OrderedDict()  # file id -> version offered
+        self._offered: OrderedDict[str, str] = OrderedDict()  # key -> the version offered
+        self._arrived: set[str] = set()  # folders moved or made in an input folder: listed
         self._read = -1  # the highest sequence number read
         self._saved = -1  # the cursor as the store has it
         self._listed: set[str] = set()
+        self._loaded = False  # the cursor and the listed folders read from the store
+        self._opens = 0  # streams opened from "now" (no cursor): a listing counts after one
         self._client: httpx.Client | None = None
         self._socket: socket.socket | None = None  # the open stream's
         self._fallback: Poller | None = None
@@ -109,9 +113,6 @@ class ChangesStream(EventSource):
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
-        saved = self.store.get_meta(cursor_key(self.provider))
-        self._saved = self._read = int(saved) if saved is not None else -1
-        self._listed = set(json.loads(self.store.get_meta(folders_key(self.provider)) or "[]"))
         for thread in self._threads:
             thread.start()
 
@@ -171,7 +172,12 @@ class ChangesStream(EventSource):
     def _follow(self) -> bool:
         """Read one stream to its end; True when the token may not read it (fell back)."""
         provider = self.provider
-        space_id = provider.space_id
+        space_id = provider.space_id  # the token and the space are good for data
+        if not self._loaded:
+            saved = self.store.get_meta(cursor_key(provider))
+            self._saved = self._read = int(saved) if saved is not None else -1
+            self._listed = set(json.loads(self.store.get_meta(folders_key(provider)) or "[]"))
+            self._loaded = True
         params: dict[str, int] = {"timeout": int(QUIET * 1000)}
         if self._read >= 0:
             params["last_seq"] = self._read
@@ -181,15 +187,17 @@ class ChangesStream(EventSource):
             with self._client.stream(
                 "POST", f"{API}/changes/metadata/{space_id}", params=params, json=SPEC
             ) as response:
-                provider.checked(response, what)
                 stream = response.extensions.get("network_stream")
                 self._socket = stream.get_extra_info("socket") if stream is not None else None
                 if self._stop.is_set():
                     return False
-                if response.status_code == 403:
+                if response.status_code in (401, 403):
+                    # The same token was good for the space just now: it may not read the
+                    # stream (403), or carries data caveats, which the stream refuses (401).
                     response.read()
                     self._fall_back(response)
                     return True
+                provider.checked(response, what)
                 if response.status_code != 200:
                     response.read()
                     raise StorageError(
@@ -199,7 +207,9 @@ class ChangesStream(EventSource):
                 if self._read < 0:
                     # A stream from "now", whose place no record has told yet: what came
                     # before it is the listing's, so list every input folder again.
-                    self._listed.clear()
+                    with self._wake:
+                        self._listed.clear()
+                        self._opens += 1
                 self._opened.set()
                 with self._wake:
                     self._wake.notify_all()
@@ -214,12 +224,19 @@ class ChangesStream(EventSource):
 
     def _fall_back(self, response: httpx.Response) -> None:
         interval = self.fallback_interval
+        why = (
+            "it lacks the privilege"
+            if response.status_code == 403
+            else "the stream refuses tokens with data caveats (a path, read only)"
+        )
         log.warning(
-            "the token of %s may not read the changes stream of space %r (HTTP 403: %s); "
+            "the token of %s may not read the changes stream of space %r (HTTP %d: %s; %s); "
             "listing its input folders %s instead",
             self.provider.name,
             self.provider.space,
+            response.status_code,
             response.text[:200],
+            why,
             f"every {interval:g} s" if interval else "once, at start",
         )
         self._fallback = Poller(self.provider, self.folders, interval)
@@ -227,43 +244,58 @@ class ChangesStream(EventSource):
         self._fallback.start(self._sink)
 
     def _take(self, record: dict[str, Any]) -> None:
+        """One change record: the file it describes pending, due now or once settled. The
+        read position moves past it only once it is taken (a failure reads it again)."""
         seq = int(record["seq"])
         file_id = str(record.get("fileId") or "")
         meta = record.get("fileMeta") or {}
         fields = meta.get("fields") or {}
         size = (record.get("fileLocation") or {}).get("fields", {}).get("size")
         mtime = (record.get("times") or {}).get("fields", {}).get("mtime")
+        gone = bool(meta.get("deleted") or fields.get("deleted"))
+        folder = str(fields.get("type", "")).upper() == "DIR"
         key = self.provider.key_of(str(record.get("filePath") or ""))
-        with self._wake:
-            self._read = max(self._read, seq)
-            gone = bool(meta.get("deleted") or fields.get("deleted"))
-            if gone or key is None or not file_id or str(fields.get("type", "")).upper() == "DIR":
-                self._pending.pop(file_id, None)
-                self._renamed.discard(file_id)
-                return
-            if posixpath.basename(key).startswith("."):
-                self._renamed.add(file_id)  # a temporary name: complete once renamed
-                self._pending.pop(file_id, None)
-                return
+        temporary = key is not None and posixpath.basename(key).startswith(".")
+        if key is not None and not temporary:
+            try:
+                check_key(key, "a file name in the changes stream")
+            except InvalidKeyError as exc:
+                log.warning("%s: %s; it starts no job", self.provider.name, exc)
+                key = None
+        info: ObjectInfo | None = None
+        if not (gone or folder or key is None or not file_id or temporary):
             if size is None or mtime is None:
                 info = self.provider.stat(key)  # a record without them: ask the provider
-                if info is None:
-                    return
             else:
                 info = ObjectInfo(key, int(size), version_of(file_id, mtime, int(size)), mtime)
-            if self._offered.get(file_id) == info.version:
-                return  # the same version again (its ctime, say): offered already
-            now = time.monotonic()
-            before = self._pending.get(file_id)
-            if file_id in self._renamed:
-                self._renamed.discard(file_id)
-                due = now
-            elif before is not None and before.info.version == info.version:
-                due = before.due
+        with self._wake:
+            if folder and not gone and key is not None and not temporary:
+                self._arrived.add(key)  # moved or made here: what it holds is listed
+                self._wake.notify_all()
+            elif info is None:
+                self._pending.pop(file_id, None)
+                if temporary and not folder and not gone:
+                    self._renamed.add(file_id)  # a temporary name: complete once renamed
+                else:
+                    self._renamed.discard(file_id)
             else:
-                due = now + self.settle
-            self._pending[file_id] = _Change(key, info, seq, due)
-            self._wake.notify_all()
+                self._taken(file_id, info, seq)
+            self._read = max(self._read, seq)
+
+    def _taken(self, file_id: str, info: ObjectInfo, seq: int) -> None:
+        if self._offered.get(info.key) == info.version:
+            return  # the same version again (its ctime, say): offered already
+        now = time.monotonic()
+        before = self._pending.get(file_id)
+        if file_id in self._renamed:
+            self._renamed.discard(file_id)
+            due = now
+        elif before is not None and before.info.version == info.version:
+            due = before.due
+        else:
+            due = now + self.settle
+        self._pending[file_id] = _Change(info.key, info, seq, due)
+        self._wake.notify_all()
 
     # -- offering files ---------------------------------------------------------------
     def _delivering(self) -> None:
@@ -277,11 +309,14 @@ class ChangesStream(EventSource):
                     return
                 now = time.monotonic()
                 ripe = {f: c for f, c in self._pending.items() if c.due <= now}
+                arrived, self._arrived = self._arrived, set()
+                read = self._read  # what this pass covers: later records wait for the next
             try:
                 if self._opened.is_set():
                     self._list_new_folders()
+                self._list_arrived(arrived)
                 self._offer(ripe)
-                self._save_cursor()
+                self._save_cursor(read)
             except Exception:
                 log.exception("offering the changes of %s failed; trying again", self.provider.name)
                 self._stop.wait(RETRY)
@@ -290,11 +325,14 @@ class ChangesStream(EventSource):
         if not ripe:
             return
         folders = self.folders()
-        wanted = [
-            (file_id, change)
-            for file_id, change in ripe.items()
-            if any(under(change.key, f) and not hidden(change.key, f) for f in folders)
-        ]
+        with self._wake:  # in an input folder, and not offered by a listing meanwhile
+            wanted = [
+                (file_id, change)
+                for file_id, change in ripe.items()
+                if any(under(change.key, f) and not hidden(change.key, f) for f in folders)
+                and self._offered.get(change.key) != change.info.version
+            ]
+        failed: set[str] = set()
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start : start + BATCH]
             if self._stop.is_set() or self._sink is None:
@@ -310,34 +348,73 @@ class ChangesStream(EventSource):
                     RETRY,
                 )
                 with self._wake:  # still pending: the cursor stays before them
-                    for _, change in batch:
+                    for file_id, change in batch:
                         change.due = time.monotonic() + RETRY
-                return
+                        failed.add(file_id)
+                continue  # the other batches go on
             with self._wake:
-                for file_id, change in batch:
-                    self._offered[file_id] = change.info.version
-                    self._offered.move_to_end(file_id)
-                while len(self._offered) > REMEMBERED:
-                    self._offered.popitem(last=False)
+                for _, change in batch:
+                    self._remember(change.info)
         with self._wake:  # offered, or in no input folder: done, unless changed meanwhile
             for file_id, change in ripe.items():
-                if self._pending.get(file_id) is change:
+                if file_id not in failed and self._pending.get(file_id) is change:
                     del self._pending[file_id]
 
+    def _remember(self, info: ObjectInfo) -> None:
+        """A version offered (its key and file id in it), not offered again by a record."""
+        self._offered[info.key] = info.version
+        self._offered.move_to_end(info.key)
+        while len(self._offered) > REMEMBERED:
+            self._offered.popitem(last=False)
+
+    def _list_arrived(self, folders: set[str]) -> None:
+        """Offer what folders moved into an input folder hold: a folder's move is one record,
+        not one per file in it."""
+        inputs = self.folders()
+        for folder in sorted(folders):
+            for top in inputs:
+                if under(folder, top):  # moved into an input folder
+                    place = folder
+                elif folder == top or under(top, folder):  # an input folder moved in whole
+                    place = top
+                else:
+                    continue
+                found = listing(self.provider, place)
+                with self._wake:
+                    infos = [
+                        i
+                        for i in found
+                        if not hidden(i.key, top) and self._offered.get(i.key) != i.version
+                    ]
+                for start in range(0, len(infos), BATCH):
+                    if self._sink is None or self._stop.is_set():
+                        return
+                    batch = infos[start : start + BATCH]
+                    self._sink(self.provider.name, batch)
+                    with self._wake:
+                        for info in batch:
+                            self._remember(info)
+
     def _list_new_folders(self) -> None:
-        new = [f for f in self.folders() if f not in self._listed]
+        with self._wake:
+            new = [f for f in self.folders() if f not in self._listed]
+            opens = self._opens
         for folder in new:
             infos = listing(self.provider, folder)
             for start in range(0, len(infos), BATCH):
                 if self._sink is None or self._stop.is_set():
                     return
                 self._sink(self.provider.name, infos[start : start + BATCH])
-            self._listed.add(folder)
+            with self._wake:
+                for info in infos:
+                    self._remember(info)
+                if self._opens == opens:  # no stream from "now" opened meanwhile
+                    self._listed.add(folder)
         if new:
             self.store.set_meta(folders_key(self.provider), json.dumps(sorted(self._listed)))
 
-    def _save_cursor(self) -> None:
-        cursor = self.cursor
+    def _save_cursor(self, read: int) -> None:
+        cursor = min(self.cursor, read)
         if cursor > self._saved:
             self.store.set_meta(cursor_key(self.provider), str(cursor))
             self._saved = cursor

@@ -223,6 +223,13 @@ class OnedataProviderConfig(_Strict):
     token: str = Field("", description="a Onedata access token with access to the space")
     space: str = Field("", description="the space's name (or its id)")
     verify: bool = True
+    settle: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="seconds a file written where it lies (not renamed into place) must be "
+        "unchanged before it starts a job (ondrop's)",
+    )
 
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {

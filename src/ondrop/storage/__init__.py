@@ -151,6 +151,7 @@ def build(name: str, config: Mapping[str, Any]) -> StorageProvider:
             token=str(config.get("token") or ""),
             space=str(config.get("space") or ""),
             verify=bool(config.get("verify", True)),
+            settle=float(config.get("settle", 1.0)),
         )
     raise DefinitionError(f"storage provider {name!r}: type {kind!r} is not available")
 

@@ -41,7 +41,10 @@ API = "/api/v3/oneprovider"
 PAGE = 1000  # children in one listing request, the API's largest page
 PIECE = 16 * 1024**2  # bytes in one read (a range) or one write (at an offset)
 ATTRIBUTES = ("fileId", "name", "type", "size", "mtime")
-MISSING_ERRNOS = {"enoent"}
+WANTED = {"attributes": list(ATTRIBUTES)}
+MISSING_ERRNOS = {"enoent", "enotdir"}  # "a/b" where a is a file: no object there either
+OCTETS = {"Content-Type": "application/octet-stream"}  # Oneprovider takes content as this only
+SETTLE = 1.0  # seconds a file written where it lies must be unchanged before it counts
 
 
 def version_of(file_id: str, mtime: float, size: int) -> str:
@@ -100,7 +103,15 @@ class _Ranges(io.RawIOBase):
 class OnedataStorage(StorageProvider):
     kind = "onedata"
 
-    def __init__(self, name: str, host: str, token: str, space: str, verify: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        token: str,
+        space: str,
+        verify: bool = True,
+        settle: float = SETTLE,
+    ) -> None:
         super().__init__(name)
         if not host:
             raise DefinitionError(f"storage provider {name!r}: oneprovider_host is required")
@@ -108,6 +119,7 @@ class OnedataStorage(StorageProvider):
             raise DefinitionError(f"storage provider {name!r}: space is required")
         self.origin = (host if "://" in host else f"https://{host}").rstrip("/")
         self.space = space
+        self.settle = settle
         self.http = httpx.Client(
             base_url=self.origin,
             headers={"X-Auth-Token": token},
@@ -206,10 +218,12 @@ class OnedataStorage(StorageProvider):
             return self._space_found
 
     def key_of(self, path: str) -> str | None:
-        """The key of a path as the provider writes it ("/space/a/b"), None when it lies
-        outside the space."""
-        prefix = f"/{self.space_name}/"
-        return path[len(prefix) :] if path.startswith(prefix) else None
+        """The key of a path as the provider writes it ("/space id/a/b", the canonical
+        form, or "/space name/a/b"), None when it lies outside the space."""
+        for prefix in (f"/{self.space_id}/", f"/{self.space_name}/"):
+            if path.startswith(prefix):
+                return path[len(prefix) :]
+        return None
 
     def file_id(self, key: str) -> str | None:
         """The id of the file or folder at `key` ('' is the space), None when there is none."""
@@ -224,9 +238,9 @@ class OnedataStorage(StorageProvider):
         return str(response.json()["fileId"])
 
     def attributes(self, file_id: str, what: str) -> dict[str, Any] | None:
-        response = self.request(
-            "GET", f"{API}/data/{file_id}", what, params=[("attribute", a) for a in ATTRIBUTES]
-        )
+        # In the body, as Onedata's own client asks since 21.02.5: the `attribute` query
+        # parameter is the deprecated one, which knows only the old snake_case names.
+        response = self.request("GET", f"{API}/data/{file_id}", what, json=WANTED)
         if self._missing(response):
             return None
         if response.status_code != 200:
@@ -268,12 +282,13 @@ class OnedataStorage(StorageProvider):
         what = f"list {folder or 'the space'!r}"
         token: str | None = None
         while folder_id is not None:
-            params: list[tuple[str, str | int]] = [("limit", PAGE)]
-            params += [("attribute", a) for a in ATTRIBUTES]
+            params: dict[str, str | int] = {"limit": PAGE}
             if token:
-                params.append(("token", token))
-            response = self.request("GET", f"{API}/data/{folder_id}/children", what, params=params)
-            if self._missing(response) or _error_id(response)[1] == "enotdir":
+                params["token"] = token
+            response = self.request(
+                "GET", f"{API}/data/{folder_id}/children", what, params=params, json=WANTED
+            )
+            if self._missing(response):
                 return  # gone meanwhile, or a file: nothing under it
             if response.status_code != 200:
                 raise self._failed(response, what)
@@ -308,6 +323,12 @@ class OnedataStorage(StorageProvider):
             raise self.unreachable(what, exc) from None
         if response.status_code == 206 or (response.status_code == 200 and start == 0):
             return ResponseStream(response)
+        if response.status_code == 200:
+            response.close()
+            raise StorageError(
+                f"{self.name}: {what}: the Oneprovider ignored the Range header; ondrop reads "
+                "large files in ranges"
+            )
         response.read()
         if self._missing(response):
             raise NotFoundError(f"{self.name}: {key!r} is gone")
@@ -324,6 +345,7 @@ class OnedataStorage(StorageProvider):
             what,
             params={"type": "REG", "create_parents": "true"},
             content=source.read(PIECE),
+            headers=OCTETS,
         )
         if created.status_code not in (200, 201):
             raise self._failed(created, what)
@@ -337,6 +359,7 @@ class OnedataStorage(StorageProvider):
                     what,
                     params={"offset": offset},
                     content=piece,
+                    headers=OCTETS,
                 )
                 if wrote.status_code not in (200, 201, 204):
                     raise self._failed(wrote, what)
