@@ -1,7 +1,8 @@
 """`/job` and `/run` with every event shape OSCAR's faas-supervisor reads, through the API of
 a running platform: API Gateway (unwrapped, base64 when flagged, its query as CONT_VAR_*),
-the delegated form OSCAR clusters send, dCache, unknown bodies; Onedata and Rucio events
-refused saying why."""
+the delegated form OSCAR clusters send, dCache, OneTrigger (Onedata), unknown bodies; Rucio
+events, and OneTrigger events for a space the service has no input on, refused saying
+why."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.api.test_api import create, wait_job
 from tests.conftest import ADMIN, listening_socket, serving
+from tests.support.oneprovider import Oneprovider
 from tests.support.servers import WebDAV
 from tests.support.waiting import wait_for
 
@@ -81,7 +83,7 @@ def test_a_storage_event_inside_api_gateway_or_delegated_starts_the_objects_job(
     assert missing.status_code == 404 and "copy/in/none.txt" in missing.json()["detail"]
 
 
-def test_an_unknown_body_is_the_input_file_and_onedata_and_rucio_say_why_not(
+def test_an_unknown_body_is_the_input_file_and_rucio_or_a_foreign_space_say_why_not(
     api: httpx.Client,
 ) -> None:
     create(api, "show", script=SHOW)
@@ -133,3 +135,48 @@ def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
         assert wait_for(lambda: out.stat("dcache/out/image2.jpg"))
         gone = api.post("/job/dc", json={"event": {"name": "nope.jpg"}, "subscription": "s"})
         assert gone.status_code == 404 and "dcache/in/nope.jpg" in gone.json()["detail"]
+
+
+def test_a_onetrigger_event_runs_on_the_file_in_the_input_on_that_space(
+    settings: Settings, oneprovider: Oneprovider
+) -> None:
+    platform = Platform(settings)
+    platform.start()
+    with (
+        contextlib.ExitStack() as stack,
+        serving(platform, listening_socket()) as url,
+        httpx.Client(base_url=url, auth=(ADMIN.user, ADMIN.password)) as api,
+    ):
+        stack.callback(platform.stop)
+        space = {"oneprovider_host": oneprovider.url, "token": "t0ken", "space": "space1"}
+        platform.apply(
+            [
+                Service.model_validate(
+                    {
+                        "name": "od",
+                        "script": 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"',
+                        "input": [{"storage_provider": "onedata.hub", "path": "files/in"}],
+                        "output": [{"storage_provider": "local.default", "path": "od/out"}],
+                        "storage_providers": {"onedata": {"hub": space}},
+                    }
+                )
+            ]
+        )
+        oneprovider.write("space1", "files/in/f.txt", b"from the space")
+
+        def onetrigger(path: str) -> dict[str, Any]:
+            record = {"objectKey": path.rpartition("/")[2], "eventSource": "OneTrigger"}
+            return {"Key": path, "Records": [{**record, "objectId": "00a1"}]}
+
+        answer = api.post("/job/od", json=onetrigger("/space1/files/in/f.txt"))
+        assert answer.status_code in (200, 201), answer.text
+        job = wait_job(api, "od", answer.json()["job_id"])
+        assert job["status"] == "Succeeded" and job["input"] == "files/in/f.txt"
+        out = platform.providers.get("local.default")
+        assert wait_for(lambda: out.stat("od/out/f.txt"))
+        again = api.post("/job/od", json=onetrigger("/space1/files/in/f.txt"))
+        assert again.json()["job_id"] == answer.json()["job_id"]  # one job per version
+        gone = api.post("/job/od", json=onetrigger("/space1/files/in/nope.txt"))
+        assert gone.status_code == 404 and "files/in/nope.txt" in gone.json()["detail"]
+        other = api.post("/job/od", json=onetrigger("/elsewhere/files/in/f.txt"))
+        assert other.status_code == 400 and "'elsewhere'" in other.json()["detail"]
