@@ -10,6 +10,7 @@ import base64
 import contextlib
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -100,9 +101,9 @@ def test_an_unknown_body_is_the_input_file_and_rucio_or_a_foreign_space_say_why_
     assert len(api.get("/system/logs/show").json()["jobs"]) == 1  # the unknown body's alone
 
 
-def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
-    settings: Settings, webdav: WebDAV
-) -> None:
+@contextlib.contextmanager
+def platform_api(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
+    """A started platform and a client of its API as the admin."""
     platform = Platform(settings)
     platform.start()
     with (
@@ -111,6 +112,13 @@ def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
         httpx.Client(base_url=url, auth=(ADMIN.user, ADMIN.password)) as api,
     ):
         stack.callback(platform.stop)
+        yield platform, api
+
+
+def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
+    settings: Settings, webdav: WebDAV
+) -> None:
+    with platform_api(settings) as (platform, api):
         dav = {"hostname": webdav.url, "login": webdav.user, "password": webdav.password}
         platform.apply(
             [
@@ -140,14 +148,7 @@ def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
 def test_a_onetrigger_event_runs_on_the_file_in_the_input_on_that_space(
     settings: Settings, oneprovider: Oneprovider
 ) -> None:
-    platform = Platform(settings)
-    platform.start()
-    with (
-        contextlib.ExitStack() as stack,
-        serving(platform, listening_socket()) as url,
-        httpx.Client(base_url=url, auth=(ADMIN.user, ADMIN.password)) as api,
-    ):
-        stack.callback(platform.stop)
+    with platform_api(settings) as (platform, api):
         space = {"oneprovider_host": oneprovider.url, "token": "t0ken", "space": "space1"}
         platform.apply(
             [

@@ -139,18 +139,31 @@ def test_a_restart_reads_on_from_the_cursor_and_offers_nothing_twice(
     assert versions["in/a.txt"] != next(i.version for i in first.infos if i.key == "in/a.txt")
 
 
-def test_a_token_without_the_changes_privilege_falls_back_to_listing_and_says_why(
-    oneprovider: Oneprovider, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("changes", "caveats", "said"),
+    [
+        (False, False, "HTTP 403"),  # no changes privilege
+        (True, True, "HTTP 401"),  # data caveats: the stream refuses the token
+    ],
+)
+def test_a_token_refused_the_stream_falls_back_to_listing_and_says_why(
+    oneprovider: Oneprovider,
+    store: SQLiteStore,
+    caplog: pytest.LogCaptureFixture,
+    changes: bool,
+    caveats: bool,
+    said: str,
 ) -> None:
-    oneprovider.add_token("no-changes", changes=False)
+    oneprovider.add_token("refused", changes=changes, caveats=caveats)
     sink = Offered()
     with (
         caplog.at_level(logging.WARNING),
-        streaming(oneprovider, store, sink, token="no-changes", fallback=0.1),
+        streaming(oneprovider, store, sink, token="refused", fallback=0.1),
     ):
         oneprovider.write("space1", "in/listed.txt", b"found by a listing")
         wait_for(lambda: "in/listed.txt" in sink.offered())
-    assert "may not read the changes stream" in caplog.text and "every 0.1 s" in caplog.text
+    assert "may not read the changes stream" in caplog.text and said in caplog.text
+    assert "every 0.1 s" in caplog.text
 
 
 def test_a_provider_that_cannot_answer_is_waited_for_and_nothing_is_missed(
@@ -203,20 +216,6 @@ def test_a_file_moved_from_one_input_folder_to_another_is_offered_in_both(
     finally:
         stream.stop()
         provider.close()
-
-
-def test_a_token_with_data_caveats_is_refused_the_stream_and_lists_instead(
-    oneprovider: Oneprovider, store: SQLiteStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    oneprovider.add_token("caveats", caveats=True)
-    sink = Offered()
-    with (
-        caplog.at_level(logging.WARNING),
-        streaming(oneprovider, store, sink, token="caveats", fallback=0.1),
-    ):
-        oneprovider.write("space1", "in/listed.txt", b"found by a listing")
-        wait_for(lambda: "in/listed.txt" in sink.offered())
-    assert "HTTP 401" in caplog.text and "data caveats" in caplog.text
 
 
 def test_a_name_that_cannot_be_a_key_starts_nothing_and_says_so(

@@ -339,14 +339,7 @@ class OnedataStorage(StorageProvider):
         folder = posixpath.dirname(key)
         temp = posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
         what = f"write {key!r}"
-        created = self.request(
-            "PUT",
-            f"{API}/data/{self.space_id}/path/{quote(temp)}",
-            what,
-            params={"type": "REG", "create_parents": "true"},
-            content=source.read(PIECE),
-            headers=OCTETS,
-        )
+        created = self._create(temp, "REG", what, source.read(PIECE))
         if created.status_code not in (200, 201):
             raise self._failed(created, what)
         file_id = str(created.json()["fileId"])
@@ -373,6 +366,17 @@ class OnedataStorage(StorageProvider):
         if attributes is None:
             raise StorageError(f"{self.name}: wrote {key!r} but cannot find it")
         return self.info(key, attributes)
+
+    def _create(self, path: str, kind: str, what: str, content: bytes = b"") -> httpx.Response:
+        """Make the file (with `content`) or folder at `path`, and the folders above it."""
+        return self.request(
+            "PUT",
+            f"{API}/data/{self.space_id}/path/{quote(path)}",
+            what,
+            params={"type": kind, "create_parents": "true"},
+            content=content,
+            headers=OCTETS if content else None,
+        )
 
     def _move(self, source: str, dest: str, what: str) -> None:
         """Rename `source` to `dest` in the space, replacing a file there (CDMI's move)."""
@@ -401,16 +405,11 @@ class OnedataStorage(StorageProvider):
 
     def ensure_folder(self, path: str) -> None:
         path = path.strip("/")
-        space_id = self.space_id  # a wrong token or space is said here, when applying
+        self.space_id  # noqa: B018  (a wrong token or space is said here, when applying)
         if not path:
             return
         what = f"create folder {path!r}"
-        response = self.request(
-            "PUT",
-            f"{API}/data/{space_id}/path/{quote(path)}",
-            what,
-            params={"type": "DIR", "create_parents": "true"},
-        )
+        response = self._create(path, "DIR", what)
         if response.status_code in (200, 201) or _error_id(response)[1] == "eexist":
             return
         raise self._failed(response, what)
