@@ -22,6 +22,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "onedata"
 FILES = 1000
+REVERSE = 'rev "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"\n'
 UPPER = """#!/bin/sh
 name=$(basename "$INPUT_FILE_PATH")
 tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/$name.upper"
@@ -72,10 +73,51 @@ def test_the_example_reads_from_a_space_and_writes_back_to_it(
         "columns: 2",
         f"bytes: {len(csv)}",
     ]
+    # the CLI uploads to the space (a job) and downloads from it, as for any provider
+    (tmp_path / "run2.csv").write_text("a,b,c\n1,2,3\n")
+    up.cli("put", "summarise", str(tmp_path / "run2.csv"))
+    wait_for(lambda: oneprovider.read("space1", "experiments/summaries/run2.summary"))
+    up.cli("get", "summarise", "-o", str(tmp_path / "got"))
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["run1.summary", "run2.summary"]
+    assert "columns: 3" in (tmp_path / "got" / "run2.summary").read_text()
     with up.client() as client:
-        assert [j["status"] for j in client.jobs("summarise").values()] == ["Succeeded"]
+        jobs = client.jobs("summarise").values()
+        assert [j["status"] for j in jobs] == ["Succeeded", "Succeeded"]
         listed = client.list_files("onedata.datahub", "experiments/summaries")
-    assert [o["key"] for o in listed] == ["experiments/summaries/run1.summary"]
+    assert [o["key"] for o in listed] == [
+        "experiments/summaries/run1.summary",
+        "experiments/summaries/run2.summary",
+    ]
+
+
+def test_a_chain_runs_from_a_space_to_a_local_folder(
+    up: Platform, oneprovider: Oneprovider
+) -> None:
+    """An output in a space is the input of the next service, which writes to the
+    platform's own folder."""
+    with up.client() as client:
+        client.apply(
+            [
+                {
+                    "name": "upper",
+                    "script": UPPER,
+                    "input": [{"storage_provider": "onedata.space", "path": "in"}],
+                    "output": [{"storage_provider": "onedata.space", "path": "mid"}],
+                    "storage_providers": {"onedata": {"space": on_space(oneprovider)}},
+                },
+                {
+                    "name": "rev",
+                    "script": REVERSE,
+                    "input": [{"storage_provider": "onedata.space", "path": "mid"}],
+                    "output": [{"storage_provider": "local.default", "path": "done"}],
+                    "storage_providers": {"onedata": {"space": on_space(oneprovider)}},
+                },
+            ]
+        )
+        placed(oneprovider, "in/word.txt", b"chain\n")
+        done = up.data / "storage" / "done" / "word.txt.upper"
+        wait_for(done.exists, 60)
+        assert done.read_text() == "NIAHC\n"
 
 
 def test_a_platform_killed_while_files_land_resumes_and_runs_each_once(
