@@ -135,6 +135,31 @@ def test_a_declared_local_provider_is_created_and_usable(
     assert folder.is_dir()
 
 
+def test_a_provider_declared_by_one_service_serves_the_others_applied_with_it(
+    services: Services, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shared-disk"
+    declares = Service.model_validate(
+        {
+            "name": "a",
+            "script": "true",
+            "input": [{"storage_provider": "local.disk", "path": "in"}],
+            "output": [{"storage_provider": "local.disk", "path": "mid"}],
+            "storage_providers": {"local": {"disk": {"path": str(folder)}}},
+        }
+    )
+    uses = Service.model_validate(
+        {
+            "name": "b",
+            "script": "true",
+            "input": [{"storage_provider": "local.disk", "path": "mid"}],
+        }
+    )
+    services.apply([declares, uses])
+    assert services.targets("local.disk", "mid/file.txt") == ["b"]
+    assert (folder / "mid").is_dir()
+
+
 def test_targets_follow_folders_and_file_name_filters(services: Services) -> None:
     services.apply(
         [

@@ -108,6 +108,7 @@ class Services:
         names = [s.name for s in services]
         if len(set(names)) != len(names):
             raise DefinitionError("the same service name is given twice")
+        services = _sharing_declarations(services)
         for service in services:  # what each one needs alone (it may pull an image)
             self._check_providers(service)
             error, warning = self.run_check(service)
@@ -325,6 +326,28 @@ class Services:
         for name in sorted(edges):
             if name not in state:
                 visit(name)
+
+
+def _sharing_declarations(services: Sequence[Service]) -> list[Service]:
+    """`services`, each also given the providers it uses that another of them declares: a
+    provider declared in one definition is everyone's there, as OSCAR's FDL files have
+    them (conflicting settings are refused when staged)."""
+    declared: dict[str, dict[str, dict[str, Any]]] = {}
+    for service in services:
+        for kind, entries in service.storage_providers.items():
+            for ident, config in entries.items():
+                declared.setdefault(kind, {}).setdefault(ident, config)
+    shared = []
+    for service in services:
+        own = {kind: dict(entries) for kind, entries in service.storage_providers.items()}
+        for name in service.provider_names():
+            kind, _, ident = canonical(name).partition(".")
+            theirs = declared.get(kind, {}).get(ident)
+            if theirs is not None and ident not in own.get(kind, {}):
+                own.setdefault(kind, {})[ident] = theirs
+        changed = own != service.storage_providers
+        shared.append(service.model_copy(update={"storage_providers": own}) if changed else service)
+    return shared
 
 
 def _declared(service: Service) -> dict[str, dict[str, Any]]:

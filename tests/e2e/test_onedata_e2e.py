@@ -110,8 +110,7 @@ def test_a_chain_runs_from_a_space_to_a_local_folder(
                     "script": REVERSE,
                     "input": [{"storage_provider": "onedata.space", "path": "mid"}],
                     "output": [{"storage_provider": "local.default", "path": "done"}],
-                    "storage_providers": {"onedata": {"space": on_space(oneprovider)}},
-                },
+                },  # onedata.space as the service before declares it
             ]
         )
         placed(oneprovider, "in/word.txt", b"chain\n")
