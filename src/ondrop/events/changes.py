@@ -58,7 +58,6 @@ JOIN_TIMEOUT = 5.0
 
 @dataclass
 class _Change:
-    key: str
     info: ObjectInfo
     seq: int
     due: float  # monotonic time it may be offered
@@ -181,7 +180,7 @@ class ChangesStream(EventSource):
         params: dict[str, int] = {"timeout": int(QUIET * 1000)}
         if self._read >= 0:
             params["last_seq"] = self._read
-        self._client = self._client or provider.stream_client(QUIET + 30.0)
+        self._client = self._client or provider.client(QUIET + 30.0)
         what = "read the space's changes"
         try:
             with self._client.stream(
@@ -294,7 +293,7 @@ class ChangesStream(EventSource):
             due = before.due
         else:
             due = now + self.settle
-        self._pending[file_id] = _Change(info.key, info, seq, due)
+        self._pending[file_id] = _Change(info, seq, due)
         self._wake.notify_all()
 
     # -- offering files ---------------------------------------------------------------
@@ -329,8 +328,10 @@ class ChangesStream(EventSource):
             wanted = [
                 (file_id, change)
                 for file_id, change in ripe.items()
-                if any(under(change.key, f) and not hidden(change.key, f) for f in folders)
-                and self._offered.get(change.key) != change.info.version
+                if any(
+                    under(change.info.key, f) and not hidden(change.info.key, f) for f in folders
+                )
+                and self._offered.get(change.info.key) != change.info.version
             ]
         failed: set[str] = set()
         for start in range(0, len(wanted), BATCH):
@@ -344,7 +345,7 @@ class ChangesStream(EventSource):
                     "could not record %d file(s) of %s from %s on; offered again in %g s",
                     len(batch),
                     self.provider.name,
-                    batch[0][1].key,
+                    batch[0][1].info.key,
                     RETRY,
                 )
                 with self._wake:  # still pending: the cursor stays before them
@@ -379,39 +380,40 @@ class ChangesStream(EventSource):
                     place = top
                 else:
                     continue
-                found = listing(self.provider, place)
-                with self._wake:
-                    infos = [
-                        i
-                        for i in found
-                        if not hidden(i.key, top) and self._offered.get(i.key) != i.version
-                    ]
-                for start in range(0, len(infos), BATCH):
-                    if self._sink is None or self._stop.is_set():
-                        return
-                    batch = infos[start : start + BATCH]
-                    self._sink(self.provider.name, batch)
-                    with self._wake:
-                        for info in batch:
-                            self._remember(info)
+                if not self._offer_listed(place, top):
+                    return
 
     def _list_new_folders(self) -> None:
+        folders = self.folders()
         with self._wake:
-            new = [f for f in self.folders() if f not in self._listed]
+            new = [f for f in folders if f not in self._listed]
             opens = self._opens
         for folder in new:
-            infos = listing(self.provider, folder)
-            for start in range(0, len(infos), BATCH):
-                if self._sink is None or self._stop.is_set():
-                    return
-                self._sink(self.provider.name, infos[start : start + BATCH])
+            if not self._offer_listed(folder, folder):
+                return
             with self._wake:
-                for info in infos:
-                    self._remember(info)
                 if self._opens == opens:  # no stream from "now" opened meanwhile
                     self._listed.add(folder)
         if new:
             self.store.set_meta(folders_key(self.provider), json.dumps(sorted(self._listed)))
+
+    def _offer_listed(self, place: str, top: str) -> bool:
+        """Offer the files a listing of `place`, in the input folder `top`, finds (but the
+        versions offered already); False when stopped before the end."""
+        found = listing(self.provider, place)
+        with self._wake:
+            infos = [
+                i for i in found if not hidden(i.key, top) and self._offered.get(i.key) != i.version
+            ]
+        for start in range(0, len(infos), BATCH):
+            if self._sink is None or self._stop.is_set():
+                return False
+            batch = infos[start : start + BATCH]
+            self._sink(self.provider.name, batch)
+            with self._wake:
+                for info in batch:
+                    self._remember(info)
+        return True
 
     def _save_cursor(self, read: int) -> None:
         cursor = min(self.cursor, read)
