@@ -115,24 +115,27 @@ def platform_api(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
         yield platform, api
 
 
+def copier(name: str, provider: str, path: str, out: str, config: dict[str, Any]) -> Service:
+    """A service copying its input at `path` on `provider` (declared with `config`) to
+    `out` on local.default."""
+    kind, _, ident = provider.partition(".")
+    return Service.model_validate(
+        {
+            "name": name,
+            "script": 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"',
+            "input": [{"storage_provider": provider, "path": path}],
+            "output": [{"storage_provider": "local.default", "path": out}],
+            "storage_providers": {kind: {ident: config}},
+        }
+    )
+
+
 def test_a_dcache_event_runs_on_the_file_in_the_input_on_webdav_dcache(
     settings: Settings, webdav: WebDAV
 ) -> None:
     with platform_api(settings) as (platform, api):
         dav = {"hostname": webdav.url, "login": webdav.user, "password": webdav.password}
-        platform.apply(
-            [
-                Service.model_validate(
-                    {
-                        "name": "dc",
-                        "script": 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"',
-                        "input": [{"storage_provider": "webdav.dcache", "path": "dcache/in"}],
-                        "output": [{"storage_provider": "local.default", "path": "dcache/out"}],
-                        "storage_providers": {"webdav": {"dcache": dav}},
-                    }
-                )
-            ]
-        )
+        platform.apply([copier("dc", "webdav.dcache", "dcache/in", "dcache/out", dav)])
         platform.providers.get("webdav.dcache").put("dcache/in/image2.jpg", io.BytesIO(b"jpg"))
         event = {"event": {"name": "image2.jpg", "mask": ["IN_CREATE"]}, "subscription": "s"}
         answer = api.post("/job/dc", json=event)
@@ -150,19 +153,7 @@ def test_a_onetrigger_event_runs_on_the_file_in_the_input_on_that_space(
 ) -> None:
     with platform_api(settings) as (platform, api):
         space = {"oneprovider_host": oneprovider.url, "token": "t0ken", "space": "space1"}
-        platform.apply(
-            [
-                Service.model_validate(
-                    {
-                        "name": "od",
-                        "script": 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"',
-                        "input": [{"storage_provider": "onedata.hub", "path": "files/in"}],
-                        "output": [{"storage_provider": "local.default", "path": "od/out"}],
-                        "storage_providers": {"onedata": {"hub": space}},
-                    }
-                )
-            ]
-        )
+        platform.apply([copier("od", "onedata.hub", "files/in", "od/out", space)])
         oneprovider.write("space1", "files/in/f.txt", b"from the space")
 
         def onetrigger(path: str) -> dict[str, Any]:

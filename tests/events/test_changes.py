@@ -53,13 +53,19 @@ def streaming(
     token: str = "t0ken",
     settle: float = 0.2,
     fallback: float = 10.0,
+    folders: tuple[str, ...] = ("in",),
+    opened: bool = True,
 ) -> Iterator[ChangesStream]:
+    """A stream of space1 started on `sink`; with `opened`, once its stream is open (so
+    that what is written next is a change it reads, not a file its first listing finds)."""
     config = {"oneprovider_host": server.url, "token": token, "space": "space1"}
     provider = build("onedata.test", config)
     assert isinstance(provider, OnedataStorage)
-    stream = ChangesStream(provider, lambda: ["in"], store, fallback, settle=settle)
+    stream = ChangesStream(provider, lambda: list(folders), store, fallback, settle=settle)
     stream.start(sink)
     try:
+        if opened:
+            wait_for(stream._opened.is_set)
         yield stream
     finally:
         stream.stop()
@@ -77,8 +83,7 @@ def test_a_file_renamed_into_place_is_offered_without_waiting_for_it_to_settle(
     oneprovider: Oneprovider, store: SQLiteStore
 ) -> None:
     sink = Offered()
-    with streaming(oneprovider, store, sink, settle=3600) as stream:
-        wait_for(lambda: stream._opened.is_set())
+    with streaming(oneprovider, store, sink, settle=3600):
         placed(oneprovider, "in/a.txt", b"whole")
         wait_for(lambda: sink.offered() == ["in/a.txt"])
     assert sink.infos[0].size == 5
@@ -88,8 +93,7 @@ def test_a_file_written_in_pieces_where_it_lies_is_one_version(
     oneprovider: Oneprovider, store: SQLiteStore
 ) -> None:
     sink = Offered()
-    with streaming(oneprovider, store, sink, settle=1.0) as stream:
-        wait_for(lambda: stream._opened.is_set())
+    with streaming(oneprovider, store, sink, settle=1.0):
         oneprovider.write("space1", "in/pieces.bin", b"0123456789" * 10, chunks=5)
         wait_for(lambda: sink.offered())
         placed(oneprovider, "in/marker.txt", b"after")
@@ -101,8 +105,7 @@ def test_folders_deleted_files_temporary_names_and_other_folders_start_nothing(
     oneprovider: Oneprovider, store: SQLiteStore
 ) -> None:
     sink = Offered()
-    with streaming(oneprovider, store, sink, settle=0.05) as stream:
-        wait_for(lambda: stream._opened.is_set())
+    with streaming(oneprovider, store, sink, settle=0.05):
         oneprovider.mkdir("space1", "in/sub")
         oneprovider.write("space1", "in/gone.txt", b"soon deleted")
         oneprovider.remove("space1", "in/gone.txt")
@@ -158,7 +161,7 @@ def test_a_token_refused_the_stream_falls_back_to_listing_and_says_why(
     sink = Offered()
     with (
         caplog.at_level(logging.WARNING),
-        streaming(oneprovider, store, sink, token="refused", fallback=0.1),
+        streaming(oneprovider, store, sink, token="refused", fallback=0.1, opened=False),
     ):
         oneprovider.write("space1", "in/listed.txt", b"found by a listing")
         wait_for(lambda: "in/listed.txt" in sink.offered())
@@ -171,7 +174,7 @@ def test_a_provider_that_cannot_answer_is_waited_for_and_nothing_is_missed(
 ) -> None:
     oneprovider.unavailable = True
     sink = Offered()
-    with caplog.at_level(logging.WARNING), streaming(oneprovider, store, sink):
+    with caplog.at_level(logging.WARNING), streaming(oneprovider, store, sink, opened=False):
         wait_for(lambda: "the changes stream of onedata.test stopped" in caplog.text)
         oneprovider.write("space1", "in/meanwhile.txt", b"written while it failed")
         oneprovider.unavailable = False
@@ -186,8 +189,7 @@ def test_a_folder_moved_into_an_input_folder_offers_what_it_holds(
     oneprovider.write("space1", "staging/batch/two.txt", b"2")
     oneprovider.write("space1", "in/.upload/three.txt", b"3")
     sink = Offered()
-    with streaming(oneprovider, store, sink) as stream:
-        wait_for(lambda: stream._opened.is_set())
+    with streaming(oneprovider, store, sink):
         oneprovider.rename("space1", "staging/batch", "in/batch")
         oneprovider.rename("space1", "in/.upload", "in/done")
         wanted = ["in/batch/one.txt", "in/batch/two.txt", "in/done/three.txt"]
@@ -200,30 +202,20 @@ def test_a_folder_moved_into_an_input_folder_offers_what_it_holds(
 def test_a_file_moved_from_one_input_folder_to_another_is_offered_in_both(
     oneprovider: Oneprovider, store: SQLiteStore
 ) -> None:
-    config = {"oneprovider_host": oneprovider.url, "token": "t0ken", "space": "space1"}
-    provider = build("onedata.test", config)
-    assert isinstance(provider, OnedataStorage)
     sink = Offered()
-    stream = ChangesStream(provider, lambda: ["in1", "in2"], store, 10.0, settle=0.05)
-    stream.start(sink)
-    try:
-        wait_for(lambda: stream._opened.is_set())
+    with streaming(oneprovider, store, sink, settle=0.05, folders=("in1", "in2")):
         placed(oneprovider, "in1/x.txt", b"x")
         wait_for(lambda: sink.offered() == ["in1/x.txt"])
         oneprovider.mkdir("space1", "in2")
         oneprovider.rename("space1", "in1/x.txt", "in2/x.txt")
         wait_for(lambda: sink.offered() == ["in1/x.txt", "in2/x.txt"])
-    finally:
-        stream.stop()
-        provider.close()
 
 
 def test_a_name_that_cannot_be_a_key_starts_nothing_and_says_so(
     oneprovider: Oneprovider, store: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = Offered()
-    with caplog.at_level(logging.WARNING), streaming(oneprovider, store, sink) as stream:
-        wait_for(lambda: stream._opened.is_set())
+    with caplog.at_level(logging.WARNING), streaming(oneprovider, store, sink):
         oneprovider.write("space1", "in/bad\nname.txt", b"a newline in its name")
         placed(oneprovider, "in/good.txt", b"g")
         wait_for(lambda: "in/good.txt" in sink.offered())
