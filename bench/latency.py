@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import Ondrop, wait_count
@@ -29,16 +30,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def through_ondrop(platform: Ondrop, name: str, rate: int, seconds: float) -> list[float]:
-    """Milliseconds from each file's landing to its script's start, `rate` files a second."""
-    inbox, outbox = platform.apply(name, SCRIPT)
-    count = max(1, int(rate * seconds))
-    landed: dict[str, float] = {}
+def paced(count: int, rate: float) -> Iterator[int]:
+    """0 to `count` - 1, the i-th at i / `rate` seconds from the first: a steady arrival."""
     started = time.perf_counter()
     for i in range(count):
         target = started + i / rate
         while (now := time.perf_counter()) < target:
             time.sleep(min(0.001, target - now))
+        yield i
+
+
+def through_ondrop(platform: Ondrop, name: str, rate: int, seconds: float) -> list[float]:
+    """Milliseconds from each file's landing to its script's start, `rate` files a second."""
+    inbox, outbox = platform.apply(name, SCRIPT)
+    count = max(1, int(rate * seconds))
+    landed: dict[str, float] = {}
+    for i in paced(count, rate):
         path = inbox / f"f{i:05}.txt"
         path.write_text(str(i))
         landed[path.name] = time.time()

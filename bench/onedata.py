@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from harness import Ondrop
-from latency import SCRIPT, percentile
+from latency import SCRIPT, paced, percentile
 from report import write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
@@ -55,11 +55,7 @@ def one_run(server: Oneprovider, scratch: Path, mode: str, files: int, rate: flo
         )
         time.sleep(1.0)  # the stream open, the first listing done
         created: dict[str, float] = {}
-        begun = time.perf_counter()
-        for i in range(files):
-            target = begun + i / rate
-            while (now := time.perf_counter()) < target:
-                time.sleep(min(0.001, target - now))
+        for i in paced(files, rate):
             name = f"f{i:04}-{scratch.name}.txt"
             if renamed:
                 server.write("bench", f"in/.{name}", str(i).encode())
