@@ -1,7 +1,7 @@
-"""The Store contract: every store (the SQLite file, PostgreSQL) records events once,
-claims jobs fairly and within limits, ends, retries and interrupts attempts with their node,
-cause and handle, keeps all of it across reopening, and gives each job to one claimer when
-two control planes share one database."""
+"""The Store contract: every store (the SQLite file, SQLite in memory, PostgreSQL) records
+events once, claims jobs fairly and within limits, ends, retries and interrupts attempts
+with their node, cause and handle, keeps all of it across reopening, and gives each job to
+one claimer when two control planes share one database."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from tests.support.stored import saved
 Opener = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens a store on one database, fresh for the test (each call another connection
     to it: a restarted control plane, or a second one)."""
@@ -42,6 +42,15 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
 
         def make() -> Store:
             return SQLiteStore(path)
+    elif request.param == "memory":
+        name = f"{request.node.name}-{id(request)}"
+        # The database lives while one store on it is open: this one, for the test, so
+        # that a store closed (a control plane that died) can be opened again.
+        keeper = SQLiteStore.in_memory(name)
+        request.addfinalizer(keeper.close)
+
+        def make() -> Store:
+            return SQLiteStore.in_memory(name)
     else:
         from ondrop.store.postgres import PostgresStore
 

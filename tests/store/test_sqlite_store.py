@@ -1,5 +1,6 @@
-"""The SQLite store alone: a store made by an older schema is upgraded in place on open
-(the rest of what a store must do is the contract suite's, tests/contract)."""
+"""The SQLite store alone: a store made by an older schema is upgraded in place on open,
+and a store in memory lives while one store of its name is open (the rest of what a store
+must do is the contract suite's, tests/contract)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,19 @@ def test_a_store_made_before_nodes_is_upgraded_in_place_on_open(tmp_path: Path) 
     assert (busy.node, busy.cause, busy.handle) == ("node-a", Cause.LOST, "ray:busy")
     job = reopened.job("busy")
     assert job is not None and job.node == "node-a"
+
+
+def test_a_store_in_memory_is_one_database_per_name_while_one_of_them_is_open() -> None:
+    first = SQLiteStore.in_memory("one")
+    first.set_meta("k", "v")
+    second = SQLiteStore.in_memory("one")
+    assert second.get_meta("k") == "v"
+    other = SQLiteStore.in_memory("two")
+    assert other.get_meta("k") is None
+    first.close()
+    assert second.get_meta("k") == "v"  # the other store kept it
+    second.close()
+    again = SQLiteStore.in_memory("one")
+    assert again.get_meta("k") is None  # the last one closed, it was gone
+    again.close()
+    other.close()

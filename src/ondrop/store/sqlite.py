@@ -1,7 +1,9 @@
 """The embedded store: one SQLite file in WAL mode, one connection behind a lock.
 
 Every write is one transaction, committed with synchronous=FULL, so what a
-method returned survives a crash of the process or of the machine.
+method returned survives a crash of the process or of the machine. A store in
+memory (`SQLiteStore.in_memory`) keeps nothing past its process: for tests and
+throwaway runs.
 """
 
 from __future__ import annotations
@@ -36,31 +38,58 @@ ADDED_COLUMNS = (
 )
 
 
+# A database in memory lives while one of its connections is open; the stores on one share
+# a lock, since SQLite's shared cache answers a second connection's write with an error
+# (SQLITE_LOCKED) rather than waiting for the first.
+_MEMORY = "file:ondrop-{name}?mode=memory&cache=shared"
+_memory_locks: dict[str, threading.RLock] = {}
+_memory_locks_lock = threading.Lock()
+
+
 class SQLiteStore(SQLStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = str(path)
-        if self.path != ":memory:" and not os.path.exists(self.path):
+        self._memory = self.path == ":memory:" or self.path.startswith("file:")
+        if not self._memory and not os.path.exists(self.path):
             # Tokens and secrets live here; SQLite gives its -wal and -shm files the same mode.
             with contextlib.suppress(OSError):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._lock = threading.RLock()
+        if self.path.startswith("file:"):
+            with _memory_locks_lock:
+                self._lock = _memory_locks.setdefault(self.path, self._lock)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            for table, column, definition in ADDED_COLUMNS:
-                columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in columns:  # a store from before it
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-            self._db.executescript(LATER_INDEXES)
+            with self._lock:
+                self._db = self._open_schema()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self._lock = threading.RLock()
         self._durable = True
         # Read connections, reused: threads come and go with jobs.
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+
+    def _open_schema(self) -> sqlite3.Connection:
+        """The writing connection, on a database with this version's schema."""
+        db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, uri=self._memory
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        for table, column, definition in ADDED_COLUMNS:
+            columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:  # a store from before it
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.executescript(LATER_INDEXES)
+        return db
+
+    @classmethod
+    def in_memory(cls, name: str) -> SQLiteStore:
+        """A store in this process's memory, the same database for every store of this
+        `name` while one of them is open (another control plane on it, or the same one
+        reopened)."""
+        return cls(_MEMORY.format(name=name))
 
     @contextmanager
     def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -106,7 +135,7 @@ class SQLiteStore(SQLStore):
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """A read on this thread's own connection: in WAL mode readers wait for no writer
         (and no writer's fsync), and see every transaction committed before they start."""
-        if self.path == ":memory:":  # one connection is the whole database
+        if self._memory:  # readers would wait on the writer's table locks, not its snapshot
             with self._lock:
                 try:
                     return self._db.execute(sql, args).fetchall()
