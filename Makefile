@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/onedata.py
+	$(BIN)/python bench/cli_start.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \

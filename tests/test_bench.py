@@ -88,3 +88,11 @@ def test_store_compares_claims_with_a_bare_loop_and_one_control_plane_with_two(
     assert "| 1 |" in out and "| 2 |" in out and "two control planes / one:" in out
     assert "<!-- store -->" in report
     assert "--jobs 40 --rounds 1 --batches 1,5 --files 20" in report
+
+
+def test_cli_start_times_each_command_against_the_interpreter(tmp_path: Path) -> None:
+    out, report = run_bench(tmp_path, "cli_start.py", "--runs", "1")
+    for command in ("`python -c pass`", "`ondrop --help`", "`ondrop --version`"):
+        assert command in out
+    assert "`ondrop services`" in out and "250 ms" in out
+    assert "<!-- cli_start -->" in report

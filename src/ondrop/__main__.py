@@ -1,5 +1,5 @@
 """`python -m ondrop` is the `ondrop` command."""
 
-from ondrop.cli.main import main
+from ondrop.cli import main
 
 main()

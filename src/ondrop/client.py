@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,15 @@ class Client:
         self.url = url.rstrip("/")
         auth = None if token else httpx.BasicAuth(user or "", password or "")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, auth=auth, headers=headers, timeout=timeout)
+        # A platform on plain http needs no TLS (redirects are not followed): no
+        # certificate bundle to load, a good part of a short command's start.
+        self._http = httpx.Client(
+            base_url=self.url,
+            auth=auth,
+            headers=headers,
+            timeout=timeout,
+            verify=self.url.startswith("https://"),
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -144,23 +153,29 @@ class Client:
     def download(
         self, provider: str, key: str, dest: Path, progress: Progress | None = None
     ) -> int:
-        """Write the object at `key` to the local file `dest`; returns its size."""
+        """Write the object at `key` to the local file `dest`; returns its size. The file
+        appears under its name only when complete: it is written beside it under a hidden
+        name, removed if the download stops (an error, a Ctrl-C)."""
         url = f"/system/files/{quote(provider)}/{quote(key)}"
         size = 0
+        partial = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with dest.open("wb") as out:
+                with partial.open("xb") as out:
                     for chunk in response.iter_bytes(1 << 20):
                         out.write(chunk)
                         size += len(chunk)
                         if progress:
                             progress(len(chunk))
+                partial.replace(dest)
         except httpx.TransportError as exc:
             raise ClientError(f"download from {self.url} failed: {exc}", 503) from None
+        finally:
+            partial.unlink(missing_ok=True)
         return size
 
     def list_files(self, provider: str, prefix: str = "") -> list[dict[str, Any]]:

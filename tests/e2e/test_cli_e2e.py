@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import ondrop
 from ondrop.events.base import object_event
 from ondrop.store.base import SUCCEEDED, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
@@ -186,6 +189,48 @@ def test_the_cli_says_clearly_when_no_platform_is_running(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "cannot reach the platform at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_messages_are_printed_as_written_and_in_ondrops_words(tmp_path: Path) -> None:
+    platform = Platform(tmp_path / "data")  # none runs: a definition is read first
+    (tmp_path / "s.sh").write_text("echo hi\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "services:\n- {name: 'BAD NAME!', script: s.sh}\n"
+        "- {name: ok, script: s.sh, environment: [1, 2]}\n"
+    )
+    result = platform.cli("apply", str(bad), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    # square brackets are the pattern's, not markup to be eaten
+    assert "field 'name': must match the pattern ^[a-z0-9]([a-z0-9_-]{0,61}" in result.stderr
+    assert "not 'BAD NAME!'" in result.stderr
+    assert "field 'environment': must be a mapping (NAME: value, ...), not [1, 2]" in (
+        result.stderr
+    )
+    assert "Input should be" not in result.stderr
+
+
+def test_version_is_printed_without_a_platform(tmp_path: Path) -> None:
+    result = Platform(tmp_path / "data").cli("--version")
+    assert result.stdout == f"ondrop {ondrop.__version__}\n"
+
+
+def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
+    # The interrupt lands exactly while the commands are imported (a finder raises it).
+    interrupted = """import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ondrop.cli.main":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+from ondrop.cli import main
+main()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", interrupted, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130
+    assert result.stderr == "" and result.stdout == ""
 
 
 def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(

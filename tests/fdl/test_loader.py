@@ -143,6 +143,23 @@ def test_a_wrong_value_names_the_field_and_what_was_expected(tmp_path: Path) -> 
     assert "service 'a': field 'memory': expected a size such as 256Mi or 1G, got 'lots'" in message
 
 
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("retries: many", "field 'retries': must be a whole number, not 'many'"),
+        ("retries: 500", "field 'retries': must be at most 100, not 500"),
+        ("environment: [1, 2]", "field 'environment': must be a mapping (NAME: value, ...)"),
+        ("name: 'A B'", "field 'name': must match the pattern ^[a-z0-9]([a-z0-9_-]{0,61}"),
+    ],
+)
+def test_a_wrong_value_is_told_in_ondrops_words(tmp_path: Path, field: str, message: str) -> None:
+    fields = {"name": "a", "script": "x y"}
+    key = field.split(":", 1)[0]
+    entry = ", ".join(f"{k}: {v}" for k, v in fields.items() if k != key)
+    text = error_of(f"services: [{{{entry}, {field}}}]", tmp_path)
+    assert message in text and "should be" not in text
+
+
 def test_an_unknown_provider_type_is_an_error(tmp_path: Path) -> None:
     message = error_of(
         "services: [{name: a, script: x y, input: [{storage_provider: ftp.x, path: in}]}]",

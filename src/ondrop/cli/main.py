@@ -6,29 +6,23 @@ import json
 import posixpath
 import sys
 import time
-import zipfile
-from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from rich.text import Text
 
-from ondrop.client import Client, connection
 from ondrop.errors import ClientError, DefinitionError, OndropError
-from ondrop.fdl.loader import load_file
-from ondrop.runtime.engine import Engine, detect
 from ondrop.settings import Settings, help_for
+
+# What one command alone needs is imported in it: every command starts in a blink.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from ondrop.client import Client
+    from ondrop.runtime.engine import Engine
 
 app = typer.Typer(
     help="ondrop: drop a file, a job runs your script, the outputs are stored.",
@@ -36,9 +30,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output is read by programs: wide enough that nothing is cut short.
-out = Console(width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
+# Text is printed as it is (a name or a pattern with square brackets included): colour
+# only where a Text asks for it. Piped output is read by programs: never wrapped.
+PIPED_WIDTH = 100_000  # a table as wide as its longest line, on one line each row
+out = Console(markup=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, markup=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
+
+
+def _labelled(label: str, colour: str, text: str) -> Text:
+    """`label: text`, the label in colour."""
+    return Text.assemble((label, colour), f": {text}")
 
 
 class Connection:
@@ -47,6 +48,12 @@ class Connection:
         self._client: Client | None = None
 
     def client(self) -> Client:
+        # httpx's own command line (click, pygments, rich's progress) is nothing ours
+        # uses: without it httpx loads in half the time (it is an optional extra, and
+        # httpx stands in a stub when it cannot be imported).
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+        from ondrop.client import Client, connection
+
         if self._client is None:
             url, user, password = connection(Settings.load(self.overrides))
             self._client = Client(url, user, password)
@@ -54,6 +61,14 @@ class Connection:
 
 
 CONN = Connection()
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        import ondrop
+
+        print(f"ondrop {ondrop.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -70,6 +85,13 @@ def _options(
         show_default=False,
     ),
     data: Path = typer.Option(None, "--data", help=help_for("data"), show_default=False),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print ondrop's version and exit.",
+        callback=_version,
+        is_eager=True,
+    ),
 ) -> None:
     CONN.overrides = {"url": url, "admin_user": user, "admin_password": password, "data": data}
 
@@ -161,9 +183,11 @@ def up(
 @app.command()
 def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop shape")) -> None:
     """Create or update the services defined in an FDL file."""
+    from ondrop.fdl.loader import load_file
+
     definition = load_file(fdl)
     for warning in definition.warnings:
-        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+        err.print(_labelled("warning", "yellow", warning), highlight=False)
     if definition.builds:
         engine = _engine()
         for name, build in definition.builds.items():
@@ -174,7 +198,7 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
     result = CONN.client().apply(services)
     for warning in result.get("warnings", []):
         if warning not in definition.warnings:
-            err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+            err.print(_labelled("warning", "yellow", warning), highlight=False)
     for name in result["created"]:
         out.print(f"created {name}")
     for name in result["updated"]:
@@ -185,7 +209,7 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
 def list_services() -> None:
     """List the services with their inputs, outputs and job counts."""
     client = CONN.client()
-    table = Table("SERVICE", "MODE", "RUNTIME", "INPUT", "OUTPUT", "JOBS")
+    table = _table("SERVICE", "MODE", "RUNTIME", "INPUT", "OUTPUT", "JOBS")
     for s in client.services():
         counts = client.status(s["name"])["jobs"]
         jobs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"
@@ -206,7 +230,7 @@ def status() -> None:
     on the store when there are several."""
     client = CONN.client()
     answer = client.status()
-    table = Table(
+    table = _table(
         "POOL", "CAPACITY", "FREE", "RUNNING", "QUEUED", title="pools", title_justify="left"
     )
     faas, batch = answer["pools"]["faas"], answer["pools"]["batch"]
@@ -227,7 +251,7 @@ def status() -> None:
         str(batch["queued"]),
     )
     out.print(table)
-    running = Table("POOL", "SERVICE", "RUNNING", title="running", title_justify="left")
+    running = _table("POOL", "SERVICE", "RUNNING", title="running", title_justify="left")
     for pool, services in answer["running"].items():
         for service, count in sorted(services.items()):
             running.add_row(pool, service, str(count))
@@ -237,7 +261,7 @@ def status() -> None:
     out.print(f"jobs: {counts}; platform limit {answer['workers']} at once")
     planes = answer.get("replicas", [])
     if len(planes) > 1:  # several control planes on one store: the pools above are this one's
-        replicas = Table(
+        replicas = _table(
             "CONTROL PLANE",
             "ADDRESS",
             "UP SINCE",
@@ -301,7 +325,7 @@ def list_files(
     """List the files in a service's output path (or its input path)."""
     client = CONN.client()
     provider, folder = _place(client.service(service), "input" if input else "output", service)
-    table = Table("NAME", "SIZE", "MODIFIED")
+    table = _table("NAME", "SIZE", "MODIFIED")
     for obj in client.list_files(provider, folder):
         name = obj["key"][len(folder) + 1 :] if folder else obj["key"]
         table.add_row(
@@ -362,6 +386,9 @@ def run(
     result = client.run(service, data, filename)
     if result.kind == "zip":
         folder = output or Path(".")
+        import zipfile
+        from io import BytesIO
+
         with zipfile.ZipFile(BytesIO(result.data)) as archive:
             archive.extractall(folder)
             err.print(f"{len(archive.namelist())} outputs written to {folder}")
@@ -398,7 +425,7 @@ def jobs(
     if as_json:
         print(json.dumps([{"id": job_id, **job} for job_id, job in found.items()], indent=2))
         return
-    table = Table(title=f"{service}: {len(found)} job(s)", title_justify="left")
+    table = _table(title=f"{service}: {len(found)} job(s)", title_justify="left")
     table.add_column("JOB", overflow="fold")
     for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "NODE", "EXIT", "REASON"):
         table.add_column(column)
@@ -453,9 +480,13 @@ def logs(
     detail = client.job(service, job)
     exit_code = detail["exit_code"]
     err.print(
-        f"{job}: {_status(detail['status'])}, {detail['attempts']} attempt(s)"
-        + (f", exit {exit_code}" if exit_code is not None else "")
-        + (f", {detail['reason']}" if detail.get("reason") else ""),
+        Text.assemble(
+            f"{job}: ",
+            _status(detail["status"]),
+            f", {detail['attempts']} attempt(s)",
+            f", exit {exit_code}" if exit_code is not None else "",
+            f", {detail['reason']}" if detail.get("reason") else "",
+        ),
         highlight=False,
     )
     sys.stdout.write(client.logs(service, job))
@@ -471,6 +502,14 @@ def wait(
     (`ondrop jobs SERVICE --clear` forgets old ones)."""
     client = CONN.client()
     started = time.monotonic()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -493,8 +532,10 @@ def wait(
     done = counts.get("succeeded", 0)
     if failed:
         err.print(
-            f"[red]{failed} job(s) failed[/], {done} succeeded; "
-            f"see `ondrop jobs {service} --status Failed`"
+            Text.assemble(
+                (f"{failed} job(s) failed", "red"),
+                f", {done} succeeded; see `ondrop jobs {service} --status Failed`",
+            )
         )
         raise typer.Exit(1)
     out.print(f"{done} job(s) succeeded")
@@ -557,6 +598,8 @@ def image_busybox(
 
 # -- helpers ----------------------------------------------------------------------------------
 def _engine() -> Engine:
+    from ondrop.runtime.engine import detect
+
     engine = detect(Settings.load(CONN.overrides).container_engine)
     if engine is None:
         raise DefinitionError(
@@ -588,14 +631,22 @@ def _places(entries: list[dict[str, Any]]) -> str:
     return "\n".join(f"{e['storage_provider']}/{e['path']}" for e in entries) or "-"
 
 
-def _status(status: str) -> str:
+def _status(status: str) -> Text:
     colour = {"Succeeded": "green", "Failed": "red", "Refused": "red", "Running": "cyan"}.get(
         status, "yellow"
     )
-    return f"[{colour}]{status}[/]"
+    return Text(status, style=colour)
+
+
+def _table(*headers: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*headers, **options)
 
 
 def _transfer_progress() -> Progress:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -610,11 +661,11 @@ def main() -> None:
     try:
         app()
     except OndropError as exc:
-        err.print(f"[red]error[/]: {exc}", highlight=False)
+        err.print(_labelled("error", "red", str(exc)), highlight=False)
         sys.exit(1)
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        err.print(f"[red]error[/]: {exc.strerror or exc}{where}", highlight=False)
+        err.print(_labelled("error", "red", f"{exc.strerror or exc}{where}"), highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -40,12 +40,56 @@ class Report:
     def add_validation(self, exc: ValidationError) -> None:
         for err in exc.errors():
             loc = ".".join(str(part) for part in err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif err["type"] == "missing":
-                message = "is required"
-            self.error(loc, message)
+            self.error(loc, in_words(err["type"], err.get("ctx") or {}, err["msg"], err["input"]))
+
+
+# pydantic's error types, in ondrop's words ({...}: the error's context); a type not here
+# keeps pydantic's own message.
+WORDS = {
+    "extra_forbidden": "unknown field",
+    "missing": "is required",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
+    "string_type": "must be text",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be a mapping (NAME: value, ...)",
+    "model_type": "must be a mapping (NAME: value, ...)",
+    "model_attributes_type": "must be a mapping (NAME: value, ...)",
+    "list_type": "must be a list",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} items",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
+}
+SHOWN_INPUT = 60  # characters of a wrong value quoted back
+
+
+def in_words(kind: str, ctx: dict[str, Any], message: str, given: Any) -> str:
+    """One validation error as ondrop says it, with the value given where it helps."""
+    words = WORDS.get(kind)
+    if words is None:
+        return message.removeprefix("Value error, ")
+    try:
+        text = words.format(**ctx)
+    except (KeyError, IndexError):
+        text = words.split(" {", 1)[0]
+    if kind in ("extra_forbidden", "missing"):
+        return text
+    shown = repr(given)
+    if len(shown) > SHOWN_INPUT:
+        shown = shown[: SHOWN_INPUT - 3] + "..."
+    return f"{text}, not {shown}"
 
 
 def is_unset(value: Any) -> bool:
