@@ -47,7 +47,7 @@ def test_an_interrupted_download_leaves_nothing_under_the_real_name(
 ) -> None:
     client = Client(cut_short, "admin", "pw")
     fresh = tmp_path / "fresh.bin"
-    with pytest.raises(ClientError, match="download from .* failed"):
+    with pytest.raises(ClientError, match=r"download from .* failed"):
         client.download("minio.default", "out/fresh.bin", fresh)
     assert list(tmp_path.iterdir()) == []
     kept = tmp_path / "kept.bin"

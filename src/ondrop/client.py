@@ -101,7 +101,9 @@ class Client:
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the platform at {self.url} ({exc}); is `ondrop up` running? "
-                "(set ONDROP_URL to talk to another one)",
+                "If it runs on another data folder, name that folder with --data or "
+                "ONDROP_DATA (its address is kept there); on another machine, set --url or "
+                "ONDROP_URL",
                 503,
             ) from None
         if response.status_code >= 400:

@@ -81,15 +81,14 @@ class Platform:
         """`url` is where this platform's API answers (stores send their webhooks there)."""
         self.settings = settings
         self.url = url
-        data = _folder(Path(settings.data), "data")  # tokens and secrets live here
+        data = platform_folder(Path(settings.data), "data")  # tokens and secrets live here
         self.data = data
         self.tmp = data / "tmp"
         self.store = _open_store(settings.store, data)
         # Where what every control plane on the store must reach lives: local.default,
         # invocation bodies, /run results. The data folder, or the shared folder.
-        self.root = (
-            _folder(Path(settings.shared_folder), "shared") if settings.shared_folder else data
-        )
+        shared = settings.shared_folder
+        self.root = platform_folder(Path(shared), "shared") if shared else data
         local = LocalStorage("local.default", self.root / "storage")
         default: StorageProvider = local
         self.pushed: set[str] = set()  # providers that send their own events (webhooks)
@@ -582,14 +581,19 @@ def _open_store(url: str, data: Path) -> Store:
     return PostgresStore(url)
 
 
-def _folder(path: Path, what: str) -> Path:
+def platform_folder(path: Path, what: str) -> Path:
     """`path`, made if missing (readable by this user only): the data or shared folder."""
+    if path.exists() and not path.is_dir():
+        raise DefinitionError(
+            f"cannot use {path} as the {what} folder: it is a file, not a folder; name a "
+            "folder (made if missing)"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.is_dir():
-            raise NotADirectoryError(f"{path} is not a folder")
     except OSError as exc:
-        raise DefinitionError(f"cannot use {path} as the {what} folder: {exc}") from None
+        raise DefinitionError(
+            f"cannot use {path} as the {what} folder: {exc.strerror or exc}"
+        ) from None
     return path
 
 

@@ -374,6 +374,23 @@ def test_the_job_list_has_oscars_shape_and_pages(api: httpx.Client) -> None:
     assert job["creation_time"].endswith("Z") and job["finish_time"].endswith("Z")
 
 
+def test_the_job_list_keeps_a_status_named_in_any_case_and_refuses_an_unknown_one(
+    api: httpx.Client,
+) -> None:
+    create(api)
+    create(api, "fail", script="exit 1")
+    bad = api.post("/job/fail", content=b"{}").json()["job_id"]
+    wait_job(api, "fail", bad)
+    for asked in ("Failed", "failed", "FAILED", "failed "):
+        listed = api.get("/system/logs/fail", params={"status": asked}).json()["jobs"]
+        assert list(listed) == [bad]
+    assert api.get("/system/logs/fail", params={"status": "succeeded"}).json()["jobs"] == {}
+    response = api.get("/system/logs/fail", params={"status": "bogus"})
+    assert response.status_code == 422
+    assert "status 'bogus' is not a job status" in response.json()["detail"]
+    assert "Cancelled" in response.json()["detail"]
+
+
 def test_delete_logs_removes_succeeded_jobs_unless_all(api: httpx.Client) -> None:
     create(api)
     create(api, "fail", script="exit 1")

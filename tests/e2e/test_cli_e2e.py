@@ -188,7 +188,31 @@ def test_the_cli_says_clearly_when_no_platform_is_running(tmp_path: Path) -> Non
     result = platform.cli("services", check=False)
     assert result.returncode == 1
     assert "cannot reach the platform at http://127.0.0.1:9" in result.stderr
+    assert "--data or ONDROP_DATA" in result.stderr  # the fix when it runs on another folder
     assert "Traceback" not in result.stderr
+
+
+def test_what_cannot_be_uploaded_or_used_as_the_data_folder_is_named_for_what_it_is(
+    tmp_path: Path,
+) -> None:
+    platform = Platform(tmp_path / "nothing")  # none runs: the files are checked first
+    platform.env["ONDROP_URL"] = "http://127.0.0.1:9"
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    result = platform.cli("put", "svc", str(folder), check=False)
+    assert result.returncode == 1 and f"{folder} is a folder: give the files in it" in (
+        result.stderr
+    )
+    result = platform.cli("put", "svc", "/dev/null", check=False)
+    assert "/dev/null is not a regular file (a device, a pipe or a socket)" in result.stderr
+    result = platform.cli("run", "svc", "--input", str(tmp_path / "gone.txt"), check=False)
+    assert f"{tmp_path / 'gone.txt'}: no such file" in result.stderr
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a folder")
+    result = platform.cli("up", "--data", str(a_file), "--port", "0", check=False)
+    assert result.returncode == 1
+    assert f"cannot use {a_file} as the data folder: it is a file, not a folder" in (result.stderr)
+    assert "File exists" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_messages_are_printed_as_written_and_in_ondrops_words(tmp_path: Path) -> None:

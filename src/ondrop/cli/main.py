@@ -292,21 +292,18 @@ def put(
     to: str = typer.Option(None, "--to", help="PROVIDER.ID/PATH to upload to instead"),
 ) -> None:
     """Upload files to a service's input path (each starts a job), or anywhere with --to."""
+    if not to and len(args) < 2:
+        raise DefinitionError("give a service and at least one file: ondrop put SERVICE FILE...")
+    files = args if to else args[1:]
+    paths = [Path(f) for f in files]
+    for path in paths:  # before asking the platform anything
+        _check_upload(path)
     client = CONN.client()
     if to:
         provider, _, folder = to.partition("/")
-        files = args
     else:
-        if len(args) < 2:
-            raise DefinitionError(
-                "give a service and at least one file: ondrop put SERVICE FILE..."
-            )
-        service, files = args[0], args[1:]
+        service = args[0]
         provider, folder = _place(client.service(service), "input", service)
-    paths = [Path(f) for f in files]
-    for path in paths:
-        if not path.is_file():
-            raise DefinitionError(f"{path}: no such file")
     total = sum(p.stat().st_size for p in paths)
     with _transfer_progress() as progress:
         task = progress.add_task("uploading", total=total)
@@ -375,8 +372,8 @@ def run(
     """Invoke a service over HTTP and print or save its result."""
     if (input is None) == (text is None):
         raise DefinitionError("give the input with exactly one of --input FILE or --text TEXT")
-    if input is not None and not input.is_file():
-        raise DefinitionError(f"{input}: no such file")
+    if input is not None:
+        _check_upload(input)
     data = input.read_bytes() if input is not None else text.encode()
     filename = input.name if input is not None else "event-file"
     client = CONN.client()
@@ -411,7 +408,9 @@ def run(
 def jobs(
     service: str = typer.Argument(..., help="service"),
     status: str = typer.Option(
-        None, help="only jobs with this status (Pending, Running, Succeeded, Failed, Refused)"
+        None,
+        help="only jobs with this status: Pending, Running, Succeeded, Failed, Cancelled or "
+        "Refused (any case)",
     ),
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
@@ -636,6 +635,19 @@ def _status(status: str) -> Text:
         status, "yellow"
     )
     return Text(status, style=colour)
+
+
+def _check_upload(path: Path) -> None:
+    """A file to send (`put`, `run --input`): one that exists and is a regular file, else
+    an error saying what it is."""
+    if not path.exists():
+        raise DefinitionError(f"{path}: no such file")
+    if path.is_dir():
+        raise DefinitionError(f"{path} is a folder: give the files in it (for example {path}/*)")
+    if not path.is_file():
+        raise DefinitionError(
+            f"{path} is not a regular file (a device, a pipe or a socket): only files are uploaded"
+        )
 
 
 def _table(*headers: str, **options: Any) -> Table:

@@ -24,7 +24,7 @@ from ondrop.api.app import create_app
 from ondrop.api.auth import CREDENTIALS_FILE, admin_credentials, stored_credentials
 from ondrop.client import ENDPOINT_FILE
 from ondrop.errors import OndropError
-from ondrop.platform import Platform
+from ondrop.platform import Platform, platform_folder
 from ondrop.settings import Settings, env_name
 from ondrop.store.url import shown
 
@@ -40,6 +40,7 @@ def serve(settings: Settings) -> None:
     if logging.getLogger().level > logging.DEBUG:
         # A line for every request to a store (WebDAV, Onedata) is noise, not news.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    platform_folder(Path(settings.data), "data")  # a file there is said so, first
     kept = bool(stored_credentials(Path(settings.data)).get("password"))
     admin = admin_credentials(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)

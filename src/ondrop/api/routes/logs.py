@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.openapi import READS, WRITES, errors
-from ondrop.errors import ConflictError, NotFoundError
+from ondrop.errors import ConflictError, DefinitionError, NotFoundError
 from ondrop.platform import Platform
 from ondrop.store.base import (
     CANCELLED,
@@ -39,8 +39,25 @@ PHASES = {
     CANCELLED: "Cancelled",
     REFUSED: "Refused",  # never run: a link in an input folder (the reason says so)
 }
+# A status asked for, by its name here or in the store, in any case.
+STATUS_NAMES = {
+    **{name.lower(): stored for stored, name in PHASES.items()},
+    **{stored: stored for stored in PHASES},
+}
 PAGE = 70  # OSCAR's default page size
 MAX_PAGE = 1_000_000  # a bound, so no number reaches the store out of its range; 0 is all
+
+
+def _status(asked: str | None) -> str | None:
+    """The store's status for `asked` (`Failed`, `failed`...); None for every job."""
+    if not asked:
+        return None
+    found = STATUS_NAMES.get(asked.strip().lower())
+    if found is None:
+        raise DefinitionError(
+            f"status {asked!r} is not a job status: use one of {', '.join(PHASES.values())}"
+        )
+    return found
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -84,7 +101,13 @@ def _job(platform: Platform, service: str, job_id: str) -> Job:
 
 @router.get(
     "/system/logs/{service}",
-    responses=errors(422, why={422: "`limit` is not a whole number from 0 to 1,000,000"}),
+    responses=errors(
+        422,
+        why={
+            422: "`limit` is not a whole number from 0 to 1,000,000, or `status` is not a "
+            "job status"
+        },
+    ),
 )
 def list_jobs(
     service: str,
@@ -98,10 +121,11 @@ def list_jobs(
 ) -> dict[str, Any]:
     """`{"jobs": {name: {status, creation_time, start_time, finish_time, ...}}, "next_page",
     "remaining_jobs"}`, newest first. `limit=0` returns every job; `page` is the
-    `next_page` of the previous answer."""
+    `next_page` of the previous answer; `status` (Pending, Running, Succeeded, Failed,
+    Cancelled or Refused, in any case) keeps only the jobs in it."""
     platform.services.get(service)
     offset = int(page) if page.isdigit() and len(page) < 16 else 0
-    wanted = {v: k for k, v in PHASES.items()}.get(status or "", status)
+    wanted = _status(status)
     jobs = platform.store.jobs(service, offset, limit or None, wanted)
     total = sum(n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s))
     answer: dict[str, Any] = {"jobs": {job.id: job_json(job) for job in jobs}}
