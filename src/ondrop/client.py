@@ -71,7 +71,8 @@ class Client:
             user = user if user is not None else found[1]
             password = password if password is not None else found[2]
         self.url = url.rstrip("/")
-        auth = None if token else httpx.BasicAuth(user or "", password or "")
+        # No password, no credentials sent: the platform then says none were given.
+        auth = None if token or not password else httpx.BasicAuth(user or "", password)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # A platform on plain http needs no TLS (redirects are not followed): no
         # certificate bundle to load, a good part of a short command's start.

@@ -70,9 +70,19 @@ def test_health_needs_no_credentials(anon: httpx.Client) -> None:
     assert (response.status_code, response.text) == (200, "Ok")
 
 
-@pytest.mark.parametrize("auth", [None, ("admin", "wrong"), ("someone", ADMIN.password)])
-def test_system_endpoints_refuse_missing_or_wrong_credentials_with_401(
-    anon: httpx.Client, auth: tuple[str, str] | None
+@pytest.mark.parametrize(
+    ("auth", "said"),
+    [
+        (None, "admin credentials required (HTTP basic auth); none were given"),
+        (("admin", "wrong"), "wrong password for the admin 'admin'"),
+        (
+            ("someone", ADMIN.password),
+            "unknown user 'someone': the platform's admin has another name",
+        ),
+    ],
+)
+def test_system_endpoints_refuse_missing_or_wrong_credentials_with_401_saying_which(
+    anon: httpx.Client, auth: tuple[str, str] | None, said: str
 ) -> None:
     for path in [
         "/system/info",
@@ -84,7 +94,7 @@ def test_system_endpoints_refuse_missing_or_wrong_credentials_with_401(
         response = anon.get(path, auth=auth)
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"].startswith("Basic")
-        assert "admin credentials required" in response.json()["detail"]
+        assert response.json()["detail"] == said
 
 
 def test_malformed_basic_credentials_get_401_not_500(anon: httpx.Client) -> None:

@@ -377,3 +377,58 @@ def test_the_bundled_object_stores_secret_key_is_never_printed(tmp_path: Path) -
     assert "SeaweedFS S3 at http://127.0.0.1:" in out
     assert keys["secret_key"] not in out
     assert f"keys kept in {state}" in out
+
+
+def test_each_credentials_failure_says_which_and_where_the_cli_found_them(
+    up: Platform, tmp_path: Path
+) -> None:
+    result = up.cli("--admin-password", "nope", "services", check=False)
+    assert result.returncode == 1
+    assert "wrong password for the admin 'admin'" in result.stderr
+    assert "taken from the --admin-password flag" in result.stderr
+    result = up.cli("--admin-user", "bob", "--admin-password", "x", "services", check=False)
+    assert "unknown user 'bob'" in result.stderr
+    result = up.cli("--admin-user", "bob", "services", check=False)
+    assert "none were given" in result.stderr
+    assert "holds the password of 'admin', not of 'bob'" in result.stderr
+    up.env["ONDROP_ADMIN_PASSWORD"] = "stale"
+    result = up.cli("services", check=False)
+    assert "wrong password" in result.stderr and "taken from ONDROP_ADMIN_PASSWORD" in (
+        result.stderr
+    )
+    del up.env["ONDROP_ADMIN_PASSWORD"]
+    kept = up.data / "admin.json"
+    real = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**real, "password": "edited"}))
+    result = up.cli("services", check=False)
+    assert "wrong password" in result.stderr and f"taken from {kept}" in result.stderr
+    kept.write_text(json.dumps(real))
+    elsewhere = Platform(tmp_path / "other")  # another data folder: no credentials in it
+    elsewhere.env["ONDROP_URL"] = up.url
+    result = elsewhere.cli("services", check=False)
+    assert "none were given" in result.stderr and "no password was given" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert up.cli("services").returncode == 0  # the right ones still work
+
+
+def test_a_password_given_at_start_that_is_not_the_kept_one_is_told_and_kept_consistent(
+    tmp_path: Path,
+) -> None:
+    platform = Platform(tmp_path / "data")
+    banner_of(platform)  # the first start generates and keeps one
+    kept = platform.data / "admin.json"
+    old = json.loads(kept.read_text())["password"]
+    platform.env["ONDROP_ADMIN_PASSWORD"] = "new-one"
+    banner = banner_of(platform, "--port", "0")
+    assert f"not the one kept in {kept}, which no longer works" in banner
+    assert old not in kept.read_text() and "new-one" not in kept.read_text()
+    platform.start()
+    try:
+        shell = Platform(platform.data)  # another shell: no ONDROP_ADMIN_PASSWORD there
+        result = shell.cli("services", check=False)
+        assert result.returncode == 1
+        assert "says the platform's password was given to it at start" in result.stderr
+        shell.env["ONDROP_ADMIN_PASSWORD"] = "new-one"
+        assert shell.cli("services").returncode == 0
+    finally:
+        platform.stop()

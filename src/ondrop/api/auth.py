@@ -17,6 +17,8 @@ from ondrop.errors import AuthError, DefinitionError
 from ondrop.settings import Settings
 
 CREDENTIALS_FILE = "admin.json"
+# What admin.json says when the platform's password was given to it, never kept there.
+GIVEN = "given to `ondrop up` (--admin-password or ONDROP_ADMIN_PASSWORD)"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def stored_credentials(data: Path) -> dict[str, str]:
         stored = json.loads(path.read_text())
         if not isinstance(stored, dict):
             raise ValueError("not a JSON object")
-        return {k: str(v) for k, v in stored.items() if k in {"user", "password"}}
+        return {k: str(v) for k, v in stored.items() if k in {"user", "password", "password_from"}}
     except (OSError, ValueError) as exc:
         raise DefinitionError(
             f"cannot read the admin credentials in {path} ({exc}); remove the file to have "
@@ -49,14 +51,24 @@ def admin_credentials(settings: Settings) -> Credentials:
     stored = stored_credentials(data)
     user = settings.admin_user or stored.get("user") or "admin"
     if settings.admin_password:
-        return Credentials(user, settings.admin_password)  # given: never written to disk
+        # Given: never written to disk. One kept from before no longer works: it is taken
+        # out, so that a command in another shell is told where the password now comes
+        # from rather than sending the old one.
+        if stored.get("password") and stored["password"] != settings.admin_password:
+            _keep(data, {"user": user, "password_from": GIVEN})
+        return Credentials(user, settings.admin_password)
     password = stored.get("password") or secrets.token_urlsafe(18)
     if stored != {"user": user, "password": password}:
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(data / CREDENTIALS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"user": user, "password": password}, f)
+        _keep(data, {"user": user, "password": password})
     return Credentials(user, password)
+
+
+def _keep(data: Path, credentials: dict[str, str]) -> None:
+    """Write admin.json, readable by its owner only."""
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(data / CREDENTIALS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(credentials, f)
 
 
 def _basic(request: Request) -> tuple[str, str] | None:
@@ -87,8 +99,14 @@ def is_admin(request: Request, admin: Credentials) -> bool:
 
 
 def require_admin(request: Request, admin: Credentials) -> None:
-    if not is_admin(request, admin):
-        raise AuthError("admin credentials required (HTTP basic auth)")
+    """The admin's credentials, or a 401 saying which part is missing or wrong."""
+    given = _basic(request)
+    if given is None:
+        raise AuthError("admin credentials required (HTTP basic auth); none were given")
+    if not secrets.compare_digest(given[0].encode(), admin.user.encode()):
+        raise AuthError(f"unknown user {given[0]!r}: the platform's admin has another name")
+    if not secrets.compare_digest(given[1].encode(), admin.password.encode()):
+        raise AuthError(f"wrong password for the admin {given[0]!r}")
 
 
 def require_service(request: Request, admin: Credentials, token: str | None) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import posixpath
 import sys
 import time
@@ -14,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ondrop.errors import ClientError, DefinitionError, OndropError
-from ondrop.settings import Settings, help_for
+from ondrop.settings import Settings, env_name, help_for
 
 # What one command alone needs is imported in it: every command starts in a blink.
 if TYPE_CHECKING:
@@ -58,6 +60,43 @@ class Connection:
             url, user, password = connection(Settings.load(self.overrides))
             self._client = Client(url, user, password)
         return self._client
+
+    def credentials_hint(self) -> str:
+        """Where the admin credentials this command sent came from, and what to do."""
+        if self.overrides.get("admin_password"):
+            where = "the --admin-password flag"
+        elif os.environ.get(env_name("admin_password")):
+            where = env_name("admin_password")
+        else:
+            data = Path(Settings.load(self.overrides).data)
+            kept = data / "admin.json"
+            stored: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                stored = dict(json.loads(kept.read_text()))
+            if "password_from" in stored:
+                return (
+                    f"{kept} says the platform's password was given to it at start, not "
+                    f"kept there: give it here too, with --admin-password or "
+                    f"{env_name('admin_password')}"
+                )
+            asked = Settings.load(self.overrides).admin_user
+            if stored and asked and asked != stored.get("user", "admin"):
+                return (
+                    f"{kept} holds the password of {stored.get('user', 'admin')!r}, not of "
+                    f"{asked!r}: give {asked!r}'s with --admin-password"
+                )
+            if not kept.exists():
+                return (
+                    f"no password was given (no --admin-password, no "
+                    f"{env_name('admin_password')}, no {kept}): give the one `ondrop up` "
+                    "printed, or name its data folder with --data"
+                )
+            where = str(kept)
+        return (
+            f"the password was taken from {where}: give the platform's with "
+            f"--admin-password or {env_name('admin_password')} (`ondrop up` says at start "
+            "where it keeps it), or name its data folder with --data"
+        )
 
 
 CONN = Connection()
@@ -673,7 +712,10 @@ def main() -> None:
     try:
         app()
     except OndropError as exc:
-        err.print(_labelled("error", "red", str(exc)), highlight=False)
+        text = str(exc)
+        if isinstance(exc, ClientError) and exc.status_code == 401 and "token" not in text:
+            text += f"; {CONN.credentials_hint()}"
+        err.print(_labelled("error", "red", text), highlight=False)
         sys.exit(1)
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""

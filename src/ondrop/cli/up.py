@@ -41,7 +41,8 @@ def serve(settings: Settings) -> None:
         # A line for every request to a store (WebDAV, Onedata) is noise, not news.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     platform_folder(Path(settings.data), "data")  # a file there is said so, first
-    kept = bool(stored_credentials(Path(settings.data)).get("password"))
+    before = stored_credentials(Path(settings.data)).get("password")
+    kept = bool(before)
     admin = admin_credentials(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,7 +67,13 @@ def serve(settings: Settings) -> None:
     partial = endpoint.with_suffix(".partial")
     partial.write_text(json.dumps({"url": url, "user": admin.user, "pid": os.getpid()}))
     partial.replace(endpoint)
-    _banner(settings, platform, url, admin.user, _shown_password(settings, kept, admin.password))
+    note = _shown_password(settings, kept, admin.password)
+    if settings.admin_password and before and before != settings.admin_password:
+        note += (
+            f" (not the one kept in {Path(settings.data) / CREDENTIALS_FILE}, which no longer "
+            "works and was taken out: commands in other shells need this one too)"
+        )
+    _banner(settings, platform, url, admin.user, note)
 
     app = create_app(platform, admin, manage=False)
     config = uvicorn.Config(
