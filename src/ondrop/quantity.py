@@ -50,9 +50,11 @@ def parse_cpu(text: str | float | int) -> float:
 
 
 def format_bytes(size: int) -> str:
-    """A short human form of `size`, the inverse of parse_bytes for exact multiples."""
+    """A short human form of `size` in its largest unit: exact where it is a whole number
+    of that unit (`256Mi`, the inverse of parse_bytes), else to a tenth (`23.5Gi`)."""
     for unit in ("Pi", "Ti", "Gi", "Mi", "Ki"):
         factor = _FACTORS[unit]
-        if size >= factor and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return f"{size}B" if size < 1024 else f"{size / 1024**2:.1f}Mi"
+        if size >= factor:
+            whole, rest = divmod(size, factor)
+            return f"{whole}{unit}" if rest == 0 else f"{size / factor:.1f}{unit}"
+    return f"{size}B"

@@ -89,6 +89,21 @@ def test_a_user_applies_drops_uploads_runs_and_reads_logs(up: Platform, tmp_path
     assert logs.stdout.startswith("did ") and "Succeeded" in logs.stderr
     table = up.cli("jobs", "upper").stdout
     assert table.count("Succeeded") == 2
+    # Short ids: the start of the id, the bare UUID, or its start.
+    uuid_part = job_id[-36:]
+    for short in (job_id[: len("upper-") + 6], uuid_part, uuid_part[:8]):
+        logs = up.cli("logs", "upper", short)
+        assert logs.stderr.startswith(f"{job_id}: Succeeded"), short
+    unknown = up.cli("logs", "upper", "zzzz", check=False)
+    assert unknown.returncode == 1 and "no job of 'upper' starts with 'zzzz'" in unknown.stderr
+    both = up.cli("logs", "upper", "upper-", check=False)
+    assert "'upper-' starts 2 jobs of 'upper'" in both.stderr
+    # Every service's jobs, with their service; sizes for people.
+    every = up.cli("jobs").stdout
+    assert "every service: 2 job(s)" in every and every.count("upper") >= 2
+    listed = json.loads(up.cli("jobs", "--json").stdout)
+    assert {j["service"] for j in listed} == {"upper"} and len(listed) == 2
+    assert "5B" in up.cli("ls", "upper").stdout  # SENT\n
 
 
 def test_run_sync_and_async_through_the_cli(up: Platform, tmp_path: Path) -> None:

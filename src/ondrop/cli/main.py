@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ondrop.errors import ClientError, DefinitionError, OndropError
+from ondrop.quantity import format_bytes
 from ondrop.settings import Settings, env_name, help_for
 
 # What one command alone needs is imported in it: every command starts in a blink.
@@ -366,7 +367,7 @@ def list_files(
         name = obj["key"][len(folder) + 1 :] if folder else obj["key"]
         table.add_row(
             name,
-            str(obj["size"]),
+            format_bytes(obj["size"]),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(obj["modified"])),
         )
     out.print(f"{provider}/{folder}")
@@ -445,7 +446,7 @@ def run(
 
 @app.command()
 def jobs(
-    service: str = typer.Argument(..., help="service"),
+    service: str = typer.Argument(None, help="service (default: every service)"),
     status: str = typer.Option(
         None,
         help="only jobs with this status: Pending, Running, Succeeded, Failed, Cancelled or "
@@ -454,22 +455,39 @@ def jobs(
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
 ) -> None:
-    """List a service's jobs: status, attempts, the node, times, exit code and reason."""
+    """List jobs (a service's, or every service's): status, attempts, the node, times,
+    exit code and reason.
+
+    Example: ondrop jobs detect --status failed
+    """
+    client = CONN.client()
     if clear:
-        CONN.client().delete_jobs(service, all=True)
+        if service is None:
+            raise DefinitionError("name the service whose finished jobs to remove")
+        client.delete_jobs(service, all=True)
         out.print(f"removed the finished jobs of {service}")
         return
-    found = CONN.client().jobs(service, status)
+    names = [service] if service is not None else [s["name"] for s in client.services()]
+    found = [
+        (name, job_id, job) for name in names for job_id, job in client.jobs(name, status).items()
+    ]
+    if service is None:  # newest first across services
+        found.sort(key=lambda row: row[2]["created"], reverse=True)
     if as_json:
-        print(json.dumps([{"id": job_id, **job} for job_id, job in found.items()], indent=2))
+        print(
+            json.dumps(
+                [{"id": job_id, "service": name, **job} for name, job_id, job in found], indent=2
+            )
+        )
         return
-    table = _table(title=f"{service}: {len(found)} job(s)", title_justify="left")
+    title = f"{service or 'every service'}: {len(found)} job(s)"
+    table = _table(title=title, title_justify="left")
     table.add_column("JOB", overflow="fold")
-    for column in ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "NODE", "EXIT", "REASON"):
+    columns = ("STATUS", "INPUT", "CREATED", "DURATION", "TRIES", "NODE", "EXIT", "REASON")
+    for column in ("SERVICE", *columns) if service is None else columns:
         table.add_column(column)
-    for job_id, job in found.items():
-        table.add_row(
-            job_id,
+    for name, job_id, job in found:
+        row = [
             _status(job["status"]),
             job.get("input") or "-",
             time.strftime("%H:%M:%S", time.localtime(job["created"])),
@@ -478,7 +496,8 @@ def jobs(
             job.get("node") or "-",  # where its latest attempt ran ("-": not known yet)
             "-" if job["exit_code"] is None else str(job["exit_code"]),
             job.get("reason") or "",
-        )
+        ]
+        table.add_row(job_id, *([name] if service is None else []), *row)
     out.print(table)
 
 
@@ -493,7 +512,9 @@ def retry(
         raise DefinitionError("name the jobs to run again, or give --failed for all of them")
     client = CONN.client()
     retried = (
-        client.retry(service) if failed else [j for job in jobs for j in client.retry(service, job)]
+        client.retry(service)
+        if failed
+        else [j for job in jobs for j in client.retry(service, _job_id(client, service, job))]
     )
     out.print(f"queued again: {len(retried)} job(s)")
 
@@ -504,17 +525,20 @@ def cancel(
     job: str = typer.Argument(..., help="job to cancel"),
 ) -> None:
     """Cancel a queued job, or stop a running one."""
-    status = CONN.client().cancel(service, job)
+    client = CONN.client()
+    job = _job_id(client, service, job)
+    status = client.cancel(service, job)
     out.print(f"{job}: {'stopping' if status == 'Running' else status.lower()}")
 
 
 @app.command()
 def logs(
     service: str = typer.Argument(..., help="service"),
-    job: str = typer.Argument(..., help="job id"),
+    job: str = typer.Argument(..., help="job id, or any part of it that starts one job's"),
 ) -> None:
     """Show a job's status and its script's output (stdout and stderr)."""
     client = CONN.client()
+    job = _job_id(client, service, job)
     detail = client.job(service, job)
     exit_code = detail["exit_code"]
     err.print(
@@ -674,6 +698,28 @@ def _status(status: str) -> Text:
         status, "yellow"
     )
     return Text(status, style=colour)
+
+
+UUID_LENGTH = 36  # a job id ends in one: `<service>-<uuid4>`
+
+
+def _job_id(client: Client, service: str, given: str) -> str:
+    """The id of the one job of `service` that `given` names: the whole id, the id
+    without the service's prefix (the bare UUID), or the start of either."""
+    if not given.strip():
+        raise DefinitionError("give a job id (or its start)")
+    ids = list(client.jobs(service))
+    if given in ids:
+        return given
+    found = [j for j in ids if j.startswith(given) or j[-UUID_LENGTH:].startswith(given)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ClientError(f"no job of {service!r} starts with {given!r}", 404)
+    shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+    raise ClientError(
+        f"{given!r} starts {len(found)} jobs of {service!r} ({shown}): give more of the id", 409
+    )
 
 
 def _check_upload(path: Path) -> None:
