@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -104,6 +105,12 @@ def test_a_user_applies_drops_uploads_runs_and_reads_logs(up: Platform, tmp_path
     listed = json.loads(up.cli("jobs", "--json").stdout)
     assert {j["service"] for j in listed} == {"upper"} and len(listed) == 2
     assert "5B" in up.cli("ls", "upper").stdout  # SENT\n
+    # The service's token opens its /run without the admin's credentials.
+    token = up.cli("token", "upper").stdout.strip()
+    ran = httpx.post(
+        f"{up.url}/run/upper", content=b"hi", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert ran.status_code == 200 and base64.b64decode(ran.content) == b"HI"  # as OSCAR's
 
 
 def test_run_sync_and_async_through_the_cli(up: Platform, tmp_path: Path) -> None:

@@ -319,6 +319,19 @@ def status() -> None:
 
 
 @app.command()
+def token(service: str = typer.Argument(..., help="service")) -> None:
+    """Print a service's token: the bearer token that lets a caller use its /job and /run
+    without the admin's credentials.
+
+    Example: curl -H "Authorization: Bearer $(ondrop token hello)" URL/run/hello -d hi
+    """
+    found = CONN.client().service(service).get("token")
+    if not found:
+        raise ClientError(f"the platform gave no token for {service!r}", 404)
+    print(found)
+
+
+@app.command()
 def rm(service: str = typer.Argument(..., help="service to remove")) -> None:
     """Remove a service and its jobs (its files stay)."""
     CONN.client().delete_service(service)
