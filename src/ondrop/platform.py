@@ -353,9 +353,14 @@ class Platform:
         return f"{runtime.engine.name} {runtime.engine.version()}"
 
     def delete_service(self, name: str) -> None:
-        """Remove a service and its jobs; whoever waits for one of them is told."""
-        unfinished = [j.id for j in self.store.jobs(name) if j.status not in FINISHED]
+        """Remove a service and its jobs: those running here are stopped, and whoever
+        waits for one of them is told."""
+        jobs = self.store.jobs(name)
+        unfinished = [j.id for j in jobs if j.status not in FINISHED]
         self.services.delete(name)
+        for job in jobs:
+            if job.status == RUNNING:
+                self._stop_running(job.id, f"service {name!r} was removed")
         self.waiters.abandon(unfinished, NotFoundError(f"service {name!r} was removed"))
 
     # -- jobs -----------------------------------------------------------------------

@@ -454,3 +454,24 @@ def test_a_password_given_at_start_that_is_not_the_kept_one_is_told_and_kept_con
         assert shell.cli("services").returncode == 0
     finally:
         platform.stop()
+
+
+def test_rm_asks_before_dropping_work_in_flight_unless_yes(up: Platform, tmp_path: Path) -> None:
+    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
+    up.cli("apply", str(write_fdl(tmp_path, f"#!/bin/bash\nexec -a {marker} sleep 30\n")))
+    (tmp_path / "a.txt").write_text("a")
+    up.cli("put", "upper", str(tmp_path / "a.txt"))
+    deadline = time.monotonic() + 10
+    while not processes_with(marker):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    refused = up.cli("rm", "upper", check=False)  # not a terminal: nobody to ask
+    assert refused.returncode == 1
+    assert "upper has 1 job(s) queued or running: give --yes" in refused.stderr
+    assert "upper" in up.cli("services").stdout
+    assert "removed upper" in up.cli("rm", "upper", "--yes").stdout
+    assert "upper" not in up.cli("services").stdout
+    deadline = time.monotonic() + 10
+    while processes_with(marker):  # its running job was stopped, not left to run on
+        assert time.monotonic() < deadline, "the removed service's job still runs"
+        time.sleep(0.05)

@@ -332,9 +332,25 @@ def token(service: str = typer.Argument(..., help="service")) -> None:
 
 
 @app.command()
-def rm(service: str = typer.Argument(..., help="service to remove")) -> None:
-    """Remove a service and its jobs (its files stay)."""
-    CONN.client().delete_service(service)
+def rm(
+    service: str = typer.Argument(..., help="service to remove"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="remove it even with work in flight"),
+) -> None:
+    """Remove a service and its jobs (its files stay). Asks first when jobs of it are
+    queued or running (they are dropped, running ones stopped), unless --yes.
+
+    Example: ondrop rm thumbnails --yes
+    """
+    client = CONN.client()
+    counts = client.status(service)["jobs"]
+    busy = counts.get("queued", 0) + counts.get("running", 0)
+    if busy and not yes:
+        what = f"{service} has {busy} job(s) queued or running"
+        if not sys.stdin.isatty():
+            raise DefinitionError(f"{what}: give --yes to remove it and drop them")
+        if not typer.confirm(f"{what}; remove it and drop them?", default=False):
+            raise typer.Exit(1)
+    client.delete_service(service)
     out.print(f"removed {service}")
 
 
