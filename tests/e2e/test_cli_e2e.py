@@ -475,3 +475,18 @@ def test_rm_asks_before_dropping_work_in_flight_unless_yes(up: Platform, tmp_pat
     while processes_with(marker):  # its running job was stopped, not left to run on
         assert time.monotonic() < deadline, "the removed service's job still runs"
         time.sleep(0.05)
+
+
+def test_put_says_which_filter_kept_a_file_from_starting_a_job(
+    up: Platform, tmp_path: Path
+) -> None:
+    (tmp_path / "upper.sh").write_text(SLOW_COPY)
+    fdl = tmp_path / "videos.yaml"
+    fdl.write_text(
+        "services:\n- {name: videos, script: upper.sh, input: [{storage_provider: minio,"
+        " path: v/in, suffix: [.mp4, .avi]}], output: [{storage_provider: minio, path: v/out}]}\n"
+    )
+    up.cli("apply", str(fdl))
+    (tmp_path / "notes.txt").write_text("n")
+    put = up.cli("put", "videos", str(tmp_path / "notes.txt"))
+    assert "(no job: the input takes only names ending in .mp4, .avi)" in put.stderr

@@ -368,18 +368,21 @@ def put(
     for path in paths:  # before asking the platform anything
         _check_upload(path)
     client = CONN.client()
+    entry: dict[str, Any] = {}
     if to:
         provider, _, folder = to.partition("/")
     else:
         service = args[0]
-        provider, folder = _place(client.service(service), "input", service)
+        found = client.service(service)
+        provider, folder = _place(found, "input", service)
+        entry = found["input"][0]
     total = sum(p.stat().st_size for p in paths)
     with _transfer_progress() as progress:
         task = progress.add_task("uploading", total=total)
         for path in paths:
             key = posixpath.join(folder, path.name) if folder else path.name
             answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
-            jobs = ", ".join(j["job"] for j in answer["jobs"]) or "no job"
+            jobs = ", ".join(j["job"] for j in answer["jobs"]) or _no_job(path.name, entry)
             progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
 
 
@@ -749,6 +752,16 @@ def _job_id(client: Client, service: str, given: str) -> str:
     raise ClientError(
         f"{given!r} starts {len(found)} jobs of {service!r} ({shown}): give more of the id", 409
     )
+
+
+def _no_job(name: str, entry: dict[str, Any]) -> str:
+    """Why an upload into a service's input started no job, as far as its filters tell."""
+    prefixes, suffixes = entry.get("prefix") or [], entry.get("suffix") or []
+    if prefixes and not name.startswith(tuple(prefixes)):
+        return f"no job: the input takes only names starting with {', '.join(prefixes)}"
+    if suffixes and not name.endswith(tuple(suffixes)):
+        return f"no job: the input takes only names ending in {', '.join(suffixes)}"
+    return "no job"
 
 
 def _check_upload(path: Path) -> None:
