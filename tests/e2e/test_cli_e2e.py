@@ -43,6 +43,20 @@ def up(tmp_path: Path) -> Iterator[Platform]:
         platform.stop()
 
 
+def start_sleeper(up: Platform, tmp_path: Path) -> str:
+    """Apply `upper` as a 30 s sleep, upload one file, wait until its script runs; returns
+    the marker its process carries (processes_with finds it)."""
+    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
+    up.cli("apply", str(write_fdl(tmp_path, f"#!/bin/bash\nexec -a {marker} sleep 30\n")))
+    (tmp_path / "a.txt").write_text("a")
+    up.cli("put", "upper", str(tmp_path / "a.txt"))
+    deadline = time.monotonic() + 10
+    while not processes_with(marker):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    return marker
+
+
 def write_fdl(folder: Path, script: str = SLOW_COPY) -> Path:
     (folder / "upper.sh").write_text(script)
     fdl = folder / "upper.yaml"
@@ -282,15 +296,7 @@ main()
 def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
     up: Platform, tmp_path: Path
 ) -> None:
-    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
-    script = f"#!/bin/bash\nexec -a {marker} sleep 30\n"
-    up.cli("apply", str(write_fdl(tmp_path, script)))
-    (tmp_path / "a.txt").write_text("a")
-    up.cli("put", "upper", str(tmp_path / "a.txt"))
-    deadline = time.monotonic() + 10
-    while not processes_with(marker):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
+    marker = start_sleeper(up, tmp_path)
     assert up.proc is not None
     up.proc.send_signal(signal.SIGINT)
     time.sleep(1.0)
@@ -306,15 +312,7 @@ def test_second_ctrl_c_stops_running_jobs_now_and_they_run_again_later(
 def test_a_crash_leaves_no_job_process_behind_after_the_restart(
     up: Platform, tmp_path: Path
 ) -> None:
-    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
-    script = f"#!/bin/bash\nexec -a {marker} sleep 30\n"
-    up.cli("apply", str(write_fdl(tmp_path, script)))
-    (tmp_path / "a.txt").write_text("a")
-    up.cli("put", "upper", str(tmp_path / "a.txt"))
-    deadline = time.monotonic() + 10
-    while not processes_with(marker):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
+    marker = start_sleeper(up, tmp_path)
     (orphan,) = processes_with(marker)
     for spawner in spawners_of(up.data):  # as root: it would kill the job as we die
         os.kill(spawner, signal.SIGKILL)
@@ -457,14 +455,7 @@ def test_a_password_given_at_start_that_is_not_the_kept_one_is_told_and_kept_con
 
 
 def test_rm_asks_before_dropping_work_in_flight_unless_yes(up: Platform, tmp_path: Path) -> None:
-    marker = f"ondrop-test-{os.getpid()}-{time.monotonic_ns()}"
-    up.cli("apply", str(write_fdl(tmp_path, f"#!/bin/bash\nexec -a {marker} sleep 30\n")))
-    (tmp_path / "a.txt").write_text("a")
-    up.cli("put", "upper", str(tmp_path / "a.txt"))
-    deadline = time.monotonic() + 10
-    while not processes_with(marker):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
+    marker = start_sleeper(up, tmp_path)
     refused = up.cli("rm", "upper", check=False)  # not a terminal: nobody to ask
     assert refused.returncode == 1
     assert "upper has 1 job(s) queued or running: give --yes" in refused.stderr
