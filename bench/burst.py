@@ -36,7 +36,7 @@ def main() -> None:
             wait_count(outbox, args.files, timeout=3600)
             drained = time.perf_counter() - started
             _, peak = platform.rss()
-            jobs = platform.client.jobs("copy")
+            jobs = platform.ended("copy")
         finally:
             platform.close()
     inputs = [j["input"] for j in jobs.values()]

@@ -249,6 +249,18 @@ class Ondrop:
         outbox.mkdir(parents=True, exist_ok=True)
         return inbox, outbox
 
+    def ended(self, service: str, timeout: float = 600.0) -> dict[str, dict[str, Any]]:
+        """The service's jobs once none is queued or running (an output is stored before
+        its job's end is recorded: counting outputs is not waiting for the ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.client.status(service)["jobs"]
+            if not counts.get("queued") and not counts.get("running"):
+                return self.client.jobs(service)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobs of {service} still pending after {timeout:g} s")
+            time.sleep(0.05)
+
     def rss(self) -> tuple[int, int]:
         """(current, peak) resident memory of the platform, in bytes."""
         values = {}
