@@ -255,6 +255,11 @@ def test_job_needs_the_services_own_token(api: httpx.Client, anon: httpx.Client)
     bearer = anon.post("/job/copy", content=b"x", headers={"Authorization": f"Bearer {other}"})
     assert bearer.status_code == 401
     assert "does not grant access" in bearer.json()["detail"]
+    # The admin's credentials, wrong: the answer says which part, as on /system/*.
+    wrong = anon.post("/run/copy", content=b"x", auth=(ADMIN.user, "wrong"))
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"] == f"wrong password for the admin {ADMIN.user!r}"
+    assert "token is required" in anon.post("/job/copy", content=b"x").json()["detail"]
     ok = anon.post("/job/copy", content=b"eA==", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 201
     assert ok.json()["job_id"].startswith("copy-")

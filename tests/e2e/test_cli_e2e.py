@@ -21,7 +21,7 @@ from ondrop.events.base import object_event
 from ondrop.store.base import SUCCEEDED, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
 from tests.support.up import Platform
-from tests.support.waiting import processes_with, spawners_of
+from tests.support.waiting import processes_with, spawners_of, wait_for
 from tests.support.workspaces import leftovers
 
 pytestmark = pytest.mark.e2e
@@ -50,10 +50,7 @@ def start_sleeper(up: Platform, tmp_path: Path) -> str:
     up.cli("apply", str(write_fdl(tmp_path, f"#!/bin/bash\nexec -a {marker} sleep 30\n")))
     (tmp_path / "a.txt").write_text("a")
     up.cli("put", "upper", str(tmp_path / "a.txt"))
-    deadline = time.monotonic() + 10
-    while not processes_with(marker):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
+    wait_for(lambda: processes_with(marker), timeout=10)  # the job started
     return marker
 
 
@@ -462,10 +459,8 @@ def test_rm_asks_before_dropping_work_in_flight_unless_yes(up: Platform, tmp_pat
     assert "upper" in up.cli("services").stdout
     assert "removed upper" in up.cli("rm", "upper", "--yes").stdout
     assert "upper" not in up.cli("services").stdout
-    deadline = time.monotonic() + 10
-    while processes_with(marker):  # its running job was stopped, not left to run on
-        assert time.monotonic() < deadline, "the removed service's job still runs"
-        time.sleep(0.05)
+    # its running job was stopped, not left to run on
+    wait_for(lambda: not processes_with(marker), timeout=10)
 
 
 def test_put_says_which_filter_kept_a_file_from_starting_a_job(

@@ -89,32 +89,38 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def is_admin(request: Request, admin: Credentials) -> bool:
+def _admin_problem(request: Request, admin: Credentials) -> str | None:
+    """What is wrong with the admin's credentials in `request`; None when they are right.
+    Both parts are compared in constant time, whichever is wrong."""
     given = _basic(request)
     if given is None:
-        return False
+        return "admin credentials required (HTTP basic auth); none were given"
     ok_user = secrets.compare_digest(given[0].encode(), admin.user.encode())
     ok_password = secrets.compare_digest(given[1].encode(), admin.password.encode())
-    return ok_user and ok_password
+    if not ok_user:
+        return f"unknown user {given[0]!r}: the platform's admin has another name"
+    if not ok_password:
+        return f"wrong password for the admin {given[0]!r}"
+    return None
+
+
+def is_admin(request: Request, admin: Credentials) -> bool:
+    return _admin_problem(request, admin) is None
 
 
 def require_admin(request: Request, admin: Credentials) -> None:
     """The admin's credentials, or a 401 saying which part is missing or wrong."""
-    given = _basic(request)
-    if given is None:
-        raise AuthError("admin credentials required (HTTP basic auth); none were given")
-    if not secrets.compare_digest(given[0].encode(), admin.user.encode()):
-        raise AuthError(f"unknown user {given[0]!r}: the platform's admin has another name")
-    if not secrets.compare_digest(given[1].encode(), admin.password.encode()):
-        raise AuthError(f"wrong password for the admin {given[0]!r}")
+    if problem := _admin_problem(request, admin):
+        raise AuthError(problem)
 
 
 def require_service(request: Request, admin: Credentials, token: str | None) -> None:
     """Admin, or the bearer token of the service (`token` None: no such service)."""
-    if is_admin(request, admin):
-        return
     given = _bearer(request)
     if given is None:
+        if _basic(request) is not None:  # the admin's, then: say what is wrong with them
+            require_admin(request, admin)
+            return
         raise AuthError("the service's token is required (Authorization: Bearer <token>)")
     if token is None or not secrets.compare_digest(given.encode(), token.encode()):
         raise AuthError("this token does not grant access to this service")

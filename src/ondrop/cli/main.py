@@ -69,8 +69,8 @@ class Connection:
         elif os.environ.get(env_name("admin_password")):
             where = env_name("admin_password")
         else:
-            data = Path(Settings.load(self.overrides).data)
-            kept = data / "admin.json"
+            settings = Settings.load(self.overrides)
+            kept = Path(settings.data) / "admin.json"
             stored: dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
                 stored = dict(json.loads(kept.read_text()))
@@ -80,7 +80,7 @@ class Connection:
                     f"kept there: give it here too, with --admin-password or "
                     f"{env_name('admin_password')}"
                 )
-            asked = Settings.load(self.overrides).admin_user
+            asked = settings.admin_user
             if stored and asked and asked != stored.get("user", "admin"):
                 return (
                     f"{kept} holds the password of {stored.get('user', 'admin')!r}, not of "
@@ -740,6 +740,8 @@ def _job_id(client: Client, service: str, given: str) -> str:
     without the service's prefix (the bare UUID), or the start of either."""
     if not given.strip():
         raise DefinitionError("give a job id (or its start)")
+    if len(given) > UUID_LENGTH and given[-UUID_LENGTH - 1] == "-":
+        return given  # a whole id: the platform says if it has no such job
     ids = list(client.jobs(service))
     if given in ids:
         return given
@@ -801,7 +803,7 @@ def main() -> None:
         app()
     except OndropError as exc:
         text = str(exc)
-        if isinstance(exc, ClientError) and exc.status_code == 401 and "token" not in text:
+        if isinstance(exc, ClientError) and exc.status_code == 401:  # it sent the admin's
             text += f"; {CONN.credentials_hint()}"
         err.print(_labelled("error", "red", text), highlight=False)
         sys.exit(1)
