@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ondrop.errors import DefinitionError
+from ondrop.chains import follow
+from ondrop.errors import DefinitionError, NotFoundError
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
@@ -104,3 +105,50 @@ def test_collect_must_name_a_service_and_takes_no_input(platform: Platform) -> N
     with pytest.raises(DefinitionError) as caught:
         services(input=[{"path": "v/x"}])
     assert "remove its input, or its collect" in str(caught.value)
+
+
+def test_a_chain_is_followed_from_its_first_job_to_its_collection(
+    platform: Platform, settings: Settings
+) -> None:
+    platform.apply(services())
+    (Path(settings.data) / "storage" / "v" / "in" / "d.mp4").write_text("d")
+    (split,) = wait_for(platform, "split", 1)
+    wait_for(platform, "summary", 1)
+    found = follow(platform.store, platform.intake, [split.id])
+    assert not found.busy and found.failed == []
+    assert [s.service for s in found.stages] == ["split", "detect", "summary"]
+    assert [s.jobs["succeeded"] for s in found.stages] == [1, 3, 1]
+    # Any job of the family stands for all of it; several name it once.
+    (summary,) = platform.store.jobs("summary")
+    assert follow(platform.store, platform.intake, [summary.id, split.id]).stages == found.stages
+    with pytest.raises(NotFoundError) as caught:
+        follow(platform.store, platform.intake, [split.id, "split-gone"])
+    assert "no such job: split-gone" in str(caught.value)
+
+
+def test_a_chain_whose_collection_is_still_to_start_is_busy(
+    platform: Platform, settings: Settings
+) -> None:
+    platform.apply(services())
+    platform.intake.collect = lambda job_id: []  # type: ignore[method-assign]  # not yet
+    (Path(settings.data) / "storage" / "v" / "in" / "e.mp4").write_text("e")
+    detect = wait_for(platform, "detect", 3)
+    found = follow(platform.store, platform.intake, [detect[0].id])
+    assert found.busy  # no job queued or running, but summary is yet to run
+    assert [s.service for s in found.stages] == ["split", "detect"]
+
+
+def test_a_failed_job_of_a_chain_is_named(platform: Platform, settings: Settings) -> None:
+    (detect,) = [s for s in services() if s.name == "detect"]
+    platform.apply([*services()[:1], detect.model_copy(update={"retries": 0}), services()[2]])
+    (Path(settings.data) / "storage" / "v" / "in" / "f.mp4").write_text("f")
+    (split,) = wait_for(platform, "split", 1)
+    wait_for(platform, "summary", 1)
+    found = follow(platform.store, platform.intake, [split.id])
+    (failed,) = found.failed
+    assert failed.service == "detect" and failed.input_key.endswith("f.mp4.2")
+    assert {s.service: s.jobs["failed"] for s in found.stages} == {
+        "split": 0,
+        "detect": 1,
+        "summary": 0,
+    }

@@ -22,11 +22,8 @@ ondrop apply "$here/thumbnails.yaml"
 
 echo "== upload sample images"
 python3 "$here/make_inputs.py" "$data/samples" 8
-ondrop put thumbnail "$data"/samples/*
-
-echo "== wait for the chain: thumbnail, then grayscale"
-ondrop wait thumbnail
-ondrop wait grayscale
+echo "== and wait for the chain: thumbnail, then grayscale"
+ondrop put thumbnail "$data"/samples/* --wait
 
 echo "== jobs"
 ondrop jobs thumbnail

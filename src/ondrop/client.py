@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,6 +25,7 @@ from ondrop.settings import Settings
 ENDPOINT_FILE = "endpoint.json"  # written by `ondrop up` into its data folder
 DEFAULT_URL = "http://127.0.0.1:8030"
 Progress = Callable[[int], None]  # called with the number of bytes just moved
+WAIT_PAUSE = 0.5  # seconds between two looks at work being waited for, at most
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,38 @@ class Client:
 
     def delete_jobs(self, service: str, all: bool = False) -> None:
         self._request("DELETE", f"/system/logs/{quote(service)}", params={"all": str(all).lower()})
+
+    # -- chains -----------------------------------------------------------------------
+    def chains(self, jobs: Sequence[str]) -> dict[str, Any]:
+        """Where the work these jobs belong to stands, down the whole chain: `busy`, the
+        `stages` (each a service and its jobs' counts by status) and the `failed` jobs
+        (POST /system/chains)."""
+        return dict(self._request("POST", "/system/chains", json={"jobs": list(jobs)}).json())
+
+    def wait(
+        self,
+        jobs: Sequence[str],
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the work these jobs belong to has ended, down the whole chain (the
+        jobs an upload answered: every job their outputs start, and theirs...); returns
+        chains() then. `on_progress` gets each answer on the way. TimeoutError after
+        `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            found = self.chains(jobs)
+            if on_progress is not None:
+                on_progress(found)
+            if not found["busy"]:
+                return found
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the work of {len(jobs)} job(s) was still going after {timeout:g} s"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, WAIT_PAUSE)
 
     # -- invocation -------------------------------------------------------------------
     def submit(self, service: str, data: bytes, filename: str = "event-file") -> str:

@@ -228,20 +228,29 @@ class Intake:
         Called after the job's end is recorded: of jobs ending together, the last to be
         recorded sees the whole family ended. A crash in between is made up for by
         collect_settled() on the next start."""
-        collectors = [s for s in self.services.all() if s.collect]
-        if not collectors:
+        if not any(s.collect for s in self.services.all()):
             return []
         origin = self.store.origin(job_id)
         if origin is None or origin.id is None or self.store.family_busy(origin.id):
             return []
         services = {j.service for j in self.store.family(origin.id)}
-        created = []
-        for collector in collectors:
-            if collector.collect in services and origin.time >= self.services.created(
-                collector.name
-            ):
-                created += self._collect(collector.name, origin)
-        return created
+        return [
+            job
+            for name, event in self.collections_due(origin, services)
+            for job in self._record(event, self._new_jobs(event, [name]))
+        ]
+
+    def collections_due(self, origin: Event, services: set[str]) -> list[tuple[str, Event]]:
+        """(collector, event) of the collecting jobs due for the ended family of `origin`,
+        whose jobs ran `services`, and not started yet: of each service that collects one
+        of them and was applied before the original input came."""
+        return [
+            (collector.name, event)
+            for collector in self.services.all()
+            if collector.collect in services
+            and origin.time >= self.services.created(collector.name)
+            and (event := self._collection(collector.name, origin)) is not None
+        ]
 
     def collect_settled(self) -> list[Job]:
         """The collecting jobs due for families that ended while nobody was looking (the
@@ -255,10 +264,13 @@ class Intake:
         return created
 
     def _collect(self, collector: str, origin: Event) -> list[Job]:
+        event = self._collection(collector, origin)
+        return [] if event is None else self._record(event, self._new_jobs(event, [collector]))
+
+    def _collection(self, collector: str, origin: Event) -> Event | None:
+        """The event that runs `collector` for `origin`; None once it was recorded."""
         event = collect_event(collector, origin)
-        if self.store.seen(event.source, event.key, event.version):
-            return []
-        return self._record(event, self._new_jobs(event, [collector]))
+        return None if self.store.seen(event.source, event.key, event.version) else event
 
     def seen(self, source: str, info: ObjectInfo) -> None:
         """Remember an object of the provider named `source` as already there, so that it

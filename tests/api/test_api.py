@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ondrop.chains import STATUSES
 from ondrop.events.base import object_event
 from ondrop.jobs import Cause
 from ondrop.platform import Platform
@@ -199,6 +200,40 @@ def test_an_upload_starts_one_job_whose_output_can_be_downloaded(
         "copied hello.txt\n",
         "text/plain",
     )
+
+
+def test_chains_follow_an_upload_down_to_the_jobs_its_outputs_start(
+    api: httpx.Client, anon: httpx.Client
+) -> None:
+    create(api)
+    create(api, "again", input=[{"storage_provider": "minio", "path": "copy/out"}])
+    answer = api.put("/system/files/minio.default/copy/in/a.txt", content=b"a")
+    (started,) = answer.json()["jobs"]
+    deadline = time.monotonic() + 20
+    while (found := api.post("/system/chains", json={"jobs": [started["job"]]}).json())["busy"]:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.02)
+    # Both stages are there once it is not busy: an output's job is made before its
+    # producer's end is recorded.
+    assert found == {
+        "busy": False,
+        "stages": [
+            {"service": "copy", "jobs": {**dict.fromkeys(STATUSES, 0), "succeeded": 1}},
+            {"service": "again", "jobs": {**dict.fromkeys(STATUSES, 0), "succeeded": 1}},
+        ],
+        "failed": [],
+    }
+    missing = api.post("/system/chains", json={"jobs": [started["job"], "copy-nope"]})
+    assert missing.status_code == 404 and "no such job: copy-nope" in missing.json()["detail"]
+    for body in (b"\xff", b"{"):  # not UTF-8; not JSON: 422 saying so, as for apply
+        for path in ("/system/chains", "/system/apply"):
+            bad = api.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert bad.status_code == 422 and bad.json()["detail"].startswith(
+                "the body is not JSON ("
+            ), path
+    empty = api.post("/system/chains", json={"jobs": []})
+    assert empty.status_code == 422 and empty.json()["detail"].startswith("jobs:")
+    assert anon.post("/system/chains", json={"jobs": [started["job"]]}).status_code == 401
 
 
 def test_an_object_version_seen_again_starts_no_second_job(

@@ -250,6 +250,30 @@ def test_outputs_remember_their_producer(store: Store) -> None:
     assert store.producers("other.default", ["out/a"]) == {}
 
 
+def test_a_family_is_counted_by_stage_from_any_of_its_jobs(store: Store) -> None:
+    (first,) = add(store, "in/a", "split")
+    assert [c.job.id for c in store.claim(1, {}, time.time())] == [first]
+    store.finish(first, 1, Outcome(SUCCEEDED), None)
+    (other,) = add(store, "in/b", "split")
+    saved(store, "split", "detect")
+    for n in (1, 2):  # outputs of the first job start two more
+        event = object_event("local.default", f"parts/a{n}", "1", 1, parent_job=first)
+        store.add_event(event, [NewJob(f"detect-a{n}", "detect")])
+    origins = store.origins([first, "detect-a2", other, "nobody"])
+    assert set(origins) == {first, "detect-a2", other}  # unknown jobs left out
+    assert origins[first] == origins["detect-a2"] != origins[other]
+    counts = store.family_counts([origins[first]])
+    assert counts == [
+        (origins[first], "split", SUCCEEDED, 1),
+        (origins[first], "detect", QUEUED, 2),
+    ]
+    both = store.family_counts([origins[first], origins[other]])
+    assert sorted((o, s, st, n) for o, s, st, n in both if o == origins[other]) == [
+        (origins[other], "split", QUEUED, 1)
+    ]
+    assert store.family_counts([]) == [] and store.origins([]) == {}
+
+
 def test_invocation_bodies_are_in_use_until_their_job_succeeded(store: Store) -> None:
     from ondrop.events.base import invoke_event
 

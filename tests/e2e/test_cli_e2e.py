@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -476,3 +477,84 @@ def test_put_says_which_filter_kept_a_file_from_starting_a_job(
     (tmp_path / "notes.txt").write_text("n")
     put = up.cli("put", "videos", str(tmp_path / "notes.txt"))
     assert "(no job: the input takes only names ending in .mp4, .avi)" in put.stderr
+
+
+CHAIN = """
+services:
+  - name: split
+    script: split.sh
+    input: [{path: v/in}]
+    output: [{path: v/frames}]
+  - name: detect
+    script: detect.sh
+    input: [{path: v/frames}]
+    output: [{path: v/found}]
+  - name: summary
+    script: summary.sh
+    collect: detect
+    output: [{path: v/summary}]
+"""
+# Three frames per input; the second holds the input's text, and "bad" fails its detect.
+CHAIN_SCRIPTS = {
+    "split.sh": """#!/bin/sh
+name=$(basename "$INPUT_FILE_PATH")
+for i in 1 2 3; do
+  if [ "$i" = 2 ]; then cat "$INPUT_FILE_PATH"; else echo ok; fi > "$TMP_OUTPUT_DIR/$name-$i.txt"
+done
+""",
+    "detect.sh": """#!/bin/sh
+sleep 0.2
+if grep -q bad "$INPUT_FILE_PATH"; then echo "a bad frame" >&2; exit 3; fi
+cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"
+""",
+    "summary.sh": """#!/bin/sh
+cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH").json"
+""",
+}
+
+
+def summaries(up: Platform) -> list[dict[str, Any]]:
+    return list(json.loads(up.cli("jobs", "summary", "--json").stdout))
+
+
+def test_put_wait_follows_the_chain_and_judges_only_the_work_it_waits_for(
+    up: Platform, tmp_path: Path
+) -> None:
+    for name, text in CHAIN_SCRIPTS.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    up.cli("apply", str(tmp_path / "chain.yaml"))
+    for name in ("good", "bad", "fine", "also"):
+        (tmp_path / f"{name}.txt").write_text(f"{name}\n")
+    # put --wait returns once the summary, last of the chain, has ended.
+    put = up.cli("put", "split", str(tmp_path / "good.txt"), "--wait")
+    assert "5 job(s) succeeded (split 1, detect 3, summary 1)" in put.stdout
+    assert [j["status"] for j in summaries(up)] == ["Succeeded"]
+    for stage in ("split", "detect", "summary"):  # a bar per stage
+        assert stage in put.stderr
+    # `wait` after a put follows what that put started; a failure is named, exit 1.
+    up.cli("put", "split", str(tmp_path / "bad.txt"))
+    waited = up.cli("wait", check=False)
+    assert waited.returncode == 1
+    assert "1 job(s) failed, 4 succeeded" in waited.stderr
+    assert (
+        "v/frames/bad.txt-2.txt" in waited.stderr and "ondrop logs detect detect-" in waited.stderr
+    )
+    assert len(summaries(up)) == 2 and all(j["status"] == "Succeeded" for j in summaries(up))
+    # An old failure is history: the next put's wait, and a wait on a service, judge
+    # only the work they wait for.
+    assert up.cli("put", "split", str(tmp_path / "fine.txt"), "--wait").returncode == 0
+    up.cli("put", "split", str(tmp_path / "also.txt"))
+    on_summary = up.cli("wait", "summary")
+    assert "1 job(s) succeeded (summary 1)" in on_summary.stdout
+    assert len(summaries(up)) == 4 and all(j["status"] == "Succeeded" for j in summaries(up))
+    idle = up.cli("wait", "detect")
+    assert idle.returncode == 0 and "nothing of detect to wait for" in idle.stdout
+    # A wait on a service that does not exist says so.
+    missing = up.cli("wait", "nope", check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_wait_with_no_put_to_follow_says_what_to_do(up: Platform) -> None:
+    waited = up.cli("wait", check=False)
+    assert waited.returncode == 1 and "there is no `ondrop put` to wait for" in waited.stderr

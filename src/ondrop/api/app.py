@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ondrop import __version__
 from ondrop.api.auth import Credentials
@@ -26,6 +28,8 @@ from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
 
 log = logging.getLogger(__name__)
+# What FastAPI answers (400) for a JSON body it cannot even decode as text.
+UNPARSED_BODY = "There was an error parsing the body"
 
 
 def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> FastAPI:
@@ -71,9 +75,20 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":  # loc: ("body", the character's index)
+                why = (err.get("ctx") or {}).get("error", "")
+                where = err.get("loc", ("body", 0))[-1]
+                problems.append(f"the body is not JSON ({why} at character {where})")
+                continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == UNPARSED_BODY:  # not UTF-8
+            return JSONResponse({"detail": "the body is not JSON (it is not UTF-8 text)"}, 422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

@@ -359,8 +359,17 @@ def rm(
 def put(
     args: list[str] = typer.Argument(..., help="SERVICE FILE... (or FILE... with --to)"),
     to: str = typer.Option(None, "--to", help="PROVIDER.ID/PATH to upload to instead"),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="then wait for the work the files started, down the whole chain (a bar per "
+        "stage); exit 1 if any of it failed",
+    ),
 ) -> None:
-    """Upload files to a service's input path (each starts a job), or anywhere with --to."""
+    """Upload files to a service's input path (each starts a job), or anywhere with --to.
+
+    Example: ondrop put split holiday.mp4 --wait
+    """
     if not to and len(args) < 2:
         raise DefinitionError("give a service and at least one file: ondrop put SERVICE FILE...")
     files = args if to else args[1:]
@@ -377,13 +386,39 @@ def put(
         provider, folder = _place(found, "input", service)
         entry = found["input"][0]
     total = sum(p.stat().st_size for p in paths)
+    started: list[str] = []
     with _transfer_progress() as progress:
         task = progress.add_task("uploading", total=total)
         for path in paths:
             key = posixpath.join(folder, path.name) if folder else path.name
             answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
+            started += [j["job"] for j in answer["jobs"]]
             jobs = ", ".join(j["job"] for j in answer["jobs"]) or _no_job(path.name, entry)
             progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
+    from ondrop.cli.follow import remember_put
+
+    remember_put(Path(Settings.load(CONN.overrides).data), client.url, started)
+    if wait:
+        _wait_for(client, started)
+
+
+def _wait_for(
+    client: Client, jobs: list[str], service: str | None = None, timeout: float = 0
+) -> None:
+    """Follow the work `jobs` belong to until it has ended (`ondrop wait`); exit 1 when a
+    job of it (of `service`, when given) failed."""
+    from ondrop.cli.follow import follow, verdict
+
+    if not jobs:
+        out.print("no job started: nothing to wait for")
+        return
+    try:
+        found = follow(client, jobs, err, timeout or None)
+    except TimeoutError as exc:
+        raise ClientError(str(exc), 408) from None
+    code = verdict(found, out, err, service)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("ls")
@@ -589,52 +624,35 @@ def logs(
 
 @app.command()
 def wait(
-    service: str = typer.Argument(..., help="service"),
+    service: str = typer.Argument(
+        None, help="judge this service's jobs (default: the work of the latest `ondrop put`)"
+    ),
     timeout: float = typer.Option(0, help="give up after this many seconds (0: never)"),
 ) -> None:
-    """Wait until the service has no queued or running job; fail if any of its jobs failed
-    (`ondrop jobs SERVICE --clear` forgets old ones)."""
-    client = CONN.client()
-    started = time.monotonic()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    """Wait for work to end, down the whole chain (a bar per stage): the work the latest
+    `ondrop put` started, or, given a service, all the work queued or running now (and
+    what it starts). Exit 1 if a job of it (of that service) failed; older jobs are not
+    judged.
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-    ) as progress:
-        task = progress.add_task(f"{service}: jobs done", total=None)
-        while True:
-            counts = client.status(service)["jobs"]
-            pending = counts.get("queued", 0) + counts.get("running", 0)
-            total = sum(counts.values())
-            progress.update(task, total=total, completed=total - pending)
-            if pending == 0:
-                break
-            if timeout and time.monotonic() - started > timeout:
-                raise ClientError(f"{pending} job(s) still pending after {timeout:g} s", 408)
-            time.sleep(0.2)
-    failed = counts.get("failed", 0)
-    done = counts.get("succeeded", 0)
-    if failed:
-        err.print(
-            Text.assemble(
-                (f"{failed} job(s) failed", "red"),
-                f", {done} succeeded; see `ondrop jobs {service} --status Failed`",
-            )
-        )
-        raise typer.Exit(1)
-    out.print(f"{done} job(s) succeeded")
-    if counts.get("refused"):  # links in the input folder: never run, never a failure
-        err.print(f"{counts['refused']} refused; see `ondrop jobs {service} --status Refused`")
+    Example: ondrop put split holiday.mp4 && ondrop wait summary
+    """
+    client = CONN.client()
+    if service is None:
+        from ondrop.cli.follow import last_put
+
+        jobs = last_put(Path(Settings.load(CONN.overrides).data), client.url)
+    else:
+        client.service(service)  # one that exists
+        jobs = [
+            job
+            for name in (s["name"] for s in client.services())
+            for status in ("Pending", "Running")
+            for job in client.jobs(name, status)
+        ]
+        if not jobs:
+            out.print(f"no job is queued or running: nothing of {service} to wait for")
+            return
+    _wait_for(client, jobs, service, timeout)
 
 
 # -- images ---------------------------------------------------------------------------------

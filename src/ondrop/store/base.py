@@ -341,6 +341,16 @@ class Store(ABC):
         """Every job descending from the original input `origin`, oldest first."""
 
     @abstractmethod
+    def origins(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """The original input (an event id) each of these jobs descends from, by job;
+        unknown jobs are left out."""
+
+    @abstractmethod
+    def family_counts(self, origins: Sequence[int]) -> list[tuple[int, str, str, int]]:
+        """(origin, service, status, number of jobs) of the families of these original
+        inputs, in the order their first jobs were made."""
+
+    @abstractmethod
     def settled_origins(self, service: str, since: float) -> list[Event]:
         """Original inputs since `since` with an ended job of `service` and no job of
         theirs queued or running."""

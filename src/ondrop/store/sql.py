@@ -991,6 +991,32 @@ class SQLStore(Store):
         )
         return [_job(r) for r in rows]
 
+    def origins(self, job_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(job_ids):
+            rows = self._read(
+                "SELECT j.id, COALESCE(e.origin, e.id) FROM jobs j JOIN events e "
+                f"ON e.id = j.event_id WHERE j.id IN ({_marks(chunk)})",
+                chunk,
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def family_counts(self, origins: Sequence[int]) -> list[tuple[int, str, str, int]]:
+        rows: list[tuple[int, str, str, int, int]] = []
+        for chunk in _chunks(origins):
+            rows += [
+                (r[0], r[1], r[2], r[3], r[4])
+                for r in self._read(
+                    "SELECT e.origin, j.service, j.status, COUNT(*), MIN(j.seq) FROM events e "
+                    f"JOIN jobs j ON j.event_id = e.id WHERE e.origin IN ({_marks(chunk)}) "
+                    "GROUP BY e.origin, j.service, j.status",
+                    chunk,
+                )
+            ]
+        rows.sort(key=lambda r: r[4])
+        return [r[:4] for r in rows]
+
     def settled_origins(self, service: str, since: float) -> list[Event]:
         rows = self._read(
             f"""SELECT {_ORIGIN_COLUMNS} FROM events o WHERE o.time >= ? AND o.id IN (

@@ -1,4 +1,5 @@
-"""/system/logs: a service's jobs (OSCAR's list shape) and each job's logs."""
+"""/system/logs: a service's jobs (OSCAR's list shape) and each job's logs; one job's
+detail, retry and cancel; /system/chains: where the work some jobs belong to stands."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.openapi import READS, WRITES, errors
+from ondrop.chains import follow
 from ondrop.errors import ConflictError, DefinitionError, NotFoundError
 from ondrop.platform import Platform
 from ondrop.store.base import (
@@ -46,6 +49,7 @@ STATUS_NAMES = {
 }
 PAGE = 70  # OSCAR's default page size
 MAX_PAGE = 1_000_000  # a bound, so no number reaches the store out of its range; 0 is all
+FOLLOWED_MAX = 100_000  # job ids one /system/chains may name
 
 
 def _status(asked: str | None) -> str | None:
@@ -248,3 +252,41 @@ def cancel_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
         raise ConflictError(f"job {job!r} has already ended ({PHASES[found.status]})")
     status = platform.cancel(found.id)
     return {"id": found.id, "status": PHASES.get(status, status)}
+
+
+class Followed(BaseModel):
+    """The jobs whose chains to follow."""
+
+    jobs: list[str] = Field(
+        min_length=1,
+        max_length=FOLLOWED_MAX,
+        description="job ids, of any services; each stands for every job of its chain",
+        examples=[["split-5f0c6c2e-8a4f-4d0e-9a57-3c1b1f3e2d10"]],
+    )
+
+
+@router.post(
+    "/system/chains",
+    responses=errors(
+        422,
+        why={
+            422: f"`jobs` is not a list of 1 to {FOLLOWED_MAX:,} job ids, or the body is not JSON"
+        },
+    ),
+)
+def chains(asked: Followed, platform: PlatformDep) -> dict[str, Any]:
+    """Where the work these jobs belong to stands, down the whole chain (ondrop; what
+    `ondrop put --wait` and `ondrop wait` follow): every job that descends from the
+    same original inputs (the files dropped or uploaded, the invocations' bodies), by
+    stage. `{"busy": bool, "stages": [{"service", "jobs": {queued, running, succeeded,
+    failed, cancelled, refused}}], "failed": [job, ...]}`. `busy` is true while a job is
+    queued or running, or one is still to start (a service that collects the family
+    once the rest has ended); `stages` are in the order their first jobs were made;
+    `failed` names up to 100 failed jobs in full (`id`, `service` and the job list's
+    fields). 404 names a job that does not exist."""
+    found = follow(platform.store, platform.intake, asked.jobs)
+    return {
+        "busy": found.busy,
+        "stages": [{"service": s.service, "jobs": s.jobs} for s in found.stages],
+        "failed": [{"id": j.id, "service": j.service, **job_json(j)} for j in found.failed],
+    }
