@@ -40,6 +40,44 @@ def test_up_takes_a_flag_for_every_setting_but_the_clients_url() -> None:
             assert flag in flags, f"ondrop up has no {flag} for {env}"
 
 
+def commands() -> dict[str, Any]:
+    """Every command of `ondrop` by its full name (`image build`)."""
+    import typer.main
+
+    from ondrop.cli.main import app
+
+    found: dict[str, Any] = {}
+
+    def walk(group: Any, prefix: str) -> None:  # a group: it has commands
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found[prefix + name] = command
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def test_every_command_has_a_one_line_summary_and_an_example_of_itself() -> None:
+    for name, command in commands().items():
+        text = command.help or ""
+        summary = text.split("\n\n")[0].strip()
+        assert "\n" not in summary and summary.endswith("."), f"{name}: {summary!r}"
+        examples = [line for line in text.splitlines() if line.startswith("Example: ")]
+        assert any(f"ondrop {name}" in line for line in examples), f"{name} has no example"
+
+
+def test_the_readmes_command_list_names_every_command() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    listed = {line.split("#")[0].strip() for line in block.splitlines() if line.strip()}
+    for name in commands():
+        assert any(line.startswith(f"ondrop {name}") for line in listed) or (
+            name.startswith("image ") and any("ondrop image" in line for line in listed)
+        ), f"README's command list lacks `ondrop {name}`"
+
+
 CLUSTER = DOCS / "cluster"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import platformdirs
 
 from ondrop.errors import DefinitionError
-from ondrop.quantity import parse_bytes
+from ondrop.quantity import format_bytes, parse_bytes
 from ondrop.store.url import shown
 
 
@@ -211,7 +211,19 @@ def env_name(name: str) -> str:
 def help_for(name: str) -> str:
     """The table's help line for a setting, with its variable: used for CLI flags and docs."""
     f = {f.name: f for f in dataclasses.fields(Settings)}[name]
-    return f"{f.metadata['help']} (env {env_name(name)})"
+    text = f.metadata["help"]
+    if "default" not in text and f.default not in (None, ""):
+        text += f" (default: {_default_shown(f)})"
+    return f"{text} (env {env_name(name)})"
+
+
+def _default_shown(f: dataclasses.Field[Any]) -> str:
+    default: Any = f.default
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if f.metadata["parse"] is parse_bytes and default:
+        return format_bytes(default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def table() -> list[tuple[str, str, str, str]]:

@@ -273,6 +273,21 @@ def test_version_is_printed_without_a_platform(tmp_path: Path) -> None:
     assert result.stdout == f"ondrop {ondrop.__version__}\n"
 
 
+def test_shell_completion_can_be_shown_and_completes_commands(tmp_path: Path) -> None:
+    script = Platform(tmp_path / "data").cli("--show-completion", "bash").stdout
+    assert "_ondrop_completion" in script and "complete " in script
+    asked = {
+        **os.environ,
+        "_ONDROP_COMPLETE": "complete_bash",
+        "COMP_WORDS": "ondrop wa",
+        "COMP_CWORD": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ondrop"], env=asked, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["wait"]
+
+
 def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
     # The interrupt lands exactly while the commands are imported (a finder raises it).
     interrupted = """import sys

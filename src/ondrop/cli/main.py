@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="ondrop: drop a file, a job runs your script, the outputs are stored.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 # Text is printed as it is (a name or a pattern with square brackets included): colour
@@ -182,7 +182,12 @@ def up(
     ray_address: str = typer.Option(None, help=help_for("ray_address"), show_default=False),
     log_level: str = typer.Option(None, help=help_for("log_level"), show_default=False),
 ) -> None:
-    """Start the platform in the foreground: API, workers and file watching."""
+    """Start the platform in the foreground: API, workers and file watching.
+
+    Ctrl-C stops it: running jobs get a grace period; a second Ctrl-C stops them now.
+
+    Example: ondrop up --data ~/ondrop-data --port 8030
+    """
     from ondrop.cli.up import serve
 
     overrides = dict(
@@ -222,7 +227,13 @@ def up(
 # -- services ------------------------------------------------------------------------------
 @app.command()
 def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop shape")) -> None:
-    """Create or update the services defined in an FDL file."""
+    """Create or update the services defined in an FDL file.
+
+    The file may be in OSCAR's, SCAR's or ondrop's shape; all its services are checked
+    together, and none changes if one is wrong.
+
+    Example: ondrop apply examples/video-objects/video-objects.yaml
+    """
     from ondrop.fdl.loader import load_file
 
     definition = load_file(fdl)
@@ -247,7 +258,10 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
 
 @app.command("services")
 def list_services() -> None:
-    """List the services with their inputs, outputs and job counts."""
+    """List the services with their inputs, outputs and job counts.
+
+    Example: ondrop services
+    """
     client = CONN.client()
     table = _table("SERVICE", "MODE", "RUNTIME", "INPUT", "OUTPUT", "JOBS")
     for s in client.services():
@@ -266,8 +280,12 @@ def list_services() -> None:
 
 @app.command()
 def status() -> None:
-    """The pools: capacity, what runs, what waits; jobs by status; and the control planes
-    on the store when there are several."""
+    """Show the pools (capacity, what runs, what waits) and the jobs by status.
+
+    With several control planes on one store, they are listed too.
+
+    Example: ondrop status
+    """
     client = CONN.client()
     answer = client.status()
     table = _table(
@@ -320,8 +338,9 @@ def status() -> None:
 
 @app.command()
 def token(service: str = typer.Argument(..., help="service")) -> None:
-    """Print a service's token: the bearer token that lets a caller use its /job and /run
-    without the admin's credentials.
+    """Print a service's token, which opens its /job and /run to a caller.
+
+    The bearer token lets a caller invoke the service without the admin's credentials.
 
     Example: curl -H "Authorization: Bearer $(ondrop token hello)" URL/run/hello -d hi
     """
@@ -336,8 +355,10 @@ def rm(
     service: str = typer.Argument(..., help="service to remove"),
     yes: bool = typer.Option(False, "--yes", "-y", help="remove it even with work in flight"),
 ) -> None:
-    """Remove a service and its jobs (its files stay). Asks first when jobs of it are
-    queued or running (they are dropped, running ones stopped), unless --yes.
+    """Remove a service and its jobs; its files stay.
+
+    Asks first when jobs of it are queued or running (they are dropped, running ones
+    stopped), unless --yes.
 
     Example: ondrop rm thumbnails --yes
     """
@@ -369,6 +390,8 @@ def put(
     """Upload files to a service's input path (each starts a job), or anywhere with --to.
 
     Example: ondrop put split holiday.mp4 --wait
+
+    Example: ondrop put --to minio.default/videos/in a.mp4 b.mp4
     """
     if not to and len(args) < 2:
         raise DefinitionError("give a service and at least one file: ondrop put SERVICE FILE...")
@@ -426,7 +449,10 @@ def list_files(
     service: str = typer.Argument(..., help="service"),
     input: bool = typer.Option(False, "--input", help="list the input path, not the output"),
 ) -> None:
-    """List the files in a service's output path (or its input path)."""
+    """List the files in a service's output path (or its input path).
+
+    Example: ondrop ls summary
+    """
     client = CONN.client()
     provider, folder = _place(client.service(service), "input" if input else "output", service)
     table = _table("NAME", "SIZE", "MODIFIED")
@@ -448,7 +474,12 @@ def get(
     output: Path = typer.Option(Path("."), "-o", "--output", help="folder to write into"),
     input: bool = typer.Option(False, "--input", help="from the input path, not the output"),
 ) -> None:
-    """Download a service's outputs (or inputs)."""
+    """Download a service's outputs (or inputs).
+
+    Each file appears under its name only once complete.
+
+    Example: ondrop get summary -o results/
+    """
     client = CONN.client()
     provider, folder = _place(client.service(service), "input" if input else "output", service)
     objects = client.list_files(provider, folder)
@@ -476,7 +507,12 @@ def run(
     output: Path = typer.Option(None, "-o", "--output", help="where to save the result"),
     asynchronous: bool = typer.Option(False, "--async", help="start the job and return its id"),
 ) -> None:
-    """Invoke a service over HTTP and print or save its result."""
+    """Invoke a service over HTTP and print or save its result.
+
+    Example: ondrop run hello --text world
+
+    Example: ondrop run grayify --input cat.png -o gray.png
+    """
     if (input is None) == (text is None):
         raise DefinitionError("give the input with exactly one of --input FILE or --text TEXT")
     if input is not None:
@@ -522,8 +558,10 @@ def jobs(
     clear: bool = typer.Option(False, "--clear", help="remove the finished jobs from the list"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, for scripts"),
 ) -> None:
-    """List jobs (a service's, or every service's): status, attempts, the node, times,
-    exit code and reason.
+    """List jobs (a service's, or every service's), newest first.
+
+    Each with its status, input, times, attempts, the node it ran on, exit code and
+    reason.
 
     Example: ondrop jobs detect --status failed
     """
@@ -574,7 +612,10 @@ def retry(
     jobs: list[str] = typer.Argument(None, help="failed or cancelled jobs to run again"),
     failed: bool = typer.Option(False, "--failed", help="run every failed job again"),
 ) -> None:
-    """Run failed (or cancelled) jobs again, after fixing what made them fail."""
+    """Run failed (or cancelled) jobs again, after fixing what made them fail.
+
+    Example: ondrop retry detect --failed
+    """
     if bool(jobs) == failed:
         raise DefinitionError("name the jobs to run again, or give --failed for all of them")
     client = CONN.client()
@@ -591,7 +632,10 @@ def cancel(
     service: str = typer.Argument(..., help="service"),
     job: str = typer.Argument(..., help="job to cancel"),
 ) -> None:
-    """Cancel a queued job, or stop a running one."""
+    """Cancel a queued job, or stop a running one.
+
+    Example: ondrop cancel detect 5f0c6c2e
+    """
     client = CONN.client()
     job = _job_id(client, service, job)
     status = client.cancel(service, job)
@@ -603,7 +647,10 @@ def logs(
     service: str = typer.Argument(..., help="service"),
     job: str = typer.Argument(..., help="job id, or any part of it that starts one job's"),
 ) -> None:
-    """Show a job's status and its script's output (stdout and stderr)."""
+    """Show a job's status and its script's output (stdout and stderr).
+
+    Example: ondrop logs detect 5f0c6c2e
+    """
     client = CONN.client()
     job = _job_id(client, service, job)
     detail = client.job(service, job)
@@ -629,10 +676,11 @@ def wait(
     ),
     timeout: float = typer.Option(0, help="give up after this many seconds (0: never)"),
 ) -> None:
-    """Wait for work to end, down the whole chain (a bar per stage): the work the latest
-    `ondrop put` started, or, given a service, all the work queued or running now (and
-    what it starts). Exit 1 if a job of it (of that service) failed; older jobs are not
-    judged.
+    """Wait for work to end, down the whole chain, with a bar per stage.
+
+    The work the latest `ondrop put` started; or, given a service, all the work queued
+    or running now (and what it starts). Exit 1 if a job of it (of that service)
+    failed; older jobs are not judged.
 
     Example: ondrop put split holiday.mp4 && ondrop wait summary
     """
@@ -670,7 +718,10 @@ def image_build(
         None, "-f", "--file", help="the Containerfile (default: in the folder)"
     ),
 ) -> None:
-    """Build an image with the local engine (podman or docker)."""
+    """Build an image with the local engine (podman or docker).
+
+    Example: ondrop image build ./myimage -t localhost/myimage:1
+    """
     engine = _engine()
     with err.status(f"building {tag} with {engine.name}"):
         image = engine.build(context, tag, file)
@@ -682,7 +733,10 @@ def image_import(
     tarball: Path = typer.Argument(..., help="a root filesystem as a tar file"),
     tag: str = typer.Argument(..., help="name for the image, e.g. localhost/tools:1"),
 ) -> None:
-    """Import a root filesystem tarball as an image (no registry needed)."""
+    """Import a root filesystem tarball as an image (no registry needed).
+
+    Example: ondrop image import rootfs.tar localhost/tools:1
+    """
     if not tarball.is_file():
         raise DefinitionError(f"{tarball}: no such file")
     engine = _engine()
@@ -695,7 +749,10 @@ def image_import(
 def image_busybox(
     tag: str = typer.Argument("localhost/busybox:latest", help="name for the image"),
 ) -> None:
-    """Make a small busybox image from this machine's static busybox (offline)."""
+    """Make a small busybox image from this machine's static busybox (offline).
+
+    Example: ondrop image busybox
+    """
     import tempfile
 
     from ondrop.runtime.rootfs import busybox_rootfs
@@ -818,7 +875,7 @@ def _transfer_progress() -> Progress:
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="ondrop")  # as `python -m ondrop` too: one completion script
     except OndropError as exc:
         text = str(exc)
         if isinstance(exc, ClientError) and exc.status_code == 401:  # it sent the admin's
