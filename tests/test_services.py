@@ -42,7 +42,9 @@ def test_an_update_keeps_the_token_and_blank_secrets(services: Services) -> None
     services.apply([svc("a", environment={"secrets": {"KEY": "value"}})])
     token = services.get("a").token
     applied = services.apply([svc("a", environment={"secrets": {"KEY": ""}})])
-    assert applied.updated == ["a"]
+    assert applied.unchanged == ["a"]  # a secret sent back blank keeps its value
+    applied = services.apply([svc("a", timeout=60, environment={"secrets": {"KEY": ""}})])
+    assert applied.updated == ["a"] and applied.changes == {"a": ["timeout"]}
     assert services.get("a").token == token
     assert services.get("a").environment.secrets == {"KEY": "value"}
 

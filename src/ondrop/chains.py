@@ -68,10 +68,10 @@ def follow(store: Store, intake: Intake, job_ids: Sequence[str]) -> Chains:
 def _collection_due(store: Store, intake: Intake, origin: int, services: set[str]) -> bool:
     """Whether the ended family of `origin` is yet to be collected: its last job's end is
     recorded just before the collecting job is made."""
-    if not any(s.collect in services for s in intake.services.all()):
-        return False
+    if not any(s.collect in services and s.name not in services for s in intake.services.all()):
+        return False  # nothing collects it, or what does has run already
     event = store.event(origin)
-    return event is not None and bool(intake.collections_due(event, services))
+    return event is not None and bool(intake.collections_due(event, store.family(origin)))
 
 
 def _failed(store: Store, origins: list[int]) -> list[Job]:

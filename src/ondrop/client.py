@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ondrop.errors import ClientError
+from ondrop.errors import ClientError, DefinitionError
 from ondrop.settings import Settings
 
 ENDPOINT_FILE = "endpoint.json"  # written by `ondrop up` into its data folder
@@ -100,9 +100,11 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
-            raise ClientError(f"the platform at {self.url} did not answer in time", 504) from None
+            raise ClientError.of(
+                f"the platform at {self.url} did not answer in time", 504
+            ) from None
         except httpx.TransportError as exc:
-            raise ClientError(
+            raise ClientError.of(
                 f"cannot reach the platform at {self.url} ({exc}); is `ondrop up` running? "
                 "If it runs on another data folder, name that folder with --data or "
                 "ONDROP_DATA (its address is kept there); on another machine, set --url or "
@@ -134,8 +136,41 @@ class Client:
     def service(self, name: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/system/services/{quote(name)}").json())
 
-    def apply(self, services: list[dict[str, Any]]) -> dict[str, Any]:
-        return dict(self._request("POST", "/system/apply", json={"services": services}).json())
+    def apply(
+        self, services: Path | str | dict[str, Any] | list[dict[str, Any]], source: str = ""
+    ) -> dict[str, Any]:
+        """Create or update services, all checked together: from an FDL file (a path, in
+        OSCAR's, SCAR's or ondrop's shape), a service (a dict), or a list of them.
+        Answers `created`, `updated` (with `changes`: the fields), `unchanged`,
+        `left_alone` (files already in new input folders, which started no job) and
+        `warnings`, the file's own included. `source` names where they come from (a
+        file's path is its own), so that one applied from elsewhere before is warned of."""
+        warnings: list[str] = []
+        if isinstance(services, Path | str):
+            from ondrop.fdl.loader import load_file
+
+            path = Path(services)
+            definition = load_file(path)
+            if definition.builds:
+                raise DefinitionError(
+                    f"{path} builds images ({', '.join(sorted(definition.builds))}): apply it "
+                    "with `ondrop apply`, which builds them with the local engine"
+                )
+            services = [s.model_dump(exclude={"token"}) for s in definition.services]
+            warnings, source = definition.warnings, source or str(path.resolve())
+        elif isinstance(services, dict):
+            services = [services]
+        body: dict[str, Any] = {"services": services}
+        if source:
+            body["source"] = source
+        answer = dict(self._request("POST", "/system/apply", json=body).json())
+        answer["warnings"] = warnings + [w for w in answer["warnings"] if w not in warnings]
+        return answer
+
+    def reprocess(self, service: str) -> dict[str, Any]:
+        """Start jobs for the files already in the service's input folders, one per file
+        version with none yet: `{"jobs": [{service, job, input}], "already": N}`."""
+        return dict(self._request("POST", f"/system/services/{quote(service)}/reprocess").json())
 
     def delete_service(self, name: str) -> None:
         self._request("DELETE", f"/system/services/{quote(name)}")
@@ -178,7 +213,7 @@ class Client:
                             progress(len(chunk))
                 partial.replace(dest)
         except httpx.TransportError as exc:
-            raise ClientError(f"download from {self.url} failed: {exc}", 503) from None
+            raise ClientError.of(f"download from {self.url} failed: {exc}", 503) from None
         finally:
             partial.unlink(missing_ok=True)
         return size
@@ -296,8 +331,14 @@ def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
 
 
 def _error(response: httpx.Response) -> ClientError:
+    """The platform's error answer as the ClientError of its kind, with its message and
+    the seconds its `Retry-After` asks to wait."""
     try:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    return ClientError(str(detail) or f"HTTP {response.status_code}", response.status_code)
+    error = ClientError.of(str(detail) or f"HTTP {response.status_code}", response.status_code)
+    wait = response.headers.get("retry-after", "")
+    if wait.isdigit():
+        error.retry_after = int(wait)
+    return error

@@ -19,7 +19,12 @@
     │   ├── StoreBusyError      another program holds the database locked (503)
     │   └── StoreUnavailableError  the database cannot be reached now (503)
     ├── UnavailableError        the platform is stopping or busy; try again (503)
-    └── ClientError             the platform answered an error to the client
+    └── ClientError             the platform answered an error to the client (its status)
+        ├── ClientAuthError         401, 403: credentials missing or wrong, or not enough
+        ├── ClientNotFoundError     404: no such service, job, object or provider
+        ├── ClientConflictError     409: the request clashes with the platform's state
+        ├── ClientRequestError      400, 413, 422: the request is wrong (the message says where)
+        └── ClientUnavailableError  503, 504, or no answer: try again later
 
 Library exceptions are translated where they enter (`raise ... from exc`) and
 the API turns each class into one HTTP status with the message as `detail`, and a
@@ -131,11 +136,52 @@ class UnavailableError(OndropError):
 
 
 class ClientError(OndropError):
-    """An error reply from the platform, as seen by `ondrop.Client`."""
+    """An error reply from the platform, as seen by `ondrop.Client`: the platform's
+    message, and the HTTP status (one of the subclasses for the common ones)."""
+
+    statuses: tuple[int, ...] = ()  # the HTTP statuses a subclass stands for
 
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+    @staticmethod
+    def of(message: str, status_code: int) -> ClientError:
+        """The error of its kind for an answer of `status_code`."""
+        kind = next((k for k in _CLIENT_KINDS if status_code in k.statuses), ClientError)
+        return kind(message, status_code)
+
+
+class ClientAuthError(ClientError):
+    statuses = (401, 403)
+
+
+class ClientNotFoundError(ClientError):
+    statuses = (404,)
+
+
+class ClientConflictError(ClientError):
+    statuses = (409,)
+
+
+class ClientRequestError(ClientError):
+    statuses = (400, 413, 422)
+
+
+class ClientUnavailableError(ClientError):
+    """The platform cannot answer now (stopping, a store down, unreachable): try again;
+    `retry_after` is the seconds it asked to wait, when it said."""
+
+    statuses = (503, 504)
+
+
+_CLIENT_KINDS: tuple[type[ClientError], ...] = (
+    ClientAuthError,
+    ClientNotFoundError,
+    ClientConflictError,
+    ClientRequestError,
+    ClientUnavailableError,
+)
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -203,13 +203,49 @@ class Intake:
         )
         if others:
             self._record(event, self._new_jobs(event, others))
-        new = NewJob(
-            job_id(service), service, self.router.pool_for(self.services.get(service), event)
-        )
-        job, created = self.store.ensure_job(event, new)
+        job, created = self._ensure(service, event)
         if created:
             self.on_jobs([job])
         return job
+
+    def _ensure(self, service: str, event: Event) -> tuple[Job, bool]:
+        """The job of `service` for `event`, recorded now unless it was; and whether it
+        was made now."""
+        new = NewJob(
+            job_id(service), service, self.router.pool_for(self.services.get(service), event)
+        )
+        return self.store.ensure_job(event, new)
+
+    def reprocess(self, service: str) -> tuple[list[Job], int]:
+        """Jobs of `service` for the files already in its input folders that its filters
+        take: one per file version that has none yet (as SCAR's `scar run`), whatever
+        started or left it alone before. The new jobs, and how many files had one."""
+        self.services.catch_up()
+        created: list[Job] = []
+        had = 0
+        for io in self.services.get(service).input:
+            source = self.providers.resolve(io.storage_provider)
+            infos = [
+                info
+                for info in self.providers.get(source).list(io.path)
+                if service in self.services.targets(source, info.key)
+            ]
+            producers = self.store.producers(source, [info.key for info in infos])
+            for info in infos:
+                producer = producers.get(info.key)
+                if producer is not None and producer.service == service:
+                    continue  # its own output: never its input
+                event = object_event(
+                    source, info.key, info.version, info.size, producer.id if producer else None
+                )
+                job, made = self._ensure(service, event)
+                if made:
+                    created.append(job)
+                else:
+                    had += 1
+        if created:
+            self.on_jobs(created)
+        return created, had
 
     def invoke(
         self, service: str, payload: str, size: int, name: str, body: str, priority: int
@@ -233,22 +269,25 @@ class Intake:
         origin = self.store.origin(job_id)
         if origin is None or origin.id is None or self.store.family_busy(origin.id):
             return []
-        services = {j.service for j in self.store.family(origin.id)}
         return [
             job
-            for name, event in self.collections_due(origin, services)
+            for name, event in self.collections_due(origin, self.store.family(origin.id))
             for job in self._record(event, self._new_jobs(event, [name]))
         ]
 
-    def collections_due(self, origin: Event, services: set[str]) -> list[tuple[str, Event]]:
-        """(collector, event) of the collecting jobs due for the ended family of `origin`,
-        whose jobs ran `services`, and not started yet: of each service that collects one
-        of them and was applied before the original input came."""
+    def collections_due(self, origin: Event, family: list[Job]) -> list[tuple[str, Event]]:
+        """(collector, event) of the collecting jobs due for the ended `family` of
+        `origin` (oldest job first), and not started yet: of each service that collects
+        one of its services and was applied before its first job was made (a family that
+        `reprocess` started anew is collected too)."""
+        if not family:
+            return []
+        services = {j.service for j in family}
         return [
             (collector.name, event)
             for collector in self.services.all()
             if collector.collect in services
-            and origin.time >= self.services.created(collector.name)
+            and family[0].created_at >= self.services.created(collector.name)
             and (event := self._collection(collector.name, origin)) is not None
         ]
 

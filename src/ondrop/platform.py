@@ -330,20 +330,24 @@ class Platform:
             self._lock = None
 
     # -- services -------------------------------------------------------------------
-    def apply(self, services: Sequence[Service], mode: str = "apply") -> Applied:
-        applied = self.services.apply(services, mode, before_save=self._past)
+    def apply(self, services: Sequence[Service], mode: str = "apply", source: str = "") -> Applied:
+        applied = self.services.apply(services, mode, before_save=self._past, source=source)
         if self.started:
             self._watch()
         return applied
 
-    def _past(self, inputs: list[tuple[StorageProvider, str]]) -> None:
+    def _past(self, inputs: list[tuple[StorageProvider, str]]) -> dict[tuple[str, str], int]:
         """Files already in a new input folder belong to the past: remembered as seen
-        before the service exists, so that only new arrivals start its jobs."""
+        before the service exists, so that only new arrivals start its jobs (`reprocess`
+        starts them). How many each folder held."""
         watched = set(self.services.input_folders())
+        held: dict[tuple[str, str], int] = {}
         for provider, folder in inputs:
             if (provider.name, folder) not in watched:
                 for info in provider.list(folder):
                     self.intake.seen(provider.name, info)
+                    held[provider.name, folder] = held.get((provider.name, folder), 0) + 1
+        return held
 
     def container_engine(self) -> str | None:
         """The container engine in use ("podman 4.3.1"), or None."""

@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,10 @@ from ondrop.store.base import Store, StoredService
 
 # Says whether a service can run here: (error or None, warning or None).
 RunCheck = Callable[[Service], tuple[str | None, str | None]]
+# Given the (provider, folder) the applied services take input from, once they exist: how
+# many files each already held (by provider name and folder), left alone.
+BeforeSave = Callable[[list[tuple[StorageProvider, str]]], Mapping[tuple[str, str], int]]
+SOURCE_META = "applied-from:"  # + a service's name: the FDL file it was last applied from
 CHANGE_LEASE = "services"  # held in the store by the control plane changing the services
 CHANGE_LEASE_LENGTH = 120.0  # seconds: far longer than an apply takes
 CHANGE_WAIT = 30.0  # seconds an apply waits for another control plane's to end
@@ -37,7 +41,11 @@ CHANGE_WAIT = 30.0  # seconds an apply waits for another control plane's to end
 @dataclass
 class Applied:
     created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # those with a field changed
+    unchanged: list[str] = field(default_factory=list)
+    changes: dict[str, list[str]] = field(default_factory=dict)  # updated: the fields changed
+    # Files that were in a service's new input folders: seen, and left alone (no job).
+    left_alone: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -99,11 +107,14 @@ class Services:
         self,
         services: Sequence[Service],
         mode: str = "apply",
-        before_save: Callable[[list[tuple[StorageProvider, str]]], None] | None = None,
+        before_save: BeforeSave | None = None,
+        source: str = "",
     ) -> Applied:
         """Create or update `services` together. `mode` is "create" (all must be new),
         "update" (all must exist) or "apply" (either). `before_save` gets every
-        (provider, folder) they take input from, once the folders exist."""
+        (provider, folder) they take input from, once the folders exist. `source`: the
+        FDL file they come from, as the client names it; a service last applied from
+        another one is warned about."""
         result = Applied()
         names = [s.name for s in services]
         if len(set(names)) != len(names):
@@ -138,8 +149,9 @@ class Services:
             staged = self._stage_providers(prepared, after)
             for service in prepared:
                 self._make_folders(service, staged)
+            held: Mapping[tuple[str, str], int] = {}
             if before_save is not None:
-                before_save(
+                held = before_save(
                     [
                         (self._provider(io.storage_provider, staged), io.path)
                         for service in prepared
@@ -160,13 +172,51 @@ class Services:
                 ]
             )
             for service in prepared:
-                (result.updated if service.name in self._services else result.created).append(
-                    service.name
-                )
+                self._report(service, staged, held, source, result)
             for name, (provider, config) in staged.items():
                 self.providers.register(name, provider, config)
             self.refresh()
             return result
+
+    def _report(
+        self,
+        service: Service,
+        staged: dict[str, tuple[StorageProvider, dict[str, Any]]],
+        held: Mapping[tuple[str, str], int],
+        source: str,
+        result: Applied,
+    ) -> None:
+        """Say what applying `service` did: created, updated (which fields) or unchanged;
+        the files its input folders already held; where it was applied from before."""
+        name = service.name
+        old = self._services.get(name)
+        if old is None:
+            result.created.append(name)
+        else:
+            before, after = old.model_dump(), service.model_dump()
+            changed = [f for f in after if after[f] != before.get(f)]
+            if changed:
+                result.updated.append(name)
+                result.changes[name] = changed
+            else:
+                result.unchanged.append(name)
+        files = sum(
+            held.get((self._provider(io.storage_provider, staged).name, io.path), 0)
+            for io in service.input
+        )
+        if files:
+            result.left_alone[name] = files
+        if not source:
+            return
+        earlier = self.store.get_meta(SOURCE_META + name)
+        if name in result.changes and earlier and earlier != source:
+            result.warnings.append(
+                f"service {name!r} came from {earlier}; {source} now replaces it, so a "
+                f"chain of {earlier} may have lost this stage (apply {earlier} again to "
+                "restore it)"
+            )
+        if earlier != source:
+            self.store.set_meta(SOURCE_META + name, source)
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:

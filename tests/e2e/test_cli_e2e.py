@@ -573,3 +573,32 @@ def test_put_wait_follows_the_chain_and_judges_only_the_work_it_waits_for(
 def test_wait_with_no_put_to_follow_says_what_to_do(up: Platform) -> None:
     waited = up.cli("wait", check=False)
     assert waited.returncode == 1 and "there is no `ondrop put` to wait for" in waited.stderr
+
+
+def test_apply_says_what_changed_and_reprocess_starts_the_files_it_left_alone(
+    up: Platform, tmp_path: Path
+) -> None:
+    inbox = up.data / "storage" / "docs" / "in"
+    inbox.mkdir(parents=True)
+    (inbox / "early.txt").write_text("early\n")
+    fdl = write_fdl(tmp_path)
+    applied = up.cli("apply", str(fdl))
+    assert applied.stdout == "created upper\n"
+    assert "upper: 1 file(s) already in its input path were left alone" in applied.stderr
+    assert "`ondrop reprocess upper`" in applied.stderr
+    assert up.cli("apply", str(fdl)).stdout == "unchanged upper\n"
+    # The same service from another file, changed: which fields, and where it came from.
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = up.cli("apply", str(write_fdl(other, SLOW_COPY + "# changed\n")))
+    assert changed.stdout == "updated upper: script\n"
+    assert f"service 'upper' came from {fdl}" in changed.stderr
+    # reprocess: one job per file version without one; then none.
+    again = up.cli("reprocess", "upper", "--wait")
+    assert "docs/in/early.txt" in again.stdout and "started 1 job(s)" in again.stdout
+    assert "1 job(s) succeeded" in again.stdout
+    assert "early.txt.upper" in up.cli("ls", "upper").stdout
+    assert (
+        "started 0 job(s); 1 file(s) had a job of upper already"
+        in up.cli("reprocess", "upper").stdout
+    )

@@ -230,7 +230,9 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
     """Create or update the services defined in an FDL file.
 
     The file may be in OSCAR's, SCAR's or ondrop's shape; all its services are checked
-    together, and none changes if one is wrong.
+    together, and none changes if one is wrong. Says for each what changed, and warns
+    when one was applied from another file before. Files already in a new input path
+    start no job (`ondrop reprocess` starts them).
 
     Example: ondrop apply examples/video-objects/video-objects.yaml
     """
@@ -246,14 +248,53 @@ def apply(fdl: Path = typer.Argument(..., help="FDL file: OSCAR, SCAR or ondrop 
                 engine.build(build.context, build.tag, build.file)
             err.print(f"built {build.tag}")
     services = [s.model_dump(exclude={"token"}) for s in definition.services]
-    result = CONN.client().apply(services)
+    result = CONN.client().apply(services, source=str(fdl.resolve()))
     for warning in result.get("warnings", []):
         if warning not in definition.warnings:
             err.print(_labelled("warning", "yellow", warning), highlight=False)
-    for name in result["created"]:
-        out.print(f"created {name}")
-    for name in result["updated"]:
-        out.print(f"updated {name}")
+    changes = result.get("changes", {})
+    for name in (s.name for s in definition.services):
+        if name in result["created"]:
+            out.print(f"created {name}")
+        elif name in result["updated"]:
+            out.print(f"updated {name}: {', '.join(changes.get(name, [])) or 'changed'}")
+        else:
+            out.print(f"unchanged {name}")
+    for name, files in result.get("left_alone", {}).items():
+        err.print(
+            f"{name}: {files} file(s) already in its input path were left alone; "
+            f"`ondrop reprocess {name}` starts a job for each"
+        )
+
+
+@app.command()
+def reprocess(
+    service: str = typer.Argument(..., help="service"),
+    wait: bool = typer.Option(
+        False, "--wait", help="then wait for the work they start, down the whole chain"
+    ),
+) -> None:
+    """Start jobs for the files already in a service's input path.
+
+    One job per file version its filters take that has none of this service yet, as
+    SCAR's `scar run`: the files that were there when it was applied, or that a failed
+    job's retry would not cover. Files that had a job are counted, not run again.
+
+    Example: ondrop reprocess split --wait
+    """
+    client = CONN.client()
+    answer = client.reprocess(service)
+    started = [j["job"] for j in answer["jobs"]]
+    for job in answer["jobs"]:
+        out.print(f"{job['input']}  ({job['job']})")
+    out.print(
+        f"started {len(started)} job(s); {answer['already']} file(s) had a job of {service} already"
+    )
+    from ondrop.cli.follow import remember_put
+
+    remember_put(Path(Settings.load(CONN.overrides).data), client.url, started)
+    if wait:
+        _wait_for(client, started)
 
 
 @app.command("services")

@@ -352,8 +352,8 @@ class Store(ABC):
 
     @abstractmethod
     def settled_origins(self, service: str, since: float) -> list[Event]:
-        """Original inputs since `since` with an ended job of `service` and no job of
-        theirs queued or running."""
+        """Original inputs whose families' first jobs were made at `since` or later,
+        with an ended job of `service` and no job of theirs queued or running."""
 
     @abstractmethod
     def outputs(self, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:

@@ -1019,13 +1019,15 @@ class SQLStore(Store):
 
     def settled_origins(self, service: str, since: float) -> list[Event]:
         rows = self._read(
-            f"""SELECT {_ORIGIN_COLUMNS} FROM events o WHERE o.time >= ? AND o.id IN (
+            f"""SELECT {_ORIGIN_COLUMNS} FROM events o WHERE o.id IN (
                  SELECT e.origin FROM jobs j JOIN events e ON e.id = j.event_id
                  WHERE j.service = ? AND j.status NOT IN (?, ?, ?))
                AND NOT EXISTS (SELECT 1 FROM events e JOIN jobs j ON j.event_id = e.id
                                WHERE e.origin = o.id AND j.status IN (?, ?))
+               AND (SELECT MIN(j.created_at) FROM events e JOIN jobs j ON j.event_id = e.id
+                    WHERE e.origin = o.id) >= ?
                ORDER BY o.id""",
-            (since, service, QUEUED, RUNNING, REFUSED, QUEUED, RUNNING),
+            (service, QUEUED, RUNNING, REFUSED, QUEUED, RUNNING, since),
         )
         return [_event(r) for r in rows]
 

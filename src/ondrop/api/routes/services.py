@@ -1,4 +1,5 @@
-"""/system/services: OSCAR's service CRUD, and /system/apply to apply several at once."""
+"""/system/services: OSCAR's service CRUD; /system/apply to apply several at once, and
+/system/services/{name}/reprocess for the files already in a service's input."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ondrop.fdl.models import Service
 router = APIRouter(dependencies=[Admin], tags=["services"], responses=errors(401, 500))
 # Applying writes the store and makes the services' folders in their storage providers.
 APPLYING = (409, 422, 502, *WRITES)
+MAX_SOURCE = 4096  # characters of an apply's `source`, a file's path
 WHY = {
     409: "services would start each other in a loop",
     422: "an invalid definition (the message names the service and the field), or a body "
@@ -79,9 +81,19 @@ def delete_service(name: str, platform: PlatformDep) -> Response:
 @router.post("/system/apply", responses=errors(*APPLYING, why=WHY))
 def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
     """Create or update several services at once (ondrop; what `ondrop apply` calls):
-    `{"services": [service, ...]}`. All are checked together; on any error none changes."""
+    `{"services": [service, ...], "source": "the FDL file's path"}` (`source` optional).
+    All are checked together; on any error none changes. Answers `{created, updated,
+    unchanged, changes: {service: [field, ...]}, left_alone: {service: files},
+    warnings}`: `left_alone` counts the files already in a service's new input folders,
+    which start no job (`POST /system/services/{name}/reprocess` starts them); a
+    service last applied from another `source` is warned about."""
     if not isinstance(raw, dict) or not isinstance(raw.get("services"), list):
         raise DefinitionError('expected {"services": [service, ...]}')
+    source = raw.get("source", "")
+    if not isinstance(source, str) or len(source) > MAX_SOURCE or not source.isprintable():
+        raise DefinitionError(
+            f"source: expected the FDL file's path (at most {MAX_SOURCE} characters)"
+        )
     services: list[Service] = []
     warnings: list[str] = []
     problems: list[str] = []
@@ -95,9 +107,28 @@ def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
         warnings += found
     if problems:
         raise DefinitionError("\n".join(problems))
-    applied = platform.apply(services)
+    applied = platform.apply(services, source=source)
     return {
         "created": applied.created,
         "updated": applied.updated,
+        "unchanged": applied.unchanged,
+        "changes": applied.changes,
+        "left_alone": applied.left_alone,
         "warnings": warnings + applied.warnings,
+    }
+
+
+@router.post(
+    "/system/services/{name}/reprocess",
+    responses=errors(404, 502, *WRITES, why={404: "no service of that name"}),
+)
+def reprocess(name: str, platform: PlatformDep) -> dict[str, Any]:
+    """Start jobs for the files already in the service's input folders (ondrop; as SCAR's
+    `scar run`): one per file version its filters take that has no job of it yet, such
+    as the files an apply left alone. Answers `{"jobs": [{service, job, input}],
+    "already": N}`, N the files that had a job of it already."""
+    jobs, already = platform.intake.reprocess(name)
+    return {
+        "jobs": [{"service": j.service, "job": j.id, "input": j.input_key} for j in jobs],
+        "already": already,
     }
