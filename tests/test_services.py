@@ -306,3 +306,19 @@ def test_an_apply_checks_against_the_services_another_control_plane_saved(
         there.apply([svc("b", "x/mid", "x/in")])
     with pytest.raises(ConflictError, match="already exists"):
         there.apply([svc("a", "y/in")], mode="create")
+
+
+def test_upstream_names_what_feeds_a_service_through_folders_and_collection(
+    services: Services,
+) -> None:
+    services.apply(
+        [
+            svc("split", "v/in", "v/frames"),
+            svc("detect", "v/frames", "v/found"),
+            svc("summary", None, "v/summary", collect="detect"),
+            svc("other", "o/in", "o/out"),
+        ]
+    )
+    assert services.upstream("detect") == ["split"]
+    assert services.upstream("summary") == ["detect", "split"]
+    assert services.upstream("split") == [] and services.upstream("other") == []

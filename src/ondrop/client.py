@@ -237,8 +237,28 @@ class Client:
     def job(self, service: str, job: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/system/jobs/{quote(service)}/{quote(job)}").json())
 
-    def logs(self, service: str, job: str) -> str:
-        return self._request("GET", f"/system/logs/{quote(service)}/{quote(job)}").text
+    def logs(self, service: str, job: str, timestamps: bool = False) -> str:
+        """The job's output so far, attempt by attempt."""
+        params = {"timestamps": "true"} if timestamps else {}
+        return self._request(
+            "GET", f"/system/logs/{quote(service)}/{quote(job)}", params=params
+        ).text
+
+    def follow_logs(self, service: str, job: str, timestamps: bool = False) -> Iterator[str]:
+        """The job's output as it is printed, until the job has ended for good."""
+        params = {"follow": "true", "timestamps": str(timestamps).lower()}
+        path = f"/system/logs/{quote(service)}/{quote(job)}"
+        try:
+            # A script may print nothing for long: no read deadline.
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(10.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise ClientError.of(f"following the log at {self.url} failed: {exc}", 503) from None
 
     def retry(self, service: str, job: str | None = None) -> list[str]:
         """Run a failed or cancelled job again, or every failed job when `job` is None."""

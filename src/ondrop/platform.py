@@ -42,6 +42,7 @@ from ondrop.events.watch import FolderWatcher
 from ondrop.fdl.models import Service
 from ondrop.health import DiskSpace
 from ondrop.intake import Intake
+from ondrop.joblog import LiveLog
 from ondrop.pools.base import Admission, Slots
 from ondrop.pools.batch import BatchCapacity, detect_gpus
 from ondrop.pools.dispatch import Dispatcher
@@ -153,6 +154,7 @@ class Platform:
         self.watchers: dict[str, EventSource] = {}
         self._watch_lock = threading.Lock()
         self.started = False
+        self.stopping = False  # shutdown has begun: what streams to clients ends
         self._lock: IO[str] | None = None
 
     def _backend(self, pool: str, slots: Slots) -> tuple[Admission, Backend, Slots]:
@@ -290,6 +292,7 @@ class Platform:
 
     def begin_stop(self) -> None:
         """Shutdown has begun: start no more jobs; running ones go on for the grace period."""
+        self.stopping = True
         stopping = UnavailableError("the platform is stopping; the job runs on its next start")
         self.waiters.closed = stopping
         for pool in self.pools.values():
@@ -304,6 +307,7 @@ class Platform:
     def stop(self, grace: float | None = None) -> None:
         """Stop watching, let running jobs finish within `grace` seconds (the setting when
         None), interrupt the rest, close the store."""
+        self.stopping = True
         for watcher in self.watchers.values():
             watcher.stop()
         if self.watchers and self.store.shared:
@@ -392,6 +396,14 @@ class Platform:
     def _stop_running(self, job_id: str, reason: str) -> bool:
         """Stop the job if it runs here (it then ends cancelled)."""
         return any(pool.cancel_running(job_id, reason) for pool in self.pools.values())
+
+    def live_log(self, job_id: str, attempt: int) -> LiveLog | None:
+        """The log of that attempt's running script, read as it grows, when it runs where
+        this control plane can read it (the local backend); None otherwise."""
+        for backend in dict.fromkeys(self.backends.values()):
+            if (found := backend.live_log(job_id, attempt)) is not None:
+                return found
+        return None
 
     def problems(self) -> list[str]:
         """What keeps the platform from doing all its work now, each with what to do: a

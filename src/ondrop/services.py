@@ -332,7 +332,30 @@ class Services:
         stored = self.store.service(name)
         return stored.created_at if stored else now
 
-    def _check_loops(self, services: dict[str, Service]) -> None:
+    def upstream(self, name: str) -> list[str]:
+        """The services whose work can lead to jobs of `name`: those whose outputs land in
+        its input (or in the input of one that does...), and the services it collects."""
+        services = {s.name: s for s in self.all()}
+        edges = self._edges(services)
+        feeders: dict[str, set[str]] = {n: set() for n in services}
+        for source, targets in edges.items():
+            for target in targets:
+                feeders[target].add(source)
+        for s in services.values():
+            if s.collect in services:
+                feeders[s.name].add(s.collect)
+        found: set[str] = set()
+        todo = [name]
+        while todo:
+            for feeder in feeders.get(todo.pop(), ()):
+                if feeder not in found and feeder != name:
+                    found.add(feeder)
+                    todo.append(feeder)
+        return sorted(found)
+
+    def _edges(self, services: dict[str, Service]) -> dict[str, list[str]]:
+        """Which services each one's outputs start (its output folder is their input)."""
+
         def places(ios: list[StorageIO]) -> list[tuple[str, str]]:
             found = []
             for io in ios:
@@ -353,6 +376,10 @@ class Services:
                 for b in services.values()
                 if b.name != a.name and any(overlap(o, i) for o in outs for i in places(b.input))
             )
+        return edges
+
+    def _check_loops(self, services: dict[str, Service]) -> None:
+        edges = self._edges(services)
         state: dict[str, int] = {}  # 1: on the current path, 2: done
         path: list[str] = []
 

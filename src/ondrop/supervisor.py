@@ -33,6 +33,7 @@ from ondrop.events import shapes
 from ondrop.events.base import HTTP_SOURCE, INVOKE, OBJECT
 from ondrop.events.payloads import Payloads
 from ondrop.fdl.models import Service
+from ondrop.joblog import LiveLog, read_log, redact
 from ondrop.jobs import Cause, JobSpec, ObjectRef, Report
 from ondrop.runtime.base import RunResult, RunSpec, Runtime
 from ondrop.runtime.container import CONTAINER_FILE
@@ -44,7 +45,6 @@ from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Outcome
 
 log = logging.getLogger(__name__)
 
-LOG_LIMIT = 1 << 20  # bytes of a job's output kept in the store (the head and the tail)
 EVENT_ENV_LIMIT = 96 * 1024  # Linux refuses a single environment string over 128 KiB
 
 # The runtime for a service, or the reason it has none.
@@ -91,6 +91,18 @@ class Supervisor:
         for folder in (folders.work, folders.results):
             folder.mkdir(parents=True, exist_ok=True)
         self.workspaces = Workspaces(folders.work)
+        # The logs of the scripts running now, by job: (attempt, the file, the secrets).
+        self._logs: dict[str, tuple[int, Path, tuple[str, ...]]] = {}
+        self._logs_lock = threading.Lock()
+
+    def live_log(self, job_id: str, attempt: int) -> LiveLog | None:
+        """The log of that attempt's script while it runs here, opened now (it reads that
+        file even once the folder is another job's); None when it does not run here."""
+        with self._logs_lock:  # not while the script ends and its folder is given back
+            found = self._logs.get(job_id)
+            if found is None or found[0] != attempt:
+                return None
+            return LiveLog.open(found[1], found[2])
 
     def close(self) -> None:
         """Delete the work folders kept for the next jobs (the platform stops)."""
@@ -176,10 +188,17 @@ class Supervisor:
                 warm=float(service.warm),
             )
             clean = False
-            result = runtime.run(run)
+            secrets = tuple(service.environment.secrets.values())
+            with self._logs_lock:
+                self._logs[spec.job_id] = (spec.attempt, logfile, secrets)
+            try:
+                result = runtime.run(run)
+            finally:
+                with self._logs_lock:
+                    self._logs.pop(spec.job_id, None)
             clean = result.exit_code is not None  # it ended by itself, not killed
             script_ended()
-            text = _redact(_read_log(logfile), service.environment.secrets.values())
+            text = redact(read_log(logfile), service.environment.secrets.values())
             if result.interrupted:
                 return Outcome(INTERRUPTED, None, result.reason, text, result.cause)
             if not result.ok:
@@ -527,41 +546,6 @@ def read_regular(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         return f.read()
-
-
-NOT_A_LOG = "[the job replaced its log with something that is not a file]"
-
-
-def _read_log(path: Path) -> str:
-    """The job's log (its head and tail when long); never through a link or FIFO the job
-    put in its place."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _FILE)
-    except FileNotFoundError:
-        return ""
-    except OSError:
-        return NOT_A_LOG
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return NOT_A_LOG
-        size = info.st_size
-        if size <= LOG_LIMIT:
-            data = f.read()
-        else:
-            head = f.read(LOG_LIMIT // 16)
-            f.seek(size - (LOG_LIMIT - len(head)))
-            tail = f.read()
-            skipped = size - len(head) - len(tail)
-            data = head + f"\n[... {skipped} bytes of output left out ...]\n".encode() + tail
-    return data.decode("utf-8", errors="replace")
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for value in sorted(set(secrets), key=len, reverse=True):
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 __all__ = ["Folders", "Ledger", "RunResult", "Supervisor"]

@@ -223,6 +223,7 @@ def test_chains_follow_an_upload_down_to_the_jobs_its_outputs_start(
         ],
         "failed": [],
     }
+    assert api.get("/system/status", params={"service": "again"}).json()["upstream"] == ["copy"]
     missing = api.post("/system/chains", json={"jobs": [started["job"], "copy-nope"]})
     assert missing.status_code == 404 and "no such job: copy-nope" in missing.json()["detail"]
     for body in (b"\xff", b"{"):  # not UTF-8; not JSON: 422 saying so, as for apply

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -564,7 +566,7 @@ def test_put_wait_follows_the_chain_and_judges_only_the_work_it_waits_for(
     assert "1 job(s) succeeded (summary 1)" in on_summary.stdout
     assert len(summaries(up)) == 4 and all(j["status"] == "Succeeded" for j in summaries(up))
     idle = up.cli("wait", "detect")
-    assert idle.returncode == 0 and "nothing of detect to wait for" in idle.stdout
+    assert idle.returncode == 0 and "nothing to wait for" in idle.stdout
     # A wait on a service that does not exist says so.
     missing = up.cli("wait", "nope", check=False)
     assert missing.returncode == 1 and "nope" in missing.stderr
@@ -602,3 +604,48 @@ def test_apply_says_what_changed_and_reprocess_starts_the_files_it_left_alone(
         "started 0 job(s); 1 file(s) had a job of upper already"
         in up.cli("reprocess", "upper").stdout
     )
+
+
+def test_logs_follow_streams_a_running_jobs_output_with_its_secrets_hidden(
+    up: Platform, tmp_path: Path
+) -> None:
+    gate = Path(tempfile.mkdtemp(prefix="ondrop-gate-"))  # where the job (another uid) sees it
+    gate.chmod(0o755)
+    try:
+        (tmp_path / "gated.sh").write_text(
+            f'#!/bin/sh\necho "first $TOKEN"\nwhile [ ! -e {gate}/open ]; do sleep 0.05; done\n'
+            "echo second\n"
+        )
+        (tmp_path / "gated.yaml").write_text(
+            "services:\n- name: gated\n  script: gated.sh\n"
+            "  environment: {secrets: {TOKEN: hunter2secret}}\n"
+            "  input: [{path: g/in}]\n"
+        )
+        up.cli("apply", str(tmp_path / "gated.yaml"))
+        (tmp_path / "a.txt").write_text("a")
+        up.cli("put", "gated", str(tmp_path / "a.txt"))
+        (job,) = json.loads((up.data / "last-put.json").read_text())["jobs"]
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "ondrop", "logs", "gated", job, "--follow"],
+            env=up.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert follower.stdout is not None
+            # The first line arrives while the job still runs (it waits for the gate).
+            assert follower.stdout.readline() == "first ***\n"
+            assert up.cli("logs", "gated", job[-36:][:8]).stdout == "first ***\n"  # so far
+            assert "Running" in up.cli("jobs", "gated").stdout
+            (gate / "open").touch()
+            out, errors = follower.communicate(timeout=60)
+        finally:
+            follower.kill()
+        assert follower.returncode == 0
+        assert out == "second\n" and "Succeeded" in errors and "hunter2" not in out + errors
+        stamped = up.cli("logs", "gated", job, "--timestamps").stdout
+        assert stamped.startswith("--- attempt 1 (started 20") and "ended 20" in stamped
+        assert stamped.endswith("---\nfirst ***\nsecond\n")
+    finally:
+        shutil.rmtree(gate, ignore_errors=True)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ondrop.jobs import JobSpec, Report
+
+if TYPE_CHECKING:
+    from ondrop.joblog import LiveLog
 
 
 class Listener(Protocol):
@@ -55,6 +58,11 @@ class Backend(ABC):
 
     def problem(self) -> str | None:
         """Why the backend cannot run jobs now (a cluster that cannot be reached), or None."""
+        return None
+
+    def live_log(self, job_id: str, attempt: int) -> LiveLog | None:
+        """The log of that attempt's script while it runs, read as it grows, where this
+        control plane can read it; None otherwise (it is stored when the attempt ends)."""
         return None
 
     def stop_all(self, force: bool = False) -> None:

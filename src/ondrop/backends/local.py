@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from ondrop.backends.base import Backend, Listener
+from ondrop.joblog import LiveLog
 from ondrop.jobs import Cause, JobSpec, Report
 from ondrop.runtime.base import Runtime
 from ondrop.store.base import FAILED, Outcome
@@ -48,6 +49,9 @@ class LocalBackend(Backend):
 
     def node(self) -> str:
         return self._node
+
+    def live_log(self, job_id: str, attempt: int) -> LiveLog | None:
+        return self.supervisor.live_log(job_id, attempt)
 
     def stop_all(self, force: bool = False) -> None:
         for runtime in self.runtimes:

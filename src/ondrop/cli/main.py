@@ -687,13 +687,35 @@ def cancel(
 def logs(
     service: str = typer.Argument(..., help="service"),
     job: str = typer.Argument(..., help="job id, or any part of it that starts one job's"),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="stream its output as it is printed, until it ends"
+    ),
+    timestamps: bool = typer.Option(
+        False, "--timestamps", help="each attempt's times, and each line's as it was read"
+    ),
 ) -> None:
     """Show a job's status and its script's output (stdout and stderr).
 
-    Example: ondrop logs detect 5f0c6c2e
+    A running job's output so far is shown too (when it runs on the platform's own
+    machine; on a cluster, once its attempt ends).
+
+    Example: ondrop logs detect 5f0c6c2e --follow
     """
     client = CONN.client()
     job = _job_id(client, service, job)
+    _job_status(client, service, job)
+    if follow:
+        for text in client.follow_logs(service, job, timestamps):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        _job_status(client, service, job)
+        return
+    sys.stdout.write(client.logs(service, job, timestamps))
+    sys.stdout.flush()
+
+
+def _job_status(client: Client, service: str, job: str) -> None:
+    """`JOB: Status, N attempt(s), exit C, reason` on stderr."""
     detail = client.job(service, job)
     exit_code = detail["exit_code"]
     err.print(
@@ -706,8 +728,6 @@ def logs(
         ),
         highlight=False,
     )
-    sys.stdout.write(client.logs(service, job))
-    sys.stdout.flush()
 
 
 @app.command()
@@ -719,9 +739,10 @@ def wait(
 ) -> None:
     """Wait for work to end, down the whole chain, with a bar per stage.
 
-    The work the latest `ondrop put` started; or, given a service, all the work queued
-    or running now (and what it starts). Exit 1 if a job of it (of that service)
-    failed; older jobs are not judged.
+    The work the latest `ondrop put` started; or, given a service, the work queued or
+    running now of it and of the services that feed it (their outputs reach its input,
+    or it collects them), and what that work starts. Exit 1 if a job of it (of that
+    service) failed; older jobs are not judged.
 
     Example: ondrop put split holiday.mp4 && ondrop wait summary
     """
@@ -730,16 +751,19 @@ def wait(
         from ondrop.cli.follow import last_put
 
         jobs = last_put(Path(Settings.load(CONN.overrides).data), client.url)
-    else:
-        client.service(service)  # one that exists
+    else:  # the work in flight that is, or can lead to, jobs of the service
+        stages = [service, *client.status(service)["upstream"]]
         jobs = [
             job
-            for name in (s["name"] for s in client.services())
+            for name in stages
             for status in ("Pending", "Running")
             for job in client.jobs(name, status)
         ]
         if not jobs:
-            out.print(f"no job is queued or running: nothing of {service} to wait for")
+            out.print(
+                f"no job of {service} (or of what feeds it) is queued or running: nothing "
+                "to wait for"
+            )
             return
     _wait_for(client, jobs, service, timeout)
 

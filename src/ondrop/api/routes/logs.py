@@ -3,11 +3,13 @@ detail, retry and cancel; /system/chains: where the work some jobs belong to sta
 
 from __future__ import annotations
 
+import time
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ondrop.api.deps import Admin, PlatformDep
@@ -23,6 +25,7 @@ from ondrop.store.base import (
     REFUSED,
     RUNNING,
     SUCCEEDED,
+    Attempt,
     Job,
 )
 
@@ -152,18 +155,138 @@ def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/system/logs/{service}/{job}", response_class=PlainTextResponse)
-def job_logs(service: str, job: str, platform: PlatformDep) -> str:
-    """The script's output (stdout and stderr together), attempt by attempt."""
+@router.get(
+    "/system/logs/{service}/{job}",
+    response_class=PlainTextResponse,
+    responses=errors(422, why={422: "`follow` or `timestamps` is not a boolean"}),
+)
+def job_logs(
+    service: str,
+    job: str,
+    platform: PlatformDep,
+    follow: bool = False,
+    timestamps: bool = False,
+) -> Response:
+    """The script's output (stdout and stderr together), attempt by attempt; a running
+    attempt's so far, where this control plane can read it (its own machine's jobs).
+    `follow=true` streams it until the job has ended for good (retries included), as it
+    is printed; `timestamps=true` heads each attempt with its times and starts each line
+    read as it was printed with the time it was read (RFC 3339, UTC)."""
     found = _job(platform, service, job)
+    if follow:
+        return StreamingResponse(
+            _following(platform, found.id, timestamps), media_type="text/plain; charset=utf-8"
+        )
     attempts = platform.store.attempts(found.id)
-    if len(attempts) == 1:
-        return attempts[0].log
     parts = []
     for a in attempts:
-        ended = a.reason or a.status
-        parts.append(f"--- attempt {a.number}: {ended} ---\n{a.log}")
-    return "\n".join(parts)
+        text = a.log
+        if a.finished_at is None and (live := platform.live_log(found.id, a.number)):
+            with live:
+                text = live.read() + live.rest()
+        parts.append(_heading(a, timestamps) + text if len(attempts) > 1 or timestamps else text)
+    return PlainTextResponse("\n".join(parts))
+
+
+FOLLOW_PAUSE = 0.2  # seconds between two looks at a followed job's output and status
+HEADING = "--- attempt "  # how the line above an attempt's output starts
+STOPPING = "\n[the platform is stopping: the job ends or runs again on its next start]\n"
+
+
+def _heading(a: Attempt, timestamps: bool) -> str:
+    """The line above an attempt's output: its number, how it ended, and (with
+    `timestamps`) its times."""
+    ended = "" if a.finished_at is None else f": {a.reason or a.status}"
+    if not timestamps:
+        return f"{HEADING}{a.number}{ended} ---\n"
+    times = f"started {_stamp(a.started_at)}"
+    if a.finished_at is not None:
+        times += f", ended {_stamp(a.finished_at)}"
+    return f"{HEADING}{a.number} ({times}){ended} ---\n"
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _following(platform: Platform, job_id: str, timestamps: bool) -> Iterator[str]:
+    """The job's output, attempt by attempt, as it comes, until the job has ended for good
+    (or is removed). A heading starts on a line of its own."""
+    last = "\n"
+    for text in _attempts_followed(platform, job_id, timestamps):
+        if text.startswith(HEADING) and not last.endswith("\n"):
+            yield "\n"
+        if text:
+            last = text
+            yield text
+
+
+def _attempts_followed(platform: Platform, job_id: str, timestamps: bool) -> Iterator[str]:
+    shown = 0  # attempts sent whole
+    while True:
+        job = platform.store.job(job_id)
+        if job is None:
+            return
+        attempts = platform.store.attempts(job_id)
+        for a in attempts[shown:]:
+            if a.number > 1 or timestamps:
+                yield _heading(a, timestamps)
+            if a.finished_at is None:
+                ended = yield from _following_attempt(platform, job_id, a.number, timestamps)
+                if timestamps and ended is not None:
+                    yield _heading(ended, timestamps)
+            else:
+                yield a.log
+            shown += 1
+        if job.status in FINISHED and shown >= len(attempts):
+            return
+        if platform.stopping:
+            yield STOPPING
+            return
+        time.sleep(FOLLOW_PAUSE)
+
+
+def _following_attempt(
+    platform: Platform, job_id: str, number: int, timestamps: bool
+) -> Generator[str, None, Attempt | None]:
+    """One running attempt's output as it is printed (where this control plane reads it),
+    then the rest of what the store kept of it once it has ended; returns the attempt as
+    it ended (None if it is gone)."""
+    sent: list[str] = []
+    live = None
+    try:
+        while True:
+            job = platform.store.job(job_id)
+            ended = job is None or job.status != RUNNING or job.attempts != number
+            if live is None and not ended:  # its script may not have started yet
+                live = platform.live_log(job_id, number)
+            if live is not None and (text := live.read()):
+                sent.append(text)
+                yield _stamped(text) if timestamps else text
+            if ended:
+                break
+            if platform.stopping:  # the job may run for its whole grace period: leave now
+                yield STOPPING
+                return None
+            time.sleep(FOLLOW_PAUSE)
+    finally:
+        if live is not None:
+            live.close()
+    stored = next((a for a in platform.store.attempts(job_id) if a.number == number), None)
+    if stored is None:
+        return None
+    so_far = "".join(sent)
+    if stored.log.startswith(so_far):
+        rest = stored.log[len(so_far) :]
+        yield _stamped(rest) if timestamps and rest else rest
+    else:  # the stored log keeps the head and tail of a long one
+        yield "\n[... the rest of this attempt's output is in its stored log ...]\n"
+    return stored
+
+
+def _stamped(text: str) -> str:
+    now = _stamp(time.time())
+    return "".join(f"{now} {line}" for line in text.splitlines(keepends=True))
 
 
 @router.get("/system/jobs/{service}/{job}")

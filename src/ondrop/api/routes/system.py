@@ -91,12 +91,16 @@ def status(platform: PlatformDep, service: str | None = None) -> dict[str, Any]:
     """Jobs by status (queued, running, succeeded, failed, cancelled), for every service or
     the one named, jobs running per service now, the platform's health: `ok`, or
     `degraded` with the problems /health names, and the control planes on its store that
-    are alive (id, API address, since and last seen, in seconds since the epoch) (ondrop)."""
+    are alive (id, API address, since and last seen, in seconds since the epoch) (ondrop).
+    With `service`, also `upstream`: the services whose work can lead to jobs of it (their
+    outputs reach its input, or it collects them)."""
     if service is not None:
         platform.services.get(service)
     queued = platform.store.queued_by_pool()
     problems = platform.problems()
+    extra = {} if service is None else {"upstream": platform.services.upstream(service)}
     return {
+        **extra,
         "health": {"status": "degraded" if problems else "ok", "problems": problems},
         "workers": platform.settings.workers,
         "jobs": platform.store.count_jobs(service),
