@@ -522,6 +522,7 @@ done
     "detect.sh": """#!/bin/sh
 sleep 0.2
 if grep -q bad "$INPUT_FILE_PATH"; then echo "a bad frame" >&2; exit 3; fi
+if grep -q held "$INPUT_FILE_PATH"; then while [ ! -e GATE/open ]; do sleep 0.05; done; fi
 cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"
 """,
     "summary.sh": """#!/bin/sh
@@ -537,12 +538,25 @@ def summaries(up: Platform) -> list[dict[str, Any]]:
 def test_put_wait_follows_the_chain_and_judges_only_the_work_it_waits_for(
     up: Platform, tmp_path: Path
 ) -> None:
+    gate = Path(tempfile.mkdtemp(prefix="ondrop-gate-"))  # the jobs (another uid) see it
+    gate.chmod(0o755)
     for name, text in CHAIN_SCRIPTS.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text.replace("GATE", str(gate)))
     (tmp_path / "chain.yaml").write_text(CHAIN)
     up.cli("apply", str(tmp_path / "chain.yaml"))
-    for name in ("good", "bad", "fine", "also"):
+    for name in ("good", "bad", "fine", "held"):
         (tmp_path / f"{name}.txt").write_text(f"{name}\n")
+    # Two files of one name would land on one key: refused before any is sent.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "good.txt").write_text("other\n")
+    twice = up.cli(
+        "put", "split", str(tmp_path / "good.txt"), str(tmp_path / "sub" / "good.txt"), check=False
+    )
+    assert (
+        twice.returncode == 1
+        and "would both be uploaded as minio.default/v/in/good.txt" in twice.stderr
+    )
+    assert summaries(up) == [] and "split: 0 job(s)" in up.cli("jobs", "split").stdout
     # put --wait returns once the summary, last of the chain, has ended.
     put = up.cli("put", "split", str(tmp_path / "good.txt"), "--wait")
     assert "5 job(s) succeeded (split 1, detect 3, summary 1)" in put.stdout
@@ -561,9 +575,15 @@ def test_put_wait_follows_the_chain_and_judges_only_the_work_it_waits_for(
     # An old failure is history: the next put's wait, and a wait on a service, judge
     # only the work they wait for.
     assert up.cli("put", "split", str(tmp_path / "fine.txt"), "--wait").returncode == 0
-    up.cli("put", "split", str(tmp_path / "also.txt"))
-    on_summary = up.cli("wait", "summary")
-    assert "1 job(s) succeeded (summary 1)" in on_summary.stdout
+    # A wait on a service follows the work in flight that feeds it: held at detect here.
+    up.cli("put", "split", str(tmp_path / "held.txt"))
+    on_summary = up.cli("wait", "summary", "--timeout", "1", check=False)
+    assert on_summary.returncode == 1 and "still going after 1 s" in on_summary.stderr
+    (gate / "open").touch()
+    try:
+        assert "5 job(s) succeeded" in up.cli("wait").stdout
+    finally:
+        shutil.rmtree(gate, ignore_errors=True)
     assert len(summaries(up)) == 4 and all(j["status"] == "Succeeded" for j in summaries(up))
     idle = up.cli("wait", "detect")
     assert idle.returncode == 0 and "nothing to wait for" in idle.stdout

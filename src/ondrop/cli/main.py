@@ -449,19 +449,42 @@ def put(
         found = client.service(service)
         provider, folder = _place(found, "input", service)
         entry = found["input"][0]
+    keys: dict[str, Path] = {}
+    for path in paths:
+        key = posixpath.join(folder, path.name) if folder else path.name
+        if key in keys:
+            raise DefinitionError(
+                f"{keys[key]} and {path} would both be uploaded as {provider}/{key}: "
+                "rename one, or upload them separately"
+            )
+        keys[key] = path
     total = sum(p.stat().st_size for p in paths)
     started: list[str] = []
-    with _transfer_progress() as progress:
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
+    from concurrent.futures import wait as first_of
+
+    with _transfer_progress() as progress, ThreadPoolExecutor(PUT_AT_ONCE) as pool:
         task = progress.add_task("uploading", total=total)
-        for path in paths:
-            key = posixpath.join(folder, path.name) if folder else path.name
+
+        def send(key: str, path: Path) -> None:
             answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
-            started += [j["job"] for j in answer["jobs"]]
+            started.extend(j["job"] for j in answer["jobs"])
             jobs = ", ".join(j["job"] for j in answer["jobs"]) or _no_job(path.name, entry)
             progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
+
+        sending = [pool.submit(send, key, path) for key, path in keys.items()]
+        done, _ = first_of(sending, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in done if f.exception() is not None), None)
+        if failed is not None:  # the rest are not sent; those under way end first
+            for future in sending:
+                future.cancel()
+            pool.shutdown(wait=True)
     from ondrop.cli.follow import remember_put
 
     remember_put(Path(Settings.load(CONN.overrides).data), client.url, started)
+    error = None if failed is None else failed.exception()
+    if error is not None:
+        raise error
     if wait:
         _wait_for(client, started)
 
@@ -762,7 +785,8 @@ def wait(
         if not jobs:
             out.print(
                 f"no job of {service} (or of what feeds it) is queued or running: nothing "
-                "to wait for"
+                "to wait for (work that ended before is not judged; `ondrop put --wait` "
+                "follows what a put starts)"
             )
             return
     _wait_for(client, jobs, service, timeout)
@@ -873,6 +897,7 @@ def _status(status: str) -> Text:
 
 
 UUID_LENGTH = 36  # a job id ends in one: `<service>-<uuid4>`
+PUT_AT_ONCE = 4  # uploads `ondrop put` keeps under way, over kept-alive connections
 
 
 def _job_id(client: Client, service: str, given: str) -> str:
