@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ondrop.cli.follow import follow as show
 from ondrop.client import Client
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-DONE = {"Succeeded", "Failed"}
 console = Console()
 
 
@@ -70,40 +69,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def follow(client: Client, video: str) -> dict[str, list[dict[str, object]]]:
-    """Progress of each stage for `video` until its summary has ended; the jobs by stage."""
+def follow(client: Client, video: str, started: list[str]) -> dict[str, list[dict[str, object]]]:
+    """A bar per stage of the work the upload started, until its summary has ended (what
+    `ondrop put --wait` shows); then the jobs by stage."""
+    show(client, started, console, None)
     stem = Path(video).stem
     mine = {
         "split": lambda j: j["input"] == f"videos/in/{video}",
         "detect": lambda j: str(j["input"]).startswith(f"videos/frames/{stem}-t"),
         "summary": lambda j: j["input"] == f"videos/in/{video}",
     }
-    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[note]}"), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console) as progress:
-        tasks = {name: progress.add_task(name, total=None, note="waiting") for name in mine}
-        while True:
-            jobs = {name: [{"id": i, **j} for i, j in client.jobs(name).items() if keep(j)]
-                    for name, keep in mine.items()}  # fmt: skip
-            for name, found in jobs.items():
-                done = [j for j in found if j["status"] in DONE]
-                failed = sum(j["status"] == "Failed" for j in done)
-                running = sum(j["status"] == "Running" for j in found)
-                note = f"{running} running" if running else ""
-                note += f" {failed} failed" if failed else ""
-                total = (
-                    len(found) if found and (name != "detect" or _ended(jobs["split"])) else None
-                )
-                progress.update(tasks[name], total=total, completed=len(done), note=note)
-            if _ended(jobs["summary"]):
-                return jobs
-            if jobs["split"] and all(j["status"] == "Failed" for j in jobs["split"]):
-                return jobs
-            time.sleep(0.2)
-
-
-def _ended(jobs: list[dict[str, object]]) -> bool:
-    return bool(jobs) and all(j["status"] in DONE for j in jobs)
+    return {name: [{"id": i, **j} for i, j in client.jobs(name).items() if keep(j)]
+            for name, keep in mine.items()}  # fmt: skip
 
 
 def main() -> None:
@@ -168,9 +145,9 @@ def run(args: argparse.Namespace, data: Path, video: Path, flags: list[str],
         if applied.returncode != 0:
             sys.exit(f"{args.fdl} was not applied (the reason is above)")
         console.print(f"[bold]== uploading[/] {video.name} to videos/in")
-        client.upload("minio.default", f"videos/in/{video.name}", video)
+        answer = client.upload("minio.default", f"videos/in/{video.name}", video)
         started = time.monotonic()
-        jobs = follow(client, video.name)
+        jobs = follow(client, video.name, [j["job"] for j in answer["jobs"]])
         took = time.monotonic() - started
         for name, found in jobs.items():
             for job in found:
