@@ -23,6 +23,7 @@ from ondrop.errors import ClientError, DefinitionError
 from ondrop.settings import Settings
 
 ENDPOINT_FILE = "endpoint.json"  # written by `ondrop up` into its data folder
+CREDENTIALS_FILE = "admin.json"  # the admin's credentials, kept there by `ondrop up`
 DEFAULT_URL = "http://127.0.0.1:8030"
 Progress = Callable[[int], None]  # called with the number of bytes just moved
 WAIT_PAUSE = 0.5  # seconds between two looks at work being waited for, at most
@@ -46,7 +47,7 @@ def connection(settings: Settings) -> tuple[str, str, str]:
         endpoint = json.loads((data / ENDPOINT_FILE).read_text())
     stored: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
-        stored = json.loads((data / "admin.json").read_text())
+        stored = json.loads((data / CREDENTIALS_FILE).read_text())
     url = settings.url or str(endpoint.get("url") or DEFAULT_URL)
     user = settings.admin_user or str(endpoint.get("user") or stored.get("user") or "admin")
     password = settings.admin_password

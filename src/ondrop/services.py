@@ -257,6 +257,30 @@ class Services:
             s.name for s in self.all() if any(self._takes(io, source, key, name) for io in s.input)
         ]
 
+    def why_no_job(self, source: str, key: str) -> str:
+        """Why the object `key` of provider `source`, just stored, started no job: which
+        input filters kept it out, or that no input takes that folder, or else that it is
+        its own service's output or a version recorded before."""
+        name = key.rsplit("/", 1)[-1]
+        covering = [
+            (s.name, io) for s in self.all() for io in s.input if self._covers(io, source, key)
+        ]
+        if not covering:
+            return "no service takes input from that folder"
+        filtered = [f"{n} {why}" for n, io in covering if (why := io.refusal(name))]
+        if len(filtered) == len(covering):
+            return "; ".join(filtered)
+        return (
+            "it is an output of the service that would take it (which never starts it "
+            "again), or that version of it was recorded before"
+        )
+
+    def _covers(self, io: StorageIO, source: str, key: str) -> bool:
+        try:
+            return self.providers.resolve(io.storage_provider) == source and under(key, io.path)
+        except NotFoundError:
+            return False
+
     def input_folders(self) -> list[tuple[str, str]]:
         """(provider name, folder) of every service input, for watchers and rescans."""
         seen: dict[tuple[str, str], None] = {}
@@ -266,11 +290,7 @@ class Services:
         return list(seen)
 
     def _takes(self, io: StorageIO, source: str, key: str, name: str) -> bool:
-        try:
-            provider = self.providers.resolve(io.storage_provider)
-        except NotFoundError:
-            return False
-        return provider == source and under(key, io.path) and io.accepts(name)
+        return self._covers(io, source, key) and io.accepts(name)
 
     def _check_providers(self, service: Service) -> None:
         for name in sorted(service.provider_names()):

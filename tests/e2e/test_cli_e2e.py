@@ -493,7 +493,9 @@ def test_put_says_which_filter_kept_a_file_from_starting_a_job(
     up.cli("apply", str(fdl))
     (tmp_path / "notes.txt").write_text("n")
     put = up.cli("put", "videos", str(tmp_path / "notes.txt"))
-    assert "(no job: the input takes only names ending in .mp4, .avi)" in put.stderr
+    assert "(no job: videos takes only names ending in .mp4, .avi)" in put.stderr
+    elsewhere = up.cli("put", "--to", "minio.default/else", str(tmp_path / "notes.txt"))
+    assert "(no job: no service takes input from that folder)" in elsewhere.stderr
 
 
 CHAIN = """

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fastapi import Request
 
+from ondrop.client import CREDENTIALS_FILE
 from ondrop.errors import AuthError, DefinitionError
 from ondrop.settings import Settings
 
-CREDENTIALS_FILE = "admin.json"
 # What admin.json says when the platform's password was given to it, never kept there.
 GIVEN = "given to `ondrop up` (--admin-password or ONDROP_ADMIN_PASSWORD)"
 

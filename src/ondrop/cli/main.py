@@ -70,7 +70,9 @@ class Connection:
             where = env_name("admin_password")
         else:
             settings = Settings.load(self.overrides)
-            kept = Path(settings.data) / "admin.json"
+            from ondrop.client import CREDENTIALS_FILE
+
+            kept = Path(settings.data) / CREDENTIALS_FILE
             stored: dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
                 stored = dict(json.loads(kept.read_text()))
@@ -441,14 +443,11 @@ def put(
     for path in paths:  # before asking the platform anything
         _check_upload(path)
     client = CONN.client()
-    entry: dict[str, Any] = {}
     if to:
         provider, _, folder = to.partition("/")
     else:
         service = args[0]
-        found = client.service(service)
-        provider, folder = _place(found, "input", service)
-        entry = found["input"][0]
+        provider, folder = _place(client.service(service), "input", service)
     keys: dict[str, Path] = {}
     for path in paths:
         key = posixpath.join(folder, path.name) if folder else path.name
@@ -469,7 +468,7 @@ def put(
         def send(key: str, path: Path) -> None:
             answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
             started.extend(j["job"] for j in answer["jobs"])
-            jobs = ", ".join(j["job"] for j in answer["jobs"]) or _no_job(path.name, entry)
+            jobs = ", ".join(j["job"] for j in answer["jobs"]) or f"no job: {answer['no_job']}"
             progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
 
         sending = [pool.submit(send, key, path) for key, path in keys.items()]
@@ -919,16 +918,6 @@ def _job_id(client: Client, service: str, given: str) -> str:
     raise ClientError(
         f"{given!r} starts {len(found)} jobs of {service!r} ({shown}): give more of the id", 409
     )
-
-
-def _no_job(name: str, entry: dict[str, Any]) -> str:
-    """Why an upload into a service's input started no job, as far as its filters tell."""
-    prefixes, suffixes = entry.get("prefix") or [], entry.get("suffix") or []
-    if prefixes and not name.startswith(tuple(prefixes)):
-        return f"no job: the input takes only names starting with {', '.join(prefixes)}"
-    if suffixes and not name.endswith(tuple(suffixes)):
-        return f"no job: the input takes only names ending in {', '.join(suffixes)}"
-    return "no job"
 
 
 def _check_upload(path: Path) -> None:

@@ -21,8 +21,8 @@ from rich.markup import escape
 
 from ondrop import __version__
 from ondrop.api.app import create_app
-from ondrop.api.auth import CREDENTIALS_FILE, admin_credentials, stored_credentials
-from ondrop.client import ENDPOINT_FILE
+from ondrop.api.auth import admin_credentials, stored_credentials
+from ondrop.client import CREDENTIALS_FILE, ENDPOINT_FILE
 from ondrop.errors import OndropError
 from ondrop.platform import Platform, platform_folder
 from ondrop.settings import Settings, env_name

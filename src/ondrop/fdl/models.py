@@ -93,9 +93,15 @@ class StorageIO(_Strict):
 
     def accepts(self, name: str) -> bool:
         """True when a file called `name` passes this entry's prefix and suffix filters."""
-        return (not self.prefix or name.startswith(tuple(self.prefix))) and (
-            not self.suffix or name.endswith(tuple(self.suffix))
-        )
+        return self.refusal(name) is None
+
+    def refusal(self, name: str) -> str | None:
+        """Which filter keeps a file called `name` out, in words; None when none does."""
+        if self.prefix and not name.startswith(tuple(self.prefix)):
+            return f"takes only names starting with {', '.join(self.prefix)}"
+        if self.suffix and not name.endswith(tuple(self.suffix)):
+            return f"takes only names ending in {', '.join(self.suffix)}"
+        return None
 
 
 class Environment(_Strict):

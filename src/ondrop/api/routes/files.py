@@ -125,13 +125,16 @@ async def upload(
                 raise
 
     info, jobs = await run_in_threadpool(store_it)
-    return {
+    answer: dict[str, Any] = {
         "provider": store.name,
         "key": info.key,
         "size": info.size,
         "version": info.version,
         "jobs": [{"service": j.service, "job": j.id} for j in jobs],
     }
+    if not jobs:
+        answer["no_job"] = platform.services.why_no_job(store.name, info.key)
+    return answer
 
 
 def provider_full(store: StorageProvider, key: str, exc: Exception) -> DiskFullError:
