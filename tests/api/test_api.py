@@ -471,6 +471,27 @@ def test_the_openapi_document_and_docs_are_served(anon: httpx.Client) -> None:
     assert anon.get("/docs").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [
+        ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"]),
+        ("/redoc", ["redoc.standalone.js", "favicon.png"]),
+    ],
+)
+def test_the_docs_pages_work_offline_with_assets_ondrop_serves(
+    anon: httpx.Client, page: str, assets: list[str]
+) -> None:
+    html = anon.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    # Nothing is fetched from anywhere but this platform: no CDN, no web fonts.
+    assert "http://" not in html.text and "https://" not in html.text, html.text
+    for name in assets:
+        assert f'"/docs/assets/{name}"' in html.text
+        asset = anon.get(f"/docs/assets/{name}")
+        assert asset.status_code == 200 and len(asset.content) > 1000, name
+    assert anon.get("/docs/assets/../openapi.json").status_code == 404
+
+
 def test_a_token_starts_jobs_only_on_its_services_inputs(
     api: httpx.Client, anon: httpx.Client
 ) -> None:

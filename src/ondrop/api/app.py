@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ondrop import __version__
 from ondrop.api.auth import Credentials
+from ondrop.api.docs import serve_docs
 from ondrop.api.methods import AllowedMethods
 from ondrop.api.openapi import document
 from ondrop.api.routes import events, files, invoke, logs, services, system
@@ -52,7 +53,10 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
         "/job and /run; `/system/*` needs the admin's HTTP basic credentials, `/job` and "
         "`/run` a service's bearer token.",
         lifespan=lifespan,
+        docs_url=None,  # served offline instead (api/docs.py)
+        redoc_url=None,
     )
+    serve_docs(app)
     app.state.platform = platform
     app.state.admin = admin
 
