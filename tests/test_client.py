@@ -160,3 +160,23 @@ def test_an_interrupted_download_leaves_nothing_under_the_real_name(
     assert kept.read_bytes() == b"the previous download"
     assert list(tmp_path.iterdir()) == [kept]
     client.close()
+
+
+def test_upload_many_sends_the_files_in_one_tar_and_wait_follows_them(
+    client: Client, platform: Platform, tmp_path: Path
+) -> None:
+    (tmp_path / "shout.sh").write_text(SHOUT)
+    (tmp_path / "shout.yaml").write_text(FDL)
+    client.apply(tmp_path / "shout.yaml")
+    paths = []
+    for name in ("a.txt", "b.txt", "c" * 120 + ".txt"):  # a name longer than ustar's 100
+        (tmp_path / name).write_text(name[:1] * 700)  # more than one 512-byte block
+        paths.append(tmp_path / name)
+    moved: list[int] = []
+    answer = client.upload_many("minio.default", "shout/in", paths, moved.append)
+    assert sum(moved) == 2100
+    assert [o["key"] for o in answer["objects"]] == [f"shout/in/{p.name}" for p in paths]
+    ended = client.wait([j["job"] for o in answer["objects"] for j in o["jobs"]], timeout=60)
+    assert ended["stages"][0]["jobs"]["succeeded"] == 3
+    out = platform.data / "storage" / "shout" / "out"
+    assert (out / paths[2].name).read_text() == "C" * 700

@@ -115,15 +115,18 @@ class Intake:
             return []
         return self._record(*planned) or self.store.event_jobs(source, info.key, info.version)
 
-    def objects_stored(self, provider: str, infos: Sequence[ObjectInfo]) -> list[Job]:
-        """Many object versions at once (what a watcher saw land): recorded in one
-        transaction, one wait for the disk. Returns the jobs created (a Refused entry's
-        refused, never queued)."""
+    def objects_stored(
+        self, provider: str, infos: Sequence[ObjectInfo], uploaded: bool = False
+    ) -> list[Job]:
+        """Many object versions at once (what a watcher saw land, or one upload of many
+        files, which holds their keys: `uploaded`): recorded in one transaction, one wait
+        for the disk. Returns the jobs created (a Refused entry's refused, never queued)."""
         self.services.catch_up()
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
-        held = self._left_to_upload(source, [info.key for info in wanted])
-        wanted = [info for info in wanted if info.key not in held]
+        if not uploaded:
+            held = self._left_to_upload(source, [info.key for info in wanted])
+            wanted = [info for info in wanted if info.key not in held]
         if not wanted:
             return []
         # Two reads for the whole batch: which versions are new, and which are outputs.

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -235,6 +236,86 @@ def test_chains_follow_an_upload_down_to_the_jobs_its_outputs_start(
     empty = api.post("/system/chains", json={"jobs": []})
     assert empty.status_code == 422 and empty.json()["detail"].startswith("jobs:")
     assert anon.post("/system/chains", json={"jobs": [started["job"]]}).status_code == 401
+
+
+def _tar(*entries: tuple[str, bytes | None, bytes]) -> bytes:
+    """A tar of (name, link target or None, content) entries; a name ending in / is a
+    folder."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, target, data in entries:
+            info = tarfile.TarInfo(name.rstrip("/"))
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif target is not None:
+                info.type = tarfile.SYMTYPE
+                info.linkname = target.decode()
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        end = tar.offset
+    return out.getvalue()[:end] + bytes(1024)  # without the padding to 10 KiB
+
+
+def test_many_files_in_one_tar_are_stored_and_their_jobs_recorded_together(
+    api: httpx.Client, platform: Platform
+) -> None:
+    create(api)
+    body = _tar(("./a.txt", None, b"a"), ("sub/", None, b""), ("sub/b.txt", None, b"bb"))
+    answer = api.post(
+        "/system/files/minio.default",
+        params={"prefix": "copy/in"},
+        content=body,
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert answer.status_code == 201, answer.text
+    objects = answer.json()["objects"]
+    assert [(o["key"], o["size"]) for o in objects] == [
+        ("copy/in/a.txt", 1),
+        ("copy/in/sub/b.txt", 2),
+    ]
+    for found in objects:
+        (job,) = found["jobs"]
+        assert wait_job(api, "copy", job["job"])["status"] == "Succeeded"
+    elsewhere = api.post(
+        "/system/files/minio.default", params={"prefix": "nowhere"}, content=_tar(("c", None, b"c"))
+    ).json()["objects"]
+    assert elsewhere[0]["jobs"] == [] and "no service takes input" in elsewhere[0]["no_job"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "said"),
+    [
+        (
+            (("ok.txt", None, b"x"), ("link", b"/etc/passwd", b"")),
+            "member 'link' of the archive is a link",
+        ),
+        ((("ok.txt", None, b"x"), ("../up.txt", None, b"x")), "'..'"),
+        ((("ok.txt", None, b"x"), ("ok.txt", None, b"y")), "is in the archive twice"),
+        ((("only/", None, b""),), "holds no file"),
+    ],
+)
+def test_a_tar_with_a_link_a_climbing_name_or_a_twin_stores_nothing(
+    api: httpx.Client,
+    platform: Platform,
+    entries: tuple[tuple[str, bytes | None, bytes], ...],
+    said: str,
+) -> None:
+    create(api)
+    answer = api.post(
+        "/system/files/minio.default", params={"prefix": "copy/in"}, content=_tar(*entries)
+    )
+    assert answer.status_code == 400 and said in answer.json()["detail"], answer.text
+    assert (
+        api.get("/system/files/minio.default", params={"prefix": "copy/in"}).json()["objects"] == []
+    )
+    assert api.get("/system/logs/copy").json()["jobs"] == {}
+    not_tar = api.post(
+        "/system/files/minio.default", params={"prefix": "copy/in"}, content=b"x" * 600
+    )
+    assert not_tar.status_code == 400 and "not a tar archive" in not_tar.json()["detail"]
 
 
 def test_an_object_version_seen_again_starts_no_second_job(

@@ -671,3 +671,19 @@ def test_logs_follow_streams_a_running_jobs_output_with_its_secrets_hidden(
         assert stamped.endswith("---\nfirst ***\nsecond\n")
     finally:
         shutil.rmtree(gate, ignore_errors=True)
+
+
+def test_put_of_many_files_sends_them_in_batches_and_each_starts_its_job(
+    up: Platform, tmp_path: Path
+) -> None:
+    up.cli("apply", str(write_fdl(tmp_path, SLOW_COPY.replace("sleep 0.1\n", ""))))
+    names = [f"n{i:03}.txt" for i in range(150)]  # more than one batch of small files
+    for name in names:
+        (tmp_path / name).write_text(name)
+    put = up.cli("put", "upper", *(str(tmp_path / n) for n in names), "--wait")
+    assert "150 job(s) succeeded (upper 150)" in put.stdout
+    for name in names:
+        assert f"{name} -> minio.default/docs/in/{name}  (upper-" in put.stderr
+    out = up.data / "storage" / "docs" / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.upper" for n in names)
+    assert (out / "n007.txt.upper").read_text() == "N007.TXT"

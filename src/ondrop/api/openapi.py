@@ -119,6 +119,21 @@ def raw_body(description: str, invocation: bool = True) -> dict[str, Any]:
     return {"requestBody": {"description": description, "required": False, "content": content}}
 
 
+def tar_body() -> dict[str, Any]:
+    """`openapi_extra` for an operation that reads an uncompressed tar of files (as
+    `application/x-tar`, or any bytes: the body is read as a tar whatever its type)."""
+    return {
+        "requestBody": {
+            "description": "an uncompressed tar of the files (regular files only)",
+            "required": True,
+            "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("application/x-tar", "application/octet-stream")
+            },
+        }
+    }
+
+
 def header(name: str, description: str, required: bool = True) -> dict[str, Any]:
     """One response header, as a `headers` entry."""
     return {name: {"description": description, "required": required, "schema": {"type": "string"}}}

@@ -465,13 +465,24 @@ def put(
     with _transfer_progress() as progress, ThreadPoolExecutor(PUT_AT_ONCE) as pool:
         task = progress.add_task("uploading", total=total)
 
-        def send(key: str, path: Path) -> None:
-            answer = client.upload(provider, key, path, lambda n: progress.advance(task, n))
+        def told(path: Path, key: str, answer: dict[str, Any]) -> None:
             started.extend(j["job"] for j in answer["jobs"])
             jobs = ", ".join(j["job"] for j in answer["jobs"]) or f"no job: {answer['no_job']}"
             progress.console.print(f"{path.name} -> {provider}/{key}  ({jobs})", highlight=False)
 
-        sending = [pool.submit(send, key, path) for key, path in keys.items()]
+        def moved(n: int) -> None:
+            progress.advance(task, n)
+
+        def send(batch: list[tuple[str, Path]]) -> None:
+            if len(batch) == 1:  # a large file, or the only one
+                ((key, path),) = batch
+                told(path, key, client.upload(provider, key, path, moved))
+                return
+            answer = client.upload_many(provider, folder, [p for _, p in batch], moved)
+            for (_, path), stored in zip(batch, answer["objects"], strict=True):
+                told(path, stored["key"], stored)
+
+        sending = [pool.submit(send, batch) for batch in _batches(keys)]
         done, _ = first_of(sending, return_when=FIRST_EXCEPTION)
         failed = next((f for f in done if f.exception() is not None), None)
         if failed is not None:  # the rest are not sent; those under way end first
@@ -897,6 +908,9 @@ def _status(status: str) -> Text:
 
 UUID_LENGTH = 36  # a job id ends in one: `<service>-<uuid4>`
 PUT_AT_ONCE = 4  # uploads `ondrop put` keeps under way, over kept-alive connections
+BATCH_FILES = 100  # small files `ondrop put` sends in one request, at most
+BATCH_BYTES = 32 << 20  # and their bytes
+BATCH_FILE_MAX = 8 << 20  # a file this large is sent alone
 
 
 def _job_id(client: Client, service: str, given: str) -> str:
@@ -918,6 +932,27 @@ def _job_id(client: Client, service: str, given: str) -> str:
     raise ClientError(
         f"{given!r} starts {len(found)} jobs of {service!r} ({shown}): give more of the id", 409
     )
+
+
+def _batches(keys: dict[str, Path]) -> list[list[tuple[str, Path]]]:
+    """The uploads of `ondrop put`: small files together, up to BATCH_FILES or
+    BATCH_BYTES in one request (a tar, its jobs recorded together); a large one alone."""
+    batches: list[list[tuple[str, Path]]] = []
+    batch: list[tuple[str, Path]] = []
+    size = 0
+    for key, path in keys.items():
+        bytes_ = path.stat().st_size
+        if bytes_ >= BATCH_FILE_MAX:
+            batches.append([(key, path)])
+            continue
+        if batch and (len(batch) >= BATCH_FILES or size + bytes_ > BATCH_BYTES):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append((key, path))
+        size += bytes_
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _check_upload(path: Path) -> None:

@@ -10,20 +10,31 @@ answer say it was stored.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import tarfile
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from ondrop.api.archive import members
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.disposition import attachment
-from ondrop.api.openapi import READS, WRITES, errors, header, raw_body
-from ondrop.errors import DiskFullError, NotFoundError, OndropError, StorageError, disk_full
+from ondrop.api.openapi import READS, WRITES, errors, header, raw_body, tar_body
+from ondrop.errors import (
+    DiskFullError,
+    InvalidKeyError,
+    NotFoundError,
+    OndropError,
+    StorageError,
+    disk_full,
+)
+from ondrop.platform import Platform
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key, check_prefix
 from ondrop.storage.local import LocalStorage
 from ondrop.store.base import Job
@@ -125,8 +136,14 @@ async def upload(
                 raise
 
     info, jobs = await run_in_threadpool(store_it)
+    return {"provider": store.name, **_stored(platform, store, info, jobs)}
+
+
+def _stored(
+    platform: Platform, store: StorageProvider, info: ObjectInfo, jobs: list[Job]
+) -> dict[str, Any]:
+    """What an upload answers of one object: it, the jobs it started, or why none."""
     answer: dict[str, Any] = {
-        "provider": store.name,
         "key": info.key,
         "size": info.size,
         "version": info.version,
@@ -135,6 +152,76 @@ async def upload(
     if not jobs:
         answer["no_job"] = platform.services.why_no_job(store.name, info.key)
     return answer
+
+
+@router.post(
+    "/system/files/{provider}",
+    status_code=201,
+    responses=errors(
+        400,
+        413,
+        *WRITES,
+        why={
+            400: "the body is not a tar archive, or a member is not a regular file, has an "
+            "unsafe name or is there twice (nothing was stored)"
+        },
+    ),
+    openapi_extra=tar_body(),
+)
+async def upload_many(
+    provider: str, request: Request, platform: PlatformDep, prefix: str = ""
+) -> dict[str, Any]:
+    """Store every file of a tar body under the folder `prefix`, and start their jobs,
+    recorded together before the answer (ondrop; what `ondrop put` sends for many small
+    files): all or none. Answers `{provider, objects: [{key, size, version, jobs:
+    [{service, job}], no_job}]}`, `no_job` saying why a file started none."""
+    store = platform.providers.get(provider)
+    folder = check_prefix(prefix, "prefix")
+    body = await receive(request, platform.settings.max_upload, platform.tmp)
+
+    def store_all() -> tuple[list[ObjectInfo], list[Job]]:
+        try:
+            found = members(body, folder)
+            with contextlib.ExitStack() as holding:
+                for member in found:  # no other source records them meanwhile
+                    holding.enter_context(platform.intake.uploading(store.name, member.key))
+                stored: list[ObjectInfo] = []
+                try:
+                    with tarfile.open(body, "r:") as tar:
+                        for member in found:
+                            data = tar.extractfile(member.entry)
+                            assert data is not None  # a regular file's
+                            with data:
+                                stored.append(store.put(member.key, cast(BinaryIO, data)))
+                    return stored, platform.intake.objects_stored(store.name, stored, uploaded=True)
+                except BaseException as exc:
+                    told = [withdraw(store, info) for info in stored]
+                    if isinstance(exc, tarfile.TarError | EOFError):
+                        raise InvalidKeyError(
+                            f"the archive ends early or is damaged ({exc}); nothing was kept"
+                        ) from None
+                    if isinstance(exc, OndropError):
+                        answer = copy.copy(exc)  # the same error, saying what became of it
+                        answer.args = (
+                            f"{exc}; "
+                            + (
+                                "some files WERE stored, but their jobs were not recorded: "
+                                "upload them again"
+                                if any("WAS stored" in t for t in told)
+                                else "nothing was kept: send it again"
+                            ),
+                        )
+                        raise answer from exc
+                    raise
+        finally:
+            body.unlink(missing_ok=True)
+
+    stored, jobs = await run_in_threadpool(store_all)
+    by_key: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_key.setdefault(job.input_key, []).append(job)
+    objects = [_stored(platform, store, info, by_key.get(info.key, [])) for info in stored]
+    return {"provider": store.name, "objects": objects}
 
 
 def provider_full(store: StorageProvider, key: str, exc: Exception) -> DiskFullError:
