@@ -54,3 +54,27 @@ def test_a_fifo_is_not_a_log(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     assert LiveLog.open(fifo, []) is None
     assert read_log(fifo) == NOT_A_LOG
+
+
+def test_once_the_script_ended_nothing_written_after_is_read(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text("mine\n")
+    live = LiveLog.open(log, [])
+    assert live is not None
+    with live:
+        live.end()  # the folder, this file with it, goes to the next job of the service
+        with log.open("a") as next_job:
+            next_job.write("the next job's secret\n")
+        assert live.read() == "mine\n"
+        assert live.read() == ""
+
+
+def test_a_read_takes_about_its_limit_and_the_rest_on_the_next(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text("x" * 99 + "\n" * 1 + "y" * 99 + "\n")  # two lines of 100 bytes
+    live = LiveLog.open(log, [])
+    assert live is not None
+    with live:
+        first = live.read(limit=100)
+        assert first == "x" * 99 + "\n"
+        assert live.read(limit=100) == "y" * 99 + "\n"

@@ -71,7 +71,10 @@ def _collection_due(store: Store, intake: Intake, origin: int, services: set[str
     if not any(s.collect in services and s.name not in services for s in intake.services.all()):
         return False  # nothing collects it, or what does has run already
     event = store.event(origin)
-    return event is not None and bool(intake.collections_due(event, store.family(origin)))
+    family = store.family(origin)  # as it is now: a collecting job may have been made
+    if any(j.status in (QUEUED, RUNNING) for j in family):
+        return True
+    return event is not None and bool(intake.collections_due(event, family))
 
 
 def _failed(store: Store, origins: list[int]) -> list[Job]:

@@ -285,7 +285,7 @@ class Intake:
         `reprocess` started anew is collected too)."""
         if not family:
             return []
-        services = {j.service for j in family}
+        services = {j.service for j in family if j.status != REFUSED}  # those that ran
         return [
             (collector.name, event)
             for collector in self.services.all()

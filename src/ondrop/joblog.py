@@ -6,6 +6,7 @@ or as it grows while it runs (`LiveLog`, what `ondrop logs --follow` streams).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -62,6 +63,15 @@ class LiveLog:
         self._fd = fd
         self._secrets = tuple(secrets)
         self._partial = b""
+        self._offset = 0
+        self._end: int | None = None  # where the script's output ended, once it has
+
+    def end(self) -> None:
+        """The script has ended: what it wrote is all there is. Nothing past this is read
+        (its folder, this file with it, goes to another job next)."""
+        with contextlib.suppress(OSError):  # closed by its reader meanwhile: unread
+            if self._fd >= 0:
+                self._end = os.fstat(self._fd).st_size
 
     @classmethod
     def open(cls, path: Path, secrets: Iterable[str]) -> LiveLog | None:
@@ -75,13 +85,21 @@ class LiveLog:
             return None
         return cls(fd, secrets)
 
-    def read(self) -> str:
-        """The whole lines written since the last read; "" when none is."""
+    def read(self, limit: int = LOG_LIMIT) -> str:
+        """The whole lines written since the last read, from at most `limit` bytes more
+        of the file (the rest on the next); "" when none is."""
         chunks = [self._partial]
-        while chunk := os.read(self._fd, LIVE_READ):
-            chunks.append(chunk)
-            if len(chunk) < LIVE_READ:
+        taken = 0
+        while taken < limit:
+            want = min(LIVE_READ, limit - taken)
+            if self._end is not None:
+                want = min(want, self._end - self._offset)
+            chunk = os.pread(self._fd, want, self._offset) if want > 0 else b""
+            if not chunk:
                 break
+            chunks.append(chunk)
+            taken += len(chunk)
+            self._offset += len(chunk)
         data = b"".join(chunks)
         cut = len(data) if len(data) - data.rfind(b"\n") > LINE_MAX else data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -93,7 +111,9 @@ class LiveLog:
         return redact(partial.decode("utf-8", errors="replace"), self._secrets)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def __enter__(self) -> LiveLog:
         return self

@@ -386,6 +386,7 @@ class Platform:
             cancelled = self.store.job(job_id)
             if cancelled is not None:
                 self.waiters.resolve(cancelled)
+            self.intake.collect(job_id)  # it may have been the last of its family
             return CANCELLED
         if self._stop_running(job_id, reason):
             return RUNNING

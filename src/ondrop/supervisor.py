@@ -93,6 +93,7 @@ class Supervisor:
         self.workspaces = Workspaces(folders.work)
         # The logs of the scripts running now, by job: (attempt, the file, the secrets).
         self._logs: dict[str, tuple[int, Path, tuple[str, ...]]] = {}
+        self._readers: dict[str, list[LiveLog]] = {}  # told when the script ends
         self._logs_lock = threading.Lock()
 
     def live_log(self, job_id: str, attempt: int) -> LiveLog | None:
@@ -102,7 +103,10 @@ class Supervisor:
             found = self._logs.get(job_id)
             if found is None or found[0] != attempt:
                 return None
-            return LiveLog.open(found[1], found[2])
+            live = LiveLog.open(found[1], found[2])
+            if live is not None:
+                self._readers.setdefault(job_id, []).append(live)
+            return live
 
     def close(self) -> None:
         """Delete the work folders kept for the next jobs (the platform stops)."""
@@ -196,6 +200,8 @@ class Supervisor:
             finally:
                 with self._logs_lock:
                     self._logs.pop(spec.job_id, None)
+                    for reader in self._readers.pop(spec.job_id, []):
+                        reader.end()
             clean = result.exit_code is not None  # it ended by itself, not killed
             script_ended()
             text = redact(read_log(logfile), service.environment.secrets.values())

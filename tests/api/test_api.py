@@ -318,6 +318,35 @@ def test_a_tar_with_a_link_a_climbing_name_or_a_twin_stores_nothing(
     assert not_tar.status_code == 400 and "not a tar archive" in not_tar.json()["detail"]
 
 
+def test_a_tar_member_that_is_a_fifo_or_claims_more_than_was_sent_stores_nothing(
+    api: httpx.Client,
+) -> None:
+    create(api)
+    fifo = io.BytesIO()
+    with tarfile.open(fileobj=fifo, mode="w") as tar:
+        info = tarfile.TarInfo("pipe")
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+        end = tar.offset
+    answer = api.post(
+        "/system/files/minio.default",
+        params={"prefix": "copy/in"},
+        content=fifo.getvalue()[:end] + bytes(1024),
+    )
+    assert (
+        answer.status_code == 400
+        and "'pipe' of the archive is not a regular file" in (answer.json()["detail"])
+    )
+    header = tarfile.TarInfo("big.txt")
+    header.size = 1 << 30  # a gigabyte claimed, a few bytes sent
+    body = header.tobuf(format=tarfile.PAX_FORMAT) + b"tiny" + bytes(2048)
+    answer = api.post("/system/files/minio.default", params={"prefix": "copy/in"}, content=body)
+    assert answer.status_code == 400, answer.text
+    assert (
+        api.get("/system/files/minio.default", params={"prefix": "copy/in"}).json()["objects"] == []
+    )
+
+
 def test_an_object_version_seen_again_starts_no_second_job(
     api: httpx.Client, platform: Any
 ) -> None:

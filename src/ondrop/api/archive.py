@@ -28,13 +28,22 @@ def members(body: Path, folder: str) -> list[Member]:
     """The files of the tar at `body`, each with its key under `folder`."""
     found: list[Member] = []
     keys: set[str] = set()
+    entries = 0
+    room = body.stat().st_size  # what the members' contents can add up to at most
     try:
         with tarfile.open(body, "r:") as tar:
             for entry in tar:
+                entries += 1
+                if entries > MAX_MEMBERS:
+                    raise InvalidKeyError(
+                        f"the archive holds more than {MAX_MEMBERS:,} entries: send the files "
+                        "in several (nothing was stored)"
+                    )
                 if entry.isdir():
                     continue
                 name = entry.name.removeprefix("./")
-                if not entry.isreg():
+                # Plain file entries only: a sparse one would expand to more than was sent.
+                if entry.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or entry.issparse():
                     kind = "a link" if entry.issym() or entry.islnk() else "not a regular file"
                     raise InvalidKeyError(
                         f"member {name!r} of the archive is {kind}: only regular files are "
@@ -46,12 +55,13 @@ def members(body: Path, folder: str) -> list[Member]:
                         f"member {name!r} is in the archive twice (nothing was stored)"
                     )
                 keys.add(key)
-                found.append(Member(key, entry))
-                if len(found) > MAX_MEMBERS:
+                room -= entry.size
+                if room < 0:
                     raise InvalidKeyError(
-                        f"the archive holds more than {MAX_MEMBERS:,} files: send them in "
-                        "several (nothing was stored)"
+                        f"member {name!r} claims more bytes than the archive holds (nothing "
+                        "was stored)"
                     )
+                found.append(Member(key, entry))
     except tarfile.TarError as exc:
         raise InvalidKeyError(
             f"the body is not a tar archive ({exc}): send an uncompressed tar of the files"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +33,15 @@ def remember_put(data: Path, url: str, jobs: list[str]) -> None:
     if not data.is_dir():
         return  # a platform elsewhere and no data folder here: --wait still follows them
     kept = data / LAST_PUT
-    scratch = kept.with_name(f".{LAST_PUT}.part")
-    scratch.write_text(json.dumps({"url": url, "jobs": jobs}))
-    scratch.replace(kept)
+    scratch = kept.with_name(f".{LAST_PUT}.{os.getpid()}.part")  # one per command at once
+    try:
+        scratch.write_text(json.dumps({"url": url, "jobs": jobs}))
+        scratch.replace(kept)
+    except OSError as exc:  # the upload is done: only a later plain `ondrop wait` misses it
+        scratch.unlink(missing_ok=True)
+        Console(stderr=True, markup=False).print(
+            f"warning: cannot keep the jobs for `ondrop wait` in {kept}: {exc.strerror or exc}"
+        )
 
 
 def last_put(data: Path, url: str) -> list[str]:

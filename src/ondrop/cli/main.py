@@ -483,7 +483,11 @@ def put(
                 told(path, stored["key"], stored)
 
         sending = [pool.submit(send, batch) for batch in _batches(keys)]
-        done, _ = first_of(sending, return_when=FIRST_EXCEPTION)
+        try:
+            done, _ = first_of(sending, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: send no more; those under way end first
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         failed = next((f for f in done if f.exception() is not None), None)
         if failed is not None:  # the rest are not sent; those under way end first
             for future in sending:

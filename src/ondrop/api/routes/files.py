@@ -196,6 +196,9 @@ async def upload_many(
                     return stored, platform.intake.objects_stored(store.name, stored, uploaded=True)
                 except BaseException as exc:
                     told = [withdraw(store, info) for info in stored]
+                    if isinstance(exc, StorageError) and disk_full(exc) and found:
+                        met = found[min(len(stored), len(found) - 1)].key
+                        raise provider_full(store, met, exc) from exc
                     if isinstance(exc, tarfile.TarError | EOFError):
                         raise InvalidKeyError(
                             f"the archive ends early or is damaged ({exc}); nothing was kept"

@@ -3,12 +3,15 @@ detail, retry and cancel; /system/chains: where the work some jobs belong to sta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -175,7 +178,7 @@ def job_logs(
     found = _job(platform, service, job)
     if follow:
         return StreamingResponse(
-            _following(platform, found.id, timestamps), media_type="text/plain; charset=utf-8"
+            _streamed(platform, found.id, timestamps), media_type="text/plain; charset=utf-8"
         )
     attempts = platform.store.attempts(found.id)
     parts = []
@@ -209,16 +212,34 @@ def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _following(platform: Platform, job_id: str, timestamps: bool) -> Iterator[str]:
+async def _streamed(platform: Platform, job_id: str, timestamps: bool) -> AsyncIterator[str]:
+    """_following, step by step on a worker thread, the pauses between looks on the event
+    loop: a follower that waits holds no thread, and one that hangs up is let go at once."""
+    steps = _following(platform, job_id, timestamps)
+    try:
+        while (text := await run_in_threadpool(next, steps, None)) is not None:
+            if text:
+                yield text
+            else:
+                await asyncio.sleep(FOLLOW_PAUSE)
+    finally:
+        with contextlib.suppress(ValueError):  # a step still under way: it ends by itself
+            steps.close()
+
+
+def _following(platform: Platform, job_id: str, timestamps: bool) -> Generator[str, None, None]:
     """The job's output, attempt by attempt, as it comes, until the job has ended for good
-    (or is removed). A heading starts on a line of its own."""
+    (or is removed); "" where it is time to pause before looking again. A heading starts
+    on a line of its own."""
     last = "\n"
     for text in _attempts_followed(platform, job_id, timestamps):
+        if not text:
+            yield ""
+            continue
         if text.startswith(HEADING) and not last.endswith("\n"):
             yield "\n"
-        if text:
-            last = text
-            yield text
+        last = text
+        yield text
 
 
 def _attempts_followed(platform: Platform, job_id: str, timestamps: bool) -> Iterator[str]:
@@ -243,7 +264,7 @@ def _attempts_followed(platform: Platform, job_id: str, timestamps: bool) -> Ite
         if platform.stopping:
             yield STOPPING
             return
-        time.sleep(FOLLOW_PAUSE)
+        yield ""  # a pause
 
 
 def _following_attempt(
@@ -268,7 +289,7 @@ def _following_attempt(
             if platform.stopping:  # the job may run for its whole grace period: leave now
                 yield STOPPING
                 return None
-            time.sleep(FOLLOW_PAUSE)
+            yield ""  # a pause
     finally:
         if live is not None:
             live.close()
