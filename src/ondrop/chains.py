@@ -49,19 +49,17 @@ def follow(store: Store, intake: Intake, job_ids: Sequence[str]) -> Chains:
     stages: dict[str, Stage] = {}
     busy: set[int] = set()
     ran: dict[int, set[str]] = {origin: set() for origin in wanted}
-    failed = 0
     for origin, service, status, count in store.family_counts(wanted):
         stage = stages.setdefault(service, Stage(service))
         stage.jobs[status] = stage.jobs.get(status, 0) + count
         ran[origin].add(service)
         if status in (QUEUED, RUNNING):
             busy.add(origin)
-        failed += count if status == FAILED else 0
     waiting = any(_collection_due(store, intake, o, ran[o]) for o in wanted if o not in busy)
     return Chains(
         busy=bool(busy) or waiting,
         stages=list(stages.values()),
-        failed=_failed(store, wanted) if failed else [],
+        failed=_failed(store, wanted) if any(s.jobs[FAILED] for s in stages.values()) else [],
     )
 
 

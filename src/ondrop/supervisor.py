@@ -204,7 +204,7 @@ class Supervisor:
                         reader.end()
             clean = result.exit_code is not None  # it ended by itself, not killed
             script_ended()
-            text = redact(read_log(logfile), service.environment.secrets.values())
+            text = redact(read_log(logfile), secrets)
             if result.interrupted:
                 return Outcome(INTERRUPTED, None, result.reason, text, result.cause)
             if not result.ok:

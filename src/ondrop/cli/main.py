@@ -62,6 +62,10 @@ class Connection:
             self._client = Client(url, user, password)
         return self._client
 
+    def data(self) -> Path:
+        """The data folder this command was given (or the default)."""
+        return Path(Settings.load(self.overrides).data)
+
     def credentials_hint(self) -> str:
         """Where the admin credentials this command sent came from, and what to do."""
         if self.overrides.get("admin_password"):
@@ -294,7 +298,7 @@ def reprocess(
     )
     from ondrop.cli.follow import remember_put
 
-    remember_put(Path(Settings.load(CONN.overrides).data), client.url, started)
+    remember_put(CONN.data(), client.url, started)
     if wait:
         _wait_for(client, started)
 
@@ -485,17 +489,12 @@ def put(
         sending = [pool.submit(send, batch) for batch in _batches(keys)]
         try:
             done, _ = first_of(sending, return_when=FIRST_EXCEPTION)
-        except BaseException:  # Ctrl-C: send no more; those under way end first
+        finally:  # after a failure or Ctrl-C no more are sent; those under way end first
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
         failed = next((f for f in done if f.exception() is not None), None)
-        if failed is not None:  # the rest are not sent; those under way end first
-            for future in sending:
-                future.cancel()
-            pool.shutdown(wait=True)
     from ondrop.cli.follow import remember_put
 
-    remember_put(Path(Settings.load(CONN.overrides).data), client.url, started)
+    remember_put(CONN.data(), client.url, started)
     error = None if failed is None else failed.exception()
     if error is not None:
         raise error
@@ -787,7 +786,7 @@ def wait(
     if service is None:
         from ondrop.cli.follow import last_put
 
-        jobs = last_put(Path(Settings.load(CONN.overrides).data), client.url)
+        jobs = last_put(CONN.data(), client.url)
     else:  # the work in flight that is, or can lead to, jobs of the service
         stages = [service, *client.status(service)["upstream"]]
         jobs = [
