@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import logging
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from ondrop.backends.ray import RayCluster
 from ondrop.backends.local import LocalBackend
 from ondrop.backends.transit import Transit
+from ondrop.buckets import Buckets
 from ondrop.errors import (
     ConflictError,
     DefinitionError,
@@ -43,8 +46,8 @@ from ondrop.fdl.models import Service
 from ondrop.health import DiskSpace
 from ondrop.intake import Intake
 from ondrop.joblog import LiveLog
-from ondrop.pools.base import Admission, Slots
-from ondrop.pools.batch import BatchCapacity, detect_gpus
+from ondrop.pools.base import Admission, Node, Slots
+from ondrop.pools.batch import BatchCapacity, detect_gpus, machine_memory
 from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.router import BATCH, FAAS, Router
@@ -72,6 +75,7 @@ PUSHED_POLL = 60.0  # seconds between safety listings of stores that push their 
 # before a starting control plane removes it (another one may be making it now).
 SHARED_KEEP = 3600.0
 SHARED_MARKER = ".ondrop-shared"  # the shared folder's id, kept in it and in the store
+ALLOWED_IMAGES = "allowed-image-repositories"  # store meta: a JSON list (see allowed_images)
 WATCH_LEASE = "watchers"  # held in a shared store by the control plane that watches
 
 
@@ -151,6 +155,7 @@ class Platform:
             Router(bool(gpus) or on_cluster),  # a cluster may have (or add) GPU nodes
             self._jobs_queued,
         )
+        self.buckets = Buckets(self.store, self.providers, self.services)
         self.watchers: dict[str, EventSource] = {}
         self._watch_lock = threading.Lock()
         self.started = False
@@ -431,6 +436,22 @@ class Platform:
         """Jobs running now, by pool and service."""
         return {name: pool.running() for name, pool in self.pools.items()}
 
+    def nodes(self) -> list[Node]:
+        """The machines jobs run on: a cluster's nodes, and this one when a pool runs
+        its jobs here (with the batch pool's capacity when that pool is here)."""
+        found: dict[str, Node] = {}
+        for pool in self.pools.values():
+            for node in pool.admission.nodes():
+                found.setdefault(node.name, node)
+        if any(self.settings.backend_of(p) != "ray" for p in self.pools) and not any(
+            isinstance(p.admission, BatchCapacity) for p in self.pools.values()
+        ):
+            here = socket.gethostname()
+            found.setdefault(
+                here, Node(here, float(os.cpu_count() or 1), machine_memory(), len(self.gpus))
+            )
+        return list(found.values())
+
     def wake(self) -> None:
         for pool in self.pools.values():
             pool.wake()
@@ -446,7 +467,25 @@ class Platform:
         """The runtime that runs `service`'s jobs, or why none can."""
         return choose_runtime(service, self.runtimes, self.settings.run_images_on_host)
 
+    @property
+    def allowed_images(self) -> list[str]:
+        """OSCAR's `allowed_image_repositories`: when not empty, a service's image must
+        contain one of them (kept in the store, so every control plane on it agrees)."""
+        found: list[str] = json.loads(self.store.get_meta(ALLOWED_IMAGES) or "[]")
+        return found
+
+    @allowed_images.setter
+    def allowed_images(self, prefixes: list[str]) -> None:
+        self.store.set_meta(ALLOWED_IMAGES, json.dumps(prefixes))
+
     def check_runnable(self, service: Service) -> tuple[str | None, str | None]:
+        allowed = self.allowed_images if service.image else []
+        if allowed and not any(prefix in service.image for prefix in allowed):
+            return (
+                f"image {service.image!r} is not from an allowed repository (this platform "
+                f"allows images from {', '.join(map(repr, allowed))}: /system/config's "
+                "allowed_image_repositories)"
+            ), None
         if self.on_cluster(service):
             if problem := self._unreachable(service):
                 return problem, None

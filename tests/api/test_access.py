@@ -22,6 +22,8 @@ PUBLIC = {
 }
 # Only there when the platform runs its object store; guarded by that store's own token.
 WEBHOOKS = {("POST", "/events/seaweedfs")}
+# A presigned URL's signature is its credentials: these get one that is wrong.
+SIGNED = {"/presigned/{provider}/{key}"}
 
 
 @pytest.fixture
@@ -39,6 +41,7 @@ def concrete(path: str) -> str:
         .replace("{job}", "j")
         .replace("{provider}", "minio.default")
         .replace("{key}", "svc/in/x")
+        .replace("{bucket}", "svc")
     )
 
 
@@ -61,6 +64,8 @@ def test_every_protected_endpoint_refuses_missing_and_wrong_credentials(
         if (method, path) in PUBLIC | WEBHOOKS:
             continue
         url = concrete(path)
+        if path in SIGNED:
+            url += "?expires=4102444800&signature=" + "0" * 64
         for label, headers in [
             ("none", {}),
             ("wrong basic", {"Authorization": "Basic YWRtaW46d3Jvbmc="}),
@@ -81,6 +86,17 @@ def test_a_services_token_opens_only_its_own_job_and_run(
     assert anon.post("/job/svc", content=b"{}", headers=own).status_code == 201
     assert anon.post("/job/other", content=b"{}", headers=own).status_code == 401
     assert anon.get("/system/services/svc", headers=own).status_code == 401
+
+
+def test_a_service_that_does_not_exist_is_404_whoever_asks(
+    anon: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """As OSCAR's /job and /run: the service is looked up before the credentials."""
+    for headers in ({}, {"Authorization": f"Bearer {tokens['svc']}"}):
+        for path in ("/job/nosuch", "/run/nosuch"):
+            response = anon.post(path, content=b"{}", headers=headers)
+            assert response.status_code == 404, (path, headers, response.text)
+            assert "no service named 'nosuch'" in response.text
 
 
 def test_the_webhook_refuses_a_missing_or_wrong_token_when_there_is_one(

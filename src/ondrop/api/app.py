@@ -24,7 +24,7 @@ from ondrop.api.auth import Credentials
 from ondrop.api.docs import serve_docs
 from ondrop.api.methods import AllowedMethods
 from ondrop.api.openapi import document
-from ondrop.api.routes import events, files, invoke, logs, services, system
+from ondrop.api.routes import buckets, events, files, invoke, logs, services, system
 from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
 
@@ -111,7 +111,7 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
             500,
         )
 
-    for module in (system, services, logs, invoke, files, events):
+    for module in (system, services, logs, invoke, files, buckets, events):
         app.include_router(module.router)
     app.add_middleware(AllowedMethods, routes=app.router.routes)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]

@@ -114,13 +114,13 @@ def require_admin(request: Request, admin: Credentials) -> None:
         raise AuthError(problem)
 
 
-def require_service(request: Request, admin: Credentials, token: str | None) -> None:
-    """Admin, or the bearer token of the service (`token` None: no such service)."""
+def require_service(request: Request, admin: Credentials, token: str) -> None:
+    """Admin, or the bearer token of the service."""
     given = _bearer(request)
     if given is None:
         if _basic(request) is not None:  # the admin's, then: say what is wrong with them
             require_admin(request, admin)
             return
         raise AuthError("the service's token is required (Authorization: Bearer <token>)")
-    if token is None or not secrets.compare_digest(given.encode(), token.encode()):
+    if not secrets.compare_digest(given.encode(), token.encode()):
         raise AuthError("this token does not grant access to this service")

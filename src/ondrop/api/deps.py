@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 
 from ondrop.api.auth import Credentials, require_admin, require_service
 from ondrop.api.openapi import ADMIN_BASIC, SERVICE_TOKEN
+from ondrop.errors import NotFoundError
 from ondrop.platform import Platform
 
 
@@ -31,10 +32,14 @@ def service_access(
     _token: Annotated[None, Security(SERVICE_TOKEN)],
     _basic: Annotated[None, Security(ADMIN_BASIC)],
 ) -> None:
-    """The service's token or the admin's credentials (the document lists either)."""
+    """The service's token or the admin's credentials (the document lists either). A
+    service that does not exist is a 404 before any credentials are looked at, as in
+    OSCAR's /job and /run."""
     platform = get_platform(request)
     found = platform.services.find(service)
-    require_service(request, request.app.state.admin, found.token if found else None)
+    if found is None:
+        raise NotFoundError(f"no service named {service!r}")
+    require_service(request, request.app.state.admin, found.token)
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -36,7 +36,7 @@ from ondrop.backends.transit import Transit
 from ondrop.errors import UnavailableError
 from ondrop.fdl.models import Service
 from ondrop.jobs import Cause, JobSpec, Report
-from ondrop.pools.base import Admission, Allocation
+from ondrop.pools.base import Admission, Allocation, Node
 from ondrop.pools.batch import BATCH_TIMEOUT, DEFAULT_MEMORY
 from ondrop.quantity import format_bytes, parse_cpu
 from ondrop.store.base import FAILED, INTERRUPTED, SUCCEEDED, Job, Outcome
@@ -355,9 +355,33 @@ class RayCluster:
 
     def resources(self) -> list[dict[str, float]]:
         """The resources of each live node."""
+        return [n["Resources"] for n in self._alive()]
+
+    def nodes(self) -> list[Node]:
+        """The live nodes that run jobs (a head of 0 CPUs runs none); none when the
+        cluster is not joined."""
+        if not self._connected:
+            return []
+        try:
+            found = self._alive()
+        except Exception:
+            return []
+        return [
+            Node(
+                str(n.get("NodeName") or n.get("NodeID", "")),
+                float(n["Resources"].get("CPU", 0)),
+                int(n["Resources"].get("memory", 0)),
+                int(n["Resources"].get("GPU", 0)),
+            )
+            for n in found
+            if n["Resources"].get("CPU", 0) or n["Resources"].get("GPU", 0)
+        ]
+
+    @staticmethod
+    def _alive() -> list[dict[str, Any]]:
         import ray
 
-        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        return [n for n in ray.nodes() if n.get("Alive")]
 
     def submit_task(self, spec: JobSpec) -> Any:
         resources = spec.resources
@@ -806,6 +830,9 @@ class ClusterBatch(Admission):
             f"no node of the Ray cluster has {cpu:g} CPUs, {gpus} GPUs and this "
             "much memory free now: its jobs wait until the autoscaler (or you) adds one"
         )
+
+    def nodes(self) -> list[Node]:
+        return self.cluster.nodes()
 
     def describe(self) -> dict[str, Any]:
         """As the local batch pool describes itself, for the cluster's resources."""

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from ondrop.fdl.problems import Problem
+from ondrop.fdl.problems import Problem, in_words
 from ondrop.quantity import parse_bytes, parse_cpu
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
@@ -200,19 +200,59 @@ class LocalProviderConfig(_Strict):
     )
 
 
+def check_url(value: str, example: str) -> str:
+    """`value` if it is an http(s) URL with a host, else a ValueError that says why."""
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not text:
+        raise ValueError(f"is blank; give the server's URL, for example {example}")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError(
+            f"{value!r} has no http:// or https:// in front; give the whole URL, "
+            f"for example {example}"
+        )
+    if not rest.split("/", 1)[0] or any(c.isspace() for c in text):
+        raise ValueError(f"{value!r} is not a URL with a host, for example {example}")
+    return text
+
+
 class MinioProviderConfig(_Strict):
-    endpoint: str = Field("", description="URL of the S3 API, http(s)://host:port")
+    endpoint: str = Field(description="URL of the S3 API, http(s)://host:port")
     verify: bool = True
     access_key: str = ""
     secret_key: str = ""
     region: str = "us-east-1"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return check_url(value, "https://minio.example.org:9000")
 
 
 class S3ProviderConfig(_Strict):
     access_key: str = ""
     secret_key: str = ""
     region: str = "us-east-1"
-    endpoint: str = ""
+    endpoint: str = Field(
+        "", description="URL of an S3-compatible API (ondrop's); not given: Amazon S3"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return check_url(value, "https://s3.example.org") if value else value
+
+
+def check_host(value: str, example: str) -> str:
+    """A host[:port][/path], with or without an http(s) scheme; ValueError when blank."""
+    text = value.strip()
+    if not text:
+        raise ValueError(f"is blank; give the server's host, for example {example}")
+    if "://" in text:
+        return check_url(text, example)
+    if any(c.isspace() for c in text) or text.startswith("/"):
+        raise ValueError(f"{value!r} is not a host, for example {example}")
+    return text
 
 
 class WebdavProviderConfig(_Strict):
@@ -220,6 +260,11 @@ class WebdavProviderConfig(_Strict):
     login: str = ""
     password: str = ""
     verify: bool = True
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return check_host(value, "dav.example.org/remote.php/webdav")
 
 
 class OnedataProviderConfig(_Strict):
@@ -236,6 +281,11 @@ class OnedataProviderConfig(_Strict):
         description="seconds a file written where it lies (not renamed into place) must be "
         "unchanged before it starts a job (ondrop's)",
     )
+
+    @field_validator("oneprovider_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value, "oneprovider.example.org")
 
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {
@@ -276,7 +326,9 @@ def validate_providers(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(part) for part in first["loc"])
-                message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+                message = in_words(
+                    first["type"], first.get("ctx") or {}, first["msg"], first["input"]
+                )
                 raise ValueError(f"{kind}.{ident}.{field}: {message}") from None
     return checked
 

@@ -28,6 +28,18 @@ class Allocation:
         return len(self.gpus) if self.gpu_count is None else self.gpu_count
 
 
+@dataclass(frozen=True)
+class Node:
+    """A machine jobs run on, and what it has: for /system/status and the dashboard."""
+
+    name: str
+    cpus: float
+    memory: int  # bytes
+    gpus: int = 0
+    free_cpus: float | None = None  # None: not known here (a cluster's other nodes)
+    free_memory: int | None = None
+
+
 class Admission(ABC):
     """A pool's rule for starting jobs: how many may run, and what each one gets."""
 
@@ -55,6 +67,10 @@ class Admission(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Capacity and use, for `ondrop status`."""
+
+    def nodes(self) -> list[Node]:
+        """The machines this pool's jobs run on, where it knows them."""
+        return []
 
 
 class Slots:

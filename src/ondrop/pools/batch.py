@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from typing import Any
 
 from ondrop.errors import DefinitionError
 from ondrop.fdl.models import Service
-from ondrop.pools.base import Admission, Allocation
+from ondrop.pools.base import Admission, Allocation, Node
 from ondrop.quantity import format_bytes, parse_cpu
 from ondrop.store.base import Job
 
@@ -129,6 +130,19 @@ class BatchCapacity(Admission):
                 f"{format_bytes(self.memory)}"
             )
         return None
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return [
+                Node(
+                    socket.gethostname(),
+                    self.cpus,
+                    self.memory,
+                    len(self.gpus),
+                    round(self._free_cpus, 3),
+                    self._free_memory,
+                )
+            ]
 
     def describe(self) -> dict[str, Any]:
         with self._lock:

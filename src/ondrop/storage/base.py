@@ -6,6 +6,7 @@ that comes from outside passes `check_key` before it reaches a provider.
 
 from __future__ import annotations
 
+import builtins
 import os
 import posixpath
 import stat
@@ -129,6 +130,20 @@ class StorageProvider(ABC):
     def ensure_folder(self, path: str) -> None:
         """Make the folder `path` exist (a bucket on object stores) so it can be written to
         and listed; applying a service calls it for its inputs and outputs."""
+
+    def folders(self) -> builtins.list[str]:
+        """The folders at the top of the provider (an object store's buckets), sorted."""
+        return sorted({o.key.partition("/")[0] for o in self.list() if "/" in o.key})
+
+    def remove_folder(self, path: str) -> int:
+        """Delete every object under the folder `path`, and the folder itself where the
+        provider keeps folders (a bucket); how many objects went."""
+        check_key(path)
+        gone = 0
+        for info in list(self.list(path)):
+            self.delete(info.key)
+            gone += 1
+        return gone
 
     def close(self) -> None:
         """Release connections; the default has none."""

@@ -8,6 +8,7 @@ never the path again.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -335,6 +336,37 @@ class LocalStorage(StorageProvider):
         except OSError as exc:
             raise self._failed(path, exc, "create folder") from None
 
+    def folders(self) -> builtins.list[str]:
+        top = self._at.folder("", os.O_RDONLY)
+        try:
+            with os.scandir(top) as entries:
+                return sorted(
+                    e.name
+                    for e in entries
+                    if e.is_dir(follow_symlinks=False) and not e.name.startswith(TEMP_PREFIX)
+                )
+        finally:
+            os.close(top)
+
+    def remove_folder(self, path: str) -> int:
+        """The objects, then the folder with what else is in it (links are removed, never
+        followed)."""
+        gone = super().remove_folder(path)
+        folder, _, name = path.rpartition("/")
+        try:
+            parent = self._at.folder(folder)
+        except FileNotFoundError:
+            return gone
+        except OSError as exc:
+            raise self._failed(path, exc, "delete") from None
+        try:
+            _remove_tree(parent, name)
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot delete {path!r}: {exc.strerror}") from exc
+        finally:
+            os.close(parent)
+        return gone
+
     def delete(self, key: str) -> None:
         check_key(key)
         folder, _, name = key.rpartition("/")
@@ -354,3 +386,28 @@ class LocalStorage(StorageProvider):
             raise StorageError(f"{self.name}: cannot delete {key!r}: {exc.strerror}") from exc
         finally:
             os.close(parent)
+
+
+def _remove_tree(parent: int, name: str) -> None:
+    """Remove the folder `name` of the folder open at `parent` with all it holds, by
+    descriptor: a link is removed itself, never followed."""
+    try:
+        fd = os.open(name, FOLDER | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        os.unlink(name, dir_fd=parent)
+        return
+    try:
+        with os.scandir(fd) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry, is_folder in found:
+            if is_folder:
+                _remove_tree(fd, entry)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)

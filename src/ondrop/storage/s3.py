@@ -7,6 +7,7 @@ modification time, so an upload of the same bytes again is new work too.
 
 from __future__ import annotations
 
+import builtins
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -250,6 +251,34 @@ class S3Storage(StorageProvider):
                 code = str(exc.__cause__.response.get("Error", {}).get("Code", ""))
             if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise
+
+    def folders(self) -> builtins.list[str]:
+        with self._calls("list the buckets"):
+            return sorted(b["Name"] for b in self.client.list_buckets().get("Buckets", []))
+
+    def remove_folder(self, path: str) -> int:
+        gone = super().remove_folder(path)
+        if "/" not in path.strip("/"):
+            try:
+                with self._calls(f"delete bucket {path!r}"):
+                    self.client.delete_bucket(Bucket=path.strip("/"))
+            except StorageError as exc:
+                if not (isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__)):
+                    raise
+        return gone
+
+    def presign(self, key: str, method: str, expires: int, content_type: str = "") -> str:
+        """A URL that lets whoever holds it GET or PUT the object at `key` for `expires`
+        seconds, with no other credentials."""
+        bucket, rest = self._split(key)
+        params: dict[str, Any] = {"Bucket": bucket, "Key": rest}
+        if content_type:
+            params["ResponseContentType" if method == "GET" else "ContentType"] = content_type
+        operation = "get_object" if method == "GET" else "put_object"
+        with self._calls(f"presign {key!r}"):
+            return str(
+                self.client.generate_presigned_url(operation, Params=params, ExpiresIn=expires)
+            )
 
     def close(self) -> None:
         self.client.close()

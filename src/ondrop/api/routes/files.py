@@ -77,7 +77,11 @@ def list_files(provider: str, platform: PlatformDep, prefix: str = "") -> dict[s
     },
 )
 def download(provider: str, key: str, platform: PlatformDep) -> StreamingResponse:
-    store = platform.providers.get(provider)
+    return streamed(platform.providers.get(provider), key)
+
+
+def streamed(store: StorageProvider, key: str) -> StreamingResponse:
+    """The object at `key` as a download."""
     info = store.stat(check_key(key))
     if info is None:
         raise NotFoundError(f"{store.name}: no object {key!r}")
@@ -109,7 +113,13 @@ async def upload(
     provider: str, key: str, request: Request, platform: PlatformDep
 ) -> dict[str, Any]:
     """Store the body at `key`; returns the object and the ids of the jobs it started."""
-    store = platform.providers.get(provider)
+    return await stored_body(platform, platform.providers.get(provider), key, request)
+
+
+async def stored_body(
+    platform: Platform, store: StorageProvider, key: str, request: Request
+) -> dict[str, Any]:
+    """Store the request's body at `key`, an event like any other (see the module)."""
     check_key(key)
     # A local store may keep this very file, and gives it its own mode as it does.
     body = await receive(request, platform.settings.max_upload, platform.tmp)

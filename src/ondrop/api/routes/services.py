@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Response
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.openapi import WRITES, errors
 from ondrop.errors import DefinitionError
+from ondrop.fdl import oscar
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
 
@@ -39,12 +40,12 @@ ServiceBody = Body(
 
 @router.get("/system/services")
 def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
-    return [s.public() for s in platform.services.all()]
+    return [oscar.item(s) for s in platform.services.all()]
 
 
 @router.get("/system/services/{name}", responses=errors(404))
 def get_service(name: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.services.get(name).public()
+    return oscar.item(platform.services.get(name))
 
 
 @router.post(
@@ -56,7 +57,8 @@ def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, A
     """Create a service (201); 409 when the name is taken."""
     service, warnings = parse_service(raw)
     applied = platform.apply([service], mode="create")
-    return {**platform.services.get(service.name).public(), "warnings": warnings + applied.warnings}
+    made = oscar.item(platform.services.get(service.name))
+    return {**made, "warnings": warnings + applied.warnings}
 
 
 @router.put(
