@@ -225,3 +225,29 @@ def test_the_poller_finds_what_arrived_while_down_and_only_that(
     finally:
         second.stop()
         dav.close()
+
+
+def test_buckets_and_presigned_urls_on_the_bundled_object_store(
+    bundled: tuple[Platform, httpx.Client],
+) -> None:
+    """/system/buckets on a real S3 store: its buckets are the store's, and it signs the
+    URLs itself."""
+    _, api = bundled
+    assert api.post("/system/buckets", json={"bucket_name": "shared"}).status_code == 201
+    s3 = s3_client(api)
+    assert "shared" in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    s3.put_object(Bucket="shared", Key="a/one.txt", Body=b"one")
+    got = api.get("/system/buckets/shared").json()
+    assert [(o["object_name"], o["size_bytes"]) for o in got["objects"]] == [("a/one.txt", 3)]
+    down = api.post(
+        "/system/buckets/shared/presign", json={"object_key": "a/one.txt", "operation": "download"}
+    ).json()
+    assert "X-Amz-Signature" in down["url"] and "/presigned/" not in down["url"]
+    assert httpx.get(down["url"]).content == b"one"
+    up = api.post(
+        "/system/buckets/shared/presign", json={"object_key": "a/two.txt", "operation": "upload"}
+    ).json()
+    assert httpx.put(up["url"], content=b"two").status_code == 200
+    assert s3.get_object(Bucket="shared", Key="a/two.txt")["Body"].read() == b"two"
+    assert api.delete("/system/buckets/shared").status_code == 204
+    assert "shared" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -99,6 +99,20 @@ def test_list_is_recursive_sorted_and_limited_to_the_folder(
     assert list(provider.list(f"{root}/nowhere")) == []
 
 
+def test_folders_are_the_top_ones_and_remove_folder_empties_one(
+    provider: StorageProvider, root: str
+) -> None:
+    """The buckets of /system/buckets."""
+    for key in ["a.txt", "in/b.txt", "in/sub/c.txt"]:
+        put(provider, f"{root}/{key}", b"1")
+    assert root in provider.folders()
+    assert all("/" not in name for name in provider.folders())
+    assert provider.remove_folder(root) == 3
+    assert root not in provider.folders()  # and no object of it is listed any more
+    assert not any(o.key.startswith(f"{root}/") for o in provider.list())
+    assert provider.remove_folder(root) == 0  # gone already: quiet
+
+
 def test_a_new_content_gets_a_new_version(provider: StorageProvider, root: str) -> None:
     first = provider.put(f"{root}/v.txt", io.BytesIO(b"one"))
     second = provider.put(f"{root}/v.txt", io.BytesIO(b"three"))

@@ -392,7 +392,9 @@ def _remove_tree(parent: int, name: str) -> None:
     """Remove the folder `name` of the folder open at `parent` with all it holds, by
     descriptor: a link is removed itself, never followed."""
     try:
-        fd = os.open(name, FOLDER | os.O_NOFOLLOW, dir_fd=parent)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+        )
     except FileNotFoundError:
         return
     except OSError as exc:

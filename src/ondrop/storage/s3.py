@@ -257,7 +257,12 @@ class S3Storage(StorageProvider):
             return sorted(b["Name"] for b in self.client.list_buckets().get("Buckets", []))
 
     def remove_folder(self, path: str) -> int:
-        gone = super().remove_folder(path)
+        try:
+            gone = super().remove_folder(path)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__):
+                return 0  # no such bucket
+            raise
         if "/" not in path.strip("/"):
             try:
                 with self._calls(f"delete bucket {path!r}"):
