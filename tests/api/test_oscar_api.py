@@ -80,9 +80,7 @@ def test_a_service_as_oscar_cli_sends_it_applies_without_warnings(api: httpx.Cli
     # what a client read, changed and sent back applies, and asks for nothing more
     item["environment"]["variables"] = {"MODE": "fast"}
     assert api.put("/system/services", json=item).status_code == 204
-    assert api.get("/system/services/grey").json()["environment"]["variables"] == {
-        "MODE": "fast"
-    }
+    assert api.get("/system/services/grey").json()["environment"]["variables"] == {"MODE": "fast"}
 
 
 def test_a_null_variable_is_the_empty_string(api: httpx.Client) -> None:
@@ -141,6 +139,7 @@ def test_allowed_image_repositories_are_read_changed_and_enforced(api: httpx.Cli
 
 def test_a_wrong_config_is_refused_and_changes_nothing(api: httpx.Client) -> None:
     api.put("/system/config", json={"allowed_image_repositories": ["localhost/"]})
+    body: Any
     for body in (
         [],
         {"allowed_image_repositories": "localhost/"},
@@ -171,9 +170,8 @@ def test_status_has_oscars_shape_beside_ondrops(api: httpx.Client) -> None:
 
 # -- /system/buckets ---------------------------------------------------------------------------
 def test_a_bucket_is_made_listed_read_changed_and_deleted(api: httpx.Client) -> None:
-    made = api.post(
-        "/system/buckets", json={"bucket_name": "notes", "visibility": "public", "allowed_users": []}
-    )
+    body = {"bucket_name": "notes", "visibility": "public", "allowed_users": []}
+    made = api.post("/system/buckets", json=body)
     assert made.status_code == 201, made.text
     assert api.post("/system/buckets", json={"bucket_name": "notes"}).status_code == 409
     for i in range(3):
