@@ -136,7 +136,14 @@ def presign(
     )
 
 
-@router.get("/presigned/{provider}/{key:path}", response_class=StreamingResponse)
+SIGNED = {403: "the signature is wrong or has expired", 422: "no expires or signature"}
+
+
+@router.get(
+    "/presigned/{provider}/{key:path}",
+    response_class=StreamingResponse,
+    responses=errors(403, 422, why=SIGNED),
+)
 def presigned_download(
     provider: str, key: str, platform: PlatformDep, expires: int, signature: str
 ) -> StreamingResponse:
@@ -148,7 +155,9 @@ def presigned_download(
 
 
 @router.put(
-    "/presigned/{provider}/{key:path}", status_code=201, responses=errors(403, 413, *WRITES)
+    "/presigned/{provider}/{key:path}",
+    status_code=201,
+    responses=errors(403, 413, 422, *WRITES, why=SIGNED),
 )
 async def presigned_upload(
     provider: str,
