@@ -272,3 +272,21 @@ def test_an_expired_presigned_url_is_refused(api: httpx.Client) -> None:
         time.sleep(0.1)
     refused = httpx.get(down["url"])
     assert refused.status_code == 403 and "expired" in refused.text
+
+
+# -- GET /system/logs --------------------------------------------------------------------------
+def test_the_execution_log_has_every_invocation_and_who_made_it(
+    api: httpx.Client, anon: httpx.Client
+) -> None:
+    token = create(api, "copy")["token"]
+    assert anon.post("/job/copy", content=b"x", headers={"Authorization": f"Bearer {token}"})
+    assert anon.post("/job/copy", content=b"x", headers={"Authorization": "Bearer wrong"})
+    api.get("/system/services")  # not an invocation: not logged
+    logs = api.get("/system/logs").json()["logs"]
+    assert [(e["method"], e["path"], e["status"], e["user"]) for e in logs] == [
+        ("POST", "/job/copy", 201, "service token"),
+        ("POST", "/job/copy", 401, "service token"),
+    ]
+    assert logs[0]["raw"].startswith("[GIN-EXECUTIONS-LOGGER] ")
+    assert logs[0]["client_ip"] == "127.0.0.1" and logs[0]["latency"].endswith("ms")
+    assert token not in str(logs)

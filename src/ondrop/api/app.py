@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ondrop import __version__
 from ondrop.api.auth import Credentials
 from ondrop.api.docs import serve_docs
+from ondrop.api.executions import ExecutionLogger, Executions
 from ondrop.api.methods import AllowedMethods
 from ondrop.api.openapi import document
 from ondrop.api.routes import buckets, events, files, invoke, logs, services, system
@@ -59,6 +60,7 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
     serve_docs(app)
     app.state.platform = platform
     app.state.admin = admin
+    app.state.executions = Executions()
 
     @app.exception_handler(OndropError)
     async def ondrop_error(request: Request, exc: OndropError) -> JSONResponse:
@@ -114,5 +116,6 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
     for module in (system, services, logs, invoke, files, buckets, events):
         app.include_router(module.router)
     app.add_middleware(AllowedMethods, routes=app.router.routes)
+    app.add_middleware(ExecutionLogger, executions=app.state.executions)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.executions import Executions
 from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.chains import follow
 from ondrop.errors import ConflictError, DefinitionError, NotFoundError
@@ -107,6 +108,17 @@ def _job(platform: Platform, service: str, job_id: str) -> Job:
     if job is None or job.service != service:
         raise NotFoundError(f"service {service!r} has no job {job_id!r}")
     return job
+
+
+@router.get("/system/logs")
+def system_logs(request: Request) -> dict[str, Any]:
+    """OSCAR's execution log: `{"logs": [{timestamp, status, latency, client_ip, method,
+    path, user, raw}]}`, one entry per invocation (`POST` to /job or /run) this control
+    plane answered, oldest first; the last 10,000 since it started (`ondrop up`'s own
+    log has everything). `user` is `admin` or `service token`: who was let in is the
+    status's to say."""
+    executions: Executions = request.app.state.executions
+    return {"logs": executions.all()}
 
 
 @router.get(
