@@ -290,3 +290,26 @@ def test_the_execution_log_has_every_invocation_and_who_made_it(
     assert logs[0]["raw"].startswith("[GIN-EXECUTIONS-LOGGER] ")
     assert logs[0]["client_ip"] == "127.0.0.1" and logs[0]["latency"].endswith("ms")
     assert token not in str(logs)
+
+
+# -- deployment ----------------------------------------------------------------------------------
+def test_a_services_deployment_is_its_jobs(api: httpx.Client) -> None:
+    create(
+        api,
+        "noisy",
+        script='for i in 1 2 3; do echo "line $i"; done; exit "$(cat "$INPUT_FILE_PATH")"',
+    )
+    assert api.get("/system/services/noisy/deployment/logs").json()["available"] is False
+    ok = api.put("/system/files/minio.default/noisy/in/a", content=b"0").json()["jobs"][0]["job"]
+    assert wait_job(api, "noisy", ok)["status"] == "Succeeded"
+    assert api.get("/system/services/noisy/deployment").json()["state"] == "ready"
+    bad = api.put("/system/files/minio.default/noisy/in/b", content=b"3").json()["jobs"][0]["job"]
+    assert wait_job(api, "noisy", bad)["status"] == "Failed"
+    summary = api.get("/system/services/noisy/deployment").json()
+    assert summary["state"] == "degraded" and bad in summary["reason"]
+    assert summary["affected_instances"] == 1 and summary["active_instances"] == 0
+    logs = api.get("/system/services/noisy/deployment/logs?tailLines=2&timestamps=true").json()
+    assert logs["available"] is True and bad in logs["message"]
+    assert [e["message"] for e in logs["entries"]] == ["line 2", "line 3"]
+    assert logs["entries"][0]["timestamp"].endswith("Z")
+    assert api.get("/system/services/nosuch/deployment").status_code == 404

@@ -102,6 +102,8 @@ def test_a_service_from_a_dict_runs_sync_and_async_and_its_jobs_are_listed(
     assert isinstance(oscar.get_job_logs("shout", job).text, str)
     assert oscar.remove_job("shout", job).status_code == 204
     assert job not in oscar.list_jobs("shout").json()["jobs"]
+    assert oscar.get_deployment_status("shout").json()["state"] == "ready"
+    assert oscar.get_deployment_logs("shout").json()["available"] is True
     executions = oscar.get_system_logs(timestamps=True).json()["logs"]
     assert [e["path"] for e in executions] == ["/run/shout", "/job/shout"]
     assert oscar.remove_all_jobs("shout").status_code in (200, 204)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.openapi import WRITES, errors
@@ -13,6 +14,7 @@ from ondrop.errors import DefinitionError
 from ondrop.fdl import oscar
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
+from ondrop.store.base import FAILED, FINISHED, RUNNING
 
 router = APIRouter(dependencies=[Admin], tags=["services"], responses=errors(401, 500))
 # Applying writes the store and makes the services' folders in their storage providers.
@@ -134,3 +136,64 @@ def reprocess(name: str, platform: PlatformDep) -> dict[str, Any]:
         "jobs": [{"service": j.service, "job": j.id, "input": j.input_key} for j in jobs],
         "already": already,
     }
+
+
+@router.get("/system/services/{name}/deployment", responses=errors(404))
+def deployment(name: str, platform: PlatformDep) -> dict[str, Any]:
+    """OSCAR's deployment summary. An ondrop service has no long-running deployment of
+    its own: its instances are its jobs. `state` is `ready`, or `degraded` while its
+    latest ended job failed (`reason` says why); `active_instances` are its jobs running
+    now, `affected_instances` its failed ones."""
+    platform.services.get(name)
+    counts = platform.store.count_jobs(name)
+    ended = next((j for j in platform.store.jobs(name, 0, 50) if j.status in FINISHED), None)
+    failed = ended is not None and ended.status == FAILED
+    answer: dict[str, Any] = {
+        "state": "degraded" if failed else "ready",
+        "active_instances": counts.get(RUNNING, 0),
+        "affected_instances": counts.get(FAILED, 0),
+        "resource_kind": "jobs",
+    }
+    if failed and ended is not None:
+        answer["reason"] = f"its latest job, {ended.id}, failed: {ended.reason}"
+    return answer
+
+
+@router.get("/system/services/{name}/deployment/logs", responses=errors(404, 422))
+def deployment_logs(
+    name: str,
+    platform: PlatformDep,
+    timestamps: bool = False,
+    tailLines: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> dict[str, Any]:
+    """OSCAR's deployment logs: the last `tailLines` lines (default 200) of the output of
+    the service's latest job (`/system/logs/{service}/{job}` has every job's). With
+    `timestamps`, each entry has its attempt's end time."""
+    platform.services.get(name)
+    latest = platform.store.jobs(name, 0, 1)
+    answer: dict[str, Any] = {"service_name": name, "available": bool(latest), "entries": []}
+    if not latest:
+        answer["message"] = "the service has run no job yet"
+        return answer
+    attempts = platform.store.attempts(latest[0].id)
+    last = attempts[-1] if attempts else None
+    text = last.log if last is not None else ""
+    live = (
+        None
+        if last is None or last.finished_at is not None
+        else (platform.live_log(latest[0].id, last.number))
+    )
+    if live is not None:
+        with live:
+            text = live.read() + live.rest()
+    lines = text.splitlines()[-tailLines:]
+    stamp = ""
+    if timestamps and last is not None and last.finished_at is not None:
+        stamp = datetime.fromtimestamp(last.finished_at, UTC).isoformat().replace("+00:00", "Z")
+    answer["message"] = f"the output of job {latest[0].id}" + (
+        "" if last is None or last.finished_at is not None else " so far (it is running)"
+    )
+    answer["entries"] = [
+        {"message": line, **({"timestamp": stamp} if stamp else {})} for line in lines
+    ]
+    return answer
