@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -207,8 +208,12 @@ class Buckets:
     ) -> None:
         """ForbiddenError unless `signature` was made here for this request, and is
         still good."""
-        if not self.store.get_meta(SIGNING_KEY) or not hmac.compare_digest(
-            self.signature(method, provider, key, until), signature
+        if (
+            not re.fullmatch(r"[0-9a-f]{64}", signature)
+            or not self.store.get_meta(SIGNING_KEY)
+            or not hmac.compare_digest(
+                self.signature(method, provider, key, until).encode(), signature.encode()
+            )
         ):
             raise ForbiddenError(
                 f"this URL's signature is not one this platform made for {method} of {key!r}"

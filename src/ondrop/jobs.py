@@ -133,7 +133,7 @@ class JobSpec:
             job_id=data["job_id"],
             attempt=int(data["attempt"]),
             pool=data["pool"],
-            service=Service.model_validate(data["service"]),
+            service=Service.model_validate(data["service"], context={"stored": True}),
             event=Event(**data["event"]),
             resources=Resources.from_json(data["resources"]),
             inputs=tuple(Staged(ObjectRef(p, k), n) for p, k, n in data["inputs"]),

@@ -72,7 +72,9 @@ class Services:
         with self._lock:
             found: dict[str, Service] = {}
             for stored in self.store.services():
-                service = Service.model_validate({**stored.definition, "token": stored.token})
+                service = Service.model_validate(
+                    {**stored.definition, "token": stored.token}, context={"stored": True}
+                )
                 found[service.name] = service
                 for name, config in _declared(service).items():  # the same ones: kept
                     self.providers.register(name, self.providers.candidate(name, config), config)

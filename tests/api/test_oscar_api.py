@@ -102,7 +102,7 @@ def test_a_provider_endpoint_without_a_scheme_or_blank_is_named_not_500(
     for kind, config, field, words in [
         ("minio", {"endpoint": "minio-endpoint"}, "endpoint", "no http:// or https://"),
         ("minio", {"endpoint": ""}, "endpoint", "is blank"),
-        ("minio", {"access_key": "k"}, "endpoint", "is required"),
+        ("minio", {"access_key": "k"}, "endpoint", "is blank or missing"),
         ("s3", {"endpoint": "s3.example.org"}, "endpoint", "no http:// or https://"),
         ("webdav", {"hostname": " "}, "hostname", "is blank"),
         ("onedata", {"oneprovider_host": ""}, "oneprovider_host", "is blank"),

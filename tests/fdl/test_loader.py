@@ -312,3 +312,19 @@ def test_the_demos_detect_runs_on_batch_with_a_gpu_and_on_faas_without() -> None
         frame = object_event("minio.default", "videos/frames/a-t00000000.jpg", "1", 10)
         assert Router(gpus=True).pool_for(services["detect"], frame) == "batch"
         assert Router(gpus=False).pool_for(services["detect"], frame) == "faas"
+
+
+def test_a_definition_stored_by_an_older_ondrop_is_read_back_as_it_was_applied() -> None:
+    """A provider endpoint checked only since a later version never stops a start: the
+    stored definition is read back; a new apply of it is refused, naming the field."""
+    from ondrop.fdl.models import Service
+
+    data = {
+        "name": "old",
+        "script": "true",
+        "input": [{"storage_provider": "minio.x", "path": "b/in"}],
+        "storage_providers": {"minio": {"x": {"endpoint": ""}}},
+    }
+    assert Service.model_validate(data, context={"stored": True}).name == "old"
+    with pytest.raises(DefinitionError, match=r"minio\.x\.endpoint: is blank or missing"):
+        parse_service(data)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -200,12 +201,18 @@ class LocalProviderConfig(_Strict):
     )
 
 
+def stored(info: ValidationInfo) -> bool:
+    """Whether a definition applied before is being read back from the store: it is
+    taken as it was applied (an older ondrop checked less), never refused at start."""
+    return bool((info.context or {}).get("stored"))
+
+
 def check_url(value: str, example: str) -> str:
     """`value` if it is an http(s) URL with a host, else a ValueError that says why."""
     text = value.strip()
     scheme, sep, rest = text.partition("://")
     if not text:
-        raise ValueError(f"is blank; give the server's URL, for example {example}")
+        raise ValueError(f"is blank or missing; give the server's URL, for example {example}")
     if not sep or scheme.lower() not in ("http", "https"):
         raise ValueError(
             f"{value!r} has no http:// or https:// in front; give the whole URL, "
@@ -217,7 +224,9 @@ def check_url(value: str, example: str) -> str:
 
 
 class MinioProviderConfig(_Strict):
-    endpoint: str = Field(description="URL of the S3 API, http(s)://host:port")
+    endpoint: str = Field(
+        "", description="URL of the S3 API, http(s)://host:port", validate_default=True
+    )
     verify: bool = True
     access_key: str = ""
     secret_key: str = ""
@@ -225,7 +234,9 @@ class MinioProviderConfig(_Strict):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
+    def _endpoint(cls, value: str, info: ValidationInfo) -> str:
+        if stored(info):
+            return value
         return check_url(value, "https://minio.example.org:9000")
 
 
@@ -239,8 +250,10 @@ class S3ProviderConfig(_Strict):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_url(value, "https://s3.example.org") if value else value
+    def _endpoint(cls, value: str, info: ValidationInfo) -> str:
+        if stored(info) or not value:
+            return value
+        return check_url(value, "https://s3.example.org")
 
 
 def check_host(value: str, example: str) -> str:
@@ -263,7 +276,9 @@ class WebdavProviderConfig(_Strict):
 
     @field_validator("hostname")
     @classmethod
-    def _hostname(cls, value: str) -> str:
+    def _hostname(cls, value: str, info: ValidationInfo) -> str:
+        if stored(info):
+            return value
         return check_host(value, "dav.example.org/remote.php/webdav")
 
 
@@ -284,7 +299,9 @@ class OnedataProviderConfig(_Strict):
 
     @field_validator("oneprovider_host")
     @classmethod
-    def _host(cls, value: str) -> str:
+    def _host(cls, value: str, info: ValidationInfo) -> str:
+        if stored(info):
+            return value
         return check_host(value, "oneprovider.example.org")
 
 
@@ -297,7 +314,9 @@ PROVIDER_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def validate_providers(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
+def validate_providers(
+    value: Any, context: dict[str, Any] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
     """`{type: {id: config}}` checked field by field against the type's model."""
     if value is None:
         return {}
@@ -322,7 +341,9 @@ def validate_providers(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
                 continue
             given = {k: v for k, v in (config or {}).items() if v is not None}
             try:
-                checked[kind][str(ident)] = model.model_validate(given).model_dump()
+                checked[kind][str(ident)] = model.model_validate(
+                    given, context=context
+                ).model_dump()
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(part) for part in first["loc"])
@@ -437,8 +458,8 @@ class Service(_Strict):
 
     @field_validator("storage_providers", mode="before")
     @classmethod
-    def _providers(cls, value: Any) -> Any:
-        return validate_providers(value)
+    def _providers(cls, value: Any, info: ValidationInfo) -> Any:
+        return validate_providers(value, info.context)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> Service:

@@ -4,15 +4,17 @@ presigned URLs) on the platform's store or, with `provider`, any other (ondrop);
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.api.routes.files import stored_body, streamed
 from ondrop.errors import DefinitionError
+from ondrop.storage import canonical
 
 router = APIRouter(tags=["buckets"], responses=errors(400, 404, 500, 502, *READS))
 DEFAULT = "minio.default"
@@ -136,6 +138,9 @@ def presign(
     )
 
 
+Expires = Annotated[
+    int, Query(ge=0, le=2**53, description="when the URL stops working (seconds since the epoch)")
+]
 SIGNED = {403: "the signature is wrong or has expired", 422: "no expires or signature"}
 
 
@@ -145,13 +150,12 @@ SIGNED = {403: "the signature is wrong or has expired", 422: "no expires or sign
     responses=errors(403, 422, why=SIGNED),
 )
 def presigned_download(
-    provider: str, key: str, platform: PlatformDep, expires: int, signature: str
+    provider: str, key: str, platform: PlatformDep, expires: Expires, signature: str
 ) -> StreamingResponse:
     """Download through a URL from /system/buckets/{bucket}/presign (no credentials: the
-    URL's signature is them)."""
-    store = platform.providers.get(provider)
-    platform.buckets.check_signature("GET", store.name, key, expires, signature)
-    return streamed(store, key)
+    URL's signature is them; it is checked before anything else is looked at)."""
+    platform.buckets.check_signature("GET", canonical(provider), key, expires, signature)
+    return streamed(platform.providers.get(provider), key)
 
 
 @router.put(
@@ -164,10 +168,11 @@ async def presigned_upload(
     key: str,
     request: Request,
     platform: PlatformDep,
-    expires: int,
+    expires: Expires,
     signature: str,
 ) -> dict[str, Any]:
     """Upload through a URL from /system/buckets/{bucket}/presign."""
-    store = platform.providers.get(provider)
-    platform.buckets.check_signature("PUT", store.name, key, expires, signature)
-    return await stored_body(platform, store, key, request)
+    await run_in_threadpool(
+        platform.buckets.check_signature, "PUT", canonical(provider), key, expires, signature
+    )
+    return await stored_body(platform, platform.providers.get(provider), key, request)

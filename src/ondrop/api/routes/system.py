@@ -99,7 +99,9 @@ def update_config(platform: PlatformDep, raw: Any = Body()) -> list[str]:
     OSCAR's config are read-only and ignored."""
     if not isinstance(raw, dict):
         raise DefinitionError('expected {"allowed_image_repositories": [text, ...]}')
-    given = raw.get("allowed_image_repositories") or []
+    if "allowed_image_repositories" not in raw:
+        return platform.allowed_images  # nothing asked to change
+    given = raw["allowed_image_repositories"] or []
     if (
         not isinstance(given, list)
         or len(given) > MAX_REPOSITORIES
