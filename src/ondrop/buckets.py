@@ -83,9 +83,7 @@ class Buckets:
         """The bucket, one page of its objects (those after the key `page`), and the key
         the next page starts after ("" at the end)."""
         found = self.providers.get(provider)
-        name = self._name(name)
-        if name not in found.folders():
-            raise NotFoundError(f"{found.name}: no bucket {name!r}")
+        name = self._present(found, name)
         objects: list[dict[str, Any]] = []
         more = ""
         for info in found.list(name):
@@ -163,9 +161,7 @@ class Buckets:
         with no other credentials, for `expires` seconds. An object store signs its own
         URLs; a local store's point at this platform, signed with a key of its own."""
         found = self.providers.get(provider)
-        bucket = self._name(name)
-        if bucket not in found.folders():
-            raise NotFoundError(f"{found.name}: no bucket {bucket!r}")
+        bucket = self._present(found, name)
         method = OPERATIONS.get(operation.strip().lower())
         if method is None:
             raise DefinitionError(f"operation: {operation!r} is not one of {', '.join(OPERATIONS)}")
@@ -228,10 +224,15 @@ class Buckets:
             raise InvalidKeyError(f"bucket: expected a bucket's name, not {name!r}")
         return check_key(text, "bucket")
 
+    def _present(self, found: StorageProvider, name: str) -> str:
+        """The bucket's checked name; NotFoundError when the provider has no such one."""
+        bucket = self._name(name)
+        if bucket not in found.folders():
+            raise NotFoundError(f"{found.name}: no bucket {bucket!r}")
+        return bucket
+
     def _existing(self, found: StorageProvider, name: str) -> Bucket:
-        bucket = self._bucket(found, self._name(name))
-        if bucket.name not in found.folders():
-            raise NotFoundError(f"{found.name}: no bucket {bucket.name!r}")
+        bucket = self._bucket(found, self._present(found, name))
         if bucket.services:
             raise ConflictError(
                 f"{found.name}: the bucket {bucket.name!r} belongs to the service(s) "
