@@ -192,10 +192,9 @@ class Buckets:
         }
 
     def signature(self, method: str, provider: str, key: str, until: int) -> str:
-        secret = self.store.get_meta(SIGNING_KEY)
-        if not secret:
-            self.store.set_meta(SIGNING_KEY, secrets.token_hex(32))
-            secret = self.store.get_meta(SIGNING_KEY) or ""
+        secret = self.store.get_meta(SIGNING_KEY) or self.store.first_meta(
+            SIGNING_KEY, secrets.token_hex(32)
+        )
         message = f"{method}\n{provider}\n{key}\n{until}".encode()
         return hmac.new(bytes.fromhex(secret), message, hashlib.sha256).hexdigest()
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -38,6 +39,20 @@ STORE_SCHEMES = ("postgresql://", "postgres://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _listed(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _issuer_url(text: str) -> bool:
+    """An OIDC issuer's URL: https, or http on a loopback address (a test's issuer)."""
+    url = urlsplit(text)
+    if not url.hostname or url.query or url.fragment:
+        return False
+    return url.scheme == "https" or (
+        url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
+    )
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("ondrop"))
 
@@ -57,6 +72,21 @@ class Settings:
     )
     admin_password: str = _setting(
         "", "admin password (default: generated on first start, kept in the data folder)"
+    )
+    oidc_issuers: str = _setting(
+        "",
+        "OIDC issuers whose users may sign in with a bearer token, comma-separated https "
+        "URLs (EGI Check-in: https://aai.egi.eu/auth/realms/egi); empty: the admin only",
+    )
+    oidc_audience: str = _setting(
+        "",
+        "the audience (aud) a user's token must be for; empty: tokens for any client of "
+        "the issuers are taken, as OSCAR does (the start log warns)",
+    )
+    oidc_groups: str = _setting(
+        "",
+        "VOs (EGI entitlements, Keycloak groups) whose members may sign in, comma-separated; "
+        "empty: every user of the issuers",
     )
     store: str = _setting(
         "",
@@ -161,6 +191,11 @@ class Settings:
             )
         if self.shared_folder and not Path(self.shared_folder).is_absolute():
             problems.append(f"shared_folder {self.shared_folder!r} is not an absolute path")
+        problems += [
+            f"oidc_issuers: {issuer!r} is not an https URL (http only on loopback)"
+            for issuer in self.issuers
+            if not _issuer_url(issuer)
+        ]
         if self.object_store not in ("none", "seaweedfs"):
             problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
         for name in ("backend", "faas_backend", "batch_backend"):
@@ -194,6 +229,14 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def issuers(self) -> list[str]:
+        return _listed(self.oidc_issuers)
+
+    @property
+    def groups(self) -> list[str]:
+        return _listed(self.oidc_groups)
 
     @property
     def workers(self) -> int:

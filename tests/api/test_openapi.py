@@ -162,9 +162,24 @@ def test_the_document_declares_who_may_call_each_operation(document: dict[str, A
         if path == "/health":
             assert "security" not in operation
         elif path.startswith(("/job/", "/run/")):
-            assert operation["security"] == [{"serviceToken": []}, {"admin": []}], path
+            assert operation["security"] == [{"serviceToken": []}, {"admin": []}, {"oidc": []}]
+        elif path.startswith(USERS) and (method.lower(), path) != ("put", "/system/config"):
+            assert operation["security"] == [{"admin": []}, {"oidc": []}], (method, path)
         elif path.startswith("/system/"):
             assert operation["security"] == [{"admin": []}], (method, path)
+    assert (schemes["oidc"]["scheme"], schemes["oidc"]["bearerFormat"]) == ("bearer", "JWT")
+
+
+# What a signed-in user (an OIDC token) may call, besides /job and /run: the services they
+# may use, their jobs, and what the platform is.
+USERS = (
+    "/system/services",
+    "/system/apply",
+    "/system/logs/",
+    "/system/jobs/",
+    "/system/info",
+    "/system/config",
+)
 
 
 def test_operations_that_read_a_raw_body_document_it(document: dict[str, Any]) -> None:

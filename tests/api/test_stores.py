@@ -249,5 +249,10 @@ def test_buckets_and_presigned_urls_on_the_bundled_object_store(
     ).json()
     assert httpx.put(up["url"], content=b"two").status_code == 200
     assert s3.get_object(Bucket="shared", Key="a/two.txt")["Body"].read() == b"two"
+    # a folder marker, as S3 consoles make them, goes with the bucket too
+    s3.put_object(Bucket="shared", Key="empty-folder/", Body=b"")
     assert api.delete("/system/buckets/shared").status_code == 204
     assert "shared" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    # a name S3 does not take is the caller's mistake, said so, not the store's failure
+    refused = api.post("/system/buckets", json={"bucket_name": "Not_A_Bucket"})
+    assert refused.status_code == 422 and "S3 bucket names" in refused.json()["detail"]

@@ -452,6 +452,9 @@ def test_what_one_control_plane_records_the_other_reads_at_once(open_store: Open
     producer = second.producer("local.default", "out/a")
     assert producer is not None and producer.id == job_id
     assert second.get_meta("k") == "v"
+    # a value set once: the first to set it wins, on every control plane
+    assert first.first_meta("once", "a") == "a"
+    assert second.first_meta("once", "b") == "a" and second.get_meta("once") == "a"
     assert second.delete_service("svc")
     assert first.service("svc") is None and first.count_jobs("svc") == {}
 

@@ -50,7 +50,9 @@ def test_an_oscar_file_copies_only_the_providers_its_services_use() -> None:
 def test_oscar_fields_ondrop_does_not_run_are_warnings_that_name_the_field() -> None:
     definition = load_file(EXAMPLES / "oscar-grayify" / "grayify.yaml")
     warned = "\n".join(definition.warnings)
-    assert "service 'grayify': field 'vo': not supported by ondrop" in warned
+    assert "service 'grayify': field 'enable_sgx': not supported by ondrop" in warned
+    # vo is ondrop's too: the service is for that VO's members
+    assert "vo" not in warned and definition.services[0].vo == "vo.example.eu"
     # Fields set to nothing (alpine: false, synchronous all zero) ask for nothing.
     assert "alpine" not in warned and "synchronous" not in warned
 

@@ -24,6 +24,7 @@ from ondrop.api.auth import Credentials
 from ondrop.api.docs import serve_docs
 from ondrop.api.executions import ExecutionLogger, Executions
 from ondrop.api.methods import AllowedMethods
+from ondrop.api.oidc import SignIn
 from ondrop.api.openapi import document
 from ondrop.api.routes import buckets, events, files, invoke, logs, services, system
 from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
@@ -51,8 +52,9 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
         title="ondrop",
         version=__version__,
         description="Event-driven file processing. OSCAR-compatible paths under /system, "
-        "/job and /run; `/system/*` needs the admin's HTTP basic credentials, `/job` and "
-        "`/run` a service's bearer token.",
+        "/job and /run; `/system/*` needs the admin's HTTP basic credentials (or, for "
+        "services and their jobs, a user's OIDC token), `/job` and `/run` a service's bearer "
+        "token, the admin's or a user's who may use the service.",
         lifespan=lifespan,
         docs_url=None,  # served offline instead (api/docs.py)
         redoc_url=None,
@@ -60,6 +62,7 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
     serve_docs(app)
     app.state.platform = platform
     app.state.admin = admin
+    app.state.signin = SignIn.of(platform.settings)
     app.state.executions = Executions()
 
     @app.exception_handler(OndropError)

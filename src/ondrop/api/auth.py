@@ -1,5 +1,6 @@
-"""Who may call what: the admin (HTTP basic) on /system/*, a service's token (bearer) or
-the admin on that service's /job and /run. Wrong or missing credentials get 401."""
+"""Who is calling: the admin (HTTP basic), a signed-in user (an OIDC bearer token, see
+api/oidc.py) or a service's token (bearer, on that service's /job and /run only). What each
+may do with a service is access.py's. Wrong or missing credentials get 401."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from pathlib import Path
 
 from fastapi import Request
 
+from ondrop.access import ADMIN, Caller, seen
+from ondrop.api.oidc import SignIn
 from ondrop.client import CREDENTIALS_FILE
 from ondrop.errors import AuthError, DefinitionError
-from ondrop.settings import Settings
+from ondrop.fdl.models import Service
+from ondrop.settings import Settings, env_name
 
 # What admin.json says when the platform's password was given to it, never kept there.
 GIVEN = "given to `ondrop up` (--admin-password or ONDROP_ADMIN_PASSWORD)"
@@ -114,13 +118,43 @@ def require_admin(request: Request, admin: Credentials) -> None:
         raise AuthError(problem)
 
 
-def require_service(request: Request, admin: Credentials, token: str) -> None:
-    """Admin, or the bearer token of the service."""
+def caller(request: Request, admin: Credentials, signin: SignIn) -> Caller:
+    """The admin (HTTP basic) or a signed-in user (an OIDC bearer token), else a 401 that
+    says what is missing or wrong."""
+    token = _bearer(request)
+    if token is None:
+        if signin and not request.headers.get("authorization"):
+            raise AuthError(
+                "credentials required: the admin's (HTTP basic) or a user's OIDC token "
+                "(Authorization: Bearer <token>)"
+            )
+        require_admin(request, admin)
+        return ADMIN
+    if not signin:
+        raise AuthError(
+            "a bearer token was given, but this platform signs in no users "
+            f"({env_name('oidc_issuers')} is empty): give the admin's HTTP basic credentials"
+        )
+    user = signin.user(token)
+    if user is None:
+        raise AuthError(
+            "the bearer token is not an OIDC token: a service's token runs that service "
+            "(/job and /run) and nothing else"
+        )
+    return Caller(user)
+
+
+def require_service(request: Request, admin: Credentials, signin: SignIn, service: Service) -> None:
+    """The bearer token of the service, the admin, or a signed-in user who may use it."""
     given = _bearer(request)
     if given is None:
         if _basic(request) is not None:  # the admin's, then: say what is wrong with them
             require_admin(request, admin)
             return
         raise AuthError("the service's token is required (Authorization: Bearer <token>)")
-    if not secrets.compare_digest(given.encode(), token.encode()):
+    if secrets.compare_digest(given.encode(), service.token.encode()):
+        return
+    user = signin.user(given) if signin else None
+    if user is None:
         raise AuthError("this token does not grant access to this service")
+    seen(service, Caller(user))

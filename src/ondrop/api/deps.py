@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 
-from ondrop.api.auth import Credentials, require_admin, require_service
-from ondrop.api.openapi import ADMIN_BASIC, SERVICE_TOKEN
+from ondrop.access import Caller, changed, seen
+from ondrop.api.auth import Credentials, caller, require_admin, require_service
+from ondrop.api.openapi import ADMIN_BASIC, OIDC_TOKEN, SERVICE_TOKEN
 from ondrop.errors import NotFoundError
 from ondrop.platform import Platform
 
@@ -26,22 +27,49 @@ def admin_only(request: Request, _basic: Annotated[None, Security(ADMIN_BASIC)])
     require_admin(request, admin)
 
 
+def signed_in(
+    request: Request,
+    _basic: Annotated[None, Security(ADMIN_BASIC)],
+    _oidc: Annotated[None, Security(OIDC_TOKEN)],
+) -> Caller:
+    """The admin or a signed-in user."""
+    return caller(request, request.app.state.admin, request.app.state.signin)
+
+
 def service_access(
     request: Request,
     service: str,
     _token: Annotated[None, Security(SERVICE_TOKEN)],
     _basic: Annotated[None, Security(ADMIN_BASIC)],
+    _oidc: Annotated[None, Security(OIDC_TOKEN)],
 ) -> None:
-    """The service's token or the admin's credentials (the document lists either). A
-    service that does not exist is a 404 before any credentials are looked at, as in
-    OSCAR's /job and /run."""
+    """The service's token, the admin's credentials, or a user who may use the service
+    (the document lists each). A service that does not exist is a 404 before any
+    credentials are looked at, as in OSCAR's /job and /run."""
     platform = get_platform(request)
     found = platform.services.find(service)
     if found is None:
         raise NotFoundError(f"no service named {service!r}")
-    require_service(request, request.app.state.admin, found.token)
+    require_service(request, request.app.state.admin, request.app.state.signin, found)
+
+
+def service_reader(
+    request: Request, service: str, who: Annotated[Caller, Depends(signed_in)]
+) -> None:
+    """The admin, or a user who may use `service` (its jobs and logs)."""
+    seen(get_platform(request).services.get(service), who)
+
+
+def service_changer(
+    request: Request, service: str, who: Annotated[Caller, Depends(signed_in)]
+) -> None:
+    """The admin, or the owner of `service` (removing or retrying its jobs)."""
+    changed(get_platform(request).services.get(service), who)
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+SignedIn = Annotated[Caller, Depends(signed_in)]
 Admin = Depends(admin_only)
 ServiceAccess = Depends(service_access)
+ServiceReader = Depends(service_reader)
+ServiceChanger = Depends(service_changer)

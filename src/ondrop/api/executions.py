@@ -87,6 +87,8 @@ def _who(scope: Scope) -> str:
     """Who asked, by the kind of credentials given (never checked here, never shown)."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            scheme = value.split(b" ", 1)[0].lower()
-            return {b"basic": "admin", b"bearer": "service token"}.get(scheme, "")
+            scheme, _, given = value.partition(b" ")
+            if scheme.lower() == b"bearer" and given.strip().count(b".") == 2:
+                return "oidc user"  # a JWT; a service's token is hex
+            return {b"basic": "admin", b"bearer": "service token"}.get(scheme.lower(), "")
     return ""

@@ -159,6 +159,13 @@ SERVICE_TOKEN = Scheme(
     "serviceToken",
     HTTPBearer(description="the service's `token`, from GET /system/services/{name}"),
 )
+OIDC_TOKEN = Scheme(
+    "oidc",
+    HTTPBearer(
+        bearerFormat="JWT",
+        description="a user's OIDC access token, from an issuer in ONDROP_OIDC_ISSUERS",
+    ),
+)
 WEBHOOK_TOKEN = Scheme(
     "webhookToken",
     HTTPBearer(description="the token ondrop gave the bundled object store's filer"),

@@ -180,6 +180,9 @@ def up(
     object_store_host: str = typer.Option(
         None, help=help_for("object_store_host"), show_default=False
     ),
+    oidc_issuers: str = typer.Option(None, help=help_for("oidc_issuers"), show_default=False),
+    oidc_audience: str = typer.Option(None, help=help_for("oidc_audience"), show_default=False),
+    oidc_groups: str = typer.Option(None, help=help_for("oidc_groups"), show_default=False),
     store: str = typer.Option(None, help=help_for("store"), show_default=False),
     shared_folder: str = typer.Option(None, help=help_for("shared_folder"), show_default=False),
     backend: str = typer.Option(None, help=help_for("backend"), show_default=False),
@@ -212,6 +215,9 @@ def up(
         poll_interval=poll_interval,
         object_store=object_store,
         object_store_host=object_store_host,
+        oidc_issuers=oidc_issuers,
+        oidc_audience=oidc_audience,
+        oidc_groups=oidc_groups,
         store=store,
         shared_folder=shared_folder,
         backend=backend,

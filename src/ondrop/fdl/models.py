@@ -24,6 +24,8 @@ from ondrop.fdl.problems import Problem, in_words
 from ondrop.quantity import parse_bytes, parse_cpu
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
+# The owner of the services the admin creates (OSCAR's name for it).
+ADMIN_OWNER = "cluster_admin"
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Provider types a definition may name; `local` is ondrop's own.
 PROVIDER_TYPES = ("local", "minio", "s3", "webdav", "onedata", "rucio")
@@ -417,6 +419,28 @@ class Service(_Strict):
         default_factory=dict, description="{type: {id: settings}} of providers named above"
     )
     token: str = Field("", description="read-only: the bearer token for /job and /run")
+    owner: str = Field(
+        ADMIN_OWNER,
+        max_length=255,
+        description="set by the platform: the signed-in user (OIDC `sub`) who created it, "
+        f"{ADMIN_OWNER} for the admin's",
+    )
+    visibility: Literal["private", "restricted", "public"] = Field(
+        "private",
+        description="who of the signed-in users may list, read and run it besides its "
+        "owner: private (none), restricted (`allowed_users`), public (all); default private",
+    )
+    allowed_users: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="restricted services: the users (OIDC `sub`) who may list, read and run it",
+    )
+    vo: str = Field(
+        "",
+        max_length=255,
+        description="the VO (EGI virtual organisation) it belongs to: only its members may "
+        "use it; default: the first of ONDROP_OIDC_GROUPS its creator is in",
+    )
 
     @field_validator("cpu", mode="before")
     @classmethod
@@ -450,6 +474,22 @@ class Service(_Strict):
         if text not in LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return text
+
+    @field_validator("visibility", "owner", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """Go's JSON (oscar-cli) sends an unset text as "": the default, then."""
+        if value == "" and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
+
+    @field_validator("allowed_users")
+    @classmethod
+    def _allowed_users(cls, value: list[str]) -> list[str]:
+        users = list(dict.fromkeys(u.strip() for u in value if u.strip()))
+        if any(len(u) > 255 or not u.isprintable() for u in users):
+            raise ValueError("expected users' ids (OIDC `sub`), at most 255 printable characters")
+        return users
 
     @field_validator("script")
     @classmethod

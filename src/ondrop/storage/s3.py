@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,20 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ondrop.errors import InvalidKeyError, NotFoundError, StorageError, StorageUnavailableError
+from ondrop.errors import (
+    ConflictError,
+    DefinitionError,
+    InvalidKeyError,
+    NotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key
 
 PART = 16 * 1024**2  # multipart threshold and part size
 MISSING = {"404", "NoSuchKey", "NotFound"}
+# What S3 takes as a bucket's name (its rules, and what MinIO and SeaweedFS check).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 CREDENTIALS = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -118,7 +128,7 @@ class S3Storage(StorageProvider):
             )
         if not isinstance(exc, ClientError):
             return StorageError(f"{where}: {what}: {exc}")
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return StorageError(
@@ -138,7 +148,7 @@ class S3Storage(StorageProvider):
 
     @staticmethod
     def _missing(exc: ClientError) -> bool:
-        return str(exc.response.get("Error", {}).get("Code", "")) in MISSING | {"NoSuchBucket"}
+        return _code(exc) in MISSING | {"NoSuchBucket"}
 
     @staticmethod
     def _info(key: str, etag: str, size: int, modified: Any) -> ObjectInfo:
@@ -242,13 +252,17 @@ class S3Storage(StorageProvider):
         except StorageError as exc:
             if not (isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__)):
                 raise
+        if not BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+            raise DefinitionError(
+                f"{self.name}: {bucket!r} cannot be a bucket: S3 bucket names are 3 to 63 "
+                "lowercase letters, digits, '.' and '-', starting and ending with a letter or "
+                "digit"
+            )
         try:
             with self._calls(f"create bucket {bucket!r}"):
                 self.client.create_bucket(Bucket=bucket)
         except StorageError as exc:
-            code = ""
-            if isinstance(exc.__cause__, ClientError):
-                code = str(exc.__cause__.response.get("Error", {}).get("Code", ""))
+            code = _code(exc.__cause__) if isinstance(exc.__cause__, ClientError) else ""
             if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise
 
@@ -263,14 +277,35 @@ class S3Storage(StorageProvider):
             if isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__):
                 return 0  # no such bucket
             raise
-        if "/" not in path.strip("/"):
+        bucket = path.strip("/")
+        if "/" not in bucket:
+            self._empty(bucket)
             try:
-                with self._calls(f"delete bucket {path!r}"):
-                    self.client.delete_bucket(Bucket=path.strip("/"))
+                with self._calls(f"delete bucket {bucket!r}"):
+                    self.client.delete_bucket(Bucket=bucket)
             except StorageError as exc:
-                if not (isinstance(exc.__cause__, ClientError) and self._missing(exc.__cause__)):
-                    raise
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and self._missing(cause):
+                    return gone
+                if isinstance(cause, ClientError) and _code(cause) == "BucketNotEmpty":
+                    raise ConflictError(
+                        f"{self.name}: objects were written to the bucket {bucket!r} while it "
+                        "was being deleted; delete it again"
+                    ) from None
+                raise
         return gone
+
+    def _empty(self, bucket: str) -> None:
+        """Delete what the listing leaves in `bucket`: folder markers, keys ondrop does not
+        take."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._calls(f"empty bucket {bucket!r}"):
+            for page in paginator.paginate(Bucket=bucket):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:  # a page holds at most 1,000: what one delete_objects takes
+                    self.client.delete_objects(
+                        Bucket=bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
 
     def presign(self, key: str, method: str, expires: int, content_type: str = "") -> str:
         """A URL that lets whoever holds it GET or PUT the object at `key` for `expires`
@@ -287,3 +322,7 @@ class S3Storage(StorageProvider):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

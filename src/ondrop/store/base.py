@@ -380,6 +380,11 @@ class Store(ABC):
     @abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
 
+    @abstractmethod
+    def first_meta(self, key: str, value: str) -> str:
+        """Set `key` to `value` unless it has a value; answers the one it has then. Of
+        control planes that race to set it, one wins and all get its value."""
+
     def listen(self, ended: Callable[[str], None]) -> bool:
         """Call `ended(job id)` whenever a job someone waits for (a /run job) ends for good,
         on any control plane on the store, until it closes (a wake-up: one may be missed,

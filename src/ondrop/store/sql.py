@@ -1091,3 +1091,12 @@ class SQLStore(Store):
                    ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
                 (key, value),
             )
+
+    def first_meta(self, key: str, value: str) -> str:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.deps import Admin, PlatformDep, ServiceChanger, ServiceReader
 from ondrop.api.executions import Executions
 from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.chains import follow
@@ -34,9 +34,8 @@ from ondrop.store.base import (
 )
 
 router = APIRouter(
-    dependencies=[Admin],
     tags=["jobs"],
-    responses=errors(401, 404, *READS, why={404: "no such service, or no such job of it"}),
+    responses=errors(401, 403, 404, *READS, why={404: "no such service, or no such job of it"}),
 )
 CHANGES = errors(*WRITES)  # the router's, and a full disk
 
@@ -110,12 +109,12 @@ def _job(platform: Platform, service: str, job_id: str) -> Job:
     return job
 
 
-@router.get("/system/logs")
+@router.get("/system/logs", dependencies=[Admin])
 def system_logs(request: Request) -> dict[str, Any]:
     """OSCAR's execution log: `{"logs": [{timestamp, status, latency, client_ip, method,
     path, user, raw}]}`, one entry per invocation (`POST` to /job or /run) this control
     plane answered, oldest first; the last 10,000 since it started (`ondrop up`'s own
-    log has everything). `user` is `admin` or `service token`: who was let in is the
+    log has everything). `user` is `admin`, `service token` or `oidc user`: who was let in is the
     status's to say."""
     executions: Executions = request.app.state.executions
     return {"logs": executions.all()}
@@ -123,6 +122,7 @@ def system_logs(request: Request) -> dict[str, Any]:
 
 @router.get(
     "/system/logs/{service}",
+    dependencies=[ServiceReader],
     responses=errors(
         422,
         why={
@@ -160,6 +160,7 @@ def list_jobs(
 
 @router.delete(
     "/system/logs/{service}",
+    dependencies=[ServiceChanger],
     status_code=204,
     responses={**CHANGES, **errors(422, why={422: "`all` is not a boolean"})},
 )
@@ -172,6 +173,7 @@ def delete_jobs(service: str, platform: PlatformDep, all: bool = False) -> Respo
 
 @router.get(
     "/system/logs/{service}/{job}",
+    dependencies=[ServiceReader],
     response_class=PlainTextResponse,
     responses=errors(422, why={422: "`follow` or `timestamps` is not a boolean"}),
 )
@@ -322,7 +324,7 @@ def _stamped(text: str) -> str:
     return "".join(f"{now} {line}" for line in text.splitlines(keepends=True))
 
 
-@router.get("/system/jobs/{service}/{job}")
+@router.get("/system/jobs/{service}/{job}", dependencies=[ServiceReader])
 def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
     """One job with its attempts (ondrop): each with its pool, node, status, exit code,
     reason, `cause` (exit, timeout, oom, stopped, unavailable, lost, input_gone, internal;
@@ -357,6 +359,7 @@ def job_detail(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
 
 @router.delete(
     "/system/logs/{service}/{job}",
+    dependencies=[ServiceChanger],
     status_code=204,
     responses={**CHANGES, **errors(409, why={409: "the job is running"})},
 )
@@ -369,7 +372,7 @@ def delete_job(service: str, job: str, platform: PlatformDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/system/jobs/{service}/retry", responses=CHANGES)
+@router.post("/system/jobs/{service}/retry", dependencies=[ServiceChanger], responses=CHANGES)
 def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
     """Run every failed job of the service again (ondrop); answers their ids."""
     platform.services.get(service)
@@ -381,6 +384,7 @@ def retry_failed(service: str, platform: PlatformDep) -> dict[str, Any]:
 
 @router.post(
     "/system/jobs/{service}/{job}/retry",
+    dependencies=[ServiceChanger],
     responses={**CHANGES, **errors(409, why={409: "the job has not failed nor been cancelled"})},
 )
 def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
@@ -398,6 +402,7 @@ def retry_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
 
 @router.post(
     "/system/jobs/{service}/{job}/cancel",
+    dependencies=[ServiceChanger],
     responses={**CHANGES, **errors(409, why={409: "the job has already ended"})},
 )
 def cancel_job(service: str, job: str, platform: PlatformDep) -> dict[str, Any]:
@@ -423,6 +428,7 @@ class Followed(BaseModel):
 
 @router.post(
     "/system/chains",
+    dependencies=[Admin],
     responses=errors(
         422,
         why={

@@ -8,15 +8,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
-from ondrop.api.deps import Admin, PlatformDep
+from ondrop.access import Caller, changed, may_see, owned, seen
+from ondrop.api.deps import PlatformDep, SignedIn
 from ondrop.api.openapi import WRITES, errors
 from ondrop.errors import DefinitionError
 from ondrop.fdl import oscar
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
+from ondrop.platform import Platform
 from ondrop.store.base import FAILED, FINISHED, RUNNING
 
-router = APIRouter(dependencies=[Admin], tags=["services"], responses=errors(401, 500))
+router = APIRouter(tags=["services"], responses=errors(401, 403, 500))
 # Applying writes the store and makes the services' folders in their storage providers.
 APPLYING = (409, 422, 502, *WRITES)
 MAX_SOURCE = 4096  # characters of an apply's `source`, a file's path
@@ -41,13 +43,20 @@ ServiceBody = Body(
 
 
 @router.get("/system/services")
-def list_services(platform: PlatformDep) -> list[dict[str, Any]]:
-    return [oscar.item(s) for s in platform.services.all()]
+def list_services(platform: PlatformDep, who: SignedIn) -> list[dict[str, Any]]:
+    """The services `who` may use: all of them for the admin."""
+    return [oscar.item(s) for s in platform.services.all() if may_see(s, who)]
 
 
 @router.get("/system/services/{name}", responses=errors(404))
-def get_service(name: str, platform: PlatformDep) -> dict[str, Any]:
-    return oscar.item(platform.services.get(name))
+def get_service(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
+    return oscar.item(seen(platform.services.get(name), who))
+
+
+def _owned(platform: Platform, services: list[Service], who: Caller) -> list[Service]:
+    """`services` with their owners and VOs, as `who` applies them."""
+    groups = platform.settings.groups
+    return [owned(s, who, platform.services.find(s.name), groups) for s in services]
 
 
 @router.post(
@@ -55,9 +64,12 @@ def get_service(name: str, platform: PlatformDep) -> dict[str, Any]:
     status_code=201,
     responses=errors(*APPLYING, why={**WHY, 409: "the name is taken, or " + WHY[409]}),
 )
-def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, Any]:
-    """Create a service (201); 409 when the name is taken."""
+def create_service(platform: PlatformDep, who: SignedIn, raw: Any = ServiceBody) -> dict[str, Any]:
+    """Create a service (201), owned by the user who creates it; 409 when the name is
+    taken."""
     service, warnings = parse_service(raw)
+    if platform.services.find(service.name) is None:
+        (service,) = _owned(platform, [service], who)
     applied = platform.apply([service], mode="create")
     made = oscar.item(platform.services.get(service.name))
     return {**made, "warnings": warnings + applied.warnings}
@@ -68,22 +80,27 @@ def create_service(platform: PlatformDep, raw: Any = ServiceBody) -> dict[str, A
     status_code=204,
     responses=errors(404, *APPLYING, why={**WHY, 404: "no service of that name"}),
 )
-def update_service(platform: PlatformDep, raw: Any = ServiceBody) -> Response:
-    """Replace a service (204); its token is kept, blank secrets keep their values."""
+def update_service(platform: PlatformDep, who: SignedIn, raw: Any = ServiceBody) -> Response:
+    """Replace a service (204): its owner's or the admin's; its token and owner are kept,
+    blank secrets keep their values."""
     service, _ = parse_service(raw)
+    if platform.services.find(service.name) is not None:
+        (service,) = _owned(platform, [service], who)
     platform.apply([service], mode="update")
     return Response(status_code=204)
 
 
 @router.delete("/system/services/{name}", status_code=204, responses=errors(404, *WRITES))
-def delete_service(name: str, platform: PlatformDep) -> Response:
-    """Remove a service and its jobs (204). Files in its folders stay."""
+def delete_service(name: str, platform: PlatformDep, who: SignedIn) -> Response:
+    """Remove a service and its jobs (204): its owner or the admin. Files in its folders
+    stay."""
+    changed(platform.services.get(name), who)
     platform.delete_service(name)
     return Response(status_code=204)
 
 
 @router.post("/system/apply", responses=errors(*APPLYING, why=WHY))
-def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
+def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, Any]:
     """Create or update several services at once (ondrop; what `ondrop apply` calls):
     `{"services": [service, ...], "source": "the FDL file's path"}` (`source` optional).
     All are checked together; on any error none changes. Answers `{created, updated,
@@ -111,7 +128,7 @@ def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
         warnings += found
     if problems:
         raise DefinitionError("\n".join(problems))
-    applied = platform.apply(services, source=source)
+    applied = platform.apply(_owned(platform, services, who), source=source)
     return {
         "created": applied.created,
         "updated": applied.updated,
@@ -126,11 +143,12 @@ def apply(platform: PlatformDep, raw: Any = Body()) -> dict[str, Any]:
     "/system/services/{name}/reprocess",
     responses=errors(404, 502, *WRITES, why={404: "no service of that name"}),
 )
-def reprocess(name: str, platform: PlatformDep) -> dict[str, Any]:
+def reprocess(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
     """Start jobs for the files already in the service's input folders (ondrop; as SCAR's
     `scar run`): one per file version its filters take that has no job of it yet, such
     as the files an apply left alone. Answers `{"jobs": [{service, job, input}],
     "already": N}`, N the files that had a job of it already."""
+    changed(platform.services.get(name), who)
     jobs, already = platform.intake.reprocess(name)
     return {
         "jobs": [{"service": j.service, "job": j.id, "input": j.input_key} for j in jobs],
@@ -139,12 +157,12 @@ def reprocess(name: str, platform: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/system/services/{name}/deployment", responses=errors(404))
-def deployment(name: str, platform: PlatformDep) -> dict[str, Any]:
+def deployment(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
     """OSCAR's deployment summary. An ondrop service has no long-running deployment of
     its own: its instances are its jobs. `state` is `ready`, or `degraded` while its
     latest ended job failed (`reason` says why); `active_instances` are its jobs running
     now, `affected_instances` its failed ones."""
-    platform.services.get(name)
+    seen(platform.services.get(name), who)
     counts = platform.store.count_jobs(name)
     ended = next((j for j in platform.store.jobs(name, 0, 50) if j.status in FINISHED), None)
     failed = ended is not None and ended.status == FAILED
@@ -163,13 +181,14 @@ def deployment(name: str, platform: PlatformDep) -> dict[str, Any]:
 def deployment_logs(
     name: str,
     platform: PlatformDep,
+    who: SignedIn,
     timestamps: bool = False,
     tailLines: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> dict[str, Any]:
     """OSCAR's deployment logs: the last `tailLines` lines (default 200) of the output of
     the service's latest job (`/system/logs/{service}/{job}` has every job's). With
     `timestamps`, each entry has its attempt's end time."""
-    platform.services.get(name)
+    seen(platform.services.get(name), who)
     latest = platform.store.jobs(name, 0, 1)
     answer: dict[str, Any] = {"service_name": name, "available": bool(latest), "entries": []}
     if not latest:

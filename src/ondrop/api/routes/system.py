@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import PlainTextResponse
 
 from ondrop import __version__
-from ondrop.api.deps import Admin, PlatformDep
+from ondrop.api.deps import Admin, PlatformDep, SignedIn
 from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.errors import DefinitionError, OndropError
 from ondrop.platform import Platform
@@ -42,8 +42,8 @@ def health(platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse("Ok")
 
 
-@router.get("/system/info", dependencies=[Admin], tags=["system"], responses=errors(401))
-def info(platform: PlatformDep) -> dict[str, Any]:
+@router.get("/system/info", tags=["system"], responses=errors(401, 403))
+def info(platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
     """OSCAR's info shape, plus what ondrop runs jobs with."""
     machine = host.machine()
     return {
@@ -60,14 +60,17 @@ def info(platform: PlatformDep) -> dict[str, Any]:
     }
 
 
-@router.get("/system/config", dependencies=[Admin], tags=["system"], responses=errors(401))
-def config(platform: PlatformDep) -> dict[str, Any]:
+@router.get("/system/config", tags=["system"], responses=errors(401, 403))
+def config(platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
     """OSCAR's config shape. `minio_provider` is the bundled object store when the
     platform runs one (`--object-store seaweedfs`); on the embedded default it is empty
-    and `minio.default` is the local store. `gpu_available`: the batch pool has GPUs."""
+    and `minio.default` is the local store. Its keys are the admin's to see: a user's
+    answer has them blank. `gpu_available`: the batch pool has GPUs."""
     minio = {"endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": ""}
     if platform.object_store is not None:
         minio = platform.object_store.provider_config()
+        if not who.admin:
+            minio = {**minio, "access_key": "", "secret_key": ""}
     return {
         "config": {
             "name": "ondrop",

@@ -1,0 +1,102 @@
+"""Who may do what with a service, as OSCAR decides it.
+
+The admin may do anything. A signed-in user (an OIDC token) lists, reads and runs a
+service they own, a public one, or a restricted one that lists them in `allowed_users`;
+a service with a `vo` is for that VO's members only (its owner aside). Only the owner (or
+the admin) changes or removes a service. A service's own token runs that service and
+nothing else (api/auth.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ondrop.errors import ForbiddenError
+from ondrop.fdl.models import ADMIN_OWNER, Service
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-in user: their id at the issuer (`sub`), name, and VOs."""
+
+    sub: str
+    name: str = ""
+    vos: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a user, or the admin (`user` None)."""
+
+    user: User | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.user is None
+
+    def __str__(self) -> str:
+        return "the admin" if self.user is None else f"user {self.user.sub!r}"
+
+
+ADMIN = Caller()
+
+
+def may_see(service: Service, caller: Caller) -> bool:
+    """May `caller` list, read and run `service` (and read its jobs)?"""
+    user = caller.user
+    if user is None or service.owner == user.sub:
+        return True
+    if service.vo and service.vo not in user.vos:
+        return False
+    if service.visibility == "public":
+        return True
+    return service.visibility == "restricted" and user.sub in service.allowed_users
+
+
+def may_change(service: Service, caller: Caller) -> bool:
+    """May `caller` change or remove `service` (and its jobs)?"""
+    return caller.user is None or service.owner == caller.user.sub
+
+
+def seen(service: Service, caller: Caller) -> Service:
+    """`service`, or a 403 when `caller` may not see it."""
+    if not may_see(service, caller):
+        raise ForbiddenError(f"{caller} may not use the service {service.name!r}")
+    return service
+
+
+def changed(service: Service, caller: Caller) -> Service:
+    """`service`, or a 403 when `caller` may not change it."""
+    if not may_change(service, caller):
+        raise ForbiddenError(
+            f"{caller} may not change the service {service.name!r}: only its owner and the "
+            "admin may"
+        )
+    return service
+
+
+def owned(
+    service: Service, caller: Caller, before: Service | None, groups: Iterable[str] = ()
+) -> Service:
+    """`service` as `caller` applies it, with its owner: the one it had (`before`: an
+    owner never changes), else the user who creates it (the admin's: the owner given,
+    else cluster_admin). A user
+    gives only a VO they are a member of; with none given, the first of the platform's
+    `groups` they are in (as OSCAR). A 403 when `caller` may not change `before`."""
+    if before is not None:
+        changed(before, caller)
+    user = caller.user
+    if user is None:
+        owner = before.owner if before is not None else service.owner
+        return service.model_copy(update={"owner": owner or ADMIN_OWNER})
+    vo = service.vo
+    if vo and vo not in user.vos and not (before is not None and before.vo == vo):
+        raise ForbiddenError(
+            f"service {service.name!r}: vo {vo!r} is not one of {caller}'s VOs "
+            f"({', '.join(sorted(user.vos)) or 'none'})"
+        )
+    if not vo:
+        vo = next((g for g in groups if g in user.vos), "")
+    owner = before.owner if before is not None else user.sub
+    return service.model_copy(update={"owner": owner, "vo": vo})

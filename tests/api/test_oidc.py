@@ -1,0 +1,295 @@
+"""Users who sign in with OIDC tokens, and what each may do with a service.
+
+The issuer is a real one on loopback (tests/support/issuer.py: discovery, JWKS, userinfo),
+its tokens signed with PyJWT. The rules are OSCAR's (pkg/utils/auth/
+service_permissions.go, pkg/handlers/{list,read,update,delete}.go): a private service is
+its owner's, a restricted one also its `allowed_users`', a public one everyone's; only the
+owner and the admin change it; the admin's services are owned by `cluster_admin`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ondrop.settings import Settings
+from tests.api.test_api import COPY
+from tests.conftest import ADMIN
+from tests.support.issuer import AUDIENCE, Issuer, serving_issuer
+
+VO = "vo.example.eu"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    with serving_issuer() as served:
+        yield served
+
+
+@pytest.fixture
+def settings(tmp_path: Path, issuer: Issuer) -> Settings:
+    return Settings.load(
+        {
+            "data": tmp_path / "data",
+            "admin_password": ADMIN.password,
+            "concurrency": 2,
+            "container_engine": "none",
+            "gpus": "0",
+            "oidc_issuers": issuer.url,
+            "oidc_audience": AUDIENCE,
+        },
+        environ={},
+    )
+
+
+def as_user(base_url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def service(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "script": COPY,
+        "input": [{"storage_provider": "minio", "path": f"{name}/in"}],
+        **extra,
+    }
+
+
+def test_a_users_service_is_theirs(base_url: str, issuer: Issuer, api: httpx.Client) -> None:
+    with (
+        as_user(base_url, issuer.token("ana")) as ana,
+        as_user(base_url, issuer.token("bob")) as bob,
+    ):
+        made = ana.post("/system/services", json=service("mine", owner="someone-else"))
+        assert made.status_code == 201, made.text
+        assert made.json()["owner"] == "ana"  # the platform sets it, whatever was sent
+        assert [s["name"] for s in ana.get("/system/services").json()] == ["mine"]
+        assert bob.get("/system/services").json() == []
+        refused = bob.get("/system/services/mine")
+        assert refused.status_code == 403 and "bob" in refused.json()["detail"]
+        assert bob.delete("/system/services/mine").status_code == 403
+        public = service("mine", visibility="public")
+        assert bob.put("/system/services", json=public).status_code == 403
+        # the owner changes it and keeps it; the admin sees it
+        changed = ana.put("/system/services", json=public)
+        assert changed.status_code == 204, changed.text
+        assert api.get("/system/services/mine").json()["owner"] == "ana"
+        # the admin changes it too, and the owner stays, whatever the body says
+        by_admin = api.put("/system/services", json={**public, "owner": "cluster_admin"})
+        assert by_admin.status_code == 204
+        assert api.get("/system/services/mine").json()["owner"] == "ana"
+        assert [s["name"] for s in bob.get("/system/services").json()] == ["mine"]
+        assert bob.delete("/system/services/mine").status_code == 403  # seen, not changed
+        assert ana.delete("/system/services/mine").status_code == 204
+
+
+def test_the_admins_services_are_cluster_admins(api: httpx.Client) -> None:
+    made = api.post("/system/services", json=service("admins"))
+    assert made.status_code == 201 and made.json()["owner"] == "cluster_admin"
+
+
+# Who may list, read and run which service: (visibility, allowed_users, vo) by caller.
+MATRIX = [
+    # service                                owner  listed bob  carol (in VO)  dan
+    (("private", [], ""), {"ana": True, "bob": False, "carol": False, "dan": False}),
+    (("restricted", ["bob"], ""), {"ana": True, "bob": True, "carol": False, "dan": False}),
+    (("public", [], ""), {"ana": True, "bob": True, "carol": True, "dan": True}),
+    (("public", [], VO), {"ana": True, "bob": False, "carol": True, "dan": False}),
+    (
+        ("restricted", ["bob", "carol"], VO),
+        {"ana": True, "bob": False, "carol": True, "dan": False},
+    ),
+]
+
+
+@pytest.mark.parametrize(("shape", "allowed"), MATRIX, ids=lambda v: str(v))
+def test_who_may_list_read_and_run_a_service(
+    base_url: str,
+    issuer: Issuer,
+    api: httpx.Client,
+    shape: tuple[str, list[str], str],
+    allowed: dict[str, bool],
+) -> None:
+    visibility, users, vo = shape
+    vos = {"ana": (VO,), "carol": (VO,)}
+    body = service("shared", visibility=visibility, allowed_users=users, vo=vo)
+    with as_user(base_url, issuer.token("ana", vos=(VO,))) as ana:
+        assert ana.post("/system/services", json=body).status_code == 201
+    for user, may in allowed.items():
+        with as_user(base_url, issuer.token(user, vos=vos.get(user, ()))) as client:
+            listed = [s["name"] for s in client.get("/system/services").json()]
+            assert (listed == ["shared"]) is may, (user, listed)
+            assert client.get("/system/services/shared").status_code == (200 if may else 403)
+            ran = client.post("/job/shared", content=b"hello")
+            assert ran.status_code == (201 if may else 403), (user, ran.text)
+            jobs = client.get("/system/logs/shared")
+            assert jobs.status_code == (200 if may else 403), user
+            # only the owner changes it, whoever may see it
+            assert client.delete("/system/logs/shared").status_code == (
+                204 if user == "ana" else 403
+            )
+    # the admin may do all, and the service's own token still runs it
+    assert api.get("/system/services/shared").status_code == 200
+    token = api.get("/system/services/shared").json()["token"]
+    with as_user(base_url, token) as own:
+        assert own.post("/job/shared", content=b"hi").status_code == 201
+        assert own.get("/system/services").status_code == 401  # runs it, nothing else
+
+
+def test_a_user_names_only_a_vo_they_are_in(base_url: str, issuer: Issuer) -> None:
+    with as_user(base_url, issuer.token("ana", vos=("vo.other",))) as ana:
+        refused = ana.post("/system/services", json=service("vo", vo=VO))
+        assert refused.status_code == 403 and VO in refused.json()["detail"]
+        assert ana.post("/system/services", json=service("vo", vo="vo.other")).status_code == 201
+
+
+def test_groups_from_userinfo_when_the_token_has_none(base_url: str, issuer: Issuer) -> None:
+    token = issuer.token("erin", vos=(VO,), in_userinfo=True)
+    calls = issuer.userinfo_calls
+    with as_user(base_url, token) as erin:
+        assert erin.post("/system/services", json=service("erins", vo=VO)).status_code == 201
+        assert erin.get("/system/services/erins").json()["vo"] == VO
+    assert issuer.userinfo_calls == calls + 1  # asked once, then kept until it expires
+
+
+@pytest.mark.parametrize(
+    ("why", "make", "said"),
+    [
+        ("expired", lambda i: i.token("ana", lifetime=-120), "expired"),
+        ("wrong audience", lambda i: i.token("ana", audience="another-app"), "audience"),
+        (
+            "another key",
+            lambda i: i.token(
+                "ana", key=rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            ),
+            "signature",
+        ),
+        ("another issuer", lambda i: i.token("ana", issuer="https://evil.example"), "issuer"),
+        ("not a JWT", lambda i: "not-a-token", "not an OIDC token"),
+    ],
+)
+def test_tokens_the_platform_does_not_take_are_401(
+    base_url: str, issuer: Issuer, why: str, make: Any, said: str
+) -> None:
+    with as_user(base_url, make(issuer)) as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401, why
+    assert said in refused.json()["detail"], refused.json()
+
+
+def test_a_token_signed_with_a_shared_secret_is_refused(base_url: str, issuer: Issuer) -> None:
+    import jwt
+
+    forged = jwt.encode(
+        {"iss": issuer.url, "sub": "ana", "aud": AUDIENCE, "exp": 2**31},
+        "a shared secret of thirty-two bytes or more",
+        algorithm="HS256",
+        headers={"kid": "test-key-1"},
+    )
+    with as_user(base_url, forged) as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401 and "HS256" in refused.json()["detail"]
+
+
+def test_users_see_the_config_without_the_stores_keys(base_url: str, issuer: Issuer) -> None:
+    with as_user(base_url, issuer.token("ana")) as ana:
+        assert ana.get("/system/info").status_code == 200
+        config = ana.get("/system/config").json()
+        assert config["minio_provider"]["secret_key"] == ""
+        # the admin's endpoints stay the admin's
+        assert ana.put("/system/config", json={"allowed_image_repositories": []}).status_code == 401
+        assert ana.get("/system/status").status_code == 401
+        assert ana.get("/system/buckets").status_code == 401
+
+
+def test_without_issuers_a_bearer_on_system_is_refused(tmp_path: Path) -> None:
+    from ondrop.platform import Platform
+    from tests.conftest import listening_socket, serving
+
+    bare = Settings.load(
+        {
+            "data": tmp_path / "bare",
+            "admin_password": ADMIN.password,
+            "container_engine": "none",
+            "gpus": "0",
+        },
+        environ={},
+    )
+    platform = Platform(bare)
+    platform.start()
+    try:
+        with serving(platform, listening_socket()) as url, as_user(url, "anything") as client:
+            refused = client.get("/system/services")
+        assert refused.status_code == 401
+        assert "ONDROP_OIDC_ISSUERS is empty" in refused.json()["detail"]
+    finally:
+        platform.stop()
+
+
+def test_groups_admit_only_their_members(tmp_path: Path, issuer: Issuer) -> None:
+    from ondrop.platform import Platform
+    from tests.conftest import listening_socket, serving
+
+    admitting = Settings.load(
+        {
+            "data": tmp_path / "vo",
+            "admin_password": ADMIN.password,
+            "container_engine": "none",
+            "gpus": "0",
+            "oidc_issuers": issuer.url,
+            "oidc_audience": AUDIENCE,
+            "oidc_groups": VO,
+        },
+        environ={},
+    )
+    platform = Platform(admitting)
+    platform.start()
+    try:
+        with serving(platform, listening_socket()) as url:
+            with as_user(url, issuer.token("out")) as outsider:
+                refused = outsider.get("/system/services")
+                assert refused.status_code == 403 and VO in refused.json()["detail"]
+            with as_user(url, issuer.token("member", vos=(VO,))) as member:
+                made = member.post("/system/services", json=service("in-vo"))
+                # a user's service without a vo gets the platform's first group they are in
+                assert made.status_code == 201 and made.json()["vo"] == VO
+    finally:
+        platform.stop()
+
+
+def test_an_issuer_url_must_be_https_off_loopback() -> None:
+    from ondrop.errors import DefinitionError
+
+    with pytest.raises(DefinitionError, match="not an https URL"):
+        Settings.load({"oidc_issuers": "http://aai.example.org/realms/egi"}, environ={})
+    assert Settings.load(
+        {"oidc_issuers": "https://aai.egi.eu/auth/realms/egi, http://127.0.0.1:9/x"}, environ={}
+    ).issuers == ["https://aai.egi.eu/auth/realms/egi", "http://127.0.0.1:9/x"]
+
+
+def test_oscar_pythons_oidc_token_path(base_url: str, issuer: Issuer, api: httpx.Client) -> None:
+    from oscar_python import client as client_module
+
+    script = 'tr a-z A-Z < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/out"\n'
+    ana = client_module.Client(
+        {
+            "cluster_id": "ondrop",
+            "endpoint": base_url,
+            "oidc_token": issuer.token("ana"),
+            "ssl": False,
+        }
+    )
+    made = ana.create_service({"name": "shout", "script": script})
+    assert made.status_code == 201, made.text
+    assert [s["name"] for s in ana.list_services().json()] == ["shout"]
+    assert ana.get_service("shout").json()["owner"] == "ana"
+    answer = ana.run_service("shout", input="hello")
+    assert answer.status_code == 200 and base64.b64decode(answer.text) == b"HELLO"
+    assert ana.remove_service("shout").status_code == 204
+    assert api.get("/system/services").json() == []
