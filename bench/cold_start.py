@@ -48,8 +48,8 @@ def timed(command: list[str]) -> float:
 def bare_crun(scratch: Path, runs: int) -> tuple[list[float], str]:
     engine = detect("podman")
     assert engine is not None
-    image = engine.ensure(IMAGE, pull=False)
-    rootfs = Images(engine, scratch / "images", pull=False).rootfs(image)
+    image = engine.ensure(IMAGE, "never")
+    rootfs = Images(engine, scratch / "images", pull="never").rootfs(image)
     oci = find_oci_runtime()
     assert oci is not None and probe(oci, scratch) is None, "no usable crun or runc"
     # What ondrop writes for a job: the job's folders bound in, its hosts file, podman's

@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
             "concurrency": 2,
             "grace": 5.0,
             "container_engine": "none",
+            "pull": "never",  # no test reaches a registry
             "gpus": "0",  # the same on a machine with GPUs (tests/e2e/test_gpu_e2e.py uses them)
         },
         environ={},
@@ -79,6 +80,20 @@ def serving(platform: Platform, sock: socket.socket) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def served(settings: Settings, **changes: object) -> Iterator[str]:
+    """Another platform, on `settings` changed by `changes` (a data folder of its own
+    beside theirs), started and served; yields its URL."""
+    changed = settings.with_(data=Path(settings.data).parent / "other", **changes)
+    other = Platform(changed)
+    other.start()
+    try:
+        with serving(other, listening_socket()) as url:
+            yield url
+    finally:
+        other.stop()
 
 
 @pytest.fixture

@@ -205,11 +205,12 @@ def test_sync_jobs_keep_their_outputs_for_the_waiting_client(tmp_path: Path) -> 
     assert (kept / "log").read_text() == "copied\n"
 
 
-def test_a_runtime_that_is_missing_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+def test_a_runtime_that_is_missing_makes_the_job_wait_with_the_reason(tmp_path: Path) -> None:
     r = rig(tmp_path, FakeRuntime())
     r.supervisor.runtime_for = lambda s: "no container engine"
     outcome = r.run(r.claim_for(service()), service(), ALLOC)
-    assert (outcome.status, outcome.reason) == (FAILED, "no container engine")
+    assert (outcome.status, outcome.reason) == (FAILED, "no container engine; the job waits")
+    assert outcome.cause is Cause.UNAVAILABLE  # tried again later, not counted
     assert r.runtime.calls == []  # type: ignore[attr-defined]
 
 

@@ -9,11 +9,12 @@ nothing else (api/auth.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ondrop.errors import ForbiddenError
 from ondrop.fdl.models import ADMIN_OWNER, Service
+from ondrop.storage import canonical
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,18 @@ def changed(service: Service, caller: Caller) -> Service:
 
 
 def owned(
-    service: Service, caller: Caller, before: Service | None, groups: Iterable[str] = ()
+    service: Service,
+    caller: Caller,
+    before: Service | None,
+    services: Mapping[str, Service],
+    groups: Iterable[str] = (),
+    isolated: bool = True,
 ) -> Service:
     """`service` as `caller` applies it, with its owner: the one it had (`before`: an
     owner never changes), else the user who creates it (the admin's: the owner given,
-    else cluster_admin). A user
-    gives only a VO they are a member of; with none given, the first of the platform's
-    `groups` they are in (as OSCAR). A 403 when `caller` may not change `before`."""
+    else cluster_admin). A user gives only a VO they are in; with none given, the first
+    of the platform's `groups` they are in (as OSCAR). A 403 when `caller` may not change
+    `before`, or a user's service would reach what is not theirs (`confined`)."""
     if before is not None:
         changed(before, caller)
     user = caller.user
@@ -99,4 +105,58 @@ def owned(
     if not vo:
         vo = next((g for g in groups if g in user.vos), "")
     owner = before.owner if before is not None else user.sub
-    return service.model_copy(update={"owner": owner, "vo": vo})
+    claimed = service.model_copy(update={"owner": owner, "vo": vo})
+    confined(claimed, services, isolated)
+    return claimed
+
+
+def confined(service: Service, services: Mapping[str, Service], isolated: bool) -> None:
+    """A 403 unless a user's `service` reaches only what is its owner's: no folder of the
+    platform's host (a `local` provider), no script on the host unless the platform runs
+    each job as a user of its own (`isolated`), no provider another owner's service
+    declares, and no bucket of the platform's stores another owner's service uses."""
+    name = service.name
+    if "local" in service.storage_providers:
+        raise ForbiddenError(
+            f"service {name!r}: a user's service may not declare local providers (folders of "
+            "the platform's machine); use an object store (minio, s3), WebDAV or Onedata"
+        )
+    if not isolated and (service.runtime == "process" or not service.image):
+        raise ForbiddenError(
+            f"service {name!r}: this platform cannot run a user's script on its host apart "
+            "from its own files (it does not run as root): give the service an image"
+        )
+    others = [s for s in services.values() if s.owner != service.owner and s.name != name]
+    theirs = {
+        canonical(f"{k}.{i}") for s in others for k, ids in s.storage_providers.items() for i in ids
+    }
+    declared = {canonical(f"{k}.{i}") for k, ids in service.storage_providers.items() for i in ids}
+    if taken := sorted(declared & theirs):
+        raise ForbiddenError(
+            f"service {name!r}: storage provider {taken[0]} is declared by another owner's "
+            "service: give yours another id"
+        )
+    used = {
+        (canonical(io.storage_provider), _bucket(io.path))
+        for s in others
+        for io in [*s.input, *s.output]
+    }
+    for io in [*service.input, *service.output]:
+        provider = canonical(io.storage_provider)
+        if provider in theirs:
+            raise ForbiddenError(
+                f"service {name!r}: storage provider {provider} is another owner's"
+            )
+        if provider not in declared and (provider, _bucket(io.path)) in used:
+            raise ForbiddenError(
+                f"service {name!r}: the bucket {_bucket(io.path)!r} of {provider} is used by "
+                "another owner's services: choose another"
+            )
+
+
+def _declared(service: Service) -> set[str]:
+    return {canonical(f"{k}.{i}") for k, ids in service.storage_providers.items() for i in ids}
+
+
+def _bucket(path: str) -> str:
+    return path.strip("/").partition("/")[0]

@@ -55,7 +55,8 @@ from ondrop.pools.waiters import Waiters
 from ondrop.replicas import LEASE, Heartbeat, replica_id
 from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
-from ondrop.services import Applied, Services
+from ondrop.runtime.process import ProcessRuntime
+from ondrop.services import Applied, Ownership, Services
 from ondrop.settings import Settings
 from ondrop.storage import LocalStorage, Providers, StorageProvider, build, canonical
 from ondrop.storage.base import ObjectInfo
@@ -339,8 +340,16 @@ class Platform:
             self._lock = None
 
     # -- services -------------------------------------------------------------------
-    def apply(self, services: Sequence[Service], mode: str = "apply", source: str = "") -> Applied:
-        applied = self.services.apply(services, mode, before_save=self._past, source=source)
+    def apply(
+        self,
+        services: Sequence[Service],
+        mode: str = "apply",
+        source: str = "",
+        ownership: Ownership | None = None,
+    ) -> Applied:
+        applied = self.services.apply(
+            services, mode, before_save=self._past, source=source, ownership=ownership
+        )
         if self.started:
             self._watch()
         return applied
@@ -463,6 +472,13 @@ class Platform:
         for pool in {job.pool for job in jobs}:
             self.pools[pool].wake()
 
+    @property
+    def isolates_processes(self) -> bool:
+        """Whether the process runtime runs each job as a user of its own, the data folder
+        hidden (the platform runs as root), so a script on the host reaches nothing of it."""
+        process = self.runtimes.get("process")
+        return isinstance(process, ProcessRuntime) and process.isolation is not None
+
     def runtime_for(self, service: Service) -> Runtime | str:
         """The runtime that runs `service`'s jobs, or why none can."""
         return choose_runtime(service, self.runtimes, self.settings.run_images_on_host)
@@ -502,7 +518,9 @@ class Platform:
             return f"the {service.runtime} runtime is not available on this platform", None
         runtime = self.runtime_for(service)
         if isinstance(runtime, str):
-            return None, runtime + "; its jobs will fail until then"
+            if self.settings.pull == "never":  # the image cannot be had here: refused
+                return runtime, None
+            return None, runtime + "; its jobs wait until then"
         if runtime.name == "process" and not service.script.strip():
             return "the process runtime needs a script", None
         if runtime.name == "process" and service.image:
@@ -511,7 +529,11 @@ class Platform:
             if not service.image:
                 return "the container runtime needs an image", None
             try:
-                runtime.images.image(service.image)  # pulled now if allowed and missing
+                runtime.images.image(service.image)  # pulled now, as the pull policy has it
+            except NotFoundError as exc:
+                if self.settings.pull == "never":
+                    return str(exc), None
+                return None, f"{exc}; its jobs wait until it is here"
             except OndropError as exc:
                 return str(exc), None
         return None, None

@@ -32,6 +32,9 @@ RunCheck = Callable[[Service], tuple[str | None, str | None]]
 # Given the (provider, folder) the applied services take input from, once they exist: how
 # many files each already held (by provider name and folder), left alone.
 BeforeSave = Callable[[list[tuple[StorageProvider, str]]], Mapping[tuple[str, str], int]]
+# Who applies: a service as they may apply it, given the one of its name (None when new)
+# and every service, checked while the services cannot change (access.py's `owned`).
+Ownership = Callable[["Service", "Service | None", Mapping[str, "Service"]], "Service"]
 SOURCE_META = "applied-from:"  # + a service's name: the FDL file it was last applied from
 CHANGE_LEASE = "services"  # held in the store by the control plane changing the services
 CHANGE_LEASE_LENGTH = 120.0  # seconds: far longer than an apply takes
@@ -111,12 +114,14 @@ class Services:
         mode: str = "apply",
         before_save: BeforeSave | None = None,
         source: str = "",
+        ownership: Ownership | None = None,
     ) -> Applied:
         """Create or update `services` together. `mode` is "create" (all must be new),
         "update" (all must exist) or "apply" (either). `before_save` gets every
         (provider, folder) they take input from, once the folders exist. `source`: the
         FDL file they come from, as the client names it; a service last applied from
-        another one is warned about."""
+        another one is warned about. `ownership` says, with the services as they are, whether
+        whoever applies may, and gives each its owner."""
         result = Applied()
         names = [s.name for s in services]
         if len(set(names)) != len(names):
@@ -139,6 +144,8 @@ class Services:
                     )
                 if mode == "update" and old is None:
                     raise NotFoundError(f"no service named {service.name!r}")
+                if ownership is not None:
+                    service = ownership(service, old, self._services)
                 prepared.append(self._carry_over(service, old))
             after = {**self._services, **{s.name: s for s in prepared}}
             self._check_loops(after)

@@ -39,6 +39,20 @@ STORE_SCHEMES = ("postgresql://", "postgres://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+PULL_POLICIES = ("always", "missing", "never")
+
+
+def _pull_policy(text: str) -> str:
+    """A pull policy; true and false, as ONDROP_PULL took before, are missing and never."""
+    lowered = text.strip().lower()
+    if lowered in PULL_POLICIES:
+        return lowered
+    try:
+        return "missing" if _bool(lowered) else "never"
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(PULL_POLICIES)}, got {text!r}") from None
+
+
 def _listed(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -123,7 +137,7 @@ class Settings:
     run_images_on_host: bool = _setting(
         False,
         "run services that name an image with the process runtime when no container engine "
-        "is available (off: such jobs fail and say why)",
+        "is available (off: such jobs wait and say why; refused at apply with ONDROP_PULL=never)",
         _bool,
     )
     container_engine: str = _setting(
@@ -141,8 +155,13 @@ class Settings:
         "own per running job: FIRST-LAST, or auto (a block of 1,024 from 2,000,000,000 up, "
         "chosen by the data folder)",
     )
-    pull: bool = _setting(
-        True, "pull an image from its registry when it is not in the engine's store", _bool
+    pull: str = _setting(
+        "missing",
+        "when a service's image is pulled from its registry: missing (when it is not in the "
+        "engine's store), always (again every 5 minutes of use; the local one "
+        "when the registry cannot be reached), never (only images built or imported here; "
+        "any other is refused at apply)",
+        _pull_policy,
     )
     poll_interval: float = _setting(
         10.0,
@@ -196,6 +215,8 @@ class Settings:
             for issuer in self.issuers
             if not _issuer_url(issuer)
         ]
+        if self.pull not in PULL_POLICIES:
+            problems.append(f"pull {self.pull!r} is not one of {', '.join(PULL_POLICIES)}")
         if self.object_store not in ("none", "seaweedfs"):
             problems.append(f"object_store {self.object_store!r} is not none or seaweedfs")
         for name in ("backend", "faas_backend", "batch_backend"):

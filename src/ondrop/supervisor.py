@@ -146,8 +146,8 @@ class Supervisor:
     ) -> Outcome:
         service, resources = spec.service, spec.resources
         runtime = self.runtime_for(service)
-        if isinstance(runtime, str):
-            return Outcome(FAILED, None, runtime, cause=Cause.INTERNAL)
+        if isinstance(runtime, str):  # not the job's fault: it waits for the platform
+            return Outcome(FAILED, None, f"{runtime}; the job waits", cause=Cause.UNAVAILABLE)
         try:
             work = self.workspaces.take(service.name)
         except OSError as exc:

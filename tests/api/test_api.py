@@ -23,7 +23,8 @@ from ondrop.jobs import Cause
 from ondrop.platform import Platform
 from ondrop.settings import Settings
 from ondrop.store.base import FAILED, SUCCEEDED, NewJob, Outcome
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, served
+from tests.support.waiting import wait_for
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"\necho "copied $(basename "$INPUT_FILE_PATH")"\n'
 
@@ -165,16 +166,37 @@ def test_apply_refuses_an_unknown_provider(api: httpx.Client) -> None:
     assert "storage provider 'minio.far' is not defined" in response.json()["detail"]
 
 
-def test_an_image_without_a_container_engine_is_applied_with_a_warning_and_fails_its_jobs(
+def test_an_image_without_a_container_engine_is_applied_with_a_warning_and_its_jobs_wait(
     api: httpx.Client,
 ) -> None:
     svc = {"name": "img", "image": "busybox", "script": "true", "input": [{"path": "img/in"}]}
     answer = api.post("/system/apply", json={"services": [svc]}).json()
     assert answer["created"] == ["img"]
     assert "no container engine" in answer["warnings"][0]
+    assert answer["warnings"][0].endswith("its jobs wait until then")
     put = api.put("/system/files/minio.default/img/in/a.txt", content=b"x").json()
-    job = wait_job(api, "img", put["jobs"][0]["job"])
-    assert job["status"] == "Failed" and "no container engine" in job["reason"]
+    job = put["jobs"][0]["job"]
+
+    def waiting() -> dict[str, Any] | None:
+        found = api.get("/system/logs/img").json()["jobs"][job]
+        return found if "no container engine" in found.get("reason", "") else None
+
+    found = wait_for(waiting)
+    assert found["status"] == "Pending" and found["reason"].endswith("the job waits")
+
+
+def test_with_the_pull_policy_never_an_image_that_cannot_be_had_is_refused(
+    settings: Settings,
+) -> None:
+    with (
+        served(settings, pull="never") as url,
+        httpx.Client(base_url=url, auth=(ADMIN.user, ADMIN.password)) as admin,
+    ):
+        svc = {"name": "img", "image": "busybox", "script": "true"}
+        refused = admin.post("/system/apply", json={"services": [svc]})
+        assert refused.status_code == 422
+        assert "no container engine" in refused.json()["detail"]
+        assert admin.get("/system/services").json() == []
 
 
 # -- files ---------------------------------------------------------------------------------

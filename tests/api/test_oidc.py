@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ondrop.settings import Settings
 from tests.api.test_api import COPY
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, served
 from tests.support.issuer import AUDIENCE, Issuer, serving_issuer
 
 VO = "vo.example.eu"
@@ -197,70 +197,49 @@ def test_a_token_signed_with_a_shared_secret_is_refused(base_url: str, issuer: I
     assert refused.status_code == 401 and "HS256" in refused.json()["detail"]
 
 
-def test_users_see_the_config_without_the_stores_keys(base_url: str, issuer: Issuer) -> None:
+class Bundled:
+    """Stands in for the bundled object store, whose keys /system/config shows."""
+
+    def provider_config(self) -> dict[str, Any]:
+        keys = {"access_key": "AKIA-ADMIN", "secret_key": "the-admins-secret"}
+        return {"endpoint": "http://127.0.0.1:8333", "verify": False, **keys, "region": ""}
+
+
+def test_users_see_the_config_without_the_stores_keys(
+    base_url: str, issuer: Issuer, api: httpx.Client, platform: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(platform, "object_store", Bundled())
+    assert api.get("/system/config").json()["minio_provider"]["secret_key"] == "the-admins-secret"
     with as_user(base_url, issuer.token("ana")) as ana:
         assert ana.get("/system/info").status_code == 200
         config = ana.get("/system/config").json()
-        assert config["minio_provider"]["secret_key"] == ""
+        assert config["minio_provider"]["endpoint"] == "http://127.0.0.1:8333"
+        assert (config["minio_provider"]["access_key"], config["minio_provider"]["secret_key"]) == (
+            "",
+            "",
+        )
         # the admin's endpoints stay the admin's
         assert ana.put("/system/config", json={"allowed_image_repositories": []}).status_code == 401
         assert ana.get("/system/status").status_code == 401
         assert ana.get("/system/buckets").status_code == 401
 
 
-def test_without_issuers_a_bearer_on_system_is_refused(tmp_path: Path) -> None:
-    from ondrop.platform import Platform
-    from tests.conftest import listening_socket, serving
-
-    bare = Settings.load(
-        {
-            "data": tmp_path / "bare",
-            "admin_password": ADMIN.password,
-            "container_engine": "none",
-            "gpus": "0",
-        },
-        environ={},
-    )
-    platform = Platform(bare)
-    platform.start()
-    try:
-        with serving(platform, listening_socket()) as url, as_user(url, "anything") as client:
-            refused = client.get("/system/services")
-        assert refused.status_code == 401
-        assert "ONDROP_OIDC_ISSUERS is empty" in refused.json()["detail"]
-    finally:
-        platform.stop()
+def test_without_issuers_a_bearer_on_system_is_refused(settings: Settings) -> None:
+    with served(settings, oidc_issuers="") as url, as_user(url, "anything") as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401
+    assert "ONDROP_OIDC_ISSUERS is empty" in refused.json()["detail"]
 
 
-def test_groups_admit_only_their_members(tmp_path: Path, issuer: Issuer) -> None:
-    from ondrop.platform import Platform
-    from tests.conftest import listening_socket, serving
-
-    admitting = Settings.load(
-        {
-            "data": tmp_path / "vo",
-            "admin_password": ADMIN.password,
-            "container_engine": "none",
-            "gpus": "0",
-            "oidc_issuers": issuer.url,
-            "oidc_audience": AUDIENCE,
-            "oidc_groups": VO,
-        },
-        environ={},
-    )
-    platform = Platform(admitting)
-    platform.start()
-    try:
-        with serving(platform, listening_socket()) as url:
-            with as_user(url, issuer.token("out")) as outsider:
-                refused = outsider.get("/system/services")
-                assert refused.status_code == 403 and VO in refused.json()["detail"]
-            with as_user(url, issuer.token("member", vos=(VO,))) as member:
-                made = member.post("/system/services", json=service("in-vo"))
-                # a user's service without a vo gets the platform's first group they are in
-                assert made.status_code == 201 and made.json()["vo"] == VO
-    finally:
-        platform.stop()
+def test_groups_admit_only_their_members(settings: Settings, issuer: Issuer) -> None:
+    with served(settings, oidc_groups=VO) as url:
+        with as_user(url, issuer.token("out")) as outsider:
+            refused = outsider.get("/system/services")
+            assert refused.status_code == 403 and VO in refused.json()["detail"]
+        with as_user(url, issuer.token("member", vos=(VO,))) as member:
+            made = member.post("/system/services", json=service("in-vo"))
+            # a user's service without a vo gets the platform's first group they are in
+            assert made.status_code == 201 and made.json()["vo"] == VO
 
 
 def test_an_issuer_url_must_be_https_off_loopback() -> None:
@@ -293,3 +272,71 @@ def test_oscar_pythons_oidc_token_path(base_url: str, issuer: Issuer, api: httpx
     assert answer.status_code == 200 and base64.b64decode(answer.text) == b"HELLO"
     assert ana.remove_service("shout").status_code == 204
     assert api.get("/system/services").json() == []
+
+
+def test_a_users_service_reaches_only_what_is_theirs(
+    base_url: str, issuer: Issuer, seaweedfs: Any
+) -> None:
+    ana, bob = as_user(base_url, issuer.token("ana")), as_user(base_url, issuer.token("bob"))
+    with ana, bob:
+        s3 = {"minio": {"anas": seaweedfs.provider_config()}}
+        on_s3 = [{"storage_provider": "minio.anas", "path": "anas3/in"}]
+        made = ana.post("/system/services", json=service("anas", storage_providers=s3))
+        assert made.status_code == 201, made.text
+        made = ana.post("/system/services", json=service("s3", input=on_s3, storage_providers=s3))
+        assert made.status_code == 201, made.text
+        in_anas = [{"storage_provider": "minio", "path": "anas/in"}]
+        refusals = {
+            "another's bucket": service("spy", input=in_anas),
+            "another's provider": service(
+                "spy", input=[{"storage_provider": "minio.anas", "path": "x/in"}]
+            ),
+            "another's provider id": service("spy", storage_providers=s3),
+            "a host folder": service(
+                "spy", storage_providers={"local": {"mine": {"path": "/etc"}}}
+            ),
+        }
+        for why, body in refusals.items():
+            refused = bob.post("/system/services", json=body)
+            assert refused.status_code == 403, (why, refused.text)
+        assert bob.get("/system/services").json() == []
+        # what another user may not change through /system/apply nor reprocess either
+        applied = bob.post("/system/apply", json={"services": [service("anas")]})
+        assert applied.status_code == 403
+        assert bob.post("/system/services/anas/reprocess").status_code == 403
+        assert ana.get("/system/services/anas").json()["script"] == COPY
+
+
+def test_no_user_is_the_admins_owner(base_url: str, issuer: Issuer) -> None:
+    with as_user(base_url, issuer.token("cluster_admin")) as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401 and "the admin" in refused.json()["detail"]
+
+
+def test_a_key_of_another_kind_than_the_tokens_algorithm_is_401_not_500(
+    base_url: str, issuer: Issuer
+) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    forged = jwt.encode(
+        {"iss": issuer.url, "sub": "ana", "aud": AUDIENCE, "exp": 2**31},
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": "test-key-1"},  # the issuer's RSA key
+    )
+    with as_user(base_url, forged) as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401, refused.text
+
+
+def test_an_issuer_that_cannot_be_reached_is_503(settings: Settings, issuer: Issuer) -> None:
+    gone = "http://127.0.0.1:9/realms/gone"  # the discard port: nothing listens
+    with (
+        served(settings, oidc_issuers=gone) as url,
+        as_user(url, issuer.token("ana", issuer=gone)) as client,
+    ):
+        first, again = client.get("/system/services"), client.get("/system/services")
+    for answer in (first, again):  # the second from the failure remembered
+        assert answer.status_code == 503 and "Retry-After" in answer.headers
+        assert "discovery document" in answer.json()["detail"]

@@ -88,10 +88,50 @@ def test_an_image_that_does_not_exist_is_refused_at_apply(up: Platform, tmp_path
     result = up.cli("apply", str(fdl(tmp_path, "grycap/darknet", "true")), check=False)
     assert result.returncode == 1
     assert (
-        "image grycap/darknet not found locally and the registry could not be reached: "
-        "build or import it first"
+        "image grycap/darknet is not in podman's store and the pull policy is never "
+        "(ONDROP_PULL): build or import it first"
     ) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_job_whose_image_is_gone_waits_until_it_is_imported_again(
+    up: Platform, tmp_path: Path, busybox: str
+) -> None:
+    tag = f"localhost/ondrop-test-gone:{tmp_path.name[-12:].lower()}"
+    subprocess.run(["podman", "tag", busybox, tag], check=True)
+    try:
+        assert (
+            "created count"
+            in up.cli("apply", str(fdl(tmp_path, tag, "cat $INPUT_FILE_PATH\n"))).stdout
+        )
+        # gone while the platform is down (a running one trusts what it checked for 10 s)
+        up.stop()
+        subprocess.run(["podman", "rmi", tag], check=True, capture_output=True)
+        up.start()
+        inbox = up.data / "storage" / "words" / "in"
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / "a.txt").write_text("hello")
+        url = json.loads((up.data / "endpoint.json").read_text())["url"]
+        password = json.loads((up.data / "admin.json").read_text())["password"]
+
+        def jobs() -> dict[str, dict[str, str]]:
+            answer = httpx.get(f"{url}/system/logs/count", auth=("admin", password))
+            return dict(answer.json()["jobs"])
+
+        deadline = time.monotonic() + 60
+        while not any(
+            "the job waits until it is here" in j.get("reason", "") for j in jobs().values()
+        ):
+            assert time.monotonic() < deadline, jobs()
+            time.sleep(0.1)
+        (job,) = jobs().values()
+        assert job["status"] == "Pending" and tag in job["reason"]
+        # imported again (here: tagged), the job runs, its retries untouched
+        subprocess.run(["podman", "tag", busybox, tag], check=True)
+        assert up.cli("wait", "count").returncode == 0
+        assert [j["status"] for j in jobs().values()] == ["Succeeded"]
+    finally:
+        subprocess.run(["podman", "rmi", "-i", tag], capture_output=True)
 
 
 def test_no_container_or_cgroup_is_left_after_a_crash_and_a_restart(

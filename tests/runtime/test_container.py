@@ -123,13 +123,16 @@ def test_the_image_is_read_only_and_tmp_and_outputs_are_writable(
     assert (tmp_path / "output" / "c").exists()
 
 
-def test_an_image_that_does_not_exist_is_a_clear_failure(
+def test_an_image_that_is_not_here_makes_the_job_wait_saying_so(
     runtime: ContainerRuntime, tmp_path: Path
 ) -> None:
     result = run(runtime, tmp_path, "true", "localhost/ondrop-no-such-image:1")
     assert result.reason.startswith(
-        "image localhost/ondrop-no-such-image:1 not found locally and pulling is off"
+        f"image localhost/ondrop-no-such-image:1 is not in {runtime.engine.name}'s store and "
+        "the pull policy is never"
     )
+    assert result.reason.endswith("the job waits until it is here")
+    assert result.cause is Cause.UNAVAILABLE  # not the job's fault: it waits, uncounted
 
 
 def test_nothing_is_left_behind(runtime: ContainerRuntime, busybox: str, tmp_path: Path) -> None:

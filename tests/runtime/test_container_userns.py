@@ -216,7 +216,7 @@ def test_unpacked_images_belong_to_the_range_and_are_reached_without_opening_the
     data.mkdir(mode=0o700)
     engine = detect("podman")
     assert engine is not None
-    images = Images(engine, data / "images", pull=False, idmap=TEST_IDS)
+    images = Images(engine, data / "images", pull="never", idmap=TEST_IDS)
     try:
         rootfs = images.rootfs(images.image(image_ref))
         assert rootfs.is_relative_to(PASSAGES) and _mounted(rootfs.parents[1])
@@ -271,7 +271,7 @@ def test_docker_without_a_user_namespace_refuses_jobs_and_says_why(
 
 def test_a_runtime_that_cannot_isolate_says_so_and_refuses_every_job(tmp_path: Path) -> None:
     engine = Engine("podman", "/nonexistent/podman")  # never asked: the job is refused first
-    images = Images(engine, tmp_path / "images", pull=False)
+    images = Images(engine, tmp_path / "images", pull="never")
     runtime = ContainerRuntime(
         engine, images, None, "ondrop-x-", TEST_IDS, problem="this kernel has no user namespaces"
     )

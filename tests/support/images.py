@@ -130,7 +130,7 @@ def container_runtime(
         assert runtime is not None, "crun or runc is needed"
     containers = ContainerRuntime(
         found,
-        Images(found, scratch / "images", pull=False, idmap=TEST_IDS),
+        Images(found, scratch / "images", pull="never", idmap=TEST_IDS),
         runtime,
         f"ondrop-t{time.monotonic_ns() % 10**8}-",
         TEST_IDS,

@@ -21,7 +21,8 @@ class Platform:
 
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.env = {**os.environ, "ONDROP_DATA": str(data)}
+        # No test reaches a registry: an image is built or imported here, or refused.
+        self.env = {**os.environ, "ONDROP_DATA": str(data), "ONDROP_PULL": "never"}
         for key in ("ONDROP_URL", "ONDROP_ADMIN_USER", "ONDROP_ADMIN_PASSWORD", "ONDROP_PORT"):
             self.env.pop(key, None)
         self.proc: subprocess.Popen[str] | None = None

@@ -22,6 +22,7 @@ import jwt
 
 from ondrop.access import User
 from ondrop.errors import AuthError, ForbiddenError, UnavailableError
+from ondrop.fdl.models import ADMIN_OWNER
 from ondrop.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,13 @@ EGI_GROUPS = "urn:mace:egi.eu:group:"
 LEEWAY = 30  # seconds of clock difference tolerated with the issuer
 TIMEOUT = 10.0  # seconds to reach an issuer
 KEPT_USERINFO = 1024  # userinfo answers cached, until their token expires
+RETRY_DISCOVERY = 30.0  # seconds an issuer whose discovery failed is not asked again
 
 
 def vos(claims: Mapping[str, Any]) -> frozenset[str]:
     """The VOs in a token's or userinfo's claims: EGI's entitlement URNs
     (`urn:mace:egi.eu:group:<vo>[:<subgroup>]:role=member#aai.egi.eu`) name their VO,
-    Keycloak's groups (`/vo`) theirs."""
+    Keycloak's groups (`/vo`) theirs; in lower case, as OSCAR compares them."""
     found: set[str] = set()
     for name in ("eduperson_entitlement", "entitlements"):
         for urn in _texts(claims.get(name)):
@@ -46,7 +48,7 @@ def vos(claims: Mapping[str, Any]) -> frozenset[str]:
                 vo = urn[len(EGI_GROUPS) :].split(":")[0].split("#")[0]
                 if vo:
                     found.add(vo)
-    found.update(g.strip().strip("/") for g in _texts(claims.get("group_membership")))
+    found.update(g.strip().strip("/").lower() for g in _texts(claims.get("group_membership")))
     return frozenset(found - {""})
 
 
@@ -69,13 +71,28 @@ class Issuer:
         self.url = url
         self._lock = threading.Lock()
         self._keys: jwt.PyJWKClient | None = None
+        self._failed: tuple[float, UnavailableError] | None = None  # when, and why
         self.userinfo = ""
 
     def keys(self) -> jwt.PyJWKClient:
+        """The issuer's keys, found through its discovery document. A failure is
+        remembered for RETRY_DISCOVERY seconds, so that requests do not queue behind an
+        issuer that is down; the lock is never held over the network."""
+        with self._lock:
+            if self._keys is not None:
+                return self._keys
+            if self._failed is not None and time.monotonic() - self._failed[0] < RETRY_DISCOVERY:
+                raise self._failed[1]
+        try:
+            found = self._discover()
+        except UnavailableError as exc:
+            with self._lock:
+                self._failed = (time.monotonic(), exc)
+            raise
+        keys = jwt.PyJWKClient(found["jwks_uri"], lifespan=300, timeout=TIMEOUT)
         with self._lock:
             if self._keys is None:
-                found = self._discover()
-                self._keys = jwt.PyJWKClient(found["jwks_uri"], lifespan=300, timeout=TIMEOUT)
+                self._keys, self._failed = keys, None
                 self.userinfo = str(found.get("userinfo_endpoint") or "")
             return self._keys
 
@@ -107,6 +124,10 @@ class Issuer:
         except jwt.PyJWKClientConnectionError as exc:
             raise UnavailableError(
                 f"cannot read the keys of the OIDC issuer {self.url}: {exc}"
+            ) from None
+        except (jwt.PyJWKSetError, ValueError) as exc:  # no usable keys, not JSON
+            raise UnavailableError(
+                f"the OIDC issuer {self.url}'s keys are unusable: {exc}"
             ) from None
         except jwt.PyJWKClientError as exc:
             raise AuthError(f"the token's signing key is not one of {self.url}'s: {exc}") from None
@@ -160,6 +181,8 @@ class SignIn:
             raise AuthError(f"the token is signed with {header.get('alg')!r}, not a public key")
         claims = self._verified(token, issuer, header, unverified)
         found = vos(claims) if _carries_groups(claims) else self._userinfo_vos(token, issuer)
+        if claims["sub"] == ADMIN_OWNER:
+            raise AuthError(f"a user may not be named {ADMIN_OWNER!r}: that is the admin")
         user = User(
             sub=str(claims["sub"]),
             name=str(claims.get("name") or claims.get("preferred_username") or ""),
@@ -197,7 +220,8 @@ class SignIn:
             raise AuthError(
                 f"the token's signature does not check with {issuer.url}'s keys"
             ) from None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # TypeError: a key of
+            # another kind than the token's algorithm (an ES256 token naming an RSA key)
             raise AuthError(f"the token is not valid: {exc}") from None
 
     def _userinfo_vos(self, token: str, issuer: Issuer) -> frozenset[str]:
@@ -215,7 +239,10 @@ class SignIn:
                 issuer.userinfo, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT
             )
             answer.raise_for_status()
-            found = vos(answer.json())
+            info = answer.json()
+            if info.get("sub") != jwt.decode(token, options={"verify_signature": False})["sub"]:
+                raise ValueError("its sub is not the token's")  # OIDC Core 5.3.2
+            found = vos(info)
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             raise UnavailableError(
                 f"cannot read the user's groups from {issuer.userinfo} ({exc}); try again later"

@@ -174,7 +174,8 @@ def up(
     ),
     oci_runtime: str = typer.Option(None, help=help_for("oci_runtime"), show_default=False),
     job_uids: str = typer.Option(None, help=help_for("job_uids"), show_default=False),
-    pull: bool = typer.Option(None, "--pull/--no-pull", help=help_for("pull"), show_default=False),
+    pull: str = typer.Option(None, help=help_for("pull"), show_default=False),
+    no_pull: bool = typer.Option(False, "--no-pull", hidden=True),  # --pull never, as before
     poll_interval: float = typer.Option(None, help=help_for("poll_interval"), show_default=False),
     object_store: str = typer.Option(None, help=help_for("object_store"), show_default=False),
     object_store_host: str = typer.Option(
@@ -211,7 +212,7 @@ def up(
         container_engine=container_engine,
         oci_runtime=oci_runtime,
         job_uids=job_uids,
-        pull=pull,
+        pull="never" if no_pull else pull,
         poll_interval=poll_interval,
         object_store=object_store,
         object_store_host=object_store_host,

@@ -26,7 +26,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from ondrop.errors import OndropError
+from ondrop.errors import NotFoundError, OndropError
 from ondrop.jobs import Cause
 from ondrop.quantity import format_bytes
 from ondrop.runtime.base import (
@@ -137,6 +137,9 @@ class ContainerRuntime(Runtime):
         try:
             image = self.images.image(spec.image)
             args = self._command(spec, image)
+        except NotFoundError as exc:  # the image is not here (yet): the job waits for it
+            waited = f"{exc}; the job waits until it is here"
+            return RunResult(None, waited, time.monotonic() - started, Cause.UNAVAILABLE)
         except OndropError as exc:
             return RunResult(None, str(exc), time.monotonic() - started, Cause.INTERNAL)
         env = dict(_pairs(image.env))

@@ -8,6 +8,7 @@ ONDROP_CONTAINER_ENGINE: auto (podman, else docker), podman, docker or none.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from ondrop.errors import DefinitionError, ExecutionError, NotFoundError
 from ondrop.runtime.oci import IdMap
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("podman", "docker")
 PULL_TIMEOUT = 600.0
@@ -79,25 +82,34 @@ class Engine:
             user=str(config.get("User") or ""),
         )
 
-    def ensure(self, ref: str, pull: bool) -> Image:
-        """The image `ref`, pulled when it is not local and `pull` allows; else a clear error."""
+    def ensure(self, ref: str, policy: str) -> Image:
+        """The image `ref` as the pull policy has it: pulled when it is not local
+        (`missing`), pulled again (`always`: the local one is used when the registry cannot
+        be reached), or never pulled (`never`); NotFoundError says what to do."""
         found = self.image(ref)
-        if found is not None:
+        if found is not None and policy != "always":
             return found
-        if not pull:
+        if policy == "never":
             raise NotFoundError(
-                f"image {ref} not found locally and pulling is off (ONDROP_PULL): build or "
-                "import it first (`ondrop image build`, `ondrop image import`)"
+                f"image {ref} is not in {self.name}'s store and the pull policy is never "
+                "(ONDROP_PULL): build or import it first (`ondrop image build`, "
+                "`ondrop image import`)"
             )
         result = self._run("pull", "-q", ref, timeout=PULL_TIMEOUT, check=False)
-        found = self.image(ref) if result.returncode == 0 else None
-        if found is None:
-            reason = _last_line(result.stderr)
-            raise NotFoundError(
-                f"image {ref} not found locally and the registry could not be reached: build "
-                f"or import it first ({self.name} said: {reason})"
+        pulled = self.image(ref) if result.returncode == 0 else None
+        if pulled is not None:
+            return pulled
+        if found is not None:
+            log.warning(
+                "image %s: the registry could not be reached (%s); the local one is used",
+                ref,
+                _last_line(result.stderr),
             )
-        return found
+            return found
+        raise NotFoundError(
+            f"image {ref} not found locally and the registry could not be reached: build "
+            f"or import it first ({self.name} said: {_last_line(result.stderr)})"
+        )
 
     def build(self, context: Path, tag: str, containerfile: Path | None = None) -> Image:
         args = ["build", "-t", tag]

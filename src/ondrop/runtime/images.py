@@ -36,6 +36,7 @@ from ondrop.runtime.oci import IdMap
 log = logging.getLogger(__name__)
 
 RECHECK = 10.0  # seconds a tag's image id is trusted before the engine is asked again
+PULL_AGAIN = 300.0  # seconds between pulls of one image under the pull policy `always`
 LAYOUT = "3"  # what `ready` holds: bumped when unpacking changes, to unpack again
 
 
@@ -51,29 +52,40 @@ class Images:
         self,
         engine: Engine,
         folder: Path,
-        pull: bool,
+        pull: str,
         prefix: str = "ondrop-",
         idmap: IdMap | None = None,
     ) -> None:
         self.prefix = prefix  # names the containers made to export images
         self.engine = engine
         self.folder = folder
-        self.pull = pull
+        self.pull = pull  # the pull policy: always, missing or never
         self.idmap = idmap  # whose files the unpacked images are: a user namespace's
         self._known: dict[str, tuple[Image, float]] = {}  # ref -> (image, when checked)
+        self._pulled: dict[str, float] = {}  # ref -> when last pulled (policy always)
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._passage: Passage | None = None
 
     def image(self, ref: str) -> Image:
-        """The image `ref` names now (pulled if allowed); NotFoundError says what to do."""
+        """The image `ref` names now, as the pull policy has it (checked again after
+        RECHECK seconds); NotFoundError says what to do."""
         with self._lock:
             known = self._known.get(ref)
         if known is not None and time.monotonic() - known[1] < RECHECK:
             return known[0]
-        image = self.engine.ensure(ref, self.pull)
+        policy = self.pull
+        with self._lock:
+            if (
+                policy == "always"
+                and time.monotonic() - self._pulled.get(ref, -PULL_AGAIN) < PULL_AGAIN
+            ):
+                policy = "missing"  # pulled a moment ago
+        image = self.engine.ensure(ref, policy)
         with self._lock:
             self._known[ref] = (image, time.monotonic())
+            if policy == "always":
+                self._pulled[ref] = time.monotonic()
         return image
 
     def rootfs(self, image: Image, mount_points: Mapping[str, bool] | None = None) -> Path:

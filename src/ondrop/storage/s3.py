@@ -302,9 +302,17 @@ class S3Storage(StorageProvider):
         with self._calls(f"empty bucket {bucket!r}"):
             for page in paginator.paginate(Bucket=bucket):
                 keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-                if keys:  # a page holds at most 1,000: what one delete_objects takes
-                    self.client.delete_objects(
-                        Bucket=bucket, Delete={"Objects": keys, "Quiet": True}
+                if not keys:
+                    continue
+                # a page holds at most 1,000: what one delete_objects takes
+                answer = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                if errors := answer.get("Errors"):
+                    first = errors[0]
+                    raise StorageError(
+                        f"{self.name}: {len(errors)} object(s) of bucket {bucket!r} could not "
+                        f"be deleted, {first.get('Key')!r} first: {first.get('Message')}"
                     )
 
     def presign(self, key: str, method: str, expires: int, content_type: str = "") -> str:

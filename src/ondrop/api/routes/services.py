@@ -16,6 +16,7 @@ from ondrop.fdl import oscar
 from ondrop.fdl.loader import parse_service
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
+from ondrop.services import Ownership
 from ondrop.store.base import FAILED, FINISHED, RUNNING
 
 router = APIRouter(tags=["services"], responses=errors(401, 403, 500))
@@ -53,10 +54,10 @@ def get_service(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, An
     return oscar.item(seen(platform.services.get(name), who))
 
 
-def _owned(platform: Platform, services: list[Service], who: Caller) -> list[Service]:
-    """`services` with their owners and VOs, as `who` applies them."""
-    groups = platform.settings.groups
-    return [owned(s, who, platform.services.find(s.name), groups) for s in services]
+def _ownership(platform: Platform, who: Caller) -> Ownership:
+    """What `who` may apply, checked against the services as they are then."""
+    groups, isolated = platform.settings.groups, platform.isolates_processes
+    return lambda service, before, services: owned(service, who, before, services, groups, isolated)
 
 
 @router.post(
@@ -68,9 +69,7 @@ def create_service(platform: PlatformDep, who: SignedIn, raw: Any = ServiceBody)
     """Create a service (201), owned by the user who creates it; 409 when the name is
     taken."""
     service, warnings = parse_service(raw)
-    if platform.services.find(service.name) is None:
-        (service,) = _owned(platform, [service], who)
-    applied = platform.apply([service], mode="create")
+    applied = platform.apply([service], mode="create", ownership=_ownership(platform, who))
     made = oscar.item(platform.services.get(service.name))
     return {**made, "warnings": warnings + applied.warnings}
 
@@ -84,9 +83,7 @@ def update_service(platform: PlatformDep, who: SignedIn, raw: Any = ServiceBody)
     """Replace a service (204): its owner's or the admin's; its token and owner are kept,
     blank secrets keep their values."""
     service, _ = parse_service(raw)
-    if platform.services.find(service.name) is not None:
-        (service,) = _owned(platform, [service], who)
-    platform.apply([service], mode="update")
+    platform.apply([service], mode="update", ownership=_ownership(platform, who))
     return Response(status_code=204)
 
 
@@ -128,7 +125,7 @@ def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, 
         warnings += found
     if problems:
         raise DefinitionError("\n".join(problems))
-    applied = platform.apply(_owned(platform, services, who), source=source)
+    applied = platform.apply(services, source=source, ownership=_ownership(platform, who))
     return {
         "created": applied.created,
         "updated": applied.updated,
