@@ -9,7 +9,7 @@ nothing else (api/auth.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ondrop.errors import ForbiddenError
@@ -45,14 +45,21 @@ ADMIN = Caller()
 
 def may_see(service: Service, caller: Caller) -> bool:
     """May `caller` list, read and run `service` (and read its jobs)?"""
+    return visible(caller, service.owner, service.visibility, service.allowed_users, service.vo)
+
+
+def visible(
+    caller: Caller, owner: str, visibility: str, allowed_users: Iterable[str], vo: str = ""
+) -> bool:
+    """May `caller` see what `owner` has with this visibility (a service, a bucket)?"""
     user = caller.user
-    if user is None or service.owner == user.sub:
+    if user is None or owner == user.sub:
         return True
-    if service.vo and service.vo not in user.vos:
+    if vo and vo not in user.vos:
         return False
-    if service.visibility == "public":
+    if visibility == "public":
         return True
-    return service.visibility == "restricted" and user.sub in service.allowed_users
+    return visibility == "restricted" and user.sub in allowed_users
 
 
 def may_change(service: Service, caller: Caller) -> bool:
@@ -84,6 +91,7 @@ def owned(
     services: Mapping[str, Service],
     groups: Iterable[str] = (),
     isolated: bool = True,
+    bucket_owner: Callable[[str, str], str | None] = lambda provider, bucket: None,
 ) -> Service:
     """`service` as `caller` applies it, with its owner: the one it had (`before`: an
     owner never changes), else the user who creates it (the admin's: the owner given,
@@ -106,11 +114,16 @@ def owned(
         vo = next((g for g in groups if g in user.vos), "")
     owner = before.owner if before is not None else user.sub
     claimed = service.model_copy(update={"owner": owner, "vo": vo})
-    confined(claimed, services, isolated)
+    confined(claimed, services, isolated, bucket_owner)
     return claimed
 
 
-def confined(service: Service, services: Mapping[str, Service], isolated: bool) -> None:
+def confined(
+    service: Service,
+    services: Mapping[str, Service],
+    isolated: bool,
+    bucket_owner: Callable[[str, str], str | None] = lambda provider, bucket: None,
+) -> None:
     """A 403 unless a user's `service` reaches only what is its owner's: no folder of the
     platform's host (a `local` provider), no script on the host unless the platform runs
     each job as a user of its own (`isolated`), no provider another owner's service
@@ -147,10 +160,14 @@ def confined(service: Service, services: Mapping[str, Service], isolated: bool) 
             raise ForbiddenError(
                 f"service {name!r}: storage provider {provider} is another owner's"
             )
-        if provider not in declared and (provider, _bucket(io.path)) in used:
+        if provider in declared:
+            continue
+        bucket = _bucket(io.path)
+        owner = bucket_owner(provider, bucket)
+        if (provider, bucket) in used or owner not in (None, service.owner):
             raise ForbiddenError(
-                f"service {name!r}: the bucket {_bucket(io.path)!r} of {provider} is used by "
-                "another owner's services: choose another"
+                f"service {name!r}: the bucket {bucket!r} of {provider} is another owner's: "
+                "choose another"
             )
 
 

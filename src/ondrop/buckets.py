@@ -4,8 +4,9 @@ folders), with who may see them, and presigned URLs for one object of one.
 
 A bucket a service reads or writes is a service's bucket: it cannot be changed or
 deleted here (delete the service first), as OSCAR keeps its services' buckets.
-Visibility is recorded for OSCAR's clients; it decides what a user sees once there are
-users other than the admin (OIDC); the admin sees every bucket.
+A bucket's owner (who made it), visibility and allowed users decide what a signed-in
+user sees and may change (api/routes/buckets.py, access.py's rules); the admin sees
+every bucket.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from ondrop.errors import (
     InvalidKeyError,
     NotFoundError,
 )
+from ondrop.fdl.models import ADMIN_OWNER
 from ondrop.services import Services
 from ondrop.storage import Providers, StorageProvider, check_key
 from ondrop.store.base import Store
 
 VISIBILITIES = ("private", "public", "restricted")
-OWNER = "cluster_admin"  # OSCAR's owner of what the admin makes
+OWNER = ADMIN_OWNER  # OSCAR's owner of what the admin makes
 META = "bucket:"  # store meta: + provider + "/" + bucket -> {visibility, allowed_users, owner}
 SIGNING_KEY = "presign-key"  # store meta: the key presigned URLs of local stores are signed with
 PAGE = 1000  # objects in one page of a bucket's listing
@@ -118,7 +120,9 @@ class Buckets:
         return counts
 
     # -- changing -----------------------------------------------------------------------
-    def create(self, provider: str, name: str, visibility: str, allowed: list[str]) -> Bucket:
+    def create(
+        self, provider: str, name: str, visibility: str, allowed: list[str], owner: str = OWNER
+    ) -> Bucket:
         found = self.providers.get(provider)
         path = check_key(name.strip(" /"), "bucket_name")
         bucket = path.partition("/")[0]
@@ -126,7 +130,7 @@ class Buckets:
             raise ConflictError(f"{found.name}: the bucket {bucket!r} exists already")
         _check(visibility, allowed)
         found.ensure_folder(path)
-        self._keep(found, Bucket(bucket, visibility or "private", allowed))
+        self._keep(found, Bucket(bucket, visibility or "private", allowed, owner))
         return self._bucket(found, bucket)
 
     def update(self, provider: str, name: str, visibility: str, allowed: list[str]) -> Bucket:
@@ -215,6 +219,21 @@ class Buckets:
             )
         if until < time.time():
             raise ForbiddenError("this presigned URL has expired; ask for a new one")
+
+    def find(self, provider: str, name: str) -> Bucket:
+        """The bucket (NotFoundError when the provider has no such one)."""
+        found = self.providers.get(provider)
+        return self._bucket(found, self._present(found, name))
+
+    def owner(self, provider: str, name: str) -> str | None:
+        """Who made the bucket through /system/buckets (None: no one did, or no such
+        provider)."""
+        try:
+            found = self.providers.get(provider)
+        except NotFoundError:
+            return None
+        kept = json.loads(self.store.get_meta(f"{META}{found.name}/{name}") or "{}")
+        return str(kept["owner"]) if "owner" in kept else None
 
     # -- helpers --------------------------------------------------------------------------
     def _name(self, name: str) -> str:

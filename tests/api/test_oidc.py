@@ -221,7 +221,6 @@ def test_users_see_the_config_without_the_stores_keys(
         # the admin's endpoints stay the admin's
         assert ana.put("/system/config", json={"allowed_image_repositories": []}).status_code == 401
         assert ana.get("/system/status").status_code == 401
-        assert ana.get("/system/buckets").status_code == 401
 
 
 def test_without_issuers_a_bearer_on_system_is_refused(settings: Settings) -> None:
@@ -340,3 +339,36 @@ def test_an_issuer_that_cannot_be_reached_is_503(settings: Settings, issuer: Iss
     for answer in (first, again):  # the second from the failure remembered
         assert answer.status_code == 503 and "Retry-After" in answer.headers
         assert "discovery document" in answer.json()["detail"]
+
+
+def test_a_users_buckets_are_theirs_as_oscar_shows_them(base_url: str, issuer: Issuer) -> None:
+    ana, bob = as_user(base_url, issuer.token("ana")), as_user(base_url, issuer.token("bob"))
+    with ana, bob:
+        made = ana.post("/system/buckets", json={"bucket_name": "anas-data"})
+        assert made.status_code == 201 and made.json()["owner"] == "ana"
+        assert [b["bucket_name"] for b in ana.get("/system/buckets").json()] == ["anas-data"]
+        assert bob.get("/system/buckets").json() == []
+        assert bob.get("/system/buckets/anas-data").status_code == 403
+        assert bob.delete("/system/buckets/anas-data").status_code == 403
+        down = {"object_key": "a.txt", "operation": "download"}
+        assert bob.post("/system/buckets/anas-data/presign", json=down).status_code == 403
+        # another's bucket is not a user's service's either
+        spy = service("spy", input=[{"storage_provider": "minio", "path": "anas-data/in"}])
+        assert bob.post("/system/services", json=spy).status_code == 403
+        # restricted to bob: he reads it and may write to it; public: others read it only
+        shared = {"bucket_name": "anas-data", "visibility": "restricted", "allowed_users": ["bob"]}
+        assert ana.put("/system/buckets", json=shared).status_code == 204
+        assert bob.put("/system/buckets", json=shared).status_code == 403  # not his
+        up = {"object_key": "a.txt", "operation": "upload"}
+        url = bob.post("/system/buckets/anas-data/presign", json=up).json()["url"]
+        assert httpx.put(url, content=b"from bob").status_code in (200, 201, 204)
+        assert bob.get("/system/buckets/anas-data").json()["objects"][0]["object_name"] == "a.txt"
+        public = {"bucket_name": "anas-data", "visibility": "public"}
+        assert ana.put("/system/buckets", json=public).status_code == 204
+        with as_user(base_url, issuer.token("carol")) as carol:
+            assert carol.post("/system/buckets/anas-data/presign", json=down).status_code == 200
+            assert carol.post("/system/buckets/anas-data/presign", json=up).status_code == 403
+        # a user's buckets are on the platform's store only
+        other = bob.get("/system/buckets", params={"provider": "local.default"})
+        assert other.status_code == 403
+        assert ana.delete("/system/buckets/anas-data").status_code == 204

@@ -179,6 +179,7 @@ USERS = (
     "/system/jobs/",
     "/system/info",
     "/system/config",
+    "/system/buckets",
 )
 
 

@@ -10,15 +10,37 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ondrop.api.deps import Admin, PlatformDep
+from ondrop.access import Caller, visible
+from ondrop.api.deps import PlatformDep, SignedIn
 from ondrop.api.openapi import READS, WRITES, errors
 from ondrop.api.routes.files import stored_body, streamed
-from ondrop.errors import DefinitionError
+from ondrop.buckets import OWNER, Bucket
+from ondrop.errors import DefinitionError, ForbiddenError
+from ondrop.platform import Platform
 from ondrop.storage import canonical
 
-router = APIRouter(tags=["buckets"], responses=errors(400, 404, 500, 502, *READS))
+router = APIRouter(tags=["buckets"], responses=errors(400, 403, 404, 500, 502, *READS))
 DEFAULT = "minio.default"
 PROVIDER = "the storage provider (ondrop's; default the platform's own store, minio.default)"
+
+
+def _users_store(provider: str, who: Caller) -> None:
+    """A user's buckets are on the platform's store; the admin's anywhere."""
+    if not who.admin and canonical(provider) != DEFAULT:
+        raise ForbiddenError(f"{who}: a user's buckets are on {DEFAULT}, not {provider}")
+
+
+def _bucket(platform: Platform, provider: str, name: str, who: Caller, change: bool) -> Bucket:
+    """The bucket, when `who` may see it (`change`: change it, as its owner)."""
+    _users_store(provider, who)
+    bucket = platform.buckets.find(provider, name)
+    user = who.user
+    if user is None or bucket.owner == user.sub:
+        return bucket
+    if change or not visible(who, bucket.owner, bucket.visibility, bucket.allowed_users):
+        what = "change" if change else "use"
+        raise ForbiddenError(f"{who} may not {what} the bucket {bucket.name!r}")
+    return bucket
 
 
 def _fields(raw: Any) -> tuple[str, str, list[str]]:
@@ -34,19 +56,27 @@ def _fields(raw: Any) -> tuple[str, str, list[str]]:
     return raw["bucket_name"], visibility.strip().lower(), raw.get("allowed_users") or []
 
 
-@router.get("/system/buckets", dependencies=[Admin], responses=errors(401))
-def list_buckets(platform: PlatformDep, provider: str = DEFAULT) -> list[dict[str, Any]]:
-    """Every bucket of the provider, with OSCAR's fields (`metadata.service` marks a
-    bucket a service uses)."""
-    return [b.shown() for b in platform.buckets.all(provider)]
+@router.get("/system/buckets", responses=errors(401))
+def list_buckets(
+    platform: PlatformDep, who: SignedIn, provider: str = DEFAULT
+) -> list[dict[str, Any]]:
+    """The buckets of the provider `who` may see (the admin: all), with OSCAR's fields
+    (`metadata.service` marks a bucket a service uses)."""
+    _users_store(provider, who)
+    return [
+        b.shown()
+        for b in platform.buckets.all(provider)
+        if visible(who, b.owner, b.visibility, b.allowed_users)
+    ]
 
 
-@router.get("/system/buckets/{bucket}", dependencies=[Admin], responses=errors(401))
+@router.get("/system/buckets/{bucket}", responses=errors(401))
 def get_bucket(
-    bucket: str, platform: PlatformDep, provider: str = DEFAULT, page: str = ""
+    bucket: str, platform: PlatformDep, who: SignedIn, provider: str = DEFAULT, page: str = ""
 ) -> dict[str, Any]:
     """The bucket and a page of its objects (`object_name`, `size_bytes`,
     `last_modified`); `next_page` is the `page` of the next one while `is_truncated`."""
+    _bucket(platform, provider, bucket, who, change=False)
     found, objects, more = platform.buckets.get(provider, bucket, page)
     answer = {
         **found.shown(),
@@ -62,26 +92,30 @@ def get_bucket(
 @router.post(
     "/system/buckets",
     status_code=201,
-    dependencies=[Admin],
     responses=errors(401, 409, 422, *WRITES, why={409: "the bucket exists already"}),
 )
 def create_bucket(
-    platform: PlatformDep, raw: Any = Body(), provider: str = DEFAULT
+    platform: PlatformDep, who: SignedIn, raw: Any = Body(), provider: str = DEFAULT
 ) -> dict[str, Any]:
-    """Create a bucket (`bucket_name` may go on with folders, which are made too)."""
+    """Create a bucket (`bucket_name` may go on with folders, which are made too), owned
+    by the user who makes it."""
     name, visibility, allowed = _fields(raw)
-    return platform.buckets.create(provider, name, visibility, allowed).shown()
+    _users_store(provider, who)
+    owner = who.user.sub if who.user is not None else OWNER
+    return platform.buckets.create(provider, name, visibility, allowed, owner).shown()
 
 
 @router.put(
     "/system/buckets",
     status_code=204,
-    dependencies=[Admin],
     responses=errors(401, 409, 422, *WRITES, why={409: "a service uses the bucket"}),
 )
-def update_bucket(platform: PlatformDep, raw: Any = Body(), provider: str = DEFAULT) -> Response:
-    """Change a bucket's visibility and allowed users."""
+def update_bucket(
+    platform: PlatformDep, who: SignedIn, raw: Any = Body(), provider: str = DEFAULT
+) -> Response:
+    """Change a bucket's visibility and allowed users: its owner or the admin."""
     name, visibility, allowed = _fields(raw)
+    _bucket(platform, provider, name, who, change=True)
     platform.buckets.update(provider, name, visibility, allowed)
     return Response(status_code=204)
 
@@ -89,25 +123,27 @@ def update_bucket(platform: PlatformDep, raw: Any = Body(), provider: str = DEFA
 @router.delete(
     "/system/buckets/{bucket}",
     status_code=204,
-    dependencies=[Admin],
     responses=errors(401, 409, *WRITES, why={409: "a service uses the bucket"}),
 )
-def delete_bucket(bucket: str, platform: PlatformDep, provider: str = DEFAULT) -> Response:
-    """Delete the bucket and every object in it. A bucket a service reads or writes is
-    refused (409): remove the service first."""
+def delete_bucket(
+    bucket: str, platform: PlatformDep, who: SignedIn, provider: str = DEFAULT
+) -> Response:
+    """Delete the bucket and every object in it: its owner or the admin. A bucket a
+    service reads or writes is refused (409): remove the service first."""
+    _bucket(platform, provider, bucket, who, change=True)
     platform.buckets.delete(provider, bucket)
     return Response(status_code=204)
 
 
 @router.post(
     "/system/buckets/{bucket}/presign",
-    dependencies=[Admin],
     responses=errors(401, 422),
 )
 def presign(
     bucket: str,
     request: Request,
     platform: PlatformDep,
+    who: SignedIn,
     raw: Any = Body(),
     provider: str = DEFAULT,
 ) -> dict[str, Any]:
@@ -127,6 +163,13 @@ def presign(
     content_type = raw.get("content_type") or ""
     if not isinstance(content_type, str):
         raise DefinitionError("content_type: expected text")
+    found = _bucket(platform, provider, bucket, who, change=False)
+    upload = str(raw.get("operation") or "").strip().lower() == "upload"
+    if upload and who.user is not None and who.user.sub not in (found.owner, *found.allowed_users):
+        raise ForbiddenError(
+            f"{who} may read the bucket {found.name!r} but not write to it: its owner and "
+            "its allowed_users may"
+        )
     return platform.buckets.presign(
         provider,
         bucket,

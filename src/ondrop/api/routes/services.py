@@ -57,7 +57,10 @@ def get_service(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, An
 def _ownership(platform: Platform, who: Caller) -> Ownership:
     """What `who` may apply, checked against the services as they are then."""
     groups, isolated = platform.settings.groups, platform.isolates_processes
-    return lambda service, before, services: owned(service, who, before, services, groups, isolated)
+    buckets = platform.buckets.owner
+    return lambda service, before, services: owned(
+        service, who, before, services, groups, isolated, buckets
+    )
 
 
 @router.post(
