@@ -372,3 +372,51 @@ def test_a_users_buckets_are_theirs_as_oscar_shows_them(base_url: str, issuer: I
         other = bob.get("/system/buckets", params={"provider": "local.default"})
         assert other.status_code == 403
         assert ana.delete("/system/buckets/anas-data").status_code == 204
+
+
+def test_every_route_of_a_service_holds_to_its_rules(base_url: str, issuer: Issuer) -> None:
+    ana, bob = as_user(base_url, issuer.token("ana")), as_user(base_url, issuer.token("bob"))
+    with ana, bob:
+        assert ana.post("/system/services", json=service("anas")).status_code == 201
+        job = ana.post("/job/anas", content=b"hello").json()["job_id"]
+        reads = [
+            "/system/services/anas/deployment",
+            "/system/services/anas/deployment/logs",
+            f"/system/jobs/anas/{job}",
+            f"/system/logs/anas/{job}",
+        ]
+        changes = [
+            ("post", f"/system/jobs/anas/{job}/cancel"),
+            ("post", f"/system/jobs/anas/{job}/retry"),
+            ("post", "/system/jobs/anas/retry"),
+            ("delete", f"/system/logs/anas/{job}"),
+            ("post", "/system/services/anas/reprocess"),
+        ]
+        for path in reads:
+            assert bob.get(path).status_code == 403, path
+            assert ana.get(path).status_code == 200, path
+        for method, path in changes:
+            assert bob.request(method, path).status_code == 403, path
+        # the owner's own: answered by what the job's state allows, never a 403
+        for method, path in changes:
+            assert ana.request(method, path).status_code in (200, 204, 409), path
+        # taking a name that is another's is a conflict, not a takeover
+        taken = bob.post("/system/services", json=service("anas", script="echo mine"))
+        assert taken.status_code == 409
+        assert ana.get("/system/services/anas").json()["script"] == COPY
+
+
+def test_a_token_naming_a_key_the_issuer_does_not_have_is_401(
+    base_url: str, issuer: Issuer
+) -> None:
+    import jwt
+
+    forged = jwt.encode(
+        {"iss": issuer.url, "sub": "ana", "aud": AUDIENCE, "exp": 2**31},
+        rsa.generate_private_key(65537, 2048),
+        algorithm="RS256",
+        headers={"kid": "a-key-it-never-had"},
+    )
+    with as_user(base_url, forged) as client:
+        refused = client.get("/system/services")
+    assert refused.status_code == 401 and "signing key" in refused.json()["detail"]
