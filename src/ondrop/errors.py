@@ -74,6 +74,12 @@ class InvalidKeyError(OndropError):
     status_code = 400
 
 
+class BadRequestError(OndropError):
+    """The request asks for what the thing it names does not do."""
+
+    status_code = 400
+
+
 class TooLargeError(OndropError):
     status_code = 413
 
@@ -133,6 +139,12 @@ class StoreUnavailableError(StoreError):
 class UnavailableError(OndropError):
     status_code = 503
     retry_after = 5
+
+
+class BadGatewayError(OndropError):
+    """A server the platform passes requests to (an exposed service's) did not answer."""
+
+    status_code = 502
 
 
 class ClientError(OndropError):

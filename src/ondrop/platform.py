@@ -42,6 +42,7 @@ from ondrop.events.changes import ChangesStream
 from ondrop.events.payloads import Payloads
 from ondrop.events.poll import Poller
 from ondrop.events.watch import FolderWatcher
+from ondrop.exposed import Exposed
 from ondrop.fdl.models import Service
 from ondrop.health import DiskSpace
 from ondrop.intake import Intake
@@ -157,6 +158,7 @@ class Platform:
             self._jobs_queued,
         )
         self.buckets = Buckets(self.store, self.providers, self.services)
+        self.exposed = Exposed(self.services, self.runtime_for, data / "work", self.store)
         self.watchers: dict[str, EventSource] = {}
         self._watch_lock = threading.Lock()
         self.started = False
@@ -269,6 +271,7 @@ class Platform:
             self.store.listen(self.waiters.ended_elsewhere)
         for pool in self.pools.values():
             pool.start()
+        self.exposed.start()
         self.started = True
         self._watch()
 
@@ -323,6 +326,7 @@ class Platform:
         for pool in self.pools.values():
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
         self.heartbeat.stop()  # its leases run out: what is still running is taken back
+        self.exposed.close()
         for backend in self.backends.values():
             backend.close()
         if self.ray is not None:
@@ -352,6 +356,7 @@ class Platform:
         )
         if self.started:
             self._watch()
+            self.exposed.wake()
         return applied
 
     def _past(self, inputs: list[tuple[StorageProvider, str]]) -> dict[tuple[str, str], int]:
@@ -380,6 +385,7 @@ class Platform:
         jobs = self.store.jobs(name)
         unfinished = [j.id for j in jobs if j.status not in FINISHED]
         self.services.delete(name)
+        self.exposed.wake()
         for job in jobs:
             if job.status == RUNNING:
                 self._stop_running(job.id, f"service {name!r} was removed")
@@ -521,6 +527,11 @@ class Platform:
             if self.settings.pull == "never":  # the image cannot be had here: refused
                 return runtime, None
             return None, runtime + "; its jobs wait until then"
+        if service.expose is not None and not isinstance(runtime, ContainerRuntime):
+            return (
+                f"expose: an exposed service's server runs in a container of its own network, "
+                f"and the {runtime.name} runtime has none: give the service an image"
+            ), None
         if runtime.name == "process" and not service.script.strip():
             return "the process runtime needs a script", None
         if runtime.name == "process" and service.image:

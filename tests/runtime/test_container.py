@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from ondrop.exposed import socket_in
 from ondrop.jobs import Cause
 from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
 from ondrop.runtime.oci import Bind, bundle_config
 from tests.support.images import container_runtime
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(params=["oci", "engine", "docker"])
@@ -274,3 +276,50 @@ def test_the_syscall_filter_allows_only_the_machines_own_abi(tmp_path: Path) -> 
     assert profile is not None
     assert profile["architectures"] == [ARCHES[platform.machine()][1]]
     assert profile["syscalls"] == [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+
+
+def test_a_replica_serves_in_a_network_of_its_own_with_a_root_it_may_write(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    work = tmp_path / "replica"
+    (work / "tmp").mkdir(parents=True)
+    (work / "script").write_text(
+        'echo "$GREETING" > /tmp/index.html; echo mine > /etc/motd\n'
+        "cat /etc/motd >> /tmp/index.html\n"
+        "exec httpd -f -p 8080 -h /tmp\n"
+    )
+    spec = RunSpec(
+        job_id=f"exposed-test-{time.monotonic_ns()}",
+        script=work / "script",
+        workdir=work,
+        env={"GREETING": "hello"},
+        timeout=0,
+        log=work / "log",
+        image=busybox,
+        memory=64 * 1024**2,
+    )
+    served = runtime.serve(spec)
+    try:
+        netns = os.open(f"/proc/{served.pid}/ns/net", os.O_RDONLY)
+        try:
+            assert os.fstat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+
+            def page() -> bytes:
+                with socket_in(netns) as sock:
+                    sock.settimeout(5)
+                    try:
+                        sock.connect(("127.0.0.1", 8080))
+                    except OSError:
+                        return b""
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    return b"".join(iter(lambda: sock.recv(4096), b""))
+
+            answer = wait_for(page, 60)
+        finally:
+            os.close(netns)
+        assert answer.startswith(b"HTTP/1.") and answer.endswith(b"hello\nmine\n")
+    finally:
+        served.stop(5)
+    assert not served.alive() and not work.exists()
+    # The image's own root was never written: a job sees no /etc/motd of the replica's.
+    assert run(runtime, tmp_path, "cat /etc/motd", busybox).exit_code != 0

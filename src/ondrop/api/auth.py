@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from ondrop.access import ADMIN, Caller, seen
 from ondrop.api.oidc import SignIn
@@ -75,7 +76,7 @@ def _keep(data: Path, credentials: dict[str, str]) -> None:
         json.dump(credentials, f)
 
 
-def _basic(request: Request) -> tuple[str, str] | None:
+def _basic(request: HTTPConnection) -> tuple[str, str] | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
@@ -87,13 +88,13 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-def _bearer(request: Request) -> str | None:
+def _bearer(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def _admin_problem(request: Request, admin: Credentials) -> str | None:
+def _admin_problem(request: HTTPConnection, admin: Credentials) -> str | None:
     """What is wrong with the admin's credentials in `request`; None when they are right.
     Both parts are compared in constant time, whichever is wrong."""
     given = _basic(request)
@@ -112,7 +113,7 @@ def is_admin(request: Request, admin: Credentials) -> bool:
     return _admin_problem(request, admin) is None
 
 
-def require_admin(request: Request, admin: Credentials) -> None:
+def require_admin(request: HTTPConnection, admin: Credentials) -> None:
     """The admin's credentials, or a 401 saying which part is missing or wrong."""
     if problem := _admin_problem(request, admin):
         raise AuthError(problem)
@@ -144,7 +145,9 @@ def caller(request: Request, admin: Credentials, signin: SignIn) -> Caller:
     return Caller(user)
 
 
-def require_service(request: Request, admin: Credentials, signin: SignIn, service: Service) -> None:
+def require_service(
+    request: HTTPConnection, admin: Credentials, signin: SignIn, service: Service
+) -> None:
     """The bearer token of the service, the admin, or a signed-in user who may use it."""
     given = _bearer(request)
     if given is None:
@@ -158,3 +161,21 @@ def require_service(request: Request, admin: Credentials, signin: SignIn, servic
     if user is None:
         raise AuthError("this token does not grant access to this service")
     seen(service, Caller(user))
+
+
+def require_exposed(
+    request: HTTPConnection, admin: Credentials, signin: SignIn, service: Service
+) -> None:
+    """An exposed service's `set_auth`: OSCAR's basic credentials (the service's name and
+    its token), or what require_service takes."""
+    given = _basic(request)
+    if given is not None and given[0] == service.name:
+        if not secrets.compare_digest(given[1].encode(), service.token.encode()):
+            raise AuthError(f"wrong token for service {service.name!r} (the basic password)")
+        return
+    if given is None and _bearer(request) is None:
+        raise AuthError(
+            f"service {service.name!r} asks for its token: basic credentials (user "
+            f"{service.name!r}, its token as the password) or Authorization: Bearer <token>"
+        )
+    require_service(request, admin, signin, service)

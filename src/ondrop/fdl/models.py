@@ -356,6 +356,101 @@ def validate_providers(
     return checked
 
 
+class Expose(_Strict):
+    """An exposed service (OSCAR's `expose`): containers of the service's image that serve
+    HTTP themselves, kept running and reached at /system/services/<name>/exposed/. A zero,
+    as Go's JSON writes an unset number, is the default, as in OSCAR."""
+
+    api_port: int = Field(ge=1, le=65535, description="the port the container's server listens on")
+    min_scale: int = Field(1, ge=0, le=100, description="replicas at least; default 1")
+    max_scale: int = Field(10, ge=0, le=100, description="replicas at most; default 10")
+    cpu_threshold: int = Field(
+        80,
+        ge=0,
+        le=1000,
+        description="percent of a replica's CPU (its `cpu`, else one core) above which "
+        "replicas are added, below which they are removed; default 80",
+    )
+    rewrite_target: bool = Field(
+        False,
+        description="pass the whole path (/system/services/<name>/exposed/...) to the "
+        "server; default no: the server sees the path below /exposed",
+    )
+    default_command: bool = Field(
+        False, description="run the image's own command instead of the script; default no"
+    )
+    set_auth: bool = Field(
+        False,
+        description="ask callers for the service's token (basic: the service's name and its "
+        "token; or a bearer token); default no: anyone who reaches the platform may call",
+    )
+    health_path: str = Field(
+        "/", description="the path asked for to tell a replica is up; default /"
+    )
+    auth_type: Literal["basic", "forward"] = Field(
+        "basic", description="OSCAR's; both ask for the service's token here"
+    )
+    probe_mode: Literal["legacy", "direct"] = Field(
+        "legacy",
+        description="legacy: with rewrite_target the health path is under the base path; "
+        "direct: as given",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oscar(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        port = data.get("api_port")
+        if isinstance(port, list):  # OSCAR 3.x: a list; ondrop proxies its first
+            if len(port) > 1:
+                raise ValueError(
+                    f"api_port: ondrop proxies one port of an exposed service, got {port}"
+                )
+            data["api_port"] = port[0] if port else 0
+        if data.pop("nodePort", None) not in (None, [], 0):
+            raise ValueError(
+                "nodePort: ondrop reaches exposed services through its own API only "
+                "(/system/services/<name>/exposed/); leave it out"
+            )
+        for field in ("min_scale", "max_scale", "cpu_threshold"):
+            if data.get(field) == 0:  # Go's unset number: the default, as OSCAR's
+                data.pop(field)
+        if data.get("health_path") == "":
+            data.pop("health_path")
+        if data.get("auth_type") == "":
+            data.pop("auth_type")
+        if data.get("probe_mode") == "":
+            data.pop("probe_mode")
+        return data
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        path = "/" + value.strip().lstrip("/")
+        if not path.isprintable() or " " in path or "#" in path or len(path) > 1024:
+            raise ValueError(f"expected a path such as /health, got {value!r}")
+        return path
+
+    @model_validator(mode="after")
+    def _scales(self) -> Expose:
+        if self.max_scale < self.min_scale:
+            raise ValueError(f"max_scale ({self.max_scale}) is below min_scale ({self.min_scale})")
+        return self
+
+
+def no_port(value: Any) -> bool:
+    """An `expose` that asks for nothing: no port (OSCAR's zero value, which clients that
+    read a service and send it back write)."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    port = value.get("api_port")
+    return port in (None, 0, [], [0])
+
+
 class Service(_Strict):
     name: str = Field(
         pattern=NAME_PATTERN,
@@ -400,6 +495,11 @@ class Service(_Strict):
         le=86400,
         description="containers: keep one warm between jobs, removed after this many seconds "
         "idle; default 0, a fresh container per job",
+    )
+    expose: Expose | None = Field(
+        None,
+        description="serve HTTP from long-running containers of the image, reached at "
+        "/system/services/<name>/exposed/; default none",
     )
     log_level: str = Field("INFO", description="NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL")
     environment: Environment = Field(default_factory=Environment)
@@ -491,6 +591,11 @@ class Service(_Strict):
             raise ValueError("expected users' ids (OIDC `sub`), at most 255 printable characters")
         return users
 
+    @field_validator("expose", mode="before")
+    @classmethod
+    def _expose(cls, value: Any) -> Any:
+        return None if no_port(value) else value
+
     @field_validator("script")
     @classmethod
     def _script(cls, value: str) -> str:
@@ -512,6 +617,11 @@ class Service(_Strict):
             )
         if self.collect == self.name:
             raise ValueError("a service cannot collect its own outputs")
+        if self.expose is not None and self.network:
+            raise ValueError(
+                "an exposed service runs in a network of its own, reached only through the "
+                "platform; it cannot also reach the network (network: true)"
+            )
         return self
 
     @property

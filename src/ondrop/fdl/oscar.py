@@ -15,7 +15,6 @@ UNSUPPORTED = {
     "enable_sgx": "SGX enclaves",
     "image_prefetch": "image pre-pulling",
     "synchronous": "Knative scaling of synchronous services",
-    "expose": "exposed long-running services",
     "mount": "mounting a bucket into the container",
     "volume": "managed volumes",
     "kserve": "KServe inference services",
@@ -53,15 +52,6 @@ SHOWN = {
     "alpine": False,
     "file_stage_in": False,
     "synchronous": {"min_scale": 0, "max_scale": 0},
-    "expose": {
-        "min_scale": 0,
-        "max_scale": 0,
-        "cpu_threshold": 0,
-        "rewrite_target": False,
-        "default_command": False,
-        "set_auth": False,
-        "health_path": "",
-    },
     "image_pull_secrets": [],
     "labels": {},
     "annotations": {},
@@ -72,10 +62,26 @@ SHOWN = {
 }
 
 
+# What OSCAR shows of a service that is not exposed (given back, it asks for nothing).
+NOT_EXPOSED = {
+    "min_scale": 0,
+    "max_scale": 0,
+    "api_port": 0,
+    "cpu_threshold": 0,
+    "rewrite_target": False,
+    "default_command": False,
+    "set_auth": False,
+    "health_path": "",
+}
+
+
 def item(service: Service) -> dict[str, Any]:
     """A service as OSCAR's API lists it: ondrop's fields (secrets hidden) with OSCAR's
     beside them, `enable_gpu` from `gpu`."""
-    return {**SHOWN, "enable_gpu": service.gpu > 0, **service.public()}
+    shown = {**SHOWN, "enable_gpu": service.gpu > 0, **service.public()}
+    if service.expose is None:
+        shown["expose"] = NOT_EXPOSED
+    return shown
 
 
 # Maps whose values are the user's text: a null value there is the empty string.

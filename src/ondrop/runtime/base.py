@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ondrop.errors import OndropError
 from ondrop.jobs import Cause
 from ondrop.quantity import format_bytes
 
@@ -34,6 +35,35 @@ class RunSpec:
     gpus: tuple[str, ...] = ()  # GPU device ids given to this job alone
     service: str = ""  # whose job it is: warm containers are kept per service
     warm: float = 0.0  # seconds an idle warm container is kept; 0: a fresh one per job
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class Served(ABC):
+    """A replica of an exposed service: a long-running container serving HTTP in a network
+    namespace of its own (a loopback device and nothing else)."""
+
+    name: str  # its container's
+    pid: int  # its first process, on this host
+
+    def alive(self) -> bool:
+        return alive(self.pid)
+
+    @abstractmethod
+    def log(self, lines: int) -> str:
+        """The last `lines` lines of what it printed."""
+
+    @abstractmethod
+    def stop(self, grace: float) -> None:
+        """SIGTERM, SIGKILL after `grace` seconds, then remove it and its folder."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +190,11 @@ class Runtime(ABC):
         """Kill what a platform that died left running for the job in `workdir` (start-up).
         True when something was found."""
         return False
+
+    def serve(self, spec: RunSpec) -> Served:
+        """Start a replica of an exposed service: the script (or, with an empty script,
+        the image's command) as a server, kept until stopped; `spec.timeout` is unused."""
+        raise OndropError(f"the {self.name} runtime cannot run exposed services")
 
     def describe(self) -> str:
         return self.name

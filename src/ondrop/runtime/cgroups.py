@@ -153,3 +153,27 @@ def remove_all(prefix: str) -> int:
                 JobCgroup(own.name, None).remove()
                 removed += 1
     return removed
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time the cgroup of process `pid` (a container's first process: its
+    container's) has used, in seconds; None when it cannot be read."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        try:
+            if controllers == "" and unified():
+                stat = (ROOT / path.lstrip("/") / "cpu.stat").read_text()
+                usage = dict(entry.split() for entry in stat.splitlines())
+                return int(usage["usage_usec"]) / 1e6
+            if "cpuacct" in controllers.split(","):
+                for folder in (controllers, "cpuacct", "cpu,cpuacct"):
+                    usage_file = ROOT / folder / path.lstrip("/") / "cpuacct.usage"
+                    if usage_file.exists():
+                        return int(usage_file.read_text()) / 1e9
+        except (OSError, ValueError, KeyError):
+            return None
+    return None

@@ -33,6 +33,7 @@ from ondrop.runtime.base import (
     RunResult,
     RunSpec,
     Runtime,
+    Served,
     ended,
     script_command,
     wait_exit,
@@ -49,6 +50,7 @@ from ondrop.runtime.oci import (
     seccomp_profile,
     system_mounts,
 )
+from ondrop.runtime.served import ServedBundle, ServedEngine
 from ondrop.runtime.warm import CLEARED, WarmContainer, WarmContainers
 
 log = logging.getLogger(__name__)
@@ -142,10 +144,7 @@ class ContainerRuntime(Runtime):
             return RunResult(None, waited, time.monotonic() - started, Cause.UNAVAILABLE)
         except OndropError as exc:
             return RunResult(None, str(exc), time.monotonic() - started, Cause.INTERNAL)
-        env = dict(_pairs(image.env))
-        env.setdefault("PATH", DEFAULT_PATH)
-        env["HOME"] = "/tmp"  # the image is read-only
-        env.update(spec.env)
+        env = _environment(image, spec)
         name = self.prefix + spec.job_id
         warm = spec.warm > 0 and self.warm is not None
         if not warm:  # a warm container has its own folder to be found by
@@ -394,13 +393,7 @@ class ContainerRuntime(Runtime):
             # Docker keeps stdout and stderr apart, so their lines would reach the log out of
             # order: the script's shell sends both to one stream first.
             args = ["/bin/sh", "-c", 'exec 2>&1; exec /bin/sh "$@"', "sh", *args[1:]]
-        # Not on the command line, where `ps` shows it: an env file, and `-e NAME` (the value
-        # from podman's own environment) for values an env file cannot hold (line breaks).
-        env_file = spec.workdir / "env"
-        multiline = {k: v for k, v in env.items() if "\n" in v}
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{k}={v}\n" for k, v in env.items() if k not in multiline)
+        env_file, multiline = _env_file(spec.workdir, env)
         # A user of the image's, whoever it is, must be able to write its outputs.
         (spec.workdir / "output").chmod(0o777)
         (spec.workdir / "tmp").chmod(0o1777)
@@ -502,6 +495,94 @@ class ContainerRuntime(Runtime):
             return None
         return cgroup
 
+    # -- exposed services -----------------------------------------------------------------
+    def serve(self, spec: RunSpec) -> Served:
+        """A replica of an exposed service (see exposed.py): its server in a network of its
+        own, /tmp and its root writable, limited as a job is; what it prints is its log."""
+        if self.problem:
+            raise OndropError(f"containers are refused here: {self.problem}")
+        image = self.images.image(spec.image)  # NotFoundError: it waits for the image
+        args = self._command(spec, image)
+        env = _environment(image, spec)
+        name = self.prefix + spec.job_id
+        folder = spec.workdir
+        (folder / CONTAINER_FILE).write_text(
+            json.dumps({"name": name, "via": "oci" if self.oci else "engine"})
+        )
+        try:
+            if self.oci is not None:
+                return self._serve_bundle(spec, image, name, args, env)
+            return self._serve_engine(spec, image, name, args, env)
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            self._remove(name)
+            raise OndropError(f"could not start a container of image {image.ref}: {exc}") from None
+
+    def _serve_bundle(
+        self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
+    ) -> Served:
+        assert self.oci is not None and self.idmap is not None
+        root = self.images.writable_root(image, name, MOUNT_POINTS)
+        user = _user(image.user, root)
+        os.chown(spec.workdir / "tmp", *self.idmap.owner(user))
+        cgroup = JobCgroup(name, spec.memory)
+        cgroup.create()
+        binds = [
+            Bind(spec.workdir / "tmp", INSIDE["tmp"]),
+            Bind(spec.script, INSIDE["script"], readonly=True),
+        ]
+        config = self._config(spec, image, root, user, binds, args, env, cgroup, spec.workdir)
+        config["root"]["readonly"] = False
+        (spec.workdir / "bundle").mkdir()
+        (spec.workdir / "bundle" / "config.json").write_text(json.dumps(config))
+        pid = self.oci.start_detached(spec.workdir / "bundle", name)
+        return ServedBundle(name, pid, self.oci, self.images, cgroup, spec.workdir)
+
+    def _serve_engine(
+        self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
+    ) -> Served:
+        env_file, multiline = _env_file(spec.workdir, env)
+        (spec.workdir / "tmp").chmod(0o1777)
+        command = [
+            self.engine.binary,
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--env-file",
+            str(env_file),
+            "--network",
+            "none",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            str(PIDS_LIMIT),
+            "--entrypoint",
+            args[0],
+            "-v",
+            f"{spec.workdir / 'tmp'}:{INSIDE['tmp']}:rw",
+            "-v",
+            f"{spec.script}:{INSIDE['script']}:ro",
+            *(arg for name in multiline for arg in ("-e", name)),
+            *self._userns,
+        ]
+        if spec.memory is not None:
+            command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
+        if spec.cpu is not None:
+            command += ["--cpus", f"{spec.cpu:g}"]
+        command += [image.id, *args[1:]]
+        started = subprocess.run(
+            command, env={**os.environ, **multiline}, capture_output=True, text=True, timeout=120
+        )
+        if started.returncode != 0:
+            raise OSError(started.stderr.strip() or f"exit status {started.returncode}")
+        state = subprocess.run(
+            [self.engine.binary, "inspect", name, "--format", "{{.State.Pid}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return ServedEngine(name, int(state.stdout.strip()), self.engine, spec.workdir)
+
     # -- stopping and cleaning up ---------------------------------------------------------
     def stop(self, job_id: str) -> None:
         with self._lock:
@@ -543,6 +624,7 @@ class ContainerRuntime(Runtime):
             self.oci.delete(name)
         self.engine.remove([name])
         JobCgroup(name, None).remove()
+        self.images.drop_root(name)
 
     def clean(self) -> None:
         """Remove this platform's containers and cgroups that a dead platform left."""
@@ -552,6 +634,7 @@ class ContainerRuntime(Runtime):
         for name in names:
             self._remove(name)
         remove_all(self.prefix)
+        self.images.drop_roots(self.prefix)
 
 
 def _log_killed(path: Path, kills: int, memory: int) -> None:
@@ -585,6 +668,27 @@ def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+
+def _env_file(folder: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """The environment for the engine, not on the command line where `ps` shows it: an
+    env file in `folder`, and the values an env file cannot hold (line breaks), for `-e
+    NAME` with the value in the engine's own environment."""
+    env_file = folder / "env"
+    multiline = {k: v for k, v in env.items() if "\n" in v}
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{k}={v}\n" for k, v in env.items() if k not in multiline)
+    return env_file, multiline
+
+
+def _environment(image: Image, spec: RunSpec) -> dict[str, str]:
+    """The image's environment, a PATH and a HOME, under the spec's."""
+    env = dict(_pairs(image.env))
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOME"] = "/tmp"  # the image is read-only
+    env.update(spec.env)
+    return env
 
 
 def _pairs(env: list[str]) -> list[tuple[str, str]]:

@@ -115,6 +115,46 @@ class Images:
             passage = self._passage
         return passage.path / path.relative_to(self.folder)
 
+    def writable_root(self, image: Image, name: str, mount_points: Mapping[str, bool]) -> Path:
+        """A root of the image that the container `name` may write (an exposed service's
+        server writes its configuration and caches): an overlay on the unpacked image,
+        what is written kept in `served/<name>` until drop_root(name). The image itself is
+        never written. Needs an IdMap (the fast path): the path the OCI runtime takes."""
+        assert self.idmap is not None
+        self.rootfs(image, mount_points)  # unpacked, if it is not yet
+        lower = self.folder / image.id / "rootfs"  # the real folder, not its passage
+        own = self.folder / SERVED / name
+        self.drop_root(name)
+        for part in ("upper", "work", "root"):
+            (own / part).mkdir(parents=True)
+        (self.folder / SERVED).chmod(0o711)
+        own.chmod(0o711)
+        info = os.stat(lower)  # the merged root is the upper folder: as the image's is
+        os.chown(own / "upper", info.st_uid, info.st_gid)
+        (own / "upper").chmod(stat.S_IMODE(info.st_mode))
+        target = self.reachable(own / "root")
+        options = f"lowerdir={lower},upperdir={own / 'upper'},workdir={own / 'work'}"
+        if _libc().mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) != 0:
+            errno = ctypes.get_errno()
+            shutil.rmtree(own, ignore_errors=True)
+            raise OSError(errno, f"cannot mount a writable root for {name}: {os.strerror(errno)}")
+        return target
+
+    def drop_root(self, name: str) -> None:
+        """Unmount and remove container `name`'s writable root, if it has one."""
+        own = self.folder / SERVED / name
+        for target in {self.reachable(own / "root"), own / "root"}:
+            _umount(target)
+        if not _mounted(own / "root"):  # never into a root still mounted: it is the image's
+            shutil.rmtree(own, ignore_errors=True)
+
+    def drop_roots(self, prefix: str = "") -> None:
+        """drop_root() for every container whose name starts with `prefix` (start-up)."""
+        with contextlib.suppress(FileNotFoundError):
+            for own in (self.folder / SERVED).iterdir():
+                if own.name.startswith(prefix):
+                    self.drop_root(own.name)
+
     def close(self) -> None:
         with self._lock:
             passage, self._passage = self._passage, None
@@ -151,7 +191,7 @@ class Images:
         if not self.folder.is_dir():
             return
         for entry in self.folder.iterdir():
-            if entry.name not in keep:
+            if entry.name not in keep and entry.name != SERVED:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -204,6 +244,7 @@ def _own(rootfs: Path, idmap: IdMap) -> None:
 
 PASSAGES = Path("/run/ondrop")  # where the passages to unpacked images are
 MS_BIND, MNT_DETACH = 4096, 2
+SERVED = "served"  # writable roots of exposed services' containers, by container
 
 
 class Passage:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ondrop.runtime.base import alive
 from ondrop.runtime.cgroups import JobCgroup
 from ondrop.runtime.folders import empty_folder
 from ondrop.runtime.oci import OciRuntime
@@ -49,12 +50,7 @@ class WarmContainer:
     idle_since: float = field(default=0.0)
 
     def alive(self) -> bool:
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state not in ("Z", "X")
+        return alive(self.pid)
 
     def only_first(self) -> bool:
         """Whether the container holds its first process and nothing else: no process of

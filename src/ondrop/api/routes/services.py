@@ -158,11 +158,15 @@ def reprocess(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, Any]
 
 @router.get("/system/services/{name}/deployment", responses=errors(404))
 def deployment(name: str, platform: PlatformDep, who: SignedIn) -> dict[str, Any]:
-    """OSCAR's deployment summary. An ondrop service has no long-running deployment of
-    its own: its instances are its jobs. `state` is `ready`, or `degraded` while its
+    """OSCAR's deployment summary. An exposed service's instances are its replicas (with
+    `replicas`, `desired_instances`, `min_scale`, `max_scale`, `restarts` beside); any
+    other's are its jobs. `state` is `ready`, or `degraded` while its
     latest ended job failed (`reason` says why); `active_instances` are its jobs running
     now, `affected_instances` its failed ones."""
-    seen(platform.services.get(name), who)
+    service = platform.services.get(name)
+    seen(service, who)
+    if service.expose is not None:  # its replicas
+        return platform.exposed.status(name)
     counts = platform.store.count_jobs(name)
     ended = next((j for j in platform.store.jobs(name, 0, 50) if j.status in FINISHED), None)
     failed = ended is not None and ended.status == FAILED
@@ -186,9 +190,15 @@ def deployment_logs(
     tailLines: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> dict[str, Any]:
     """OSCAR's deployment logs: the last `tailLines` lines (default 200) of the output of
-    the service's latest job (`/system/logs/{service}/{job}` has every job's). With
+    an exposed service's newest replica (or of the last one that ended), or of any other
+    service's latest job (`/system/logs/{service}/{job}` has every job's). With
     `timestamps`, each entry has its attempt's end time."""
-    seen(platform.services.get(name), who)
+    service = platform.services.get(name)
+    seen(service, who)
+    if service.expose is not None:  # its replicas' output
+        what, text = platform.exposed.log(name, tailLines)
+        entries = [{"message": line} for line in text.splitlines()[-tailLines:]]
+        return {"service_name": name, "available": bool(text), "message": what, "entries": entries}
     latest = platform.store.jobs(name, 0, 1)
     answer: dict[str, Any] = {"service_name": name, "available": bool(latest), "entries": []}
     if not latest:

@@ -1,0 +1,82 @@
+"""The replicas of exposed services as containers: started detached, each in a network
+namespace of its own, with a writable root of its own (an overlay on the shared image)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from collections import deque
+from pathlib import Path
+
+from ondrop.runtime.base import Served
+from ondrop.runtime.cgroups import JobCgroup
+from ondrop.runtime.engine import Engine
+from ondrop.runtime.images import Images
+from ondrop.runtime.oci import OciRuntime
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            return b"".join(deque(f, maxlen=lines)).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class ServedBundle(Served):
+    """A replica the OCI runtime started from a bundle in `folder` (the fast path)."""
+
+    def __init__(
+        self,
+        name: str,
+        pid: int,
+        oci: OciRuntime,
+        images: Images,
+        cgroup: JobCgroup,
+        folder: Path,
+    ) -> None:
+        self.name, self.pid = name, pid
+        self.oci, self.images, self.cgroup, self.folder = oci, images, cgroup, folder
+
+    def log(self, lines: int) -> str:
+        return _tail(self.folder / "bundle" / "log", lines)
+
+    def stop(self, grace: float) -> None:
+        self.oci.kill(self.name, "TERM")
+        deadline = time.monotonic() + grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.oci.delete(self.name)  # --force: SIGKILL what is left
+        self.cgroup.remove()
+        self.images.drop_root(self.name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ServedEngine(Served):
+    """A replica `podman run --detach` (or docker) started."""
+
+    def __init__(self, name: str, pid: int, engine: Engine, folder: Path) -> None:
+        self.name, self.pid, self.engine, self.folder = name, pid, engine, folder
+
+    def log(self, lines: int) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            shown = subprocess.run(
+                [self.engine.binary, "logs", "--tail", str(lines), self.name],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            return shown.stdout + shown.stderr
+        return ""
+
+    def stop(self, grace: float) -> None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [self.engine.binary, "stop", "--time", str(max(1, round(grace))), self.name],
+                capture_output=True,
+                timeout=grace + 30,
+            )
+        self.engine.remove([self.name])
+        shutil.rmtree(self.folder, ignore_errors=True)
