@@ -53,6 +53,7 @@ from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.router import BATCH, FAAS, Router
 from ondrop.pools.waiters import Waiters
+from ondrop.quotas import Limits, Quotas
 from ondrop.replicas import LEASE, Heartbeat, replica_id
 from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
@@ -131,6 +132,7 @@ class Platform:
             on_cancel=self._stop_running if self.store.shared else None,
         )
         self.ray: RayCluster | None = None  # made when a pool runs on Ray
+        self.quotas = Quotas(self.store, Limits.parse(settings.quota))
         slots = Slots(settings.workers)  # scripts at once on this machine
         self.backends: dict[str, Backend] = {}
         self.pools: dict[str, Dispatcher] = {}
@@ -148,6 +150,7 @@ class Platform:
                 on_outputs=self._outputs_stored,
                 wake_pool=lambda name: self.pools[name].wake(),
                 owner=self.replica,
+                quotas=self.quotas,
             )
         on_cluster = settings.backend_of(BATCH) == "ray"
         self.intake = Intake(

@@ -102,6 +102,11 @@ class Settings:
         "VOs (EGI entitlements, Keycloak groups) whose members may sign in, comma-separated; "
         "empty: every user of the issuers",
     )
+    quota: str = _setting(
+        "",
+        "each signed-in user's quota (their jobs at once) unless the admin set theirs: "
+        "cpu=4,memory=16Gi,gpu=1,jobs=20, any of them; empty: none",
+    )
     store: str = _setting(
         "",
         "the store of services and jobs: empty for the SQLite file in the data folder, or "
@@ -215,6 +220,12 @@ class Settings:
             for issuer in self.issuers
             if not _issuer_url(issuer)
         ]
+        from ondrop.quotas import Limits  # (it needs the models, which need settings)
+
+        try:
+            Limits.parse(self.quota)
+        except DefinitionError as exc:
+            problems.append(str(exc))
         if self.pull not in PULL_POLICIES:
             problems.append(f"pull {self.pull!r} is not one of {', '.join(PULL_POLICIES)}")
         if self.object_store not in ("none", "seaweedfs"):

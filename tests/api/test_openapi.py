@@ -163,7 +163,10 @@ def test_the_document_declares_who_may_call_each_operation(document: dict[str, A
             assert "security" not in operation
         elif path.startswith(("/job/", "/run/")):
             assert operation["security"] == [{"serviceToken": []}, {"admin": []}, {"oidc": []}]
-        elif path.startswith(USERS) and (method.lower(), path) != ("put", "/system/config"):
+        elif (path.startswith(USERS) or path == "/system/quotas/user") and (
+            method.lower(),
+            path,
+        ) != ("put", "/system/config"):
             assert operation["security"] == [{"admin": []}, {"oidc": []}], (method, path)
         elif path.startswith("/system/"):
             assert operation["security"] == [{"admin": []}], (method, path)
@@ -180,7 +183,7 @@ USERS = (
     "/system/info",
     "/system/config",
     "/system/buckets",
-)
+)  # and their own quota (/system/quotas/user; another's is the admin's)
 
 
 def test_operations_that_read_a_raw_body_document_it(document: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from ondrop.store.base import (
     SUCCEEDED,
     NewJob,
     Outcome,
+    Quota,
     Store,
 )
 from ondrop.store.sqlite import SQLiteStore
@@ -150,6 +152,54 @@ def test_a_cap_holds_across_control_planes(open_store: Opener) -> None:
     for thread in threads:
         thread.join()
     assert len(taken) == 4 and second.count_jobs() == {RUNNING: 4, QUEUED: 36}
+
+
+def test_a_quota_holds_the_jobs_of_its_owners_services_together(store: Store) -> None:
+    for i in range(6):
+        add(store, f"a/{i}", "one")
+        add(store, f"b/{i}", "two")
+    add(store, "c/0", "free")
+    # 1.5 cores between the owner's services: one's jobs count 1, two's 0.5.
+    quota = Quota("ann", {"one": (1.0, 0, 0), "two": (0.5, 0, 0)}, cpu=1.5)
+    claims = store.claim(10, {}, time.time(), quotas=[quota])
+    taken = sorted(c.job.service for c in claims)
+    assert taken.count("free") == 1  # not the owner's: not held back
+    assert sum({"one": 1.0, "two": 0.5}.get(s, 0) for s in taken) <= 1.5
+    assert store.claim(10, {}, time.time(), quotas=[quota]) == []  # counted in the store
+    # Jobs at once, and memory, are held too.
+    owned = [t for t in taken if t != "free"]
+    jobs = Quota("ann", {"one": (0.0, 0, 0), "two": (0.0, 0, 0)}, jobs=len(owned))
+    assert store.claim(10, {}, time.time(), quotas=[jobs]) == []
+    more = store.claim(1, {}, time.time(), quotas=[replace(jobs, jobs=len(owned) + 1)])
+    owned += [c.job.service for c in more]
+    assert len(more) == 1
+    # Memory: room for one more job that needs 1, none that needs 2.
+    needs = {"one": (0.0, 2, 0), "two": (0.0, 1, 0)}
+    held = sum(needs[s][1] for s in owned)
+    (last,) = store.claim(10, {}, time.time(), quotas=[Quota("ann", needs, memory=held + 1)])
+    assert last.job.service == "two"
+
+
+def test_a_quota_holds_across_control_planes(open_store: Opener) -> None:
+    from ondrop.store.base import StoredService
+
+    first, second = open_store(), open_store()
+    first.save_services([StoredService("q", {"name": "q"}, "t", 1.0, 1.0)])
+    for i in range(30):
+        add(first, f"in/{i}", "q")
+    quota = Quota("ann", {"q": (1.0, 0, 0)}, jobs=3)
+    taken: list[str] = []
+
+    def claimer(store: Store) -> None:
+        for _ in range(10):
+            taken.extend(c.job.id for c in store.claim(2, {}, time.time(), quotas=[quota]))
+
+    threads = [threading.Thread(target=claimer, args=(s,)) for s in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 3 and second.count_jobs() == {RUNNING: 3, QUEUED: 27}
 
 
 def test_higher_priority_jobs_are_claimed_first(store: Store) -> None:

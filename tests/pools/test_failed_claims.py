@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from ondrop.pools.faas import FaasLimits
 from ondrop.pools.waiters import Waiters
 from ondrop.services import Services
 from ondrop.storage import LocalStorage, Providers
-from ondrop.store.base import QUEUED, RUNNING, SUCCEEDED, Claim, Job, NewJob, Outcome
+from ondrop.store.base import QUEUED, RUNNING, SUCCEEDED, Claim, Job, NewJob, Outcome, Quota
 from ondrop.store.sqlite import SQLiteStore
 from tests.support.stored import saved
 
@@ -67,6 +67,7 @@ class FlakyClaims(SQLiteStore):
         accept: Callable[[Job], bool] | None = None,
         owner: str = "",
         lease_until: float | None = None,
+        quotas: Sequence[Quota] = (),
     ) -> list[Claim]:
         fail, self.fail = self.fail, None
         reserved = 0
@@ -81,7 +82,7 @@ class FlakyClaims(SQLiteStore):
 
         self.connection.armed = fail == "commit"
         try:
-            return super().claim(limit, caps, now, pool, accepting, owner, lease_until)
+            return super().claim(limit, caps, now, pool, accepting, owner, lease_until, quotas)
         except StoreError:
             self.failed += 1
             raise

@@ -26,7 +26,17 @@ from ondrop.api.executions import ExecutionLogger, Executions
 from ondrop.api.methods import AllowedMethods
 from ondrop.api.oidc import SignIn
 from ondrop.api.openapi import document
-from ondrop.api.routes import buckets, events, exposed, files, invoke, logs, services, system
+from ondrop.api.routes import (
+    buckets,
+    events,
+    exposed,
+    files,
+    invoke,
+    logs,
+    quotas,
+    services,
+    system,
+)
 from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
 
@@ -116,7 +126,7 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
             500,
         )
 
-    for module in (system, services, exposed, logs, invoke, files, buckets, events):
+    for module in (system, services, exposed, logs, invoke, files, buckets, quotas, events):
         app.include_router(module.router)
     app.add_middleware(AllowedMethods, routes=app.router.routes)
     app.add_middleware(ExecutionLogger, executions=app.state.executions)

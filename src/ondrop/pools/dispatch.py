@@ -24,6 +24,7 @@ from ondrop.pools.base import Admission, Allocation, Slots
 from ondrop.pools.policy import STORE_RETRY_CAP, next_step
 from ondrop.pools.specs import job_spec
 from ondrop.pools.waiters import Waiters
+from ondrop.quotas import Quotas
 from ondrop.replicas import LEASE
 from ondrop.services import Services
 from ondrop.storage.base import ObjectInfo
@@ -33,6 +34,7 @@ from ondrop.store.base import (
     Claim,
     Job,
     Outcome,
+    Quota,
     Store,
 )
 
@@ -57,8 +59,10 @@ class Dispatcher:
         on_outputs: OutputsHook | None = None,
         wake_pool: Callable[[str], None] | None = None,
         owner: str = "",
+        quotas: Quotas | None = None,
     ) -> None:
         self.name = admission.name
+        self.quotas = quotas  # the users' (their services' jobs at once)
         self.owner = owner  # the control plane its claims are leased to
         self.store = store
         self.services = services
@@ -151,13 +155,11 @@ class Dispatcher:
         free = min(self.admission.slots(), self.slots.free())
         if free > 0:
             # Counted in the store, against what runs on every pool and control plane.
-            caps = {
-                s.name: s.max_concurrency
-                for s in self.services.all()
-                if s.max_concurrency is not None
-            }
+            services = self.services.all()
+            caps = {s.name: s.max_concurrency for s in services if s.max_concurrency is not None}
+            quotas = self.quotas.for_claim(services) if self.quotas is not None else []
             take = self._claim_counted if self.admission.counted else self._claim_each
-            claims = take(free, caps)
+            claims = take(free, caps, quotas)
             for claim in claims:
                 with self._lock:
                     self._running[claim.job.id] = claim.job.service
@@ -174,7 +176,7 @@ class Dispatcher:
             return IDLE_WAIT
         return min(IDLE_WAIT, due - now)  # a retry waits for its time
 
-    def _claim_each(self, free: int, caps: dict[str, int]) -> list[Claim]:
+    def _claim_each(self, free: int, caps: dict[str, int], quotas: list[Quota]) -> list[Claim]:
         """Claim up to `free` jobs, each one the admission takes (resources, devices)."""
         reserved: list[tuple[str, bool]] = []  # what `_accept` reserved in this claim
         now = time.time()
@@ -187,6 +189,7 @@ class Dispatcher:
                 lambda job: self._accept(job, reserved),
                 owner=self.owner,
                 lease_until=now + LEASE if self.owner else None,
+                quotas=quotas,
             )
         except BaseException:
             # Nothing was claimed, so nothing may stay reserved; the loop retries in 1 s.
@@ -199,7 +202,7 @@ class Dispatcher:
             self._wake.set()
         return claims
 
-    def _claim_counted(self, free: int, caps: dict[str, int]) -> list[Claim]:
+    def _claim_counted(self, free: int, caps: dict[str, int], quotas: list[Quota]) -> list[Claim]:
         """Claim up to `free` jobs of an admission where every job fits while there is
         room: the platform's slots taken first, so that no job needs asking about (and a
         shared store claims them in one statement)."""
@@ -215,6 +218,7 @@ class Dispatcher:
                 self.name,
                 owner=self.owner,
                 lease_until=now + LEASE if self.owner else None,
+                quotas=quotas,
             )
         except BaseException:
             self._give_slots(taken)

@@ -100,6 +100,32 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """What the jobs of one user's services may hold at once, counted in the store (every
+    pool, every control plane): `needs` is what one job of each of those services counts
+    (cores, bytes, GPUs); None, no limit."""
+
+    owner: str
+    needs: Mapping[str, tuple[float, int, int]]
+    jobs: int | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    gpu: int | None = None
+
+    def fits(self, held: tuple[int, float, int, int], service: str) -> bool:
+        """Whether one more job of `service` fits beside what `held` (jobs, cores, bytes,
+        GPUs) of the owner's already run."""
+        cpu, memory, gpu = self.needs[service]
+        jobs, cores, used, gpus = held
+        return (
+            (self.jobs is None or jobs + 1 <= self.jobs)
+            and (self.cpu is None or cores + cpu <= self.cpu + 1e-9)
+            and (self.memory is None or used + memory <= self.memory)
+            and (self.gpu is None or gpus + gpu <= self.gpu)
+        )
+
+
+@dataclass(frozen=True)
 class Claim:
     """A job a worker now owns, with its attempt number and the event that started it."""
 
@@ -191,11 +217,13 @@ class Store(ABC):
         accept: Callable[[Job], bool] | None = None,
         owner: str = "",
         lease_until: float | None = None,
+        quotas: Sequence[Quota] = (),
     ) -> list[Claim]:
         """Take up to `limit` due queued jobs of `pool`, each one `accept` takes (it
         reserves what the job needs), and start an attempt for each, leased to the control
         plane `owner` until `lease_until`. A service in `caps` never has more than
-        caps[service] jobs running, counted in the store (every pool, every control plane).
+        caps[service] jobs running, and the jobs of a quota's services never hold more than
+        it allows, counted in the store (every pool, every control plane).
         Higher priority first, then the services with the fewest jobs running, oldest
         first. When it raises, nothing was claimed (every change is undone): the caller
         gives back what `accept` reserved."""

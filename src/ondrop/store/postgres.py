@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from ondrop.errors import StoreBusyError, StoreError, StoreUnavailableError
 from ondrop.jobs import SYNC_PRIORITY
-from ondrop.store.base import QUEUED, RUNNING, Claim, Job
+from ondrop.store.base import QUEUED, RUNNING, Claim, Job, Quota
 from ondrop.store.sql import (
     ATTEMPT_RESET,
     FAIR_COUNT,
@@ -180,11 +180,12 @@ class PostgresStore(SQLStore):
         accept: Callable[[Job], bool] | None = None,
         owner: str = "",
         lease_until: float | None = None,
+        quotas: Sequence[Quota] = (),
     ) -> list[Claim]:
-        """With nothing to ask of each job (`accept`) and no caps to count under a lock,
-        the whole claim is one statement: one trip to the server."""
-        if accept is not None or caps or limit <= 0:
-            return super().claim(limit, caps, now, pool, accept, owner, lease_until)
+        """With nothing to ask of each job (`accept`) and no caps or quotas to count under
+        a lock, the whole claim is one statement: one trip to the server."""
+        if accept is not None or caps or quotas or limit <= 0:
+            return super().claim(limit, caps, now, pool, accept, owner, lease_until, quotas)
         where, args = self._due(pool, now)
         counted, counted_args = self._counted(pool, {})
         served = sorted(self._served.items())

@@ -31,6 +31,7 @@ from ondrop.store.base import (
     Job,
     NewJob,
     Outcome,
+    Quota,
     Replica,
     Store,
     StoredService,
@@ -479,19 +480,22 @@ class SQLStore(Store):
         accept: Callable[[Job], bool] | None = None,
         owner: str = "",
         lease_until: float | None = None,
+        quotas: Sequence[Quota] = (),
     ) -> list[Claim]:
         if limit <= 0:
             return []
         with self._tx(durable=False) as db:
-            if caps:
+            counted = sorted({*caps, *(s for quota in quotas for s in quota.needs)})
+            if counted:
                 # One claimer at a time counts a capped service's running jobs (PostgreSQL
                 # locks its row until this claim commits; SQLite's writer is alone).
-                capped = sorted(caps)
                 db.execute(
-                    f"SELECT name FROM services WHERE name IN ({_marks(capped)}) "
+                    f"SELECT name FROM services WHERE name IN ({_marks(counted)}) "
                     f"ORDER BY name{self.LOCK_ROWS}",
-                    capped,
+                    counted,
                 )
+            if quotas:
+                accept = self._within(db, quotas, accept)
             chosen = self._choose(self._lanes(db, limit, caps, now, pool), limit, accept)
             claims = [
                 Claim(
@@ -558,6 +562,45 @@ class SQLStore(Store):
             if rows:
                 lanes.append((int(running), rows))
         return lanes
+
+    def _within(
+        self, db: Tx, quotas: Sequence[Quota], accept: Callable[[Job], bool] | None
+    ) -> Callable[[Job], bool]:
+        """`accept`, taking only jobs their owner's quota has room for beside what runs
+        (counted now, under the services' locks) and what this claim took before."""
+        of: dict[str, Quota] = {s: quota for quota in quotas for s in quota.needs}
+        held: dict[str, tuple[int, float, int, int]] = {q.owner: (0, 0.0, 0, 0) for q in quotas}
+
+        def add(service: str, count: int) -> None:
+            quota = of[service]
+            cpu, memory, gpu = quota.needs[service]
+            jobs, cores, used, gpus = held[quota.owner]
+            held[quota.owner] = (
+                jobs + count,
+                cores + cpu * count,
+                used + memory * count,
+                gpus + gpu * count,
+            )
+
+        services = sorted(of)
+        for service, running in db.execute(
+            f"SELECT service, COUNT(*) FROM jobs WHERE status = '{RUNNING}' "
+            f"AND service IN ({_marks(services)}) GROUP BY service",
+            services,
+        ).fetchall():
+            add(str(service), int(running))
+
+        def within(job: Job) -> bool:
+            quota = of.get(job.service)
+            if quota is not None and not quota.fits(held[quota.owner], job.service):
+                return False
+            if accept is not None and not accept(job):
+                return False
+            if quota is not None:
+                add(job.service, 1)
+            return True
+
+        return within
 
     def _choose(
         self,
