@@ -116,7 +116,7 @@ def test_a_fall_in_use_lowers_the_count_only_after_the_window(
     def look(now: float, busy: float) -> None:
         """Seconds since the last look at `now`, each replica busy `busy` of its core."""
         used["total"] += busy * exposed.SCALE_EVERY
-        keeper._scale(dep, web.expose, web, now)  # type: ignore[arg-type]
+        keeper._scale(dep, web, now)
 
     look(0.0, 0.0)  # the first look only samples
     assert dep.target == 1

@@ -402,7 +402,7 @@ class Exposed:
             return
         if now - dep.scaled >= SCALE_EVERY:
             dep.scaled = now
-            self._scale(dep, service.expose, service, now)
+            self._scale(dep, service, now)
         current = _version(service, dep.generation)
         ours = [r for r in dep.replicas if r.version == current]
         old = [r for r in dep.replicas if r.version != current]
@@ -422,7 +422,9 @@ class Exposed:
             if up >= dep.target or replica.state != "ready":
                 self._remove(dep, replica)
 
-    def _scale(self, dep: Deployment, expose: Expose, service: Service, now: float) -> None:
+    def _scale(self, dep: Deployment, service: Service, now: float) -> None:
+        expose = service.expose
+        assert expose is not None
         share = parse_cpu(service.cpu) if service.cpu else 1.0
         uses: list[float] = []
         looked = [r for r in dep.replicas if r.state == "ready" and r.served is not None]

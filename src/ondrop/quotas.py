@@ -61,16 +61,12 @@ class Limits:
             if text.lower() in ("none", "unlimited"):
                 values[name] = None
                 continue
+            parse = {"cpu": parse_cpu, "memory": parse_bytes}.get(name, int)
             try:
-                if name == "cpu":
-                    values[name] = parse_cpu(text)
-                elif name == "memory":
-                    values[name] = parse_bytes(text)
-                else:
-                    values[name] = int(text)
+                values[name] = parse(text)
             except ValueError:
-                values[name] = -1
-            if values[name] < 0:
+                values[name] = None
+            if values[name] is None or values[name] < 0:
                 raise DefinitionError(f"quota {name}: {text!r} is not a quantity of zero or more")
         return replace(self, **values)
 

@@ -24,6 +24,7 @@ from ondrop.store.base import (
     REFUSED,
     RUNNING,
     SUCCEEDED,
+    Claim,
     NewJob,
     Outcome,
     Quota,
@@ -133,6 +134,22 @@ def test_the_service_with_the_fewest_jobs_running_goes_first(store: Store) -> No
     assert claim.job.service == "idle"
 
 
+def claimed_together(stores: list[Store], claim: Callable[[Store], list[Claim]]) -> list[str]:
+    """The jobs claimed when each store, in a thread of its own, claims ten times at once."""
+    taken: list[str] = []
+
+    def claimer(store: Store) -> None:
+        for _ in range(10):
+            taken.extend(c.job.id for c in claim(store))
+
+    threads = [threading.Thread(target=claimer, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return taken
+
+
 def test_a_cap_holds_across_control_planes(open_store: Opener) -> None:
     from ondrop.store.base import StoredService
 
@@ -140,17 +157,7 @@ def test_a_cap_holds_across_control_planes(open_store: Opener) -> None:
     first.save_services([StoredService("capped", {"name": "capped"}, "t", 1.0, 1.0)])
     for i in range(40):
         add(first, f"in/{i}", "capped")
-    taken: list[str] = []
-
-    def claimer(store: Store) -> None:
-        for _ in range(10):
-            taken.extend(c.job.id for c in store.claim(3, {"capped": 4}, time.time()))
-
-    threads = [threading.Thread(target=claimer, args=(s,)) for s in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    taken = claimed_together([first, second], lambda s: s.claim(3, {"capped": 4}, time.time()))
     assert len(taken) == 4 and second.count_jobs() == {RUNNING: 4, QUEUED: 36}
 
 
@@ -188,17 +195,7 @@ def test_a_quota_holds_across_control_planes(open_store: Opener) -> None:
     for i in range(30):
         add(first, f"in/{i}", "q")
     quota = Quota("ann", {"q": (1.0, 0, 0)}, jobs=3)
-    taken: list[str] = []
-
-    def claimer(store: Store) -> None:
-        for _ in range(10):
-            taken.extend(c.job.id for c in store.claim(2, {}, time.time(), quotas=[quota]))
-
-    threads = [threading.Thread(target=claimer, args=(s,)) for s in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    taken = claimed_together([first, second], lambda s: s.claim(2, {}, time.time(), quotas=[quota]))
     assert len(taken) == 3 and second.count_jobs() == {RUNNING: 3, QUEUED: 27}
 
 

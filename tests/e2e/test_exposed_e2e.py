@@ -18,7 +18,6 @@ from websockets.sync.client import connect as ws_connect
 from ondrop import exposed
 from ondrop.platform import Platform
 from ondrop.settings import Settings
-from tests.conftest import ADMIN, listening_socket, serving
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -84,28 +83,18 @@ exec nc -ll -p 8080 -e /tmp/ws
 
 
 @pytest.fixture
-def up(settings: Settings, busybox: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(exposed, "SCALE_EVERY", 1.0)  # decisions each second, not each 15
-    platform = Platform(settings.with_(container_engine="podman"))
-    platform.start()
+def platform(
+    settings: Settings, busybox: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Platform]:
+    """conftest's platform, on podman, scaling each second rather than each 15."""
+    monkeypatch.setattr(exposed, "SCALE_EVERY", 1.0)
+    p = Platform(settings.with_(container_engine="podman"))
+    p.start()
     try:
-        with serving(platform, listening_socket()) as url:
-            yield url
+        yield p
     finally:
-        platform.stop()
+        p.stop()
     assert replicas_running() == []  # the shutdown stopped every replica
-
-
-@pytest.fixture
-def api(up: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=up, auth=(ADMIN.user, ADMIN.password), timeout=60) as client:
-        yield client
-
-
-@pytest.fixture
-def anon(up: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=up, timeout=60) as client:
-        yield client
 
 
 def replicas_running(service: str = "") -> list[str]:
@@ -296,10 +285,10 @@ def test_a_changed_service_gets_new_replicas_that_run_the_change(
     wait_for(lambda: len(replicas_running("web")) == 1, 60)  # the old one is stopped
 
 
-def test_websockets_pass_through_both_ways(api: httpx.Client, up: str, busybox: str) -> None:
+def test_websockets_pass_through_both_ways(api: httpx.Client, base_url: str, busybox: str) -> None:
     apply(api, busybox, name="ws", script=WEBSOCKET)
     wait_for(lambda: deployment(api, "ws")["active_instances"] == 1, 120)
-    url = up.replace("http://", "ws://") + "/system/services/ws/exposed/chat"
+    url = base_url.replace("http://", "ws://") + "/system/services/ws/exposed/chat"
     with ws_connect(url, open_timeout=30) as websocket:
         websocket.send("twelve bytes")
         assert websocket.recv(timeout=30) == "got 12 bytes"

@@ -397,23 +397,7 @@ class ContainerRuntime(Runtime):
         # A user of the image's, whoever it is, must be able to write its outputs.
         (spec.workdir / "output").chmod(0o777)
         (spec.workdir / "tmp").chmod(0o1777)
-        command = [
-            self.engine.binary,
-            "run",
-            "--name",
-            name,
-            "--env-file",
-            str(env_file),
-            "--read-only",
-            "--security-opt",
-            "no-new-privileges",
-            "--pids-limit",
-            str(PIDS_LIMIT),
-            "--entrypoint",
-            args[0],
-            *(arg for name in multiline for arg in ("-e", name)),
-            *self._userns,
-        ]
+        command = [*self._engine_run(spec, name, args[0], env_file, multiline), "--read-only"]
         if not spec.network:
             command += ["--network", "none"]
         cgroup = self._engine_cgroup(name, spec.memory)
@@ -423,8 +407,6 @@ class ContainerRuntime(Runtime):
                 command += ["--cgroups", "no-conmon"]
         elif spec.memory is not None:
             command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
-        if spec.cpu is not None:
-            command += ["--cpus", f"{spec.cpu:g}"]
         for gpu in spec.gpus:
             # With NVIDIA's CDI spec installed the engine also mounts the driver's libraries.
             cdi = any(Path(d, "nvidia.yaml").exists() for d in ("/etc/cdi", "/var/run/cdi"))
@@ -467,6 +449,32 @@ class ContainerRuntime(Runtime):
             if cgroup is not None:
                 cgroup.remove()
         return code, timed_out, kills
+
+    def _engine_run(
+        self, spec: RunSpec, name: str, entrypoint: str, env_file: Path, multiline: dict[str, str]
+    ) -> list[str]:
+        """`<engine> run` with what every container of ours gets, job or server: its name
+        and environment, no new privileges, a cap on processes, its cpu, and the user
+        namespace. Variables in `multiline` come from the engine's own environment."""
+        command = [
+            self.engine.binary,
+            "run",
+            "--name",
+            name,
+            "--env-file",
+            str(env_file),
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            str(PIDS_LIMIT),
+            "--entrypoint",
+            entrypoint,
+            *(arg for variable in multiline for arg in ("-e", variable)),
+            *self._userns,
+        ]
+        if spec.cpu is not None:
+            command += ["--cpus", f"{spec.cpu:g}"]
+        return command
 
     def _engine_cgroup(self, name: str, memory: int | None) -> JobCgroup | None:
         """A cgroup of ours holding the job's memory limit, for the engine to put the
@@ -543,32 +551,17 @@ class ContainerRuntime(Runtime):
         env_file, multiline = _env_file(spec.workdir, env)
         (spec.workdir / "tmp").chmod(0o1777)
         command = [
-            self.engine.binary,
-            "run",
+            *self._engine_run(spec, name, args[0], env_file, multiline),
             "--detach",
-            "--name",
-            name,
-            "--env-file",
-            str(env_file),
             "--network",
             "none",
-            "--security-opt",
-            "no-new-privileges",
-            "--pids-limit",
-            str(PIDS_LIMIT),
-            "--entrypoint",
-            args[0],
             "-v",
             f"{spec.workdir / 'tmp'}:{INSIDE['tmp']}:rw",
             "-v",
             f"{spec.script}:{INSIDE['script']}:ro",
-            *(arg for name in multiline for arg in ("-e", name)),
-            *self._userns,
         ]
         if spec.memory is not None:
             command += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
-        if spec.cpu is not None:
-            command += ["--cpus", f"{spec.cpu:g}"]
         command += [image.id, *args[1:]]
         started = subprocess.run(
             command, env={**os.environ, **multiline}, capture_output=True, text=True, timeout=120

@@ -143,10 +143,11 @@ async def _socket(platform: Platform, replica: Replica) -> socket.socket:
 @router.api_route(
     "/system/services/{name}/exposed/{path:path}", methods=METHODS, include_in_schema=False
 )
-async def proxy(request: Request, platform: PlatformDep, name: str, path: str = "") -> Response:
+async def proxy(request: Request, name: str, path: str = "") -> Response:
     """An exposed service's own HTTP API: passed to one of its replicas, streamed both
     ways. With `set_auth`, the service's token is needed (basic: the service's name and
     its token, or a bearer token)."""
+    platform: Platform = request.app.state.platform  # _target catches up with the store
     service = await run_in_threadpool(_target, platform, request, name)
     replica = platform.exposed.pick(name)
     released = False
