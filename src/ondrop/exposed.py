@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import logging
@@ -143,6 +144,7 @@ class Deployment:
     ended_log: str = ""  # what the last replica to end printed
     problem: str = ""  # why replicas cannot be had (no image here...)
     turn: int = 0
+    decided: float = 0.0  # when stop() or start_again() here last said (monotonic)
 
 
 class Exposed:
@@ -200,7 +202,8 @@ class Exposed:
         self._exposed(name)
         self.store.set_meta(STOPPED + name, "1")
         with self._lock:
-            self._deployments.setdefault(name, Deployment(name, 0)).stopped = True
+            dep = self._deployments.setdefault(name, Deployment(name, 0))
+            dep.stopped, dep.decided = True, time.monotonic()
             self._wake.notify()
 
     def start_again(self, name: str) -> None:
@@ -209,7 +212,7 @@ class Exposed:
         self.store.set_meta(STOPPED + name, "")
         with self._lock:
             if (dep := self._deployments.get(name)) is not None and dep.stopped:
-                dep.stopped = False
+                dep.stopped, dep.decided = False, time.monotonic()
                 assert service.expose is not None
                 dep.target = service.expose.min_scale
                 dep.crashes, dep.retry_at = 0, 0.0
@@ -223,6 +226,12 @@ class Exposed:
                 dep.generation += 1
                 dep.crashes, dep.retry_at = 0, 0.0
             self._wake.notify()
+
+    def forget(self, name: str) -> None:
+        """`name` was removed: its replicas stop, and a service of that name made later
+        starts out as any other, not stopped."""
+        self.store.set_meta(STOPPED + name, "")
+        self.wake()
 
     def _exposed(self, name: str) -> Service:
         service = self.services.get(name)
@@ -261,7 +270,14 @@ class Exposed:
 
     def socket(self, replica: Replica) -> socket.socket:
         """A TCP socket in the replica's network namespace, not yet connected."""
-        return socket_in(replica.netns)
+        with self._lock:  # its namespace's file is closed under the lock, once stopped
+            if replica.netns < 0:
+                raise OSError(f"replica {replica.id} is stopped")
+            netns = os.dup(replica.netns)
+        try:
+            return socket_in(netns)
+        finally:
+            os.close(netns)
 
     def _why_none(self, name: str, dep: Deployment | None, service: Service) -> str:
         if dep is None:
@@ -356,6 +372,8 @@ class Exposed:
         }
         checks: list[tuple[Service, Replica]] = []
         with self._lock:
+            if self._closed:  # (close() stopped every replica meanwhile)
+                return
             for name in list(self._deployments):
                 if name not in wanted:  # removed
                     for replica in self._deployments.pop(name).replicas:
@@ -366,7 +384,7 @@ class Exposed:
                 if dep is None:
                     dep = Deployment(name, service.expose.min_scale)
                     self._deployments[name] = dep
-                if name in stopped:
+                if name in stopped and dep.decided < now:  # not older than stop()/start
                     dep.stopped = stopped[name]
                 expose = service.expose
                 dep.target = min(max(dep.target, expose.min_scale), expose.max_scale)
@@ -474,10 +492,10 @@ class Exposed:
             why,
             "" if was_up else f" in {min(2.0**dep.crashes, BACKOFF_MAX):g} s",
         )
-        if replica.served is not None:
-            text = replica.served.log(LOG_LINES)
-            dep.ended_log = f"{text.rstrip()}\n[ondrop] replica {replica.id} ended: {why}\n"
-        self._remove(dep, replica)
+        with contextlib.suppress(ValueError):
+            dep.replicas.remove(replica)
+        replica.state = "stopping"
+        self._in_worker(self._stop, replica, dep, why)  # its log kept first
 
     def _remove(self, dep: Deployment, replica: Replica) -> None:
         with contextlib.suppress(ValueError):
@@ -523,10 +541,18 @@ class Exposed:
                 (folder / "script").write_text(script)
                 served = runtime.serve(self._spec(service, replica, folder))
                 replica.netns = os.open(f"/proc/{served.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                if os.fstat(replica.netns).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                    # (an engine that reported another process, or none of its own)
+                    raise OndropError(
+                        f"replica {replica.id} is not in a network of its own; it is stopped"
+                    )
             except NotFoundError as exc:
                 problem, waits = f"{exc}; its replicas wait until it is here", True
             except (OndropError, OSError) as exc:
                 problem = str(exc)
+            if problem and replica.netns >= 0:
+                os.close(replica.netns)
+                replica.netns = -1
             if problem and served is not None:
                 served.stop(0)
                 served = None
@@ -547,7 +573,8 @@ class Exposed:
             dep.problem = ""
             replica.served = served
             replica.started = time.monotonic()
-            if replica.state == "stopping":  # retired while it was being made
+            if replica.state == "stopping" or self._closed:  # retired while being made
+                replica.state = "stopping"
                 self._in_worker(self._stop, replica)
                 return
             replica.state = "starting"
@@ -575,17 +602,26 @@ class Exposed:
             service=service.name,
         )
 
-    def _stop(self, replica: Replica) -> None:
-        deadline = time.monotonic() + STOP_GRACE
-        with self._lock:  # the requests it serves have the grace to end
-            while replica.in_flight > 0 and not self._closed:
-                if not self._drained.wait(max(0.0, deadline - time.monotonic())):
-                    break
-        if replica.served is not None:
-            replica.served.stop(STOP_GRACE)
-        if replica.netns >= 0:
-            os.close(replica.netns)
-            replica.netns = -1
+    def _stop(self, replica: Replica, ended: Deployment | None = None, why: str = "") -> None:
+        """Stop the replica, once the requests on it are done (or had STOP_GRACE); one
+        that `ended` by itself has its last output kept as its deployment's."""
+        try:
+            if ended is not None and replica.served is not None:
+                text = replica.served.log(LOG_LINES).rstrip()
+                with self._lock:
+                    ended.ended_log = f"{text}\n[ondrop] replica {replica.id} ended: {why}\n"
+            deadline = time.monotonic() + STOP_GRACE
+            with self._lock:  # the requests it serves have the grace to end
+                while replica.in_flight > 0 and not self._closed:
+                    if not self._drained.wait(max(0.0, deadline - time.monotonic())):
+                        break
+            if replica.served is not None:
+                replica.served.stop(STOP_GRACE)
+        finally:
+            with self._lock:  # (socket() makes its copy under the lock)
+                if replica.netns >= 0:
+                    os.close(replica.netns)
+                    replica.netns = -1
 
     def _check(self, service: Service, replica: Replica) -> None:
         """Ask the replica's health path; up when it answers below 400."""
@@ -643,12 +679,18 @@ def socket_in(netns: int) -> socket.socket:
     return made.result()
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def _made_in(netns: int) -> socket.socket:
     setns = getattr(os, "setns", None)
+    libc = _libc() if setns is None else None
     if setns is not None:  # Python 3.12
         setns(netns, CLONE_NEWNET)
     else:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        assert libc is not None
         if libc.setns(netns, CLONE_NEWNET) != 0:
             errno = ctypes.get_errno()
             raise OSError(

@@ -47,13 +47,14 @@ from ondrop.fdl.models import Service
 from ondrop.health import DiskSpace
 from ondrop.intake import Intake
 from ondrop.joblog import LiveLog
-from ondrop.pools.base import Admission, Node, Slots
+from ondrop.pools.base import Admission, Allocation, Node, Slots
 from ondrop.pools.batch import BatchCapacity, detect_gpus, machine_memory
 from ondrop.pools.dispatch import Dispatcher
 from ondrop.pools.faas import FaasLimits
 from ondrop.pools.router import BATCH, FAAS, Router
 from ondrop.pools.waiters import Waiters
 from ondrop.quotas import Limits, Quotas
+from ondrop.ready import Ready
 from ondrop.replicas import LEASE, Heartbeat, replica_id
 from ondrop.runtime import ContainerRuntime, build_runtimes, choose_runtime
 from ondrop.runtime.base import Runtime
@@ -162,6 +163,7 @@ class Platform:
         )
         self.buckets = Buckets(self.store, self.providers, self.services)
         self.exposed = Exposed(self.services, self.runtime_for, data / "work", self.store)
+        self.ready = Ready(self.services, self.runtime_for, self._allocation, data / "work")
         self.watchers: dict[str, EventSource] = {}
         self._watch_lock = threading.Lock()
         self.started = False
@@ -275,6 +277,7 @@ class Platform:
         for pool in self.pools.values():
             pool.start()
         self.exposed.start()
+        self.ready.start()
         self.started = True
         self._watch()
 
@@ -330,6 +333,7 @@ class Platform:
             pool.stop(max(0.0, deadline - time.monotonic()), self.interrupt)
         self.heartbeat.stop()  # its leases run out: what is still running is taken back
         self.exposed.close()
+        self.ready.close()
         for backend in self.backends.values():
             backend.close()
         if self.ray is not None:
@@ -360,6 +364,7 @@ class Platform:
         if self.started:
             self._watch()
             self.exposed.wake()
+            self.ready.wake()
         return applied
 
     def _past(self, inputs: list[tuple[StorageProvider, str]]) -> dict[tuple[str, str], int]:
@@ -388,7 +393,8 @@ class Platform:
         jobs = self.store.jobs(name)
         unfinished = [j.id for j in jobs if j.status not in FINISHED]
         self.services.delete(name)
-        self.exposed.wake()
+        self.exposed.forget(name)
+        self.ready.wake()
         for job in jobs:
             if job.status == RUNNING:
                 self._stop_running(job.id, f"service {name!r} was removed")
@@ -487,6 +493,13 @@ class Platform:
         hidden (the platform runs as root), so a script on the host reaches nothing of it."""
         process = self.runtimes.get("process")
         return isinstance(process, ProcessRuntime) and process.isolation is not None
+
+    def _allocation(self, service: Service) -> Allocation | None:
+        """What the jobs of `service`'s first pool run with, where they run here."""
+        pool = BATCH if service.mode == "batch" else FAAS
+        if not isinstance(self.backends.get(pool), LocalBackend):
+            return None
+        return self.pools[pool].admission.allocation(service)
 
     def runtime_for(self, service: Service) -> Runtime | str:
         """The runtime that runs `service`'s jobs, or why none can."""

@@ -189,7 +189,7 @@ class Supervisor:
                 network=service.network,
                 gpus=spec.devices,
                 service=service.name,
-                warm=float(service.warm),
+                warm=service.kept_warm,
             )
             clean = False
             secrets = tuple(service.environment.secrets.values())

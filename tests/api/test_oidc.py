@@ -420,3 +420,36 @@ def test_a_token_naming_a_key_the_issuer_does_not_have_is_401(
     with as_user(base_url, forged) as client:
         refused = client.get("/system/services")
     assert refused.status_code == 401 and "signing key" in refused.json()["detail"]
+
+
+def test_what_opens_the_platform_is_kept_from_an_exposed_server(issuer: Issuer) -> None:
+    """lets_in decides which Authorization the exposed proxy drops: every credential of
+    the platform's, valid or not, and nothing a caller holds for the server itself."""
+    from starlette.requests import HTTPConnection
+
+    from ondrop.api.auth import Credentials, lets_in
+    from ondrop.api.oidc import SignIn
+    from ondrop.fdl.models import Service
+
+    web = Service.model_validate({"name": "web", "script": "x", "token": "a" * 64})
+    admin = Credentials("admin", "secret")
+    signin = SignIn([issuer.url], AUDIENCE)
+
+    def dropped(header: str) -> bool:
+        scope = {"type": "http", "headers": [(b"authorization", header.encode())]}
+        return lets_in(HTTPConnection(scope), admin, signin, [web])
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    assert dropped(basic("admin", "secret"))
+    assert dropped(basic("web", "a" * 64))  # OSCAR's set_auth credentials
+    assert dropped("Bearer " + "a" * 64)  # the service's token
+    assert dropped("Bearer " + issuer.token("ann"))
+    assert dropped("Bearer " + issuer.token("ann", lifetime=-60))  # expired: still hers
+    assert not dropped(basic("admin", "guess"))  # not the admin's: a server's own
+    assert not dropped(basic("web", "b" * 64))
+    assert not dropped("Bearer " + "b" * 64)
+    assert not dropped("Bearer not-a-jwt")
+    assert not dropped("Token jupyter-token")
+    assert not dropped("Basic !!")  # not even basic

@@ -60,6 +60,9 @@ case "$seen" in *[Tt]ransfer-[Ee]ncoding:\ chunked*)
 "
   done;;
 esac
+case "$seen" in *"/weird HTTP"*)
+  printf 'HTTP/1.1 999 Odd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'; exit 0;;
+esac
 if [ -z "$key" ]; then
   printf 'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' ${#seen} "$seen"
   exit 0
@@ -181,10 +184,13 @@ def test_set_auth_asks_for_the_services_token_and_keeps_it_from_the_server(
     assert "x-forwarded-for: 10.1.2.3" in lines  # uvicorn trusts it from loopback
     assert "x-forwarded-prefix: /system/services/ws/exposed" in lines
     assert api.get("/system/services/ws/exposed/").status_code == 200  # the admin
+    # The path as the caller wrote it: an encoded slash stays one.
+    raw = anon.get("/system/services/ws/exposed/a%2Fb%3F?c=%20", headers=bearer)
+    assert raw.text.lower().splitlines()[0] == "get /a%2fb%3f?c=%20 http/1.1"
 
 
 def test_rewrite_target_passes_the_whole_path_and_checks_health_below_it(
-    api: httpx.Client, anon: httpx.Client, busybox: str
+    api: httpx.Client, anon: httpx.Client, busybox: str, platform: Platform
 ) -> None:
     apply(api, busybox, name="ws", script=WEBSOCKET, rewrite_target=True, health_path="/up")
     wait_for(lambda: deployment(api, "ws")["active_instances"] == 1, 120)
@@ -192,6 +198,15 @@ def test_rewrite_target_passes_the_whole_path_and_checks_health_below_it(
     lines = seen.text.lower().splitlines()
     assert lines[0] == "get /system/services/ws/exposed/x http/1.1"
     assert "authorization: basic eDp5".lower() in lines  # no set_auth: the server's to check
+    # A status HTTP does not have is the replica's fault (502), and leaves nothing held.
+    weird = anon.get("/system/services/ws/exposed/weird")
+    assert weird.status_code == 502 and "status 999" in weird.json()["detail"]
+    held = [r.in_flight for r in platform.exposed._deployments["ws"].replicas]
+    assert held == [0]
+    # ... unless it opens something of the platform's: the admin's never reaches a server.
+    lines = api.get("/system/services/ws/exposed/x").text.lower().splitlines()
+    assert lines[0] == "get /system/services/ws/exposed/x http/1.1"
+    assert not any(line.startswith("authorization:") for line in lines)
     # A request body of unknown length goes on chunked, as it came.
     streamed = anon.post("/system/services/ws/exposed/up", content=iter([b"one ", b"two"]))
     lines = streamed.text.lower().splitlines()

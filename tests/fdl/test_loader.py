@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ondrop.errors import DefinitionError
 from ondrop.fdl import load_file, load_text, parse_service
+from ondrop.fdl.models import SYNC_WARM
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -330,3 +331,27 @@ def test_a_definition_stored_by_an_older_ondrop_is_read_back_as_it_was_applied()
     assert Service.model_validate(data, context={"stored": True}).name == "old"
     with pytest.raises(DefinitionError, match=r"minio\.x\.endpoint: is blank or missing"):
         parse_service(data)
+
+
+def test_synchronous_keeps_containers_ready_and_caps_the_jobs_at_once(tmp_path: Path) -> None:
+    # OSCAR's docs/fdl.md, SynchronousSettings: min_scale and max_scale, 0 (unlimited) unset.
+    service, warnings = parse_service(
+        {"name": "s", "script": "x y", "synchronous": {"min_scale": 2, "max_scale": 3}}
+    )
+    assert warnings == []
+    assert (service.synchronous.min_scale, service.cap, service.kept_warm) == (2, 3, SYNC_WARM)
+    capped, _ = parse_service(
+        {"name": "s", "script": "x", "max_concurrency": 2, "synchronous": {"max_scale": 5}}
+    )
+    assert capped.cap == 2  # the lower of the two
+    own, _ = parse_service({"name": "s", "script": "x", "warm": 5, "synchronous": {"min_scale": 1}})
+    assert own.kept_warm == 5.0  # the service's own `warm` says how long idle ones stay
+    plain, _ = parse_service({"name": "s", "script": "x", "synchronous": None})
+    assert (plain.cap, plain.kept_warm, plain.synchronous.min_scale) == (None, 0.0, 0)
+    message = error_of(
+        "services: [{name: a, script: x y, synchronous: {min_scale: 4, max_scale: 2}}]", tmp_path
+    )
+    assert "service 'a': field 'synchronous': max_scale (2) is below min_scale (4)" in message
+    assert "must be at most 100" in error_of(
+        "services: [{name: a, script: x y, synchronous: {min_scale: 500}}]", tmp_path
+    )

@@ -128,8 +128,13 @@ def test_every_queued_job_runs_once(make: Callable[..., Rig]) -> None:
     assert sorted(seen) == sorted(ids)
 
 
-def test_no_more_than_the_workers_and_max_concurrency_run_at_once(
-    make: Callable[..., Rig],
+@pytest.mark.parametrize(
+    "cap",
+    [{"max_concurrency": 1}, {"synchronous": {"max_scale": 1}}],
+    ids=["max_concurrency", "max_scale"],
+)
+def test_no_more_than_the_workers_and_the_services_cap_run_at_once(
+    make: Callable[..., Rig], cap: dict[str, Any]
 ) -> None:
     running: dict[str, int] = {"a": 0, "b": 0, "total": 0}
     peak: dict[str, int] = {"a": 0, "b": 0, "total": 0}
@@ -146,7 +151,7 @@ def test_no_more_than_the_workers_and_max_concurrency_run_at_once(
                 running[k] -= 1
         return Outcome(SUCCEEDED, 0)
 
-    rig = make(execute, workers=3, max_concurrency=1)
+    rig = make(execute, workers=3, **cap)
     rig.add("a", 10)
     rig.add("b", 10)
     rig.wait_done()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from ondrop.runtime.base import RunResult, RunSpec
 from ondrop.runtime.container import ContainerRuntime
 from tests.runtime.test_container import KILLED
 from tests.support.images import container_runtime
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -145,4 +147,52 @@ def test_an_idle_warm_container_is_removed_after_its_time_and_at_close(
     assert job(runtime, tmp_path / "b", "true", busybox).ok
     assert len(containers(runtime)) == 1
     runtime.close()
+    assert containers(runtime) == []
+
+
+def test_containers_kept_ready_are_started_replaced_and_let_go(
+    runtime: ContainerRuntime, busybox: str, tmp_path: Path
+) -> None:
+    assert runtime.warm is not None and runtime.oci is not None
+    (tmp_path / "first").mkdir()
+    ready = RunSpec(
+        job_id="ready-s",
+        script=tmp_path / "ready" / "script",
+        workdir=tmp_path / "ready",
+        env={},
+        timeout=20,
+        log=tmp_path / "ready" / "log",
+        image=busybox,
+        service="s",
+        warm=0.5,
+    )
+    assert runtime.keep_ready(ready, 2) is None
+    warm = runtime.warm
+    wait_for(lambda: len(containers(runtime)) == 2 and warm.count() == 2)
+    kept = set(containers(runtime))
+    # A job of the service runs in one of them (it was not started for the job), and the
+    # two stay, idle longer than `warm`.
+    assert job(runtime, tmp_path / "a", "hostname > /ondrop/output/host", busybox, warm=0.5).ok
+    host = (tmp_path / "a" / "output" / "host").read_text().strip()
+    assert host in {name.removeprefix(runtime.prefix) for name in kept}, (host, kept)
+    time.sleep(1.0)  # past `warm`: an idle container not kept ready would be gone
+    assert set(containers(runtime)) == kept
+    # One a job takes with it (a process left behind) is replaced.
+    assert job(runtime, tmp_path / "b", "sleep 60 &", busybox, warm=0.5).ok
+    wait_for(lambda: len(containers(runtime)) == 2 and set(containers(runtime)) != kept)
+    # One killed from outside is replaced too.
+    victim = containers(runtime)[0]
+    runtime.oci.kill(victim)
+    wait_for(lambda: victim not in containers(runtime) and len(containers(runtime)) == 2)
+    # Kept none: the idle ones go after `warm` seconds.
+    assert runtime.keep_ready(ready, 0) is None
+    wait_for(lambda: containers(runtime) == [])
+
+
+def test_a_container_kept_ready_of_an_image_not_here_says_so(
+    runtime: ContainerRuntime, tmp_path: Path
+) -> None:
+    ready = RunSpec("ready-s", tmp_path / "s", tmp_path / "r", {}, 20, tmp_path / "l")
+    problem = runtime.keep_ready(replace(ready, image="localhost/not-here:1", service="s"), 1)
+    assert problem is not None and "localhost/not-here:1" in problem
     assert containers(runtime) == []

@@ -9,6 +9,7 @@ import binascii
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,31 @@ def require_service(
     if user is None:
         raise AuthError("this token does not grant access to this service")
     seen(service, Caller(user))
+
+
+def lets_in(
+    request: HTTPConnection, admin: Credentials, signin: SignIn, services: Iterable[Service]
+) -> bool:
+    """Whether the request's Authorization opens anything of the platform's: the admin's
+    basic credentials, a service's token (bearer, or basic with its name), or a token of
+    the platform's OIDC issuers. What a caller holds for a server of its own (an exposed
+    service's) does not."""
+    try:
+        given = _basic(request)
+    except AuthError:
+        return False
+    token = _bearer(request)
+    if given is None and token is None:
+        return False
+    if given is not None:
+        if _admin_problem(request, admin) is None:
+            return True
+        user, token = given
+        services = [s for s in services if s.name == user]
+    assert token is not None
+    if any(secrets.compare_digest(token.encode(), s.token.encode()) for s in services):
+        return True
+    return given is None and bool(signin) and signin.issued_for(token)
 
 
 def require_exposed(

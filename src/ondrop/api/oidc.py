@@ -161,6 +161,14 @@ class SignIn:
     def __bool__(self) -> bool:
         return bool(self.issuers)
 
+    def issued_for(self, token: str) -> bool:
+        """Whether `token` is a JWT of one of this platform's issuers, valid or not."""
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        return str(unverified.get("iss", "")).rstrip("/") in self.issuers
+
     def user(self, token: str) -> User | None:
         """The user `token` signs in, None when it is not a JWT (a service's token is not);
         a 401 when it is one this platform does not take, a 403 when its user is in none

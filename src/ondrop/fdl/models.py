@@ -26,6 +26,9 @@ from ondrop.quantity import parse_bytes, parse_cpu
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 # The owner of the services the admin creates (OSCAR's name for it).
 ADMIN_OWNER = "cluster_admin"
+# Seconds an idle container of a service kept ready (`synchronous.min_scale`) beyond those
+# is kept, where the service does not say (`warm`): as Knative keeps an idle pod.
+SYNC_WARM = 60
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Provider types a definition may name; `local` is ondrop's own.
 PROVIDER_TYPES = ("local", "minio", "s3", "webdav", "onedata", "rucio")
@@ -440,6 +443,32 @@ class Expose(_Strict):
         return self
 
 
+class Synchronous(_Strict):
+    """OSCAR's `synchronous` (Knative's scale of a service's pods for /run, one request
+    each): here, containers of the service kept warm and ready for its jobs, and a cap on
+    its jobs at once. Zero, as OSCAR's default, asks for neither."""
+
+    min_scale: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="warm containers kept ready for the service's jobs from apply on "
+        "(containers on the fast path); default 0",
+    )
+    max_scale: int = Field(
+        default=0,
+        ge=0,
+        le=10000,
+        description="the service's jobs at once at most; default 0, no cap",
+    )
+
+    @model_validator(mode="after")
+    def _scales(self) -> Synchronous:
+        if self.max_scale and self.max_scale < self.min_scale:
+            raise ValueError(f"max_scale ({self.max_scale}) is below min_scale ({self.min_scale})")
+        return self
+
+
 def no_port(value: Any) -> bool:
     """An `expose` that asks for nothing: no port (OSCAR's zero value, which clients that
     read a service and send it back write)."""
@@ -500,6 +529,11 @@ class Service(_Strict):
         None,
         description="serve HTTP from long-running containers of the image, reached at "
         "/system/services/<name>/exposed/; default none",
+    )
+    synchronous: Synchronous = Field(
+        default_factory=Synchronous,
+        description="OSCAR's: `min_scale` warm containers kept ready for the service's jobs "
+        "(/run first), `max_scale` its jobs at once at most; default neither",
     )
     log_level: str = Field("INFO", description="NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL")
     environment: Environment = Field(default_factory=Environment)
@@ -627,6 +661,21 @@ class Service(_Strict):
     @property
     def memory_bytes(self) -> int | None:
         return parse_bytes(self.memory) if self.memory else None
+
+    @property
+    def cap(self) -> int | None:
+        """The service's jobs at once at most (`max_concurrency`, `synchronous.max_scale`:
+        the lower); None, the platform's limit alone."""
+        caps = [c for c in (self.max_concurrency, self.synchronous.max_scale) if c]
+        return min(caps) if caps else None
+
+    @property
+    def kept_warm(self) -> float:
+        """Seconds an idle container of the service is kept; 0, a fresh one per job. Kept
+        ready ones (`synchronous.min_scale`) stay whatever this says."""
+        if self.warm or not self.synchronous.min_scale:
+            return float(self.warm)
+        return float(SYNC_WARM)
 
     def provider_names(self) -> set[str]:
         return {io.storage_provider for io in [*self.input, *self.output]}

@@ -68,6 +68,11 @@ class Admission(ABC):
     def describe(self) -> dict[str, Any]:
         """Capacity and use, for `ondrop status`."""
 
+    def allocation(self, service: Service) -> Allocation | None:
+        """What every job of `service` runs with, devices aside (its limits), where that
+        is known ahead; None where it is not."""
+        return None
+
     def nodes(self) -> list[Node]:
         """The machines this pool's jobs run on, where it knows them."""
         return []

@@ -4,6 +4,7 @@ shared: a job gets devices no other job holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -95,9 +96,12 @@ class BatchCapacity(Admission):
             self._free_cpus -= cpu
             self._free_memory -= memory
             self._running += 1
+        return dataclasses.replace(self.allocation(service), gpus=devices)
+
+    def allocation(self, service: Service) -> Allocation:
         timeout = float(service.timeout or BATCH_TIMEOUT)
         return Allocation(
-            timeout, service.memory_bytes, parse_cpu(service.cpu) if service.cpu else None, devices
+            timeout, service.memory_bytes, parse_cpu(service.cpu) if service.cpu else None
         )
 
     def release(self, allocation: Allocation) -> None:

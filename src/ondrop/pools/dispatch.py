@@ -1,11 +1,11 @@
 """A pool's dispatcher: claim -> submit to the pool's backend -> record the end.
 
 One scheduler thread claims due jobs while the pool's admission (faas: a count; batch:
-CPU, memory and GPUs) and the platform's limit allow, within each service's
-`max_concurrency`, services taking turns, and hands each to the backend as a JobSpec. The
-backend's report of an attempt is written back at once (its outputs first, so that a
-chain's next jobs exist before the end is known), so a crash at any point leaves the job
-queued or running, never lost.
+CPU, memory and GPUs) and the platform's limit allow, within each service's cap
+(`max_concurrency`, `synchronous.max_scale`), services taking turns, and hands each to the
+backend as a JobSpec. The backend's report of an attempt is written back at once (its
+outputs first, so that a chain's next jobs exist before the end is known), so a crash at any
+point leaves the job queued or running, never lost.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class Dispatcher:
         if free > 0:
             # Counted in the store, against what runs on every pool and control plane.
             services = self.services.all()
-            caps = {s.name: s.max_concurrency for s in services if s.max_concurrency is not None}
+            caps = {s.name: s.cap for s in services if s.cap is not None}
             quotas = self.quotas.for_claim(services) if self.quotas is not None else []
             take = self._claim_counted if self.admission.counted else self._claim_each
             claims = take(free, caps, quotas)

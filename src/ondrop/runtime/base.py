@@ -196,5 +196,11 @@ class Runtime(ABC):
         the image's command) as a server, kept until stopped; `spec.timeout` is unused."""
         raise OndropError(f"the {self.name} runtime cannot run exposed services")
 
+    def keep_ready(self, spec: RunSpec, count: int) -> str | None:
+        """Keep `count` containers ready for the jobs of `spec.service` (as `spec`
+        describes them: image, limits, network) from now on; 0 keeps none. Why it cannot,
+        or None."""
+        return None if count == 0 else f"the {self.name} runtime keeps no containers ready"
+
     def describe(self) -> str:
         return self.name

@@ -277,7 +277,7 @@ class ContainerRuntime(Runtime):
         assert self.oci is not None and self.warm is not None
         rootfs = self.images.rootfs(image, MOUNT_POINTS)
         user = _user(image.user, rootfs)
-        key = (spec.service, image.id, spec.memory, spec.cpu, spec.network, spec.gpus, user)
+        key = _warm_key(spec, image, user)
         box = self.warm.take(key) or self._start_warm(spec, image, rootfs, user, key)
         with self._lock:
             self._running[spec.job_id] = box.name
@@ -335,7 +335,7 @@ class ContainerRuntime(Runtime):
     def _start_warm(
         self, spec: RunSpec, image: Image, rootfs: Path, user: tuple[int, int], key: Hashable
     ) -> WarmContainer:
-        assert self.oci is not None and self.idmap is not None
+        assert self.oci is not None and self.idmap is not None and self.warm is not None
         name = f"{self.prefix}warm-{spec.service}-{uuid.uuid4().hex[:8]}"
         # Among the work folders, so that a platform that died has it removed on restart.
         folder = spec.workdir.parent / name.removeprefix(self.prefix)
@@ -384,7 +384,32 @@ class ContainerRuntime(Runtime):
                 "needs a `sleep` command, or leave `warm` out to start a container per job"
             ) from None
         log.debug("warm container %s started for service %s", name, spec.service)
-        return WarmContainer(name, key, folder, pid, job_process, cgroup, spec.warm)
+        box = WarmContainer(name, key, folder, pid, job_process, cgroup, spec.warm)
+        self.warm.started(box)
+        return box
+
+    def keep_ready(self, spec: RunSpec, count: int) -> str | None:
+        if self.warm is None:
+            if count == 0:
+                return None
+            return (
+                "containers are kept ready only on the fast path (crun or runc, as root); "
+                f"here ({self.describe()}) each job starts a container of its own"
+            )
+        if count == 0:
+            self.warm.keep_none(spec.service)
+            return None
+        try:
+            image = self.images.image(spec.image)
+            rootfs = self.images.rootfs(image, MOUNT_POINTS)
+            user = _user(image.user, rootfs)
+        except (OndropError, OSError) as exc:
+            return f"{exc}; tried again later"
+        key = _warm_key(spec, image, user)
+        self.warm.keep_ready(
+            spec.service, key, count, lambda: self._start_warm(spec, image, rootfs, user, key)
+        )
+        return None
 
     def _run_engine(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
@@ -524,6 +549,9 @@ class ContainerRuntime(Runtime):
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             self._remove(name)
             raise OndropError(f"could not start a container of image {image.ref}: {exc}") from None
+        except BaseException:  # (its root may be mounted already)
+            self._remove(name)
+            raise
 
     def _serve_bundle(
         self, spec: RunSpec, image: Image, name: str, args: list[str], env: dict[str, str]
@@ -661,6 +689,12 @@ def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+
+def _warm_key(spec: RunSpec, image: Image, user: tuple[int, int]) -> Hashable:
+    """What a job's warm container must match: its service, image, limits, network,
+    devices and user."""
+    return (spec.service, image.id, spec.memory, spec.cpu, spec.network, spec.gpus, user)
 
 
 def _env_file(folder: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:

@@ -4,6 +4,7 @@ namespace of its own, with a writable root of its own (an overlay on the shared 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -16,10 +17,17 @@ from ondrop.runtime.engine import Engine
 from ondrop.runtime.images import Images
 from ondrop.runtime.oci import OciRuntime
 
+TAIL_BYTES = 1024 * 1024  # of a replica's log read for its last lines
+
 
 def _tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of the log, from at most its last TAIL_BYTES."""
     try:
         with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            if size > TAIL_BYTES:
+                f.readline()  # a line cut in two
             return b"".join(deque(f, maxlen=lines)).decode("utf-8", "replace")
     except OSError:
         return ""

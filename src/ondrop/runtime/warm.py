@@ -10,6 +10,10 @@ job, the image and /dev are read-only, and a job that leaves a process behind, t
 out, is killed or runs out of memory takes its container with it. What the kernel keeps
 per IPC namespace (System V shared memory, POSIX message queues) is shared by the jobs
 of one warm container.
+
+A service may also ask for containers kept ready (`synchronous.min_scale`): that many of
+its containers, idle or running a job, exist at all times from apply on; one that goes
+(a job took it with it) is replaced, and idle ones beyond them go after `warm` seconds.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Hashable
+from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ondrop.errors import OndropError
 from ondrop.runtime.base import alive
 from ondrop.runtime.cgroups import JobCgroup
 from ondrop.runtime.folders import empty_folder
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 # the container sees them.
 CLEARED = {"slot": "/ondrop", "tmp": "/tmp", "run": "/run", "shm": "/dev/shm"}
 JOB_PARTS = ("input", "output", "script")  # what a job's work folder lends the slot
+RETRY = 30.0  # seconds before a container kept ready that could not start is tried again
+ALIVE_EVERY = 5.0  # seconds between looks at whether the idle containers kept ready still run
 
 
 @dataclass
@@ -85,6 +93,9 @@ class WarmContainers:
     def __init__(self, oci: OciRuntime) -> None:
         self.oci = oci
         self._idle: dict[Hashable, list[WarmContainer]] = {}
+        self._live: Counter[Hashable] = Counter()  # containers by key, idle or not
+        # service -> (key, how many, how to start one, when to try again)
+        self._ready: dict[str, tuple[Hashable, int, Callable[[], WarmContainer], float]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._reaper: threading.Thread | None = None
@@ -102,17 +113,18 @@ class WarmContainers:
                 return box
             self.discard(box)  # it died while idle (killed from outside)
 
+    def started(self, box: WarmContainer) -> None:
+        """Count `box`, just started, among its key's containers."""
+        with self._lock:
+            self._live[box.key] += 1
+
     def give(self, box: WarmContainer) -> None:
         """Keep `box` for the next job of its key."""
         with self._lock:
             if not self._closed:
                 box.idle_since = time.monotonic()
                 self._idle.setdefault(box.key, []).append(box)
-                if self._reaper is None:
-                    self._reaper = threading.Thread(
-                        target=self._reap, name="ondrop-warm", daemon=True
-                    )
-                    self._reaper.start()
+                self._reaping()
                 self._changed.notify()
                 return
         self.discard(box)
@@ -121,10 +133,48 @@ class WarmContainers:
         self.oci.delete(box.name)
         box.cgroup.remove()
         shutil.rmtree(box.folder, ignore_errors=True)
+        with self._lock:
+            self._live[box.key] -= 1
+            if self._live[box.key] <= 0:
+                del self._live[box.key]
+            self._changed.notify()  # one kept ready is replaced
+
+    def keep_ready(
+        self, service: str, key: Hashable, count: int, start: Callable[[], WarmContainer]
+    ) -> None:
+        """Keep `count` containers of `key` for `service`'s jobs at all times, started by
+        `start`, in place of what was kept for it before."""
+        with self._lock:
+            if self._closed:
+                return
+            before = self._ready.get(service)
+            retry = before[3] if before is not None and before[0] == key else 0.0
+            self._ready[service] = (key, count, start, retry)
+            self._reaping()
+            self._changed.notify()
+
+    def keep_none(self, service: str) -> None:
+        """Keep no containers ready for `service`: the idle ones go after `warm` seconds."""
+        with self._lock:
+            if self._ready.pop(service, None) is not None:
+                self._changed.notify()
 
     def count(self) -> int:
+        """Idle containers."""
         with self._lock:
             return sum(len(idle) for idle in self._idle.values())
+
+    def live(self, key: Hashable) -> int:
+        """Containers of `key`, idle or running a job."""
+        with self._lock:
+            return self._live[key]
+
+    def _reaping(self) -> None:
+        """Start the thread that removes idle containers and starts those kept ready (under
+        the lock)."""
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="ondrop-warm", daemon=True)
+            self._reaper.start()
 
     def close(self) -> None:
         """Remove every idle container; those given back later are removed at once."""
@@ -145,22 +195,56 @@ class WarmContainers:
                 if self._closed:
                     return
                 now = time.monotonic()
-                expired = [
-                    box
-                    for idle in self._idle.values()
-                    for box in idle
-                    if now - box.idle_since >= box.idle_for
-                ]
+                floor = {key: count for key, count, _, _ in self._ready.values()}
+                expired: list[WarmContainer] = []
+                for key, idle in self._idle.items():
+                    spare = self._live[key] - floor.get(key, 0)
+                    for box in sorted(idle, key=lambda b: b.idle_since):
+                        if not box.alive() or (spare > 0 and now - box.idle_since >= box.idle_for):
+                            expired.append(box)  # (one killed from outside is replaced)
+                            spare -= 1
                 for box in expired:
                     self._idle[box.key].remove(box)
-                if not expired:
+                short = [
+                    (service, key, start)
+                    for service, (key, count, start, retry) in self._ready.items()
+                    if self._live[key] < count and retry <= now
+                ]
+                if not expired and not short:
                     due = [
                         box.idle_since + box.idle_for - now
                         for idle in self._idle.values()
                         for box in idle
+                        if self._live[box.key] > floor.get(box.key, 0)
                     ]
-                    self._changed.wait(min(due, default=60.0))
+                    due += [retry - now for _, _, _, retry in self._ready.values() if retry > now]
+                    if self._ready:
+                        due.append(ALIVE_EVERY)
+                    self._changed.wait(max(0.0, min(due, default=60.0)))
                     continue
             for box in expired:
                 log.debug("warm container %s idle for %g s: removed", box.name, box.idle_for)
                 self.discard(box)
+            for service, key, start in short:
+                self._start_ready(service, key, start)
+
+    def _start_ready(self, service: str, key: Hashable, start: Callable[[], WarmContainer]) -> None:
+        """Start one container kept ready for `service`; one that cannot start is tried
+        again in RETRY seconds, and said why."""
+        try:
+            box = start()
+        except (OndropError, OSError) as exc:
+            log.warning(
+                "service %s: a container kept ready (synchronous.min_scale) could not start: "
+                "%s; tried again in %g s",
+                service,
+                exc,
+                RETRY,
+            )
+            with self._lock:
+                kept = self._ready.get(service)
+                if kept is not None and kept[0] == key:
+                    self._ready[service] = (*kept[:3], time.monotonic() + RETRY)
+            return
+        log.debug("warm container %s started, kept ready for service %s", box.name, service)
+        self.give(box)

@@ -3,10 +3,12 @@ streamed both ways, and websockets), and OSCAR's start, stop and restart of them
 
 A request goes to a replica that is up (the one with fewest requests on it), over a new
 connection made in the replica's own network (exposed.py). The server sees the path
-below /exposed (with `rewrite_target`, the whole path), the caller's headers less the
-hop-by-hop ones (and, with `set_auth`, less the credentials it was let in with), and
-X-Forwarded-For/-Host/-Proto/-Prefix. No replica up: 503 with Retry-After; a replica
-that does not answer: 502.
+below /exposed (with `rewrite_target`, the whole path) as the caller wrote it, the
+caller's headers less the hop-by-hop ones and less any Authorization that opens
+something of the platform's (the admin's, a service's token, a user's OIDC token: with
+`set_auth`, always), and X-Forwarded-For/-Host/-Proto/-Prefix. No replica up: 503 with
+Retry-After; a replica that does not answer, or not within ANSWER_WITHIN, or not in
+HTTP: 502.
 """
 
 from __future__ import annotations
@@ -14,20 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import h11
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ondrop.api.auth import require_exposed
+from ondrop.api.auth import lets_in, require_exposed
 from ondrop.api.deps import PlatformDep, ServiceChanger
 from ondrop.api.openapi import errors
 from ondrop.errors import BadGatewayError, NotFoundError
@@ -39,6 +43,8 @@ router = APIRouter(tags=["services"], responses=errors(401, 403, 500))
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 CONNECT_TIMEOUT = 10.0
+ANSWER_WITHIN = 300.0  # seconds a replica has to start its answer, and between its parts
+MESSAGE_MAX = 16 * 1024 * 1024  # bytes of one websocket message from a replica
 CHUNK = 65536
 # Headers of one connection only (RFC 9110 7.6.1), and the ones the proxy sets itself.
 HOP = {
@@ -63,35 +69,45 @@ WEBSOCKET_OWN = {  # what the websocket client sets itself
 }
 
 
-def _target(platform: Platform, connection: HTTPConnection, name: str) -> Service:
-    """The exposed service `name`, the caller let in as its `set_auth` asks."""
+def _target(platform: Platform, connection: HTTPConnection, name: str) -> tuple[Service, bool]:
+    """The exposed service `name`, the caller let in as its `set_auth` asks; and whether
+    the caller's Authorization is kept from the server (it opens something of the
+    platform's, which a server of the user's must never see)."""
     platform.services.catch_up()
     service = platform.services.find(name)
     if service is None:
         raise NotFoundError(f"no service named {name!r}")
     if service.expose is None:
         raise NotFoundError(f"service {name!r} is not exposed (it has no `expose`)")
+    app = connection.app
     if service.expose.set_auth:
-        app = connection.app
         require_exposed(connection, app.state.admin, app.state.signin, service)
-    return service
+        return service, True
+    ours = lets_in(connection, app.state.admin, app.state.signin, platform.services.all())
+    return service, ours
 
 
-def _path(service: Service, connection: HTTPConnection, path: str) -> str:
+def _path(service: Service, connection: HTTPConnection) -> str:
+    """The request's target for the server: the path as the caller wrote it (%2F stays
+    %2F), below the base path unless `rewrite_target`, with its query."""
     assert service.expose is not None
-    target = connection.url.path if service.expose.rewrite_target else "/" + path
-    query = connection.url.query
+    raw = connection.scope.get("raw_path") or quote(connection.url.path).encode()
+    target = raw.decode("latin-1")
+    if not service.expose.rewrite_target:
+        base = base_path(service.name)
+        # (a base path written in %-escapes is one no client writes: the decoded one)
+        below = target[len(base) :] if target.startswith(base) else connection.url.path[len(base) :]
+        target = below if below.startswith("/") else "/" + below
+    query = connection.scope.get("query_string", b"").decode("latin-1")
     return target + ("?" + query if query else "")
 
 
 def _headers(
     service: Service, connection: HTTPConnection, drop: set[bytes]
 ) -> list[tuple[bytes, bytes]]:
-    """The caller's headers for the server, and where the request came from."""
-    assert service.expose is not None
+    """The caller's headers for the server (less `drop`), and where the request came
+    from."""
     skip = HOP | drop
-    if service.expose.set_auth:  # the credentials were ours to check, not the server's
-        skip = skip | {b"authorization"}
     headers = [(k, v) for k, v in connection.headers.raw if k.lower() not in skip]
     client = connection.client.host if connection.client else ""
     before = connection.headers.get("x-forwarded-for")
@@ -148,7 +164,7 @@ async def proxy(request: Request, name: str, path: str = "") -> Response:
     ways. With `set_auth`, the service's token is needed (basic: the service's name and
     its token, or a bearer token)."""
     platform: Platform = request.app.state.platform  # _target catches up with the store
-    service = await run_in_threadpool(_target, platform, request, name)
+    service, ours = await run_in_threadpool(_target, platform, request, name)
     replica = platform.exposed.pick(name)
     released = False
 
@@ -165,7 +181,8 @@ async def proxy(request: Request, name: str, path: str = "") -> Response:
         raise
     try:
         connection = h11.Connection(h11.CLIENT)
-        headers = [(b"host", b"localhost"), *_headers(service, request, set())]
+        drop = {b"authorization"} if ours else set()
+        headers = [(b"host", b"localhost"), *_headers(service, request, drop)]
         length = request.headers.get("content-length")
         chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
         if length is not None:
@@ -175,9 +192,7 @@ async def proxy(request: Request, name: str, path: str = "") -> Response:
         headers.append((b"connection", b"close"))
         writer.write(
             connection.send(
-                h11.Request(
-                    method=request.method, target=_path(service, request, path), headers=headers
-                )
+                h11.Request(method=request.method, target=_path(service, request), headers=headers)
             )
             or b""
         )
@@ -196,15 +211,20 @@ async def proxy(request: Request, name: str, path: str = "") -> Response:
                     return got
                 connection.receive_data(await reader.read(CHUNK))
 
-        answer = await event()
+        answer = await asyncio.wait_for(event(), ANSWER_WITHIN)
         while isinstance(answer, h11.InformationalResponse):
-            answer = await event()
+            answer = await asyncio.wait_for(event(), ANSWER_WITHIN)
         if not isinstance(answer, h11.Response):
             raise BadGatewayError(f"replica {replica.id} closed the connection without answering")
-    except (OSError, h11.ProtocolError) as exc:
+        if not 200 <= answer.status_code <= 599:
+            raise BadGatewayError(
+                f"replica {replica.id} answered with status {answer.status_code}, not one of HTTP's"
+            )
+    except (OSError, h11.ProtocolError, TimeoutError) as exc:
         writer.close()
         release()
-        raise BadGatewayError(f"replica {replica.id} gave no valid answer ({exc})") from None
+        why = f"none within {ANSWER_WITHIN:g} s" if isinstance(exc, TimeoutError) else exc
+        raise BadGatewayError(f"replica {replica.id} gave no valid answer ({why})") from None
     except BaseException:
         writer.close()
         release()
@@ -213,22 +233,44 @@ async def proxy(request: Request, name: str, path: str = "") -> Response:
     async def body() -> AsyncIterator[bytes]:
         try:
             while True:
-                got = await event()
+                got = await asyncio.wait_for(event(), ANSWER_WITHIN)
                 if isinstance(got, h11.Data):
                     yield bytes(got.data)
                 elif isinstance(got, (h11.EndOfMessage, h11.ConnectionClosed)):
                     return
-        except (OSError, h11.ProtocolError):
-            return  # the server went away mid-answer: the client sees it cut short
-        finally:
-            writer.close()
-            release()
+        except (OSError, h11.ProtocolError, TimeoutError):
+            return  # the server went away (or went quiet) mid-answer: cut short
 
-    response = StreamingResponse(body(), status_code=answer.status_code)
-    response.raw_headers = [
-        (k, v) for k, v in answer.headers if k.lower() not in HOP - {b"content-length"}
-    ]
-    return response
+    def closed() -> None:
+        writer.close()
+        release()
+
+    headers = [(k, v) for k, v in answer.headers if k.lower() not in HOP - {b"content-length"}]
+    if any(k.lower() == b"transfer-encoding" for k, _ in answer.headers):
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]  # re-framed
+    return Relayed(body(), answer.status_code, headers, closed)
+
+
+class Relayed(StreamingResponse):
+    """A replica's answer, streamed; `closed` runs once it is over, however it ended (the
+    client gone, the answer refused by the server before its first byte)."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int,
+        headers: list[tuple[bytes, bytes]],
+        closed: Callable[[], None],
+    ) -> None:
+        super().__init__(content, status_code=status_code)
+        self.raw_headers = headers
+        self.closed = closed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.closed()
 
 
 @router.websocket("/system/services/{name}/exposed")
@@ -237,7 +279,7 @@ async def proxy_websocket(websocket: WebSocket, name: str, path: str = "") -> No
     """Websockets to an exposed service, passed to one of its replicas message by message."""
     platform: Platform = websocket.app.state.platform
     try:
-        service = await run_in_threadpool(_target, platform, websocket, name)
+        service, ours = await run_in_threadpool(_target, platform, websocket, name)
         replica = platform.exposed.pick(name)
     except Exception as exc:  # refused before the handshake: the client sees a 403
         await websocket.close(code=1008, reason=str(exc)[:120])
@@ -253,16 +295,17 @@ async def proxy_websocket(websocket: WebSocket, name: str, path: str = "") -> No
         for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
         if p.strip()
     ]
-    headers = _headers(service, websocket, WEBSOCKET_OWN | {b"origin"})
+    drop = WEBSOCKET_OWN | {b"origin"} | ({b"authorization"} if ours else set())
+    headers = _headers(service, websocket, drop)
     try:
         async with ws_connect(
-            f"ws://localhost:{replica.port}{_path(service, websocket, path)}",
+            f"ws://localhost:{replica.port}{_path(service, websocket)}",
             sock=sock,
             additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             subprotocols=protocols or None,  # type: ignore[arg-type]
             origin=websocket.headers.get("origin"),  # type: ignore[arg-type]
             open_timeout=CONNECT_TIMEOUT,
-            max_size=None,
+            max_size=MESSAGE_MAX,
         ) as upstream:
             await websocket.accept(subprotocol=upstream.subprotocol)
             await _pump(websocket, upstream)
