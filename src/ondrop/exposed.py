@@ -65,6 +65,7 @@ SCALE_EVERY = 15.0  # seconds between scaling decisions (Kubernetes' autoscaler'
 SCALE_DOWN_AFTER = 300.0  # a lower count must be asked for this long to be taken
 TOLERANCE = 0.1  # use within this ratio of the threshold changes nothing
 BACKOFF_MAX = 60.0  # the longest pause before another replica, while they keep dying
+REQUESTS_KEPT = 10_000  # requests remembered for /system/metrics, this control plane's
 STOP_GRACE = 10.0  # seconds a replica has for the requests it serves, then to exit
 LOG_LINES = 200  # lines of a replica's output kept when it ends
 STOPPED = "exposed.stopped."  # store key, + the service's name: "1" while it is stopped
@@ -169,6 +170,8 @@ class Exposed:
         self._closed = False
         self._workers: set[threading.Thread] = set()
         self._meta_read = 0.0
+        # (epoch time, service) of the requests passed on, the last REQUESTS_KEPT
+        self.requests: deque[tuple[float, str]] = deque(maxlen=REQUESTS_KEPT)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -260,6 +263,7 @@ class Exposed:
             fewest = [r for r in up if r.in_flight == least]
             replica = fewest[dep.turn % len(fewest)]
             replica.in_flight += 1
+            self.requests.append((time.time(), name))
             return replica
 
     def release(self, replica: Replica) -> None:

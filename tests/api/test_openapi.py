@@ -161,7 +161,7 @@ def test_the_document_declares_who_may_call_each_operation(document: dict[str, A
     for method, path, operation in operations(document):
         if path == "/health":
             assert "security" not in operation
-        elif path.startswith(("/job/", "/run/")):
+        elif path.startswith(("/job/", "/run/")) or path == "/system/services/{service}/auth":
             assert operation["security"] == [{"serviceToken": []}, {"admin": []}, {"oidc": []}]
         elif (path.startswith(USERS) or path == "/system/quotas/user") and (
             method.lower(),
@@ -183,6 +183,7 @@ USERS = (
     "/system/info",
     "/system/config",
     "/system/buckets",
+    "/system/metrics",
 )  # and their own quota (/system/quotas/user; another's is the admin's)
 
 

@@ -100,6 +100,12 @@ def test_a_service_from_a_dict_runs_sync_and_async_and_its_jobs_are_listed(
     jobs = oscar.list_jobs("shout").json()["jobs"]
     assert job in jobs and len(jobs) == 2
     assert isinstance(oscar.get_job_logs("shout", job).text, str)
+    totals = oscar.get_metrics_summary().json()["totals"]
+    assert (totals["requests_count_sync"], totals["requests_count_async"]) == (1, 1)
+    (item,) = oscar.get_metrics_breakdown().json()["items"]
+    assert (item["key"], item["requests_count_total"]) == ("shout", 2)
+    own = oscar.get_service_metrics("shout").json()
+    assert own["service_name"] == "shout" and len(own["metrics"]) == 6
     assert oscar.remove_job("shout", job).status_code == 204
     assert job not in oscar.list_jobs("shout").json()["jobs"]
     assert oscar.get_deployment_status("shout").json()["state"] == "ready"

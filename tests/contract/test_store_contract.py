@@ -625,3 +625,24 @@ def test_no_job_is_made_for_a_service_the_store_does_not_have(open_store: Opener
     assert here.count_jobs("gone") == {} and here.job("gone-a") is None
     with pytest.raises(NotFoundError, match="no service named 'gone'"):
         here.ensure_job(object_event("local.default", "in/b", "1", 1), NewJob("gone-b", "gone"))
+
+
+def test_usage_counts_a_spans_jobs_and_the_time_their_attempts_ran_in_it(store: Store) -> None:
+    saved(store, "svc", "other")
+    started = time.time()
+    add(store, "in/a", "svc")  # a file's job: asynchronous
+    store.add_event(object_event("http", "b", "x", 1), [NewJob("sync-1", "svc", priority=10)])
+    add(store, "in/c", "other")
+    claims = store.claim(3, {}, started)
+    assert len(claims) == 3
+    for claim in claims[:2]:
+        store.finish(claim.job.id, claim.attempt, Outcome(SUCCEEDED), None)
+    ended = time.time()
+    used = {u.service: u for u in store.usage(started - 60, ended + 60)}
+    assert (used["svc"].sync, used["svc"].asynchronous, used["other"].asynchronous) == (1, 1, 1)
+    # The attempts ran from `started` on: two ended, one still running (counted up to now).
+    assert 0 <= used["svc"].seconds + used["other"].seconds <= 3 * (time.time() - started) + 1e-6
+    assert store.usage(started - 120, started - 60) == []  # before any of it
+    # A span that ends in the middle counts only the part inside it.
+    later = {u.service: u for u in store.usage(started + 3600, started + 7200)}
+    assert all(u.seconds == 0 and u.sync == 0 for u in later.values())

@@ -33,6 +33,7 @@ from ondrop.api.routes import (
     files,
     invoke,
     logs,
+    metrics,
     quotas,
     services,
     system,
@@ -126,7 +127,18 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
             500,
         )
 
-    for module in (system, services, exposed, logs, invoke, files, buckets, quotas, events):
+    for module in (
+        system,
+        services,
+        exposed,
+        logs,
+        invoke,
+        files,
+        buckets,
+        quotas,
+        metrics,
+        events,
+    ):
         app.include_router(module.router)
     app.add_middleware(AllowedMethods, routes=app.router.routes)
     app.add_middleware(ExecutionLogger, executions=app.state.executions)

@@ -3,14 +3,17 @@ also declares its schemes in the OpenAPI document)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
+from starlette.requests import HTTPConnection
 
 from ondrop.access import Caller, changed, seen
-from ondrop.api.auth import Credentials, caller, require_admin, require_service
+from ondrop.api.auth import Credentials, caller, require_admin, require_exposed, require_service
 from ondrop.api.openapi import ADMIN_BASIC, OIDC_TOKEN, SERVICE_TOKEN
 from ondrop.errors import NotFoundError
+from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 
 
@@ -36,21 +39,31 @@ def signed_in(
     return caller(request, request.app.state.admin, request.app.state.signin)
 
 
-def service_access(
-    request: Request,
-    service: str,
-    _token: Annotated[None, Security(SERVICE_TOKEN)],
-    _basic: Annotated[None, Security(ADMIN_BASIC)],
-    _oidc: Annotated[None, Security(OIDC_TOKEN)],
-) -> None:
-    """The service's token, the admin's credentials, or a user who may use the service
-    (the document lists each). A service that does not exist is a 404 before any
-    credentials are looked at, as in OSCAR's /job and /run."""
-    platform = get_platform(request)
-    found = platform.services.find(service)
-    if found is None:
-        raise NotFoundError(f"no service named {service!r}")
-    require_service(request, request.app.state.admin, request.app.state.signin, found)
+def _service_check(require: Callable[[HTTPConnection, Any, Any, Service], None]) -> Any:
+    """A dependency that lets in what `require` takes for the path's service. A service
+    that does not exist is a 404 before any credentials are looked at, as in OSCAR's /job
+    and /run."""
+
+    def check(
+        request: Request,
+        service: str,
+        _token: Annotated[None, Security(SERVICE_TOKEN)],
+        _basic: Annotated[None, Security(ADMIN_BASIC)],
+        _oidc: Annotated[None, Security(OIDC_TOKEN)],
+    ) -> None:
+        found = get_platform(request).services.find(service)
+        if found is None:
+            raise NotFoundError(f"no service named {service!r}")
+        require(request, request.app.state.admin, request.app.state.signin, found)
+
+    return check
+
+
+# The service's token, the admin's credentials, or a user who may use the service (the
+# document lists each) ...
+service_access = _service_check(require_service)
+# ... and OSCAR's basic credentials of a service (its name, its token as the password).
+exposed_access = _service_check(require_exposed)
 
 
 def service_reader(
@@ -71,5 +84,6 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 SignedIn = Annotated[Caller, Depends(signed_in)]
 Admin = Depends(admin_only)
 ServiceAccess = Depends(service_access)
+ExposedAccess = Depends(exposed_access)
 ServiceReader = Depends(service_reader)
 ServiceChanger = Depends(service_changer)

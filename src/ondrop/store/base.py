@@ -100,6 +100,16 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What one service's jobs did in a span of time (OSCAR's /system/metrics)."""
+
+    service: str
+    sync: int = 0  # jobs made in it that a client waited for (/run)
+    asynchronous: int = 0  # the others (/job, files, chains)
+    seconds: float = 0.0  # how long its attempts ran within it
+
+
+@dataclass(frozen=True)
 class Quota:
     """What the jobs of one user's services may hold at once, counted in the store (every
     pool, every control plane): `needs` is what one job of each of those services counts
@@ -339,6 +349,11 @@ class Store(ABC):
     @abstractmethod
     def count_jobs(self, service: str | None = None) -> dict[str, int]:
         """Number of jobs by status, for one service or all."""
+
+    @abstractmethod
+    def usage(self, start: float, end: float) -> list[Usage]:
+        """By service: the jobs made from `start` to `end` (epoch seconds), and the time
+        their attempts ran in it (one still running, up to now)."""
 
     @abstractmethod
     def attempts(self, job_id: str) -> list[Attempt]: ...

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from ondrop.errors import FencedError, NotFoundError
 from ondrop.events.base import Event
-from ondrop.jobs import Cause
+from ondrop.jobs import SYNC_PRIORITY, Cause
 from ondrop.store.base import (
     CANCELLED,
     FAILED,
@@ -35,6 +35,7 @@ from ondrop.store.base import (
     Replica,
     Store,
     StoredService,
+    Usage,
 )
 
 Row = Sequence[Any]
@@ -961,6 +962,28 @@ class SQLStore(Store):
                 "SELECT status, COUNT(*) FROM jobs WHERE service = ? GROUP BY status", (service,)
             )
         return {r[0]: r[1] for r in rows}
+
+    def usage(self, start: float, end: float) -> list[Usage]:
+        found: dict[str, Usage] = {}
+        for service, sync, other in self._read(
+            "SELECT service, SUM(CASE WHEN priority >= ? THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN priority < ? THEN 1 ELSE 0 END) FROM jobs "
+            "WHERE created_at >= ? AND created_at < ? GROUP BY service",
+            (SYNC_PRIORITY, SYNC_PRIORITY, start, end),
+        ):
+            found[service] = Usage(service, int(sync), int(other))
+        until = min(end, time.time())  # an attempt still running runs until now
+        for service, seconds in self._read(
+            "SELECT j.service, SUM("
+            "(CASE WHEN COALESCE(a.finished_at, ?) > ? THEN ? ELSE COALESCE(a.finished_at, ?) END)"
+            " - (CASE WHEN a.started_at < ? THEN ? ELSE a.started_at END)) "
+            "FROM attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE a.started_at < ? AND COALESCE(a.finished_at, ?) > ? GROUP BY j.service",
+            (until, until, until, until, start, start, until, until, start),
+        ):
+            kept = found.get(service, Usage(service))
+            found[service] = dataclasses.replace(kept, seconds=max(0.0, float(seconds or 0)))
+        return [found[name] for name in sorted(found)]
 
     def queued_by_pool(self) -> dict[str, int]:
         rows = self._read(

@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ondrop.api.auth import lets_in, require_exposed
-from ondrop.api.deps import PlatformDep, ServiceChanger
+from ondrop.api.deps import ExposedAccess, PlatformDep, ServiceChanger
 from ondrop.api.openapi import errors
 from ondrop.errors import BadGatewayError, NotFoundError
 from ondrop.exposed import Replica, base_path
@@ -354,6 +354,20 @@ async def _pump(websocket: WebSocket, upstream: ClientConnection) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@router.get(
+    "/system/services/{service}/auth",
+    dependencies=[ExposedAccess],
+    status_code=200,
+    response_class=Response,
+    responses=errors(404, why={404: "no service of that name"}),
+)
+def service_auth(service: str) -> Response:
+    """OSCAR's: `200` when the credentials may use the service (its token, as a bearer
+    token or as basic credentials with its name; the admin; a user it is shared with),
+    else `401`/`403`: what a proxy in front of a service asks (`auth_type: forward`)."""
+    return Response(status_code=200)
 
 
 LIFECYCLE = errors(
