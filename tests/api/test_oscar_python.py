@@ -1,5 +1,6 @@
 """OSCAR's own Python client (oscar-python 2.2, from PyPI) against ondrop's API: every
-method of it that ondrop implements, as an OSCAR user's scripts call them."""
+method of it that ondrop implements, as an OSCAR user's scripts call them (its OIDC
+path is in test_oidc.py, its storage client on a real S3 store in test_stores.py)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,14 @@ def test_buckets_and_presigned_urls(oscar: Any, api: httpx.Client) -> None:
     assert requests.get(url, timeout=10).content == b"42"
     assert oscar.delete_bucket("results").status_code == 204
     assert "results" not in {b["bucket_name"] for b in oscar.list_buckets().json()}
+
+
+def test_quotas_of_users(oscar: Any) -> None:
+    assert oscar.update_user_quota("ana", "1500m", "2Gi").status_code == 200
+    resources = oscar.get_user_quota("ana").json()["resources"]
+    assert (resources["cpu"]["max"], resources["memory"]["max"]) == (1500, 2 * 1024**3)
+    own = oscar.get_own_quota().json()  # the admin's: no limits
+    assert own["user_id"] == "cluster_admin" and own["resources"]["cpu"]["max"] == -1
 
 
 def test_an_error_reaches_the_client_as_the_status_oscar_gives(oscar: Any) -> None:

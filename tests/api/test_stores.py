@@ -256,3 +256,45 @@ def test_buckets_and_presigned_urls_on_the_bundled_object_store(
     # a name S3 does not take is the caller's mistake, said so, not the store's failure
     refused = api.post("/system/buckets", json={"bucket_name": "Not_A_Bucket"})
     assert refused.status_code == 422 and "S3 bucket names" in refused.json()["detail"]
+
+
+def test_oscar_pythons_storage_client_on_the_bundled_store(
+    bundled: tuple[Platform, httpx.Client], tmp_path: Path
+) -> None:
+    """oscar-python's create_storage_client: it reads the service's providers and
+    /system/config's minio_provider, then talks S3 to the store itself."""
+    from oscar_python import client as client_module
+
+    _, api = bundled
+    oscar = client_module.Client(
+        {
+            "cluster_id": "ondrop",
+            "endpoint": str(api.base_url).rstrip("/"),
+            "user": ADMIN.user,
+            "password": ADMIN.password,
+            "ssl": False,
+        }
+    )
+    service = {
+        "name": "copy",
+        "script": COPY,
+        "input": [{"storage_provider": "minio.default", "path": "photos/in"}],
+        "output": [{"storage_provider": "minio.default", "path": "photos/out"}],
+    }
+    assert oscar.create_service(service).status_code == 201
+    storage = oscar.create_storage_client("copy")
+    (tmp_path / "cat.jpg").write_bytes(b"meow")
+    storage.upload_file("minio.default", str(tmp_path / "cat.jpg"), "photos/in")
+    wait_for(
+        lambda: (
+            [j["status"] for j in api.get("/system/logs/copy").json()["jobs"].values()]
+            == ["Succeeded"]
+        ),
+        timeout=30,
+    )
+    listed = storage.list_files_from_path("minio.default", "photos/out")
+    assert [o["Key"] for o in listed["Contents"]] == ["out/cat.jpg"]
+    down = tmp_path / "down"
+    down.mkdir()
+    storage.download_file("minio.default", str(down), "photos/out/cat.jpg")
+    assert (down / "cat.jpg").read_bytes() == b"meow"
