@@ -69,6 +69,7 @@ from ondrop.store.base import CANCELLED, FINISHED, RUNNING, SUCCEEDED, Claim, Jo
 from ondrop.store.sqlite import SQLiteStore
 from ondrop.store.url import shown
 from ondrop.supervisor import Folders, Supervisor
+from ondrop.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class Platform:
         slots = Slots(settings.workers)  # scripts at once on this machine
         self.backends: dict[str, Backend] = {}
         self.pools: dict[str, Dispatcher] = {}
+        self.telemetry = Telemetry()
+        self.telemetry.watch(self._queued, self.running)
         for pool in (FAAS, BATCH):
             admission, backend, pool_slots = self._backend(pool, slots)
             self.backends[pool] = backend
@@ -152,6 +155,7 @@ class Platform:
                 wake_pool=lambda name: self.pools[name].wake(),
                 owner=self.replica,
                 quotas=self.quotas,
+                telemetry=self.telemetry,
             )
         on_cluster = settings.backend_of(BATCH) == "ray"
         self.intake = Intake(
@@ -456,6 +460,11 @@ class Platform:
                 places.append((f"{provider.name}'s folder", provider.root))
         return places
 
+    def _queued(self) -> dict[str, int]:
+        """Jobs queued in the store, by pool (every pool named)."""
+        queued = self.store.queued_by_pool()
+        return {name: queued.get(name, 0) for name in self.pools}
+
     def running(self) -> dict[str, dict[str, int]]:
         """Jobs running now, by pool and service."""
         return {name: pool.running() for name, pool in self.pools.items()}
@@ -666,12 +675,12 @@ class Platform:
                     name,
                     interval,
                 )
-                source = Poller(provider, folders, interval)
+                source = Poller(provider, folders, interval, self.telemetry.storage_error)
             else:
                 interval = self.settings.poll_interval
                 if name in self.pushed:  # webhooks can be lost: a slow listing catches up
                     interval = max(PUSHED_POLL, interval) if interval else 0.0
-                source = Poller(provider, folders, interval)
+                source = Poller(provider, folders, interval, self.telemetry.storage_error)
             self.watchers[name] = source
             source.start(self._objects_seen)
 

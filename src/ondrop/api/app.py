@@ -23,6 +23,7 @@ from ondrop import __version__
 from ondrop.api.auth import Credentials
 from ondrop.api.docs import serve_docs
 from ondrop.api.executions import ExecutionLogger, Executions
+from ondrop.api.metered import Metered
 from ondrop.api.methods import AllowedMethods
 from ondrop.api.oidc import SignIn
 from ondrop.api.openapi import document
@@ -34,6 +35,7 @@ from ondrop.api.routes import (
     invoke,
     logs,
     metrics,
+    prometheus,
     quotas,
     services,
     system,
@@ -137,10 +139,12 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
         buckets,
         quotas,
         metrics,
+        prometheus,
         events,
     ):
         app.include_router(module.router)
     app.add_middleware(AllowedMethods, routes=app.router.routes)
     app.add_middleware(ExecutionLogger, executions=app.state.executions)
+    app.add_middleware(Metered, telemetry=platform.telemetry)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

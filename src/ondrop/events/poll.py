@@ -37,9 +37,14 @@ def listing(provider: StorageProvider, folder: str) -> list[ObjectInfo]:
 
 class Poller(EventSource):
     def __init__(
-        self, provider: StorageProvider, folders: Callable[[], list[str]], interval: float
+        self,
+        provider: StorageProvider,
+        folders: Callable[[], list[str]],
+        interval: float,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.provider = provider
+        self.on_error = on_error  # told the provider's name when a listing fails
         self.folders = folders
         self.interval = interval
         self._sink: Sink | None = None
@@ -65,6 +70,8 @@ class Poller(EventSource):
             try:
                 infos = listing(self.provider, folder)
             except Exception as exc:  # a listing must never end the poller
+                if self.on_error is not None:
+                    self.on_error(self.provider.name)
                 if not self._failing:
                     if isinstance(exc, OndropError):
                         log.warning("%s; polling again every %g s", exc, self.interval)

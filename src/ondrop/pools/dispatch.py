@@ -37,6 +37,7 @@ from ondrop.store.base import (
     Quota,
     Store,
 )
+from ondrop.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class Dispatcher:
         wake_pool: Callable[[str], None] | None = None,
         owner: str = "",
         quotas: Quotas | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.name = admission.name
+        self.telemetry = telemetry
         self.quotas = quotas  # the users' (their services' jobs at once)
         self.owner = owner  # the control plane its claims are leased to
         self.store = store
@@ -282,6 +285,8 @@ class Dispatcher:
         try:
             described = self._describe(claim, allocation)
             if isinstance(described, JobSpec):
+                if self.telemetry is not None:
+                    self.telemetry.attempt_started(claim, self.name)
                 self.backend.submit(described)
                 return
             outcome = described
@@ -335,6 +340,8 @@ class Dispatcher:
                 log.exception("job %s: recording its outputs' events failed", job_id)
         outcome, retry_at, pool = self._next(claim, service, outcome)
         finished = self._record_end(claim, outcome, retry_at, pool)
+        if self.telemetry is not None:
+            self.telemetry.attempt_ended(claim, self.name, outcome, finished)
         with self._idle:
             self._running.pop(job_id, None)
             self._claims.pop(job_id, None)
