@@ -8,6 +8,7 @@ carry `storage_providers:` at the top.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ def _yaml(text: str, origin: str) -> Any:
         raise DefinitionError(f"{origin}: not valid YAML{where}: {problem}") from None
 
 
-def load_text(text: str, origin: str, base: Path) -> Definition:
-    """Parse FDL `text`; `origin` names it in messages, `base` is where script paths start."""
+def load_text(text: str, origin: str, base: Path | Mapping[str, str]) -> Definition:
+    """Parse FDL `text`; `origin` names it in messages. `base` is the folder script paths
+    start from, or, for an FDL sent over HTTP, the scripts sent with it by file name (no
+    file of this machine is ever read then, and nothing is built)."""
     data = _yaml(text, origin)
     # (shape, OSCAR cluster id, fields, report) of every service entry
     entries: list[tuple[str, str, dict[str, Any], Report]] = []
@@ -121,7 +124,9 @@ def load_text(text: str, origin: str, base: Path) -> Definition:
             scar.map_function(raw, report) if shape == "scar" else oscar.map_service(raw, report)
         )
         name = str(mapped.get("name") or "") or None
-        if build_spec is not None and name:
+        if build_spec is not None and name and not isinstance(base, Path):
+            report.error("build", "an FDL sent over HTTP builds no image: use `ondrop apply`")
+        elif build_spec is not None and name and isinstance(base, Path):
             build = _build(build_spec, base, name, mapped, report)
             if build is not None:
                 definition.builds[name] = build
@@ -175,7 +180,7 @@ def _validate(mapped: dict[str, Any], report: Report) -> Service | None:
     return None if problems else service
 
 
-def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:
+def _resolve_script(mapped: dict[str, Any], base: Path | Mapping[str, str], report: Report) -> None:
     script = mapped.get("script")
     if script is None:
         return
@@ -184,6 +189,12 @@ def _resolve_script(mapped: dict[str, Any], base: Path, report: Report) -> None:
         return
     if "\n" in script.strip():
         return  # inline text
+    if not isinstance(base, Path):
+        if script.strip() in base:
+            mapped["script"] = base[script.strip()]
+        elif re.fullmatch(r"[^\s]*[./][^\s]*", script.strip()):
+            report.error("script", f"script file {script!r} was not sent with the FDL")
+        return
     candidate = base / script.strip()
     if candidate.is_file():
         try:

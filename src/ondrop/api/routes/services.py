@@ -13,7 +13,7 @@ from ondrop.api.deps import PlatformDep, SignedIn
 from ondrop.api.openapi import WRITES, errors
 from ondrop.errors import DefinitionError
 from ondrop.fdl import oscar
-from ondrop.fdl.loader import parse_service
+from ondrop.fdl.loader import load_text, parse_service
 from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 from ondrop.services import Ownership
@@ -102,14 +102,16 @@ def delete_service(name: str, platform: PlatformDep, who: SignedIn) -> Response:
 @router.post("/system/apply", responses=errors(*APPLYING, why=WHY))
 def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, Any]:
     """Create or update several services at once (ondrop; what `ondrop apply` calls):
-    `{"services": [service, ...], "source": "the FDL file's path"}` (`source` optional).
+    `{"services": [service, ...], "source": "the FDL file's path"}` (`source` optional),
+    or an FDL's text read here as `ondrop apply` reads a file: `{"fdl": text, "scripts":
+    {file name: text}}` (what the dashboard sends; it builds no image).
     All are checked together; on any error none changes. Answers `{created, updated,
     unchanged, changes: {service: [field, ...]}, left_alone: {service: files},
     warnings}`: `left_alone` counts the files already in a service's new input folders,
     which start no job (`POST /system/services/{name}/reprocess` starts them); a
     service last applied from another `source` is warned about."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("services"), list):
-        raise DefinitionError('expected {"services": [service, ...]}')
+    if not isinstance(raw, dict) or not isinstance(raw.get("services", raw.get("fdl")), list | str):
+        raise DefinitionError('expected {"services": [service, ...]} or {"fdl": text}')
     source = raw.get("source", "")
     if not isinstance(source, str) or len(source) > MAX_SOURCE or not source.isprintable():
         raise DefinitionError(
@@ -118,7 +120,9 @@ def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, 
     services: list[Service] = []
     warnings: list[str] = []
     problems: list[str] = []
-    for i, item in enumerate(raw["services"]):
+    if "fdl" in raw:
+        services, warnings = _from_fdl(raw, source)
+    for i, item in enumerate(raw.get("services") or []):
         try:
             service, found = parse_service(item, f"services[{i}]")
         except DefinitionError as exc:
@@ -137,6 +141,21 @@ def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, 
         "left_alone": applied.left_alone,
         "warnings": warnings + applied.warnings,
     }
+
+
+def _from_fdl(raw: dict[str, Any], source: str) -> tuple[list[Service], list[str]]:
+    """The services of `{"fdl": text, "scripts": {file name: text}}`, read as `ondrop
+    apply` reads a file, its script files taken from `scripts`, never from this
+    machine."""
+    fdl, scripts = raw["fdl"], raw.get("scripts") or {}
+    if not isinstance(fdl, str) or "services" in raw:
+        raise DefinitionError('fdl: expected the FDL\'s text, and no "services" beside it')
+    if not isinstance(scripts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in scripts.items()
+    ):
+        raise DefinitionError("scripts: expected {file name: the script's text}")
+    definition = load_text(fdl, source or "the FDL", scripts)
+    return definition.services, definition.warnings
 
 
 @router.post(

@@ -1,0 +1,47 @@
+"""POST /system/apply with an FDL's text (what the dashboard sends): read as `ondrop
+apply` reads a file, its scripts only those sent beside it, never a file of the server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+FDL = """
+functions:
+  oscar:
+  - mine:
+      name: shout
+      script: shout.sh
+      input:
+      - storage_provider: minio.default
+        path: shout/in
+"""
+
+
+def test_an_fdl_with_its_script_sent_beside_it_applies(api: httpx.Client) -> None:
+    script = "tr a-z A-Z < $INPUT_FILE_PATH > $TMP_OUTPUT_DIR/out\n"
+    answer = api.post("/system/apply", json={"fdl": FDL, "scripts": {"shout.sh": script}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["created"] == ["shout"]
+    assert api.get("/system/services/shout").json()["script"] == script
+
+
+@pytest.mark.parametrize(
+    ("fdl", "scripts", "says"),
+    [
+        (FDL, {}, "script file 'shout.sh' was not sent with the FDL"),
+        (FDL.replace("shout.sh", "/etc/passwd"), {}, "'/etc/passwd' was not sent"),
+        (FDL.replace("shout.sh", "../../etc/passwd"), {}, "was not sent with the FDL"),
+        (FDL + "      build: .\n", {"shout.sh": "true"}, "builds no image"),
+        ("functions: [oops", {}, "the FDL: not valid YAML at line 1"),
+        (FDL, {"shout.sh": 3}, "scripts: expected {file name: the script's text}"),
+        (7, {}, 'or {"fdl": text}'),
+    ],
+)
+def test_a_wrong_fdl_is_refused_naming_what_and_changes_nothing(
+    api: httpx.Client, fdl: object, scripts: object, says: str
+) -> None:
+    answer = api.post("/system/apply", json={"fdl": fdl, "scripts": scripts})
+    assert answer.status_code == 422, answer.text
+    assert says in answer.json()["detail"]
+    assert api.get("/system/services").json() == []
