@@ -184,6 +184,7 @@ USERS = (
     "/system/config",
     "/system/buckets",
     "/system/metrics",
+    "/system/history",
 )  # and their own quota (/system/quotas/user; another's is the admin's)
 
 

@@ -23,7 +23,7 @@ import ondrop
 from ondrop.events.base import object_event
 from ondrop.store.base import SUCCEEDED, NewJob, Outcome
 from ondrop.store.sqlite import SQLiteStore
-from tests.support.up import Platform
+from tests.support.up import Platform, running
 from tests.support.waiting import processes_with, spawners_of, wait_for
 from tests.support.workspaces import leftovers
 
@@ -39,11 +39,8 @@ echo "did $name"
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Platform]:
-    platform = Platform(tmp_path / "data")
-    platform.start()
-    yield platform
-    if platform.proc and platform.proc.poll() is None:
-        platform.stop()
+    with running(tmp_path / "data") as platform:
+        yield platform
 
 
 def start_sleeper(up: Platform, tmp_path: Path) -> str:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -96,6 +98,18 @@ class Platform:
         """The admin's client of this platform, as the CLI finds it in the data folder."""
         url, user, password = connection(Settings.load(overrides={"data": self.data}, environ={}))
         return Client(url, user, password)
+
+
+@contextmanager
+def running(data: Path) -> Iterator[Platform]:
+    """An `ondrop up` on `data`, started, and stopped after unless it was already."""
+    platform = Platform(data)
+    platform.start()
+    try:
+        yield platform
+    finally:
+        if platform.proc and platform.proc.poll() is None:
+            platform.stop()
 
 
 class RayPlatform(Platform):

@@ -42,6 +42,7 @@ from ondrop.api.routes import (
 )
 from ondrop.errors import AuthError, DiskFullError, OndropError, disk_full
 from ondrop.platform import Platform
+from ondrop.ui import serve_ui
 
 log = logging.getLogger(__name__)
 # What FastAPI answers (400) for a JSON body it cannot even decode as text.
@@ -73,6 +74,7 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
         redoc_url=None,
     )
     serve_docs(app)
+    serve_ui(app)
     app.state.platform = platform
     app.state.admin = admin
     app.state.signin = SignIn.of(platform.settings)
@@ -81,8 +83,8 @@ def create_app(platform: Platform, admin: Credentials, manage: bool = True) -> F
     @app.exception_handler(OndropError)
     async def ondrop_error(request: Request, exc: OndropError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, AuthError):
-            headers["WWW-Authenticate"] = 'Basic realm="ondrop"'
+        if isinstance(exc, AuthError) and "x-requested-with" not in request.headers:
+            headers["WWW-Authenticate"] = 'Basic realm="ondrop"'  # no browser prompt for /ui
         status = exc.status_code
         if isinstance(exc, DiskFullError):
             if exc.folder is not None:

@@ -185,5 +185,6 @@ def _banner(
             "image fail unless they set runtime: process)"
         )
     console.print(f"  workers    {settings.workers}")
+    console.print(f"  dashboard  {url}/ui")
     console.print(f"  API docs   {url}/docs")
     console.print("Ctrl-C stops it.")

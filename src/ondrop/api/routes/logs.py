@@ -142,15 +142,20 @@ def list_jobs(
     status: str | None = None,
 ) -> dict[str, Any]:
     """`{"jobs": {name: {status, creation_time, start_time, finish_time, ...}}, "next_page",
-    "remaining_jobs"}`, newest first. `limit=0` returns every job; `page` is the
+    "remaining_jobs"}`, newest first, and ondrop's `counts`: the service's jobs by status.
+    `limit=0` returns every job; `page` is the
     `next_page` of the previous answer; `status` (Pending, Running, Succeeded, Failed,
     Cancelled or Refused, in any case) keeps only the jobs in it."""
     platform.services.get(service)
     offset = int(page) if page.isdigit() and len(page) < 16 else 0
     wanted = _status(status)
     jobs = platform.store.jobs(service, offset, limit or None, wanted)
-    total = sum(n for s, n in platform.store.count_jobs(service).items() if wanted in (None, s))
-    answer: dict[str, Any] = {"jobs": {job.id: job_json(job) for job in jobs}}
+    counts = platform.store.count_jobs(service)
+    total = sum(n for s, n in counts.items() if wanted in (None, s))
+    answer: dict[str, Any] = {
+        "jobs": {job.id: job_json(job) for job in jobs},
+        "counts": {PHASES.get(s, s): n for s, n in sorted(counts.items()) if n},
+    }
     remaining = total - offset - len(jobs)
     if limit and remaining > 0:
         answer["next_page"] = str(offset + len(jobs))

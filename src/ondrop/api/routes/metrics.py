@@ -1,8 +1,10 @@
-"""/system/metrics: OSCAR's use of services over a span of time (usage.py), for the admin
-(every service) or a signed-in user (the services they may use)."""
+"""/system/metrics: OSCAR's use of services over a span of time (usage.py), and ondrop's
+/system/history: the last minutes of jobs, as the dashboard plots them (history.py); for
+the admin (every service) or a signed-in user (the services they may use)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -13,6 +15,7 @@ from ondrop.access import may_see, seen
 from ondrop.api.deps import PlatformDep, SignedIn
 from ondrop.api.openapi import errors
 from ondrop.errors import DefinitionError
+from ondrop.history import WINDOW_MAX, history
 from ondrop.platform import Platform
 from ondrop.usage import Metrics, breakdown_csv, span
 
@@ -78,3 +81,18 @@ async def service_metrics(
 ) -> dict[str, Any]:
     """One service's metrics (OSCAR's per-service list), or the one `metric` asked for."""
     return (await _metrics(platform, who, start, end, service)).value(service, metric)
+
+
+@router.get("/system/history")
+async def recent(
+    platform: PlatformDep,
+    who: SignedIn,
+    minutes: Annotated[int, Query(ge=1, le=WINDOW_MAX, description="default 60")] = 60,
+) -> dict[str, Any]:
+    """The last `minutes` of jobs, minute by minute (ondrop): `{minutes: [{start,
+    succeeded, failed, cancelled, started, queued}], wait_seconds: {p50, p90, p99},
+    run_seconds: {...}, jobs}`: the jobs that ended, started and waited in each minute
+    (`start` in seconds since the epoch), and the percentiles of landing-to-start and run
+    time of the jobs that ended in the window (null when none did)."""
+    names = [s.name for s in platform.services.all() if may_see(s, who)]
+    return await run_in_threadpool(history, platform.store, names, minutes, time.time())
