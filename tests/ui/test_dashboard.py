@@ -106,6 +106,9 @@ def test_a_user_signs_in_applies_drops_files_and_watches_their_jobs(
     signin.locator("button[type=submit]").click()
     expect(page.get_by_role("heading", name="Services")).to_be_visible()
 
+    page.locator("#apply textarea").fill(FDL.replace("path: words/in", "path: [words/in"))
+    page.locator("#apply button[type=submit]").click()
+    expect(page.locator("#apply-result")).to_contain_text("not valid YAML at line")
     (tmp_path / "upper.sh").write_text(UPPER)
     page.locator("#apply textarea").fill(FDL)
     page.locator("#apply input[type=file]").set_input_files(str(tmp_path / "upper.sh"))
