@@ -13,7 +13,9 @@ import time
 from collections import deque
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ondrop.api.metered import answered
 
 ENTRIES = 10_000
 PREFIX = "[GIN-EXECUTIONS-LOGGER]"  # OSCAR's marker of these lines, kept for its parsers
@@ -66,21 +68,14 @@ class ExecutionLogger:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 500  # unless an answer is begun
 
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
+        def record(status: int) -> None:
             client = scope.get("client") or ("", 0)
             self.executions.add(
                 status, time.monotonic() - started, str(client[0]), "POST", path, _who(scope)
             )
+
+        await answered(self.app, scope, receive, send, record)
 
 
 def _who(scope: Scope) -> str:

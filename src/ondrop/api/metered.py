@@ -2,15 +2,37 @@
 in the platform's telemetry (the /metrics series `ondrop_http_requests_total`).
 
 A route is its template (`/system/services/{service_name}`), never the path asked for, so
-that names and keys in paths add no series; a path no route has is `unmatched`."""
+that names and keys in paths add no series; a path no route has is `unmatched`.
+`answered` tells the status a request got, to this and to the execution log."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ondrop.telemetry import Telemetry
 
 UNMATCHED = "unmatched"
+
+
+async def answered(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, told: Callable[[int], None]
+) -> None:
+    """Run `app` on the request, then tell `told` the status it answered (500 when it
+    began no answer), whatever happened."""
+    status = 500
+
+    async def sending(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        await send(message)
+
+    try:
+        await app(scope, receive, sending)
+    finally:
+        told(status)
 
 
 class Metered:
@@ -22,16 +44,9 @@ class Metered:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # unless an answer is begun
 
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
+        def count(status: int) -> None:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             self.telemetry.request(route, str(scope.get("method", "")), status)
+
+        await answered(self.app, scope, receive, send, count)
