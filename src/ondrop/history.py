@@ -8,11 +8,13 @@ A job's latest attempt is what counts, so a retried job's wait includes its retr
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ondrop.store.base import CANCELLED, FAILED, SUCCEEDED, Job, Store
+from ondrop.store.base import CANCELLED, FAILED, SUCCEEDED, Store
 
 WINDOW_MAX = 24 * 60  # minutes one answer may span
 PER_SERVICE = 20_000  # the newest jobs of a service read for one answer
@@ -27,26 +29,38 @@ def history(store: Store, services: Iterable[str], minutes: int, now: float) -> 
         for job in store.jobs(name, limit=PER_SERVICE)
         if job.finished_at is None or job.finished_at >= start
     ]
-    rows = []
-    for i in range(minutes):
-        low, high = start + 60 * i, start + 60 * (i + 1)
-        ended = [j for j in jobs if j.finished_at is not None and low <= j.finished_at < high]
-        began = [j for j in jobs if j.started_at is not None and low <= j.started_at < high]
-        rows.append(
-            {
-                "start": low,
-                "succeeded": sum(j.status == SUCCEEDED for j in ended),
-                "failed": sum(j.status == FAILED for j in ended),
-                "cancelled": sum(j.status == CANCELLED for j in ended),
-                "started": len(began),
-                "queued": sum(_waiting_at(j, min(high, now)) for j in jobs),
-            }
-        )
+    ended = {status: [0] * minutes for status in (SUCCEEDED, FAILED, CANCELLED)}
+    started = [0] * minutes
+    # the queue is sampled at each minute's end (the last one's: now)
+    ends = [min(start + 60 * (i + 1), now) for i in range(minutes)]
+    queued = [0] * (minutes + 1)  # differences: a job waits from one sample to another
     waits, runs = [], []
     for job in jobs:
+        if job.finished_at is not None and job.status in ended:
+            _count(ended[job.status], job.finished_at, start)
+        if job.started_at is not None:
+            _count(started, job.started_at, start)
+        began = job.started_at if job.started_at is not None else job.finished_at
+        first = bisect.bisect_left(ends, job.created_at)
+        until = minutes if began is None else bisect.bisect_left(ends, began)
+        if first < until:
+            queued[first] += 1
+            queued[until] -= 1
         if job.started_at is not None and job.finished_at is not None:
             waits.append(job.started_at - job.created_at)
             runs.append(job.finished_at - job.started_at)
+    depth = list(itertools.accumulate(queued[:minutes]))
+    rows = [
+        {
+            "start": start + 60 * i,
+            "succeeded": ended[SUCCEEDED][i],
+            "failed": ended[FAILED][i],
+            "cancelled": ended[CANCELLED][i],
+            "started": started[i],
+            "queued": depth[i],
+        }
+        for i in range(minutes)
+    ]
     return {
         "minutes": rows,
         "wait_seconds": _percentiles(waits),
@@ -55,12 +69,11 @@ def history(store: Store, services: Iterable[str], minutes: int, now: float) -> 
     }
 
 
-def _waiting_at(job: Job, when: float) -> bool:
-    """Whether `job` was queued at `when`: made by then, not started nor ended yet."""
-    if job.created_at > when:
-        return False
-    began = job.started_at if job.started_at is not None else job.finished_at
-    return began is None or began > when
+def _count(counts: list[int], when: float, start: float) -> None:
+    """One more in the minute of `when`, if it is one of `counts`' (from `start`)."""
+    minute = math.floor((when - start) / 60)
+    if 0 <= minute < len(counts):
+        counts[minute] += 1
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
