@@ -36,6 +36,8 @@ def test_an_fdl_with_its_script_sent_beside_it_applies(api: httpx.Client) -> Non
         ("functions: [oops", {}, "the FDL: not valid YAML at line 1"),
         (FDL, {"shout.sh": 3}, "scripts: expected {file name: the script's text}"),
         (7, {}, 'or {"fdl": text}'),
+        ("a: &a [x, x]\nb: &b [*a, *a]\nservices: [*b]\n", {}, "takes no aliases (*name)"),
+        ("#" * (1 << 20) + "\n", {}, "an FDL may have 1,048,576"),
     ],
 )
 def test_a_wrong_fdl_is_refused_naming_what_and_changes_nothing(

@@ -53,11 +53,26 @@ def load_file(path: Path) -> Definition:
     return load_text(text, str(path), path.parent)
 
 
-def _yaml(text: str, origin: str) -> Any:
+class _NoAliases(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a few of them nested make an FDL of a few hundred
+    bytes that takes gigabytes once read, which no one sending one over HTTP may do."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "an FDL sent over HTTP takes no aliases (*name)",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+
+def _yaml(text: str, origin: str, aliases: bool = True) -> Any:
     # Windows line ends and trailing tabs are common in published FDL files; neither matters.
     text = re.sub(r"[ \t]+$", "", text.replace("\r\n", "\n"), flags=re.MULTILINE)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=yaml.SafeLoader if aliases else _NoAliases)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -69,7 +84,7 @@ def load_text(text: str, origin: str, base: Path | Mapping[str, str]) -> Definit
     """Parse FDL `text`; `origin` names it in messages. `base` is the folder script paths
     start from, or, for an FDL sent over HTTP, the scripts sent with it by file name (no
     file of this machine is ever read then, and nothing is built)."""
-    data = _yaml(text, origin)
+    data = _yaml(text, origin, aliases=isinstance(base, Path))
     # (shape, OSCAR cluster id, fields, report) of every service entry
     entries: list[tuple[str, str, dict[str, Any], Report]] = []
     if isinstance(data, list):

@@ -23,6 +23,7 @@ router = APIRouter(tags=["services"], responses=errors(401, 403, 500))
 # Applying writes the store and makes the services' folders in their storage providers.
 APPLYING = (409, 422, 502, *WRITES)
 MAX_SOURCE = 4096  # characters of an apply's `source`, a file's path
+MAX_FDL = 1 << 20  # characters of an FDL's text sent to apply
 WHY = {
     409: "services would start each other in a loop",
     422: "an invalid definition (the message names the service and the field), or a body "
@@ -150,6 +151,8 @@ def _from_fdl(raw: dict[str, Any], source: str) -> tuple[list[Service], list[str
     fdl, scripts = raw["fdl"], raw.get("scripts") or {}
     if not isinstance(fdl, str) or "services" in raw:
         raise DefinitionError('fdl: expected the FDL\'s text, and no "services" beside it')
+    if len(fdl) > MAX_FDL:
+        raise DefinitionError(f"fdl: {len(fdl):,} characters; an FDL may have {MAX_FDL:,}")
     if not isinstance(scripts, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in scripts.items()
     ):
