@@ -35,7 +35,9 @@ full disk, a locked database, a store that cannot be reached) is never a 500:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 # What a file system says when it has no room left: blocks or inodes, or the user's quota.
@@ -94,6 +96,7 @@ class ForbiddenError(OndropError):
 
 class StorageError(OndropError):
     status_code = 502
+    provider = ""  # the provider that failed, where the platform named it (see `blamed`)
 
 
 class StorageUnavailableError(StorageError):
@@ -212,6 +215,16 @@ def disk_full(exc: BaseException) -> bool:
             cause = current.__context__
         current = cause
     return False
+
+
+@contextlib.contextmanager
+def blamed(provider: str) -> Iterator[None]:
+    """A StorageError raised inside is `provider`'s (unless it names one already)."""
+    try:
+        yield
+    except StorageError as exc:
+        exc.provider = exc.provider or provider
+        raise
 
 
 def retryable(exc: BaseException) -> bool:

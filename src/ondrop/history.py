@@ -3,7 +3,9 @@
 Read from the store's jobs (their creation, latest start and end): jobs that ended per
 minute by status, jobs started, the queue's depth at each minute's end, and the
 percentiles of landing-to-start and run time of the jobs that ended in the window.
-A job's latest attempt is what counts, so a retried job's wait includes its retries.
+A job's latest attempt is what counts, so a retried job's wait includes its retries; a
+job queued again for a retry (the store keeps only its latest start) is counted in the
+queue of the last sample, now, and not before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ondrop.store.base import CANCELLED, FAILED, SUCCEEDED, Store
+from ondrop.store.base import CANCELLED, FAILED, QUEUED, SUCCEEDED, Store
 
 WINDOW_MAX = 24 * 60  # minutes one answer may span
 PER_SERVICE = 20_000  # the newest jobs of a service read for one answer
@@ -40,9 +42,12 @@ def history(store: Store, services: Iterable[str], minutes: int, now: float) -> 
             _count(ended[job.status], job.finished_at, start)
         if job.started_at is not None:
             _count(started, job.started_at, start)
-        began = job.started_at if job.started_at is not None else job.finished_at
-        first = bisect.bisect_left(ends, job.created_at)
-        until = minutes if began is None else bisect.bisect_left(ends, began)
+        if job.status == QUEUED and job.started_at is not None:  # waiting for a retry
+            first, until = minutes - 1, minutes
+        else:
+            began = job.started_at if job.started_at is not None else job.finished_at
+            first = bisect.bisect_left(ends, job.created_at)
+            until = minutes if began is None else bisect.bisect_left(ends, began)
         if first < until:
             queued[first] += 1
             queued[until] -= 1

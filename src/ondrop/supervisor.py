@@ -26,6 +26,7 @@ from ondrop.errors import (
     NotFoundError,
     OndropError,
     StorageError,
+    blamed,
     disk_full,
     retryable,
 )
@@ -171,7 +172,9 @@ class Supervisor:
                 if not (isinstance(exc, StorageError) or retryable(exc)):
                     raise
                 cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
-                return Outcome(FAILED, None, f"staging in failed: {exc}", cause=cause)
+                return Outcome(
+                    FAILED, None, f"staging in failed: {exc}", cause=cause, provider=_of(exc)
+                )
             env = self._environment(spec, runtime, input_path, work)
             # The GPUs the job was given, and no others (CUDA and NVIDIA's container tools
             # read these); a job given none sees none.
@@ -221,7 +224,8 @@ class Supervisor:
                 if isinstance(exc, OSError):
                     raise
                 cause = Cause.UNAVAILABLE if retryable(exc) else Cause.INTERNAL
-                return Outcome(FAILED, 0, f"storing outputs failed: {exc}", text, cause)
+                reason = f"storing outputs failed: {exc}"
+                return Outcome(FAILED, 0, reason, text, cause, provider=_of(exc))
             summary = f"{len(stored)} output(s)" if service.output else ""
             log.debug("job %s done in %.3f s %s", spec.job_id, result.duration, summary)
             return Outcome(SUCCEEDED, 0, "", text)
@@ -275,7 +279,8 @@ class Supervisor:
             except FileNotFoundError:
                 raise NotFoundError("the invocation's body is no longer kept") from None
         else:
-            self.providers.get(ref.provider).get(ref.key, dest)
+            with blamed(ref.provider):
+                self.providers.get(ref.provider).get(ref.key, dest)
 
     def _gather(self, spec: JobSpec, inputs: Path) -> Path:
         """A collecting job's input: the files the control plane listed, staged into the
@@ -346,7 +351,8 @@ class Supervisor:
             key = join_key(target.path, check_key(relative, "output file name"))
             self.ledger.record_output(provider.name, key, job_id, attempt)
             try:
-                info = provider.put_file(key, path)
+                with blamed(provider.name):
+                    info = provider.put_file(key, path)
             except StorageError as exc:
                 if not disk_full(exc):
                     raise
@@ -358,10 +364,11 @@ class Supervisor:
         """A /run job's outputs and log, for the control plane on another machine: under
         the prefix `to` (output/..., log)."""
         provider = self.providers.get(to.provider)
-        for path in output_files(outputs):
-            relative = check_key(path.relative_to(outputs).as_posix(), "output file name")
-            provider.put_file(join_key(to.key, f"output/{relative}"), path)
-        provider.put(join_key(to.key, "log"), io.BytesIO(text.encode()))
+        with blamed(provider.name):
+            for path in output_files(outputs):
+                relative = check_key(path.relative_to(outputs).as_posix(), "output file name")
+                provider.put_file(join_key(to.key, f"output/{relative}"), path)
+            provider.put(join_key(to.key, "log"), io.BytesIO(text.encode()))
 
     def _keep_results(self, job_id: str, outputs: Path, text: str) -> None:
         keep = self.folders.results / job_id
@@ -370,6 +377,11 @@ class Supervisor:
         shutil.move(str(outputs), keep / "output")
         outputs.mkdir()  # for the work folder's next job
         (keep / "log").write_text(text)
+
+
+def _of(exc: BaseException) -> str:
+    """The storage provider that raised `exc`, if a provider did."""
+    return exc.provider if isinstance(exc, StorageError) else ""
 
 
 def output_files(folder: Path) -> list[Path]:

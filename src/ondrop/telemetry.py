@@ -12,8 +12,6 @@ summed in Prometheus. docs/metrics.md lists the series.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -79,8 +77,6 @@ class Telemetry:
             ["route", "method", "status"],
             registry=self.registry,
         )
-        self._begun: dict[tuple[str, int], float] = {}  # (job, attempt) -> when it started
-        self._lock = threading.Lock()
 
     def watch(
         self,
@@ -90,24 +86,23 @@ class Telemetry:
         """Read the jobs queued by pool and running by pool and service when scraped."""
         self.registry.register(_Gauges(queued, running))
 
-    def attempt_started(self, claim: Claim, pool: str) -> None:
-        now = time.time()
-        with self._lock:
-            self._begun[(claim.job.id, claim.attempt)] = now
+    def attempt_started(self, claim: Claim, pool: str, began: float) -> None:
+        """The claimed attempt was handed to a backend; `began` is when (time.time())."""
         service = claim.job.service
         self.started.labels(service, pool).inc()
-        self.wait_seconds.labels(service, pool).observe(max(0.0, now - claim.event.time))
+        self.wait_seconds.labels(service, pool).observe(max(0.0, began - claim.event.time))
 
-    def attempt_ended(self, claim: Claim, pool: str, outcome: Outcome, job: Job | None) -> None:
-        """An attempt ended with `outcome`; `job` is the job as recorded after it (None
-        when it could not be recorded)."""
-        with self._lock:
-            begun = self._begun.pop((claim.job.id, claim.attempt), None)
+    def attempt_ended(
+        self, claim: Claim, pool: str, outcome: Outcome, job: Job | None, ran: float | None
+    ) -> None:
+        """An attempt ended with `outcome` after `ran` seconds (None when it never
+        started: it could not even be described); `job` is the job as recorded after it
+        (None when it could not be recorded)."""
         service = claim.job.service
-        if begun is not None:
-            self.run_seconds.labels(service, pool).observe(max(0.0, time.time() - begun))
-        if outcome.cause is Cause.UNAVAILABLE:
-            self.storage_errors.labels(claim.event.source).inc()
+        if ran is not None:
+            self.run_seconds.labels(service, pool).observe(max(0.0, ran))
+        if outcome.provider:
+            self.storage_errors.labels(outcome.provider).inc()
         if job is None:
             return
         if job.status == SUCCEEDED:

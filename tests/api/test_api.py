@@ -301,6 +301,12 @@ def test_many_files_in_one_tar_are_stored_and_their_jobs_recorded_together(
     for found in objects:
         (job,) = found["jobs"]
         assert wait_job(api, "copy", job["job"])["status"] == "Succeeded"
+    first = api.get("/system/files/minio.default", params={"prefix": "copy/in", "limit": 1})
+    assert [o["key"] for o in first.json()["objects"]] == ["copy/in/a.txt"]
+    assert first.json()["truncated"] is True
+    whole = api.get("/system/files/minio.default", params={"prefix": "copy/in", "limit": 2})
+    assert len(whole.json()["objects"]) == 2 and whole.json()["truncated"] is False
+    assert api.get("/system/files/minio.default", params={"limit": 0}).status_code == 422
     elsewhere = api.post(
         "/system/files/minio.default", params={"prefix": "nowhere"}, content=_tar(("c", None, b"c"))
     ).json()["objects"]

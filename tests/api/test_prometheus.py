@@ -4,6 +4,7 @@ made them."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -14,8 +15,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from starlette.types import Message, Receive, Scope, Send
 
+from ondrop.api.metered import Metered
+from ondrop.events.base import Event
+from ondrop.jobs import Cause
 from ondrop.settings import Settings
+from ondrop.store.base import FAILED, RUNNING, Claim, Job, Outcome
+from ondrop.telemetry import Telemetry
 from tests.conftest import ADMIN
 from tests.support.servers import free_port, unavailable, webdav_server
 from tests.support.waiting import wait_for
@@ -97,6 +104,81 @@ def test_the_metrics_count_a_known_workload(
     assert value(again, "ondrop_http_requests_total", status="404", route="unmatched") == 1
     named = [s.labels["route"] for s in again if s.name == "ondrop_http_requests_total"]
     assert "/system/services/nosuch" not in named  # the template, not the name asked
+
+
+def test_a_job_that_cannot_store_its_outputs_counts_an_error_of_that_provider(
+    api: httpx.Client, tmp_path: Path
+) -> None:
+    with webdav_server(tmp_path / "dav") as dav:  # there at apply, gone when the job ends
+        far = {"hostname": dav.url, "login": dav.user, "password": dav.password}
+        body = {
+            "name": "out",
+            "script": 'echo x > "$TMP_OUTPUT_DIR/x"',
+            "input": [{"path": "out/in"}],
+            "output": [{"storage_provider": "webdav.gone", "path": "out/done"}],
+            "storage_providers": {"webdav": {"gone": far}},
+        }
+        made = api.post("/system/services", json=body)
+        assert made.status_code == 201, made.text
+    assert api.put("/system/files/minio.default/out/in/a.txt", content=b"x").status_code < 300
+
+    def with_a_storage_error() -> list[Sample] | None:
+        got = samples(api)
+        return got if value(got, "ondrop_storage_errors_total") else None
+
+    found = wait_for(with_a_storage_error, timeout=30)
+    assert value(found, "ondrop_storage_errors_total", provider="webdav.gone") >= 1
+    # the input's provider did its part: it is not blamed
+    assert value(found, "ondrop_storage_errors_total", provider="minio.default") == 0
+    assert value(found, "ondrop_jobs_failed_total", service="out") == 0  # it waits
+
+
+def test_a_method_http_does_not_name_is_counted_as_other() -> None:
+    """(uvicorn refuses such a request itself; another server might pass it on.)"""
+    telemetry = Telemetry()
+
+    async def teapot(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def sent(message: Message) -> None:
+        pass
+
+    metered = Metered(teapot, telemetry)
+    for method in ("BREW", "GET"):
+        scope: Scope = {"type": "http", "method": method, "path": "/", "headers": []}
+        asyncio.run(metered(scope, nothing, sent))
+    found = [
+        s
+        for family in text_string_to_metric_families(telemetry.exposition().decode())
+        for s in family.samples
+    ]
+    assert value(found, "ondrop_http_requests_total", method="other", status="418") == 1
+    assert value(found, "ondrop_http_requests_total", method="GET", route="unmatched") == 1
+    assert value(found, "ondrop_http_requests_total", method="BREW") == 0
+
+
+def test_only_a_provider_that_failed_an_attempt_is_counted() -> None:
+    """A job that waits for something else (its runtime, a backend, a full disk) is no
+    storage error, though it waits the same way."""
+    telemetry = Telemetry()
+    event = Event("minio.default", "in/a.txt", "v1", time=1.0, id=7)
+    claim = Claim(Job("j", "s", 7, RUNNING, 1, 1.0), 1, event)
+    waits = Outcome(FAILED, None, "podman is not installed", cause=Cause.UNAVAILABLE)
+    telemetry.attempt_ended(claim, "faas", waits, None, None)
+    blamed = Outcome(FAILED, 0, "storing outputs failed", cause=Cause.UNAVAILABLE, provider="s3.x")
+    telemetry.attempt_ended(claim, "faas", blamed, None, 0.5)
+    found = [
+        s
+        for family in text_string_to_metric_families(telemetry.exposition().decode())
+        for s in family.samples
+    ]
+    assert value(found, "ondrop_storage_errors_total") == 1
+    assert value(found, "ondrop_storage_errors_total", provider="s3.x") == 1
+    assert value(found, "ondrop_job_run_seconds_count") == 1  # the one that started
 
 
 def test_prometheus_scrapes_with_the_documented_config(

@@ -114,6 +114,10 @@ def test_a_user_signs_in_applies_drops_files_and_watches_their_jobs(
     page.locator("#apply input[type=file]").set_input_files(str(tmp_path / "upper.sh"))
     page.locator("#apply button[type=submit]").click()
     expect(page.locator("#apply-result")).to_contain_text("created: upper, count")
+    expect(page.locator("#apply-result")).to_contain_text("scripts sent: upper.sh")
+    # kept in the script's memory: a page of an exposed service (same origin) reads none
+    kept = page.evaluate("() => JSON.stringify([sessionStorage, localStorage, document.cookie])")
+    assert password(up) not in kept and "Basic" not in kept
     expect(page.locator("tr[data-service=upper]")).to_be_visible()
     expect(page.locator("#chains [data-edge='upper->count']")).to_have_count(1)
     page.screenshot(path=str(shots / "dashboard-services-1280.png"), full_page=True)

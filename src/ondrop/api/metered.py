@@ -2,7 +2,8 @@
 in the platform's telemetry (the /metrics series `ondrop_http_requests_total`).
 
 A route is its template (`/system/services/{service_name}`), never the path asked for, so
-that names and keys in paths add no series; a path no route has is `unmatched`.
+that names and keys in paths add no series; a path no route has is `unmatched`, a method
+HTTP does not name is `other`.
 `answered` tells the status a request got, to this and to the execution log."""
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ondrop.telemetry import Telemetry
 
 UNMATCHED = "unmatched"
+# HTTP's methods and WebDAV's (an exposed service may speak it); any other is `other`, so
+# that a client inventing methods adds no series.
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+    | {"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK"}
+)
 
 
 async def answered(
@@ -47,6 +54,7 @@ class Metered:
 
         def count(status: int) -> None:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.telemetry.request(route, str(scope.get("method", "")), status)
+            method = str(scope.get("method", ""))
+            self.telemetry.request(route, method if method in METHODS else "other", status)
 
         await answered(self.app, scope, receive, send, count)

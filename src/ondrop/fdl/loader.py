@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -205,10 +205,14 @@ def _resolve_script(mapped: dict[str, Any], base: Path | Mapping[str, str], repo
     if "\n" in script.strip():
         return  # inline text
     if not isinstance(base, Path):
-        if script.strip() in base:
-            mapped["script"] = base[script.strip()]
+        sent = _sent(script.strip(), base)
+        if sent is not None:
+            mapped["script"] = sent
         elif re.fullmatch(r"[^\s]*[./][^\s]*", script.strip()):
-            report.error("script", f"script file {script!r} was not sent with the FDL")
+            names = ", ".join(sorted(base)) or "none"
+            report.error(
+                "script", f"script file {script!r} was not sent with the FDL (sent: {names})"
+            )
         return
     candidate = base / script.strip()
     if candidate.is_file():
@@ -219,6 +223,16 @@ def _resolve_script(mapped: dict[str, Any], base: Path | Mapping[str, str], repo
     elif re.fullmatch(r"[^\s]*[./][^\s]*", script.strip()):
         # One word with a dot or a slash is a file name ("script.sh"), not a command.
         report.error("script", f"script file {script!r} not found (looked for {candidate})")
+
+
+def _sent(name: str, scripts: Mapping[str, str]) -> str | None:
+    """The text sent for the script file `name`: by its path as the FDL writes it (`./`
+    aside), else by its file name alone (what a browser sends: no folders)."""
+    tidy = {key.removeprefix("./"): text for key, text in scripts.items()}
+    for key in (name.removeprefix("./"), PurePosixPath(name).name):
+        if key in tidy:
+            return tidy[key]
+    return None
 
 
 def _build(

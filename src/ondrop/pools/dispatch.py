@@ -81,6 +81,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running: dict[str, str] = {}  # job id -> service
+        self._began: dict[str, float] = {}  # job id -> when its attempt was handed over
         # What a job holds until its script ends, and whether its admission gave it.
         self._allocations: dict[str, tuple[Allocation, bool]] = {}
         self._claims: dict[str, Claim] = {}  # running job id -> its claim
@@ -285,9 +286,12 @@ class Dispatcher:
         try:
             described = self._describe(claim, allocation)
             if isinstance(described, JobSpec):
-                if self.telemetry is not None:
-                    self.telemetry.attempt_started(claim, self.name)
+                began = time.time()
+                with self._lock:  # before submit: the attempt may end before it returns
+                    self._began[job.id] = began
                 self.backend.submit(described)
+                if self.telemetry is not None:
+                    self.telemetry.attempt_started(claim, self.name, began)
                 return
             outcome = described
         except UnavailableError as exc:  # the backend went away meanwhile: later, uncounted
@@ -340,12 +344,14 @@ class Dispatcher:
                 log.exception("job %s: recording its outputs' events failed", job_id)
         outcome, retry_at, pool = self._next(claim, service, outcome)
         finished = self._record_end(claim, outcome, retry_at, pool)
-        if self.telemetry is not None:
-            self.telemetry.attempt_ended(claim, self.name, outcome, finished)
         with self._idle:
             self._running.pop(job_id, None)
             self._claims.pop(job_id, None)
+            began = self._began.pop(job_id, None)
             self._idle.notify_all()
+        if self.telemetry is not None:
+            ran = None if began is None else time.time() - began
+            self.telemetry.attempt_ended(claim, self.name, outcome, finished, ran)
         self.slots.done()
         if finished is not None and finished.status in FINISHED:
             if self.on_finished is not None:

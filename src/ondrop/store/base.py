@@ -155,6 +155,7 @@ class Outcome:
     log: str = ""
     cause: Cause | None = None
     node: str = ""  # the node the attempt ran on (the backend fills it)
+    provider: str = ""  # the storage provider that failed it, when one did
 
     @property
     def retryable(self) -> bool:

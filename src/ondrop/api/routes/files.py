@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import tarfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO, cast
+from typing import Annotated, Any, BinaryIO, cast
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -47,16 +48,27 @@ router = APIRouter(
 )
 
 
-@router.get("/system/files/{provider}")
-def list_files(provider: str, platform: PlatformDep, prefix: str = "") -> dict[str, Any]:
-    """Every object under the folder `prefix`, with size, version and modification time."""
+@router.get("/system/files/{provider}", responses=errors(422, why={422: "`limit` is below 1"}))
+def list_files(
+    provider: str,
+    platform: PlatformDep,
+    prefix: str = "",
+    limit: Annotated[int | None, Query(ge=1, description="list at most this many")] = None,
+) -> dict[str, Any]:
+    """Every object under the folder `prefix` in key order, with size, version and
+    modification time; with `limit`, the first `limit` of them, and `truncated` says
+    whether there were more."""
     store = platform.providers.get(provider)
+    listed = store.list(check_prefix(prefix, "prefix"))
+    objects = list(listed if limit is None else itertools.islice(listed, limit + 1))
+    truncated = limit is not None and len(objects) > limit
     return {
         "provider": store.name,
         "objects": [
             {"key": o.key, "size": o.size, "version": o.version, "modified": o.modified}
-            for o in store.list(check_prefix(prefix, "prefix"))
+            for o in objects[:limit]
         ],
+        "truncated": truncated,
     }
 
 

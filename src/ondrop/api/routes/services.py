@@ -111,8 +111,10 @@ def apply(platform: PlatformDep, who: SignedIn, raw: Any = Body()) -> dict[str, 
     warnings}`: `left_alone` counts the files already in a service's new input folders,
     which start no job (`POST /system/services/{name}/reprocess` starts them); a
     service last applied from another `source` is warned about."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("services", raw.get("fdl")), list | str):
+    if not isinstance(raw, dict) or ("services" in raw) == ("fdl" in raw):
         raise DefinitionError('expected {"services": [service, ...]} or {"fdl": text}')
+    if "services" in raw and not isinstance(raw["services"], list):
+        raise DefinitionError("services: expected a list of services")
     source = raw.get("source", "")
     if not isinstance(source, str) or len(source) > MAX_SOURCE or not source.isprintable():
         raise DefinitionError(
@@ -149,8 +151,8 @@ def _from_fdl(raw: dict[str, Any], source: str) -> tuple[list[Service], list[str
     apply` reads a file, its script files taken from `scripts`, never from this
     machine."""
     fdl, scripts = raw["fdl"], raw.get("scripts") or {}
-    if not isinstance(fdl, str) or "services" in raw:
-        raise DefinitionError('fdl: expected the FDL\'s text, and no "services" beside it')
+    if not isinstance(fdl, str):
+        raise DefinitionError("fdl: expected the FDL's text")
     if len(fdl) > MAX_FDL:
         raise DefinitionError(f"fdl: {len(fdl):,} characters; an FDL may have {MAX_FDL:,}")
     if not isinstance(scripts, dict) or not all(

@@ -1,10 +1,18 @@
 // ondrop's dashboard: plain JavaScript over the platform's own REST API, nothing loaded
-// from anywhere else. The credentials stay in this tab's sessionStorage.
+// from anywhere else. The credentials live in this script's memory only, never in the
+// browser's storage: an exposed service is served on the platform's origin, and its pages
+// could read that storage. Reloading the page asks to sign in again.
 "use strict";
 
-const KEY = "ondrop.credentials";
 const PHASES = ["Pending", "Running", "Succeeded", "Failed", "Cancelled", "Refused"];
+const LISTED = 200; // files listed per folder
+let credentials = "";
 let timers = [];
+// The view shown: each navigation counts one more, and a view whose answers come after it
+// was left draws nothing.
+let generation = 0;
+const showing = () => { const mine = generation; return () => mine === generation; };
+function stop() { timers.forEach(clearInterval); timers = []; generation += 1; }
 
 // -- small helpers ----------------------------------------------------------------------
 function h(tag, attrs = {}, ...children) {
@@ -28,7 +36,7 @@ const svg = (tag, attrs = {}, ...children) => {
 };
 const enc = encodeURIComponent;
 const path = (p) => p.split("/").map(enc).join("/");
-const every = (ms, fn) => { fn(); timers.push(setInterval(fn, ms)); };
+const every = (ms, fn) => { fn(); const timer = setInterval(fn, ms); timers.push(timer); return timer; };
 const seconds = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(s < 10 ? 2 : 0)} s`);
 const bytes = (n) => (n < 1024 ? `${n} B` : n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : n < 2 ** 30 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${(n / 2 ** 30).toFixed(1)} GiB`);
 
@@ -41,7 +49,7 @@ function base64(text) {
 class Refused extends Error {}
 
 async function api(method, url, body, raw = false) {
-  const headers = { Authorization: sessionStorage.getItem(KEY) || "", "X-Requested-With": "ondrop-ui" };
+  const headers = { Authorization: credentials, "X-Requested-With": "ondrop-ui" };
   let data = body;
   if (body !== undefined && typeof body !== "string" && !(body instanceof Blob)) {
     headers["Content-Type"] = "application/json";
@@ -64,7 +72,8 @@ function failed(where, error) {
 
 // -- sign-in ------------------------------------------------------------------------------
 function signOut(why = "") {
-  sessionStorage.removeItem(KEY);
+  stop();
+  credentials = "";
   document.getElementById("nav").hidden = true;
   document.getElementById("view").replaceChildren();
   const form = document.getElementById("signin");
@@ -76,12 +85,11 @@ async function signIn(event) {
   event.preventDefault();
   const form = event.target;
   const token = form.token.value.trim();
-  const credentials = token ? `Bearer ${token}` : `Basic ${base64(`${form.user.value}:${form.password.value}`)}`;
-  sessionStorage.setItem(KEY, credentials);
+  credentials = token ? `Bearer ${token}` : `Basic ${base64(`${form.user.value}:${form.password.value}`)}`;
   try {
     await api("GET", "/system/services");
   } catch (error) {
-    sessionStorage.removeItem(KEY);
+    credentials = "";
     document.getElementById("signin-error").textContent =
       error instanceof Refused ? "Refused: the user name, password or token is wrong." : String(error.message);
     return;
@@ -95,14 +103,22 @@ async function signIn(event) {
 // -- services -------------------------------------------------------------------------------
 const paths = (list) => (list || []).map((io) => `${io.storage_provider || "minio.default"}:${io.path}`);
 
-async function servicesView(view) {
+function servicesView(view) {
   const list = h("div", { class: "card" }, h("p", { class: "muted" }, "Loading…"));
   const chains = h("div", { class: "card" });
-  view.replaceChildren(h("h1", {}, "Services"), list, chains, applyForm(() => servicesView(view)));
+  const refresh = servicesOf(list, chains, showing());
+  view.replaceChildren(h("h1", {}, "Services"), list, chains, applyForm(refresh));
+  refresh();
+}
+
+// A function that draws the services into `list` and their chains into `chains`, while
+// the view is `live`.
+const servicesOf = (list, chains, live) => async function refresh() {
   let services;
-  try { services = await api("GET", "/system/services"); } catch (error) { failed(list, error); return; }
+  try { services = await api("GET", "/system/services"); } catch (error) { if (live()) failed(list, error); return; }
   const counts = await Promise.all(services.map((s) =>
     api("GET", `/system/logs/${enc(s.name)}?limit=1`).then((a) => a.counts || {}, () => ({}))));
+  if (!live()) return;
   if (!services.length) {
     list.replaceChildren(h("p", {}, "No services yet: apply an FDL below."));
   } else {
@@ -115,16 +131,16 @@ async function servicesView(view) {
         h("td", {}, s.image ? h("code", {}, s.image) : "script"),
         h("td", {}, s.mode || "faas"),
         h("td", {}, PHASES.filter((p) => counts[i][p]).map((p) => h("div", { class: `status-${p}` }, `${counts[i][p]} ${p.toLowerCase()}`))),
-        h("td", {}, h("button", { class: "danger", type: "button", onclick: () => remove(s.name, view) }, "Delete")),
+        h("td", {}, h("button", { class: "danger", type: "button", onclick: () => remove(s.name, refresh) }, "Delete")),
       )))));
   }
   chains.replaceChildren(h("h2", {}, "Chains"), chainPicture(services));
-}
+};
 
-async function remove(name, view) {
+async function remove(name, done) {
   if (!confirm(`Delete the service ${name} and its jobs? Its files stay.`)) return;
   try { await api("DELETE", `/system/services/${enc(name)}`); } catch (error) { alert(error.message); }
-  servicesView(view);
+  done();
 }
 
 function applyForm(done) {
@@ -142,15 +158,18 @@ function applyForm(done) {
     let source = "";
     for (const file of files.files) {
       const content = await file.text();
-      if (!fdl.trim() && /\.ya?ml$/i.test(file.name)) { fdl = content; source = file.name; } else scripts[file.name] = content;
+      if (!fdl.trim() && !source && /\.ya?ml$/i.test(file.name)) { fdl = content; source = file.name; } else scripts[file.name] = content;
     }
+    const from = source ? `The FDL is ${source}` : "The FDL is the text above";
+    const sent = Object.keys(scripts);
+    const read = h("p", { class: "muted" }, `${from}${sent.length ? `; scripts sent: ${sent.join(", ")}` : ""}.`);
     try {
       const answer = await api("POST", "/system/apply", { fdl, scripts, ...(source ? { source } : {}) });
       const said = [];
       for (const k of ["created", "updated", "unchanged"]) if (answer[k].length) said.push(`${k}: ${answer[k].join(", ")}`);
-      result.replaceChildren(h("p", { role: "status" }, said.join("; ")), ...answer.warnings.map((w) => h("p", { class: "muted" }, w)));
-      setTimeout(done, 800);
-    } catch (error) { failed(result, error); }
+      result.replaceChildren(h("p", { role: "status" }, said.join("; ")), read, ...answer.warnings.map((w) => h("p", { class: "muted" }, w)));
+      done();
+    } catch (error) { failed(result, error); result.append(read); }
   });
   return form;
 }
@@ -189,8 +208,10 @@ function chainPicture(services) {
 
 // -- a service: its jobs, a job's log, its files ---------------------------------------
 async function serviceView(view, name) {
+  const live = showing();
   let service;
-  try { service = await api("GET", `/system/services/${enc(name)}`); } catch (error) { failed(view, error); return; }
+  try { service = await api("GET", `/system/services/${enc(name)}`); } catch (error) { if (live()) failed(view, error); return; }
+  if (!live()) return;
   const jobs = h("div", { class: "card", id: "jobs" });
   const log = h("div", { class: "card", id: "log", hidden: true });
   const files = h("div", { class: "card", id: "files" });
@@ -198,12 +219,14 @@ async function serviceView(view, name) {
   let following = null;
   const showLog = (job) => { following = job; log.hidden = false; refreshLog(); };
   const refreshLog = async () => {
-    if (!following) return;
+    const job = following;
+    if (!job) return;
     try {
       const [text, detail] = await Promise.all([
-        api("GET", `/system/logs/${enc(name)}/${enc(following)}`, undefined, true).then((a) => a.text()),
-        api("GET", `/system/jobs/${enc(name)}/${enc(following)}`)]);
-      log.replaceChildren(h("h2", {}, `Log of ${following}`), h("p", { class: `status-${detail.status}` }, detail.status, detail.reason ? ` — ${detail.reason}` : ""),
+        api("GET", `/system/logs/${enc(name)}/${enc(job)}`, undefined, true).then((a) => a.text()),
+        api("GET", `/system/jobs/${enc(name)}/${enc(job)}`)]);
+      if (job !== following) return; // another job's log was asked for meanwhile
+      log.replaceChildren(h("h2", {}, `Log of ${job}`), h("p", { class: `status-${detail.status}` }, detail.status, detail.reason ? ` — ${detail.reason}` : ""),
         h("pre", { id: "log-text" }, text || "(nothing written yet)"));
     } catch (error) { failed(log, error); }
   };
@@ -221,7 +244,7 @@ async function serviceView(view, name) {
             h("td", { class: "actions" },
               ["Failed", "Cancelled"].includes(j.status) && h("button", { type: "button", onclick: () => act(`/system/jobs/${enc(name)}/${enc(id)}/retry`) }, "Retry"),
               ["Pending", "Running"].includes(j.status) && h("button", { type: "button", class: "danger", onclick: () => act(`/system/jobs/${enc(name)}/${enc(id)}/cancel`) }, "Cancel")),
-          )))) : null);
+          )))) : "");
     } catch (error) { failed(jobs, error); }
   };
   const act = async (url) => { try { await api("POST", url); } catch (error) { alert(error.message); } refreshJobs(); };
@@ -234,23 +257,32 @@ function filesOf(card, service) {
   card.replaceChildren(h("h2", {}, "Files"));
   const folders = [...(service.input || []).map((io) => ["input", io]), ...(service.output || []).map((io) => ["output", io])];
   const preview = h("div", { class: "preview", id: "preview" });
+  const mine = [];
+  const forbidden = () => { // files are the admin's: an OIDC user sees a line, not errors
+    mine.forEach(clearInterval);
+    card.replaceChildren(h("h2", {}, "Files"), h("p", { class: "muted" }, "The files of a service's folders are the admin's to see."));
+  };
   for (const [kind, io] of folders) {
     const provider = io.storage_provider || "minio.default";
     const listing = h("div", {});
     const refresh = async () => {
       try {
-        const answer = await api("GET", `/system/files/${enc(provider)}?prefix=${enc(io.path)}`);
+        const answer = await api("GET", `/system/files/${enc(provider)}?prefix=${enc(io.path)}&limit=${LISTED}`);
         listing.replaceChildren(answer.objects.length ? h("table", {}, h("tbody", {}, answer.objects.map((o) => h("tr", { "data-key": o.key },
           h("td", {}, h("code", {}, o.key)), h("td", {}, bytes(o.size)),
           h("td", { class: "actions" },
             h("button", { type: "button", onclick: () => download(provider, o.key) }, "Download"),
-            h("button", { type: "button", onclick: () => show(preview, provider, o.key) }, "Preview")))))) : h("p", { class: "muted" }, "Empty."));
-      } catch (error) { failed(listing, error); }
+            h("button", { type: "button", onclick: () => show(preview, provider, o.key) }, "Preview")))))) : h("p", { class: "muted" }, "Empty."),
+          ...(answer.truncated ? [h("p", { class: "muted" }, `The first ${LISTED} files, in name order; more are not shown.`)] : []));
+      } catch (error) {
+        if (String(error.message).startsWith("403")) forbidden();
+        else failed(listing, error);
+      }
     };
     const section = h("section", { "data-folder": `${provider}:${io.path}` }, h("h3", {}, `${kind}: `, h("code", {}, `${provider}:${io.path}`)), listing);
     if (kind === "input") section.append(dropZone(provider, io.path, refresh));
     card.append(section);
-    every(3000, refresh);
+    mine.push(every(3000, refresh));
   }
   card.append(preview);
 }
@@ -273,7 +305,7 @@ function upload(provider, key, file, bars, done) {
   bars.append(h("div", {}, said, bar));
   const request = new XMLHttpRequest();
   request.open("PUT", `/system/files/${enc(provider)}/${path(key)}`);
-  request.setRequestHeader("Authorization", sessionStorage.getItem(KEY) || "");
+  request.setRequestHeader("Authorization", credentials);
   request.setRequestHeader("X-Requested-With", "ondrop-ui");
   request.upload.addEventListener("progress", (e) => { if (e.lengthComputable) { bar.value = e.loaded / e.total; said.textContent = `${file.name}: ${Math.round(100 * bar.value)}%`; } });
   request.addEventListener("load", () => {
@@ -371,9 +403,8 @@ async function activityView(view) {
 
 // -- routing ------------------------------------------------------------------------------
 function route() {
-  timers.forEach(clearInterval);
-  timers = [];
-  if (!sessionStorage.getItem(KEY)) { signOut(); return; }
+  stop();
+  if (!credentials) { signOut(); return; }
   document.getElementById("signin").hidden = true;
   document.getElementById("nav").hidden = false;
   const view = document.getElementById("view");
