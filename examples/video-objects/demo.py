@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ondrop's main demo (`make demo`): faces found in a video by a chain of three services.
+"""ondrop's main demo (`make demo`): objects found in a video by a chain of three services.
 
 Starts ondrop on a fresh data folder, applies video-objects.yaml, uploads a video (a
 sample made here, offline, or yours), shows each stage's progress, prints where the
@@ -150,11 +150,16 @@ def run(args: argparse.Namespace, data: Path, video: Path, flags: list[str],
         jobs = follow(client, video.name, [j["job"] for j in answer["jobs"]])
         took = time.monotonic() - started
         for name, found in jobs.items():
-            for job in found:
-                if job["status"] == "Failed":
-                    log = client.logs(name, str(job["id"])).strip().splitlines()[-15:]
-                    console.print(f"[red]{name} job for {job['input']} failed:[/] {job['reason']}")
-                    console.print("\n".join(f"    {line}" for line in log), highlight=False)
+            failed = [job for job in found if job["status"] == "Failed"]
+            if failed:  # the first one's log; the others most often say the same
+                job = failed[0]
+                log = client.logs(name, str(job["id"])).strip().splitlines()[-15:]
+                console.print(f"[red]{name} job for {job['input']} failed:[/] {job['reason']}")
+                console.print("\n".join(f"    {line}" for line in log), highlight=False,
+                              markup=False)  # fmt: skip
+            if len(failed) > 1:
+                console.print(f"   and {len(failed) - 1} more {name} job(s) failed; "
+                              f"`ondrop logs {name} JOB` shows each one's log")  # fmt: skip
         if args.cluster:
             fetch(client, data, video.name, jobs)
     finally:
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace, data: Path, video: Path, flags: list[str],
 def fetch(client: Client, data: Path, video: str, jobs: dict[str, list[dict[str, object]]]) -> None:
     """The summary out of the object store, and where the frames were detected."""
     stem = Path(video).stem
-    for name in (f"{stem}-summary.json", f"{stem}-contact.png"):
+    for name in (f"{stem}-summary.json", f"{stem}-contact.png", f"{stem}-timeline.png"):
         key = f"videos/summary/{name}"
         client.download("minio.default", key, data / "storage" / key)
     nodes: dict[str, int] = {}
@@ -186,12 +191,13 @@ def report(data: Path, video: str, jobs: dict[str, list[dict[str, object]]], too
     if (storage / "frames").exists():
         console.print(f"[bold]== done in {took:.1f} s[/]; the outputs stay on disk:")
         console.print(f"   frames          {storage / 'frames'}")
-        console.print(f"   detections      {storage / 'detections'}  (boxes, annotated frames)")
+        console.print(f"   detections      {storage / 'detections'}  (objects, labelled frames)")
     else:  # on the cluster: in the bundled object store, which stopped with ondrop
         console.print(f"[bold]== done in {took:.1f} s[/]; frames and detections stayed in the "
                       f"object store ({data / 'seaweedfs'}); the summary:")  # fmt: skip
     console.print(f"   summary         {summary_file}")
     console.print(f"   contact sheet   {storage / 'summary' / f'{stem}-contact.png'}")
+    console.print(f"   timeline        {storage / 'summary' / f'{stem}-timeline.png'}")
     console.print(f"[bold green]{summary['result']}[/]")
     failed = sum(j["status"] == "Failed" for found in jobs.values() for j in found)
     if failed:

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Make a sample video offline: the astronaut's face from scikit-image's bundled photographs
-moving over its rocket, encoded as H.264 MP4 by the ffmpeg in the imageio-ffmpeg wheel.
+"""Make a sample video offline from scikit-image's bundled photographs, each filling the
+screen in turn as the camera slowly closes in, encoded as H.264 MP4 by the ffmpeg in the
+imageio-ffmpeg wheel.
 
-    make_sample.py OUT.mp4                       8 s: one face crosses, a second joins it
-    make_sample.py OUT.mp4 --seconds 3 --face-between 1 2
-                                                 one face, still, only from 1 s to 2 s
+    make_sample.py OUT.mp4                      8 s: the astronaut (a person), Chelsea (a
+                                                cat), a cup of coffee, a motorbike, 2 s each
+    make_sample.py OUT.mp4 --seconds 3 --only astronaut 1 2
+                                                the astronaut from 1 s to 2 s only, a rocket
+                                                on its pad (where nothing is found) otherwise
 
-It prints when faces are on screen, as JSON.
+It prints the scenes, as JSON: [photo, start, end, what is in it].
 """
 
 from __future__ import annotations
@@ -22,66 +25,73 @@ import numpy as np
 from skimage import data, transform
 
 WIDTH, HEIGHT = 640, 360
-FACE = 160  # side of the face sprite, pixels
+# scikit-image's photographs (in its wheel: nothing is downloaded) and what is in each.
+PHOTOS = {
+    "astronaut": "person",
+    "chelsea": "cat",
+    "coffee": "cup",
+    "motorcycle": "motorbike",
+    "rocket": "",
+}
+ZOOM = 0.12  # how much closer the camera is at a scene's end than at its start
+BACKGROUND = 24  # grey around a photo that does not fill the screen
 
 
 @dataclass
-class Pass:
-    """A face on screen from `start` to `end` seconds, moving from (x0, y0) to (x1, y1)."""
+class Scene:
+    """`photo` on screen from `start` to `end` seconds, the camera closing in on it."""
 
+    photo: str
     start: float
     end: float
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    mirrored: bool = False
 
-    def at(self, t: float) -> tuple[int, int] | None:
-        if not self.start <= t < self.end:
-            return None
+    def frame(self, t: float, picture: np.ndarray) -> np.ndarray:
+        """The screen at `t`: the photograph whole at the start, a little closer later."""
         k = (t - self.start) / max(self.end - self.start, 1e-9)
-        return round(self.x0 + k * (self.x1 - self.x0)), round(self.y0 + k * (self.y1 - self.y0))
+        h, w = picture.shape[:2]
+        keep = 1 - ZOOM * k  # of the photograph's height and width, about its centre
+        ch, cw = round(h * keep), round(w * keep)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return fit(picture[top : top + ch, left : left + cw])
 
 
-def _uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+def fit(image: np.ndarray) -> np.ndarray:
+    """`image` scaled to fit the screen whole, grey around it, as 8-bit RGB."""
+    scale = min(WIDTH / image.shape[1], HEIGHT / image.shape[0])
+    size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    resized = transform.resize(image, size, anti_aliasing=True, preserve_range=True)
+    screen = np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)
+    top, left = (HEIGHT - size[0]) // 2, (WIDTH - size[1]) // 2
+    screen[top : top + size[0], left : left + size[1]] = np.clip(resized, 0, 255).astype(np.uint8)
+    return screen
 
 
-def background() -> np.ndarray:
-    rocket = data.rocket()  # 427 x 640
-    scale = max(WIDTH / rocket.shape[1], HEIGHT / rocket.shape[0])
-    size = (round(rocket.shape[0] * scale), round(rocket.shape[1] * scale))
-    resized = _uint8(transform.resize(rocket, size, anti_aliasing=True))
-    top = (resized.shape[0] - HEIGHT) // 2
-    return resized[top : top + HEIGHT, :WIDTH]
+def photo(name: str) -> np.ndarray:
+    """The photograph as 8-bit RGB."""
+    image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.asarray(image[..., :3], dtype=np.uint8)
 
 
-def face() -> np.ndarray:
-    astronaut = data.astronaut()  # her face is at about x 177-272, y 66-161
-    crop = astronaut[10:230, 115:335]
-    return _uint8(transform.resize(crop, (FACE, FACE), anti_aliasing=True))
-
-
-def frames(seconds: float, fps: int, passes: list[Pass]) -> Iterator[bytes]:
-    back, sprite = background(), face()
+def frames(seconds: float, fps: int, scenes: list[Scene]) -> Iterator[bytes]:
+    pictures = {s.photo: photo(s.photo) for s in scenes}
     for n in range(round(seconds * fps)):
-        frame = back.copy()
-        for p in passes:
-            where = p.at(n / fps)
-            if where is not None:
-                x, y = where
-                frame[y : y + FACE, x : x + FACE] = sprite[:, ::-1] if p.mirrored else sprite
-        yield frame.tobytes()
+        t = n / fps
+        scene = next((s for s in scenes if s.start <= t < s.end), None)
+        if scene is None:
+            scene = Scene("rocket", 0, seconds)
+            pictures.setdefault("rocket", photo("rocket"))
+        yield np.ascontiguousarray(scene.frame(t, pictures[scene.photo])).tobytes()
 
 
-def write(path: Path, seconds: float, fps: int, passes: list[Pass]) -> None:
+def write(path: Path, seconds: float, fps: int, scenes: list[Scene]) -> None:
     writer = imageio_ffmpeg.write_frames(
         str(path), (WIDTH, HEIGHT), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
         quality=8, macro_block_size=8, output_params=["-loglevel", "error"],
     )  # fmt: skip
     writer.send(None)
-    for frame in frames(seconds, fps, passes):
+    for frame in frames(seconds, fps, scenes):
         writer.send(frame)
     writer.close()
 
@@ -91,19 +101,20 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--fps", type=int, default=12)
-    parser.add_argument("--face-between", type=float, nargs=2, metavar=("START", "END"))
+    parser.add_argument("--only", nargs=3, metavar=("PHOTO", "START", "END"))
     args = parser.parse_args()
-    if args.face_between:
-        start, end = args.face_between
-        passes = [Pass(start, end, 220, 80, 220, 80)]
+    if args.only:
+        name, start, end = args.only
+        if name not in PHOTOS:
+            parser.error(f"--only: no photograph {name!r}; one of {', '.join(PHOTOS)}")
+        scenes = [Scene(name, float(start), float(end))]
     else:
-        passes = [
-            Pass(1.0, 7.0, 10, 30, WIDTH - FACE - 10, 10),  # across the top
-            Pass(3.0, 6.0, WIDTH - FACE - 10, 190, 200, 190, mirrored=True),  # below it
-        ]
+        names = [n for n in PHOTOS if PHOTOS[n]]
+        each = args.seconds / len(names)
+        scenes = [Scene(n, i * each, (i + 1) * each) for i, n in enumerate(names)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write(args.out, args.seconds, args.fps, passes)
-    print(json.dumps({"video": str(args.out), "faces": [[p.start, p.end] for p in passes]}))
+    write(args.out, args.seconds, args.fps, scenes)
+    print(json.dumps([[s.photo, s.start, s.end, PHOTOS[s.photo]] for s in scenes]))
 
 
 if __name__ == "__main__":

