@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/onedata.py
 	$(BIN)/python bench/cli_start.py
+	$(BIN)/python bench/detect.py
 
 docs: setup
 	$(BIN)/python -c 'from ondrop.settings import markdown; print(markdown(), end="")' \

