@@ -68,10 +68,8 @@ SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * NODE_CPUS}
 # A sleeper notes when it slept (its own clock) in a file of its own, where ondrop's job
 # users may write too: how many ran at once, whatever a sampler saw.
 SLEEPER = 't=$(date +%s.%N); sleep 2; echo "$t $(date +%s.%N)" > "$(mktemp -p {spans})"'
-# Sleepers are uploaded this many at a time, as a user with many files would (`aws s3 cp
-# --recursive` sends 10 at once): two at a time, the API's pace, not the platform's, would
-# decide how many run at once.
-SLEEPER_UPLOADS = 16
+# Sleepers are uploaded in one request (a tar: what `ondrop put` sends for many small
+# files), so that the API's pace, not the platform's, does not decide how many run at once.
 STARTED = 'date +%s.%N > "$TMP_OUTPUT_DIR/$(basename "$INPUT_FILE_PATH")"'
 
 
@@ -218,7 +216,7 @@ def sleepers_once(
     }
     with sampled(cluster) as (idle, sampler):
         cpu = cpu_seconds(on.proc.pid)
-        uploaded, seconds, _ = through_ondrop(on.client, name, files, SLEEPER_UPLOADS)
+        uploaded, seconds, _ = through_ondrop(on.client, name, files, together=True)
         cpu = cpu_seconds(on.proc.pid) - cpu
     found[BATCH] = {
         "seconds": seconds,
@@ -399,7 +397,8 @@ def main() -> None:
 one machine (tests/support/ray_cluster.py): a head of 0 CPUs and {NODES} worker nodes of
 {NODE_CPUS} CPUs. On it `ondrop up --backend ray --object-store seaweedfs` (the services
 read and write the bundled SeaweedFS as `{STORE}`; files uploaded through the API,
-{WORKERS} at a time, the sleepers {SLEEPER_UPLOADS}; the nodes run scripts with ondrop's
+{WORKERS} at a time, the sleepers all in one request (a tar, as `ondrop put` sends
+many small files); the nodes run scripts with ondrop's
 process runtime, each job as a user of its own since it runs as root), and as the
 baseline plain Ray tasks from a driver of their own (bench/raw_ray.py) running the same
 script with subprocess on local files, in

@@ -227,13 +227,16 @@ def wait_done(client: Client, name: str, count: int, timeout: float = 600.0) -> 
 
 
 def through_ondrop(
-    client: Client, name: str, files: list[Path], at_once: int = WORKERS
+    client: Client, name: str, files: list[Path], at_once: int = WORKERS, together: bool = False
 ) -> tuple[float, float, int]:
-    """Seconds from the first upload (`at_once` at a time) to the last of them returned,
-    and to the last of their jobs finished; the most that ondrop said were running at
-    once."""
+    """Seconds from the first upload (`at_once` at a time, or `together` in one request,
+    as `ondrop put` sends many small files) to the last of them returned, and to the last
+    of their jobs finished; the most that ondrop said were running at once."""
     started = time.perf_counter()
-    upload(client, name, files, at_once)
+    if together:
+        client.upload_many(STORE, f"bench/{name}-in", files)
+    else:
+        upload(client, name, files, at_once)
     uploaded = time.perf_counter() - started
     most = wait_done(client, name, len(files))
     return uploaded, time.perf_counter() - started, most

@@ -135,3 +135,29 @@ def test_a_storage_event_about_a_services_own_output_starts_nothing(
     intake.store.record_output("memory.default", "video/in/loop.mp4", split.id)
     info = storage.put("video/in/loop.mp4", io.BytesIO(b"own output"))
     assert intake.object_for("split", "memory.default", info) is None
+
+
+def test_a_version_offered_during_an_upload_is_offered_again_after_unless_it_was_the_uploads(
+    rig: tuple[Intake, MemoryStorage, list[Job]],
+) -> None:
+    """While an upload holds a key, a webhook or listing that offers it is left aside; after
+    the upload, a version it did not record (someone else's write) starts its job, and its
+    own version (the store telling of the upload's write) is not looked at again."""
+    intake, storage, woken = rig
+    stats: list[str] = []
+    stat = storage.stat
+    storage.stat = lambda key: (stats.append(key), stat(key))[1]  # type: ignore[method-assign]
+
+    with intake.uploading("memory.default", "video/in/own.mp4"):
+        own = storage.put("video/in/own.mp4", io.BytesIO(b"mine"))
+        assert intake.object_stored("memory.default", own) == []  # the webhook: left aside
+        (job,) = intake.object_stored("memory.default", own, uploaded=True)
+    assert stats == [] and [j.id for j in woken] == [job.id]
+
+    with intake.uploading("memory.default", "video/in/raced.mp4"):
+        mine = storage.put("video/in/raced.mp4", io.BytesIO(b"mine"))
+        intake.object_stored("memory.default", mine, uploaded=True)
+        theirs = storage.put("video/in/raced.mp4", io.BytesIO(b"theirs, written meanwhile"))
+        assert intake.objects_stored("memory.default", [theirs]) == []  # left aside
+    assert stats == ["video/in/raced.mp4"]  # looked at again after the upload
+    assert len(woken) == 3  # own.mp4, then both versions of raced.mp4

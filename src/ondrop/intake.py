@@ -47,9 +47,9 @@ class Intake:
         self.router = router
         self.on_jobs = on_jobs
         # Keys an upload is storing and recording itself: (source, key) -> uploads, and
-        # those another source offered meanwhile.
+        # the versions of them another source offered meanwhile that no upload recorded.
         self._uploading: dict[tuple[str, str], int] = {}
-        self._passed: set[tuple[str, str]] = set()
+        self._passed: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
 
     @contextmanager
@@ -58,7 +58,8 @@ class Intake:
         or, when it cannot, removes it and answers an error. Meanwhile the other sources
         (watcher, listings, webhooks) leave the key to it: one of them could otherwise
         record the version the upload then removes. What they offered meanwhile is
-        offered again after (the same key written by someone else)."""
+        offered again after, unless it was the version the upload recorded (the bundled
+        store's webhook tells of every upload's own write)."""
         held = (self.providers.resolve(provider), key)
         with self._lock:
             self._uploading[held] = self._uploading.get(held, 0) + 1
@@ -69,9 +70,7 @@ class Intake:
                 left = self._uploading.pop(held) - 1
                 if left:
                     self._uploading[held] = left
-                again = not left and held in self._passed
-                if again:
-                    self._passed.discard(held)
+                again = not left and bool(self._passed.pop(held, None))
             if again:
                 self._offer_again(*held)
 
@@ -83,14 +82,27 @@ class Intake:
         except Exception:
             log.exception("%s: could not record %r after its upload", source, key)
 
-    def _left_to_upload(self, source: str, keys: Sequence[str]) -> set[str]:
-        """Those of `keys` an upload holds (see uploading), noted to be offered again."""
+    def _left_to_upload(self, source: str, infos: Sequence[ObjectInfo]) -> set[str]:
+        """The keys of those of `infos` an upload holds (see uploading), their versions
+        noted to be offered again."""
         if not self._uploading:
             return set()
         with self._lock:
-            held = {key for key in keys if (source, key) in self._uploading}
-            self._passed.update((source, key) for key in held)
+            held = {info.key for info in infos if (source, info.key) in self._uploading}
+            for info in infos:
+                if info.key in held:
+                    self._passed.setdefault((source, info.key), set()).add(info.version)
         return held
+
+    def _recorded_by_upload(self, source: str, infos: Sequence[ObjectInfo]) -> None:
+        """An upload records these versions itself: none of them is offered again."""
+        if not self._passed:
+            return
+        with self._lock:
+            for info in infos:
+                passed = self._passed.get((source, info.key))
+                if passed is not None:
+                    passed.discard(info.version)
 
     def object_stored(
         self,
@@ -106,7 +118,9 @@ class Intake:
         source = self.providers.resolve(provider)
         if not self.services.targets(source, info.key):
             return []
-        if not uploaded and self._left_to_upload(source, [info.key]):
+        if uploaded:
+            self._recorded_by_upload(source, [info])
+        elif self._left_to_upload(source, [info]):
             return []
         if self.store.seen(source, info.key, info.version):
             return self.store.event_jobs(source, info.key, info.version)
@@ -124,8 +138,10 @@ class Intake:
         self.services.catch_up()
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
-        if not uploaded:
-            held = self._left_to_upload(source, [info.key for info in wanted])
+        if uploaded:
+            self._recorded_by_upload(source, wanted)
+        else:
+            held = self._left_to_upload(source, wanted)
             wanted = [info for info in wanted if info.key not in held]
         if not wanted:
             return []

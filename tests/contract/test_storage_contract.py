@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
 
@@ -73,6 +74,31 @@ def test_what_is_put_can_be_read_back_whole(
     source = tmp_path / "source.bin"
     source.write_bytes(data[:100_000])
     assert provider.put_file(f"{root}/from-file.bin", source).size == 100_000
+
+
+class Stream(io.RawIOBase):
+    """Bytes that can be read once, in order, as from a request's body: no seek, no size."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20])
+def test_a_stream_that_cannot_seek_is_stored_whole_at_any_size(
+    provider: StorageProvider, root: str, size: int
+) -> None:
+    """Around the size under which S3 sends an object in one request."""
+    data = os.urandom(size)
+    info = provider.put(f"{root}/s.bin", cast(BinaryIO, io.BufferedReader(Stream(data))))
+    assert info.size == size
+    with provider.open(f"{root}/s.bin") as f:
+        assert f.read() == data
 
 
 def test_stat_describes_an_object_and_none_for_a_missing_one(

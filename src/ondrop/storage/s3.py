@@ -33,6 +33,7 @@ from ondrop.errors import (
 from ondrop.storage.base import ObjectInfo, StorageProvider, check_key
 
 PART = 16 * 1024**2  # multipart threshold and part size
+SMALL = 1024**2  # an object read whole and sent in one request, below this
 MISSING = {"404", "NoSuchKey", "NotFound"}
 # What S3 takes as a bucket's name (its rules, and what MinIO and SeaweedFS check).
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -204,8 +205,13 @@ class S3Storage(StorageProvider):
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
         bucket, rest = self._split(key)
+        head = source.read(SMALL)
         with self._calls(f"write {key!r}"):
-            self.client.upload_fileobj(source, bucket, rest, Config=self.transfer)
+            if len(head) < SMALL:  # all of it: one request, no transfer threads to start
+                self.client.put_object(Bucket=bucket, Key=rest, Body=head)
+            else:
+                whole = _Rejoined(head, source)
+                self.client.upload_fileobj(whole, bucket, rest, Config=self.transfer)
         return self._written(key)
 
     def put_file(self, key: str, path: Path, move: bool = False) -> ObjectInfo:
@@ -334,3 +340,23 @@ class S3Storage(StorageProvider):
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _Rejoined(io.RawIOBase):
+    """The bytes already read from a stream (`head`), then the rest of it."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head, self._rest = memoryview(head), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
