@@ -13,6 +13,7 @@ from ondrop.intake import Intake, job_id
 from ondrop.pools.router import Router
 from ondrop.services import Services
 from ondrop.storage import MemoryStorage, Providers
+from ondrop.storage.base import ObjectInfo
 from ondrop.store.base import Job
 from ondrop.store.sqlite import SQLiteStore
 
@@ -146,7 +147,12 @@ def test_a_version_offered_during_an_upload_is_offered_again_after_unless_it_was
     intake, storage, woken = rig
     stats: list[str] = []
     stat = storage.stat
-    storage.stat = lambda key: (stats.append(key), stat(key))[1]  # type: ignore[method-assign]
+
+    def counted(key: str) -> ObjectInfo | None:
+        stats.append(key)
+        return stat(key)
+
+    storage.stat = counted  # type: ignore[method-assign]
 
     with intake.uploading("memory.default", "video/in/own.mp4"):
         own = storage.put("video/in/own.mp4", io.BytesIO(b"mine"))
