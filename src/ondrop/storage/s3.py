@@ -68,6 +68,7 @@ class _Body(io.RawIOBase):
 
 class S3Storage(StorageProvider):
     kind = "s3"
+    concurrent = 8
 
     def __init__(
         self,

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import itertools
 import logging
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Annotated, Any, BinaryIO, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ondrop.api.archive import members
+from ondrop.api.archive import Member, members
 from ondrop.api.body import receive
 from ondrop.api.deps import Admin, PlatformDep
 from ondrop.api.disposition import attachment
@@ -207,20 +210,15 @@ async def upload_many(
             with contextlib.ExitStack() as holding:
                 for member in found:  # no other source records them meanwhile
                     holding.enter_context(platform.intake.uploading(store.name, member.key))
-                stored: list[ObjectInfo] = []
+                storing = Storing(store)
                 try:
-                    with tarfile.open(body, "r:") as tar:
-                        for member in found:
-                            data = tar.extractfile(member.entry)
-                            assert data is not None  # a regular file's
-                            with data:
-                                stored.append(store.put(member.key, cast(BinaryIO, data)))
+                    storing.put_all(body, found)
+                    stored = storing.stored
                     return stored, platform.intake.objects_stored(store.name, stored, uploaded=True)
                 except BaseException as exc:
-                    told = [withdraw(store, info) for info in stored]
+                    told = [withdraw(store, info) for info in storing.stored]
                     if isinstance(exc, StorageError) and disk_full(exc) and found:
-                        met = found[min(len(stored), len(found) - 1)].key
-                        raise provider_full(store, met, exc) from exc
+                        raise provider_full(store, storing.failed or found[-1].key, exc) from exc
                     if isinstance(exc, tarfile.TarError | EOFError):
                         raise InvalidKeyError(
                             f"the archive ends early or is damaged ({exc}); nothing was kept"
@@ -247,6 +245,59 @@ async def upload_many(
         by_key.setdefault(job.input_key, []).append(job)
     objects = [_stored(platform, store, info, by_key.get(info.key, [])) for info in stored]
     return {"provider": store.name, "objects": objects}
+
+
+class Storing:
+    """The members of an archive stored in `store`, in their order, `store.concurrent` at
+    a time: a small one is read whole and put from a thread, a big one streamed from the
+    archive. `stored` holds what was stored, also when one failed (`failed`: its key)."""
+
+    SMALL = 1 << 20  # bytes of a member read whole to be put from a thread
+
+    def __init__(self, store: StorageProvider) -> None:
+        self.store = store
+        self.stored: list[ObjectInfo] = []
+        self.failed: str | None = None
+
+    def put_all(self, body: Path, found: Sequence[Member]) -> None:
+        done: dict[int, ObjectInfo] = {}
+        error: BaseException | None = None
+        at_once = max(1, self.store.concurrent)
+        with ThreadPoolExecutor(at_once, "ondrop-storing") as pool, tarfile.open(body, "r:") as tar:
+            pending: dict[Future[ObjectInfo], int] = {}
+
+            def settle(futures: Iterable[Future[ObjectInfo]]) -> None:
+                nonlocal error
+                for future in futures:
+                    i = pending.pop(future)
+                    try:
+                        done[i] = future.result()
+                    except BaseException as exc:
+                        if error is None:
+                            error, self.failed = exc, found[i].key
+
+            try:
+                for i, member in enumerate(found):
+                    if error is not None:
+                        break
+                    data = tar.extractfile(member.entry)
+                    assert data is not None  # a regular file's
+                    with data:
+                        if at_once > 1 and member.entry.size <= self.SMALL:
+                            content = io.BytesIO(data.read())
+                            pending[pool.submit(self.store.put, member.key, content)] = i
+                        else:
+                            try:
+                                done[i] = self.store.put(member.key, cast(BinaryIO, data))
+                            except BaseException as exc:
+                                error, self.failed = exc, member.key
+                    if len(pending) >= 2 * at_once:  # read ahead no more than this
+                        settle(wait(pending, return_when=FIRST_COMPLETED).done)
+            finally:
+                settle(wait(pending).done)
+                self.stored = [done[i] for i in sorted(done)]
+        if error is not None:
+            raise error
 
 
 def provider_full(store: StorageProvider, key: str, exc: Exception) -> DiskFullError:
