@@ -104,9 +104,11 @@ def detect(model: cv2.dnn.DetectionModel, names: list[str], image: np.ndarray) -
     ):
         x0, y0 = max(0, int(x) - left), max(0, int(y) - top)
         x1, y1 = min(w, int(x) - left + int(bw)), min(h, int(y) - top + int(bh))
+        if x1 <= x0 or y1 <= y0:
+            continue  # all of it in the grey around the frame
         label = names[int(c)] if 0 <= int(c) < len(names) else f"class {int(c)}"
         found.append({"label": label, "score": round(float(score), 3),
-                      "x": x0, "y": y0, "w": max(0, x1 - x0), "h": max(0, y1 - y0)})  # fmt: skip
+                      "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0})  # fmt: skip
     return sorted(found, key=lambda o: -o["score"])
 
 

@@ -101,10 +101,14 @@ def main() -> None:
     stem = Path(video).stem
     frames = []  # each frame's detections, with its annotated image
     for job in manifest["jobs"]:
+        if job["service"] != manifest["collected"]:
+            continue  # only the frames' detect jobs bring detections
         names = job["files"]
         for name in names:
             if name.endswith(".json"):
                 found = json.loads((inputs / name).read_text())
+                found.setdefault("objects", [])
+                found.setdefault("time", None)
                 images = [n for n in names if n.endswith(".jpg")]
                 found["image"] = inputs / images[0] if images else None
                 frames.append(found)

@@ -118,10 +118,14 @@ class Intake:
         source = self.providers.resolve(provider)
         if not self.services.targets(source, info.key):
             return []
-        if uploaded:
-            self._recorded_by_upload(source, [info])
-        elif self._left_to_upload(source, [info]):
+        if not uploaded and self._left_to_upload(source, [info]):
             return []
+        jobs = self._new_version(source, info, parent_job)
+        if uploaded:  # recorded: none of the upload's own version needs offering again
+            self._recorded_by_upload(source, [info])
+        return jobs
+
+    def _new_version(self, source: str, info: ObjectInfo, parent_job: str | None) -> list[Job]:
         if self.store.seen(source, info.key, info.version):
             return self.store.event_jobs(source, info.key, info.version)
         planned = self._plan(source, info, parent_job)
@@ -138,11 +142,15 @@ class Intake:
         self.services.catch_up()
         source = self.providers.resolve(provider)
         wanted = [info for info in infos if self.services.targets(source, info.key)]
-        if uploaded:
-            self._recorded_by_upload(source, wanted)
-        else:
+        if not uploaded:
             held = self._left_to_upload(source, wanted)
             wanted = [info for info in wanted if info.key not in held]
+        created = self._new_versions(source, wanted)
+        if uploaded:  # recorded: none of the upload's own versions needs offering again
+            self._recorded_by_upload(source, wanted)
+        return created
+
+    def _new_versions(self, source: str, wanted: list[ObjectInfo]) -> list[Job]:
         if not wanted:
             return []
         # Two reads for the whole batch: which versions are new, and which are outputs.

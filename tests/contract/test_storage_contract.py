@@ -89,11 +89,12 @@ class Stream(io.RawIOBase):
         return self._data.readinto(buffer)
 
 
-@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20])
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 17 << 20])
 def test_a_stream_that_cannot_seek_is_stored_whole_at_any_size(
     provider: StorageProvider, root: str, size: int
 ) -> None:
-    """Around the size under which S3 sends an object in one request."""
+    """Around the size under which S3 sends an object in one request, and over the one
+    from which it sends it in parts."""
     data = os.urandom(size)
     info = provider.put(f"{root}/s.bin", cast(BinaryIO, io.BufferedReader(Stream(data))))
     assert info.size == size

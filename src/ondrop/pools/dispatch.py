@@ -299,6 +299,8 @@ class Dispatcher:
         except Exception as exc:
             log.exception("job %s: the %s backend refused it", job.id, self.backend.name)
             outcome = Outcome(FAILED, None, f"internal error: {exc}", cause=Cause.INTERNAL)
+        with self._lock:
+            self._began.pop(job.id, None)  # it never ran
         self.ended(Report(job.id, claim.attempt, outcome))
 
     def _describe(self, claim: Claim, allocation: Allocation) -> JobSpec | Outcome:
@@ -345,9 +347,11 @@ class Dispatcher:
         outcome, retry_at, pool = self._next(claim, service, outcome)
         finished = self._record_end(claim, outcome, retry_at, pool)
         with self._idle:
-            self._running.pop(job_id, None)
-            self._claims.pop(job_id, None)
-            began = self._began.pop(job_id, None)
+            began = None
+            if self._claims.get(job_id) is claim:  # not yet claimed again, for a retry
+                self._running.pop(job_id, None)
+                self._claims.pop(job_id, None)
+                began = self._began.pop(job_id, None)
             self._idle.notify_all()
         if self.telemetry is not None:
             ran = None if began is None else time.time() - began

@@ -206,12 +206,15 @@ class S3Storage(StorageProvider):
 
     def put(self, key: str, source: BinaryIO) -> ObjectInfo:
         bucket, rest = self._split(key)
-        head = source.read(SMALL)
+        start = source.tell() if source.seekable() else None
+        head = _read(source, SMALL)
         with self._calls(f"write {key!r}"):
             if len(head) < SMALL:  # all of it: one request, no transfer threads to start
                 self.client.put_object(Bucket=bucket, Key=rest, Body=head)
-            else:
-                whole = _Rejoined(head, source)
+            else:  # in parts, read as they go
+                if start is not None:
+                    source.seek(start)
+                whole = source if start is not None else io.BufferedReader(_Rejoined(head, source))
                 self.client.upload_fileobj(whole, bucket, rest, Config=self.transfer)
         return self._written(key)
 
@@ -343,8 +346,22 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _read(source: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes of `source`: fewer only at its end (a raw stream may give less
+    in one read)."""
+    parts, got = [], 0
+    while got < size:
+        part = source.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 class _Rejoined(io.RawIOBase):
-    """The bytes already read from a stream (`head`), then the rest of it."""
+    """The bytes already read from a stream that cannot seek (`head`), then the rest of
+    it: read through a BufferedReader, which fills what the uploader asks for."""
 
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head, self._rest = memoryview(head), rest

@@ -291,6 +291,7 @@ class Storing:
                                 done[i] = self.store.put(member.key, cast(BinaryIO, data))
                             except BaseException as exc:
                                 error, self.failed = exc, member.key
+                    settle([f for f in pending if f.done()])  # a failure stops what follows
                     if len(pending) >= 2 * at_once:  # read ahead no more than this
                         settle(wait(pending, return_when=FIRST_COMPLETED).done)
             finally:
