@@ -95,9 +95,9 @@ class Telemetry:
     def attempt_ended(
         self, claim: Claim, pool: str, outcome: Outcome, job: Job | None, ran: float | None
     ) -> None:
-        """An attempt ended with `outcome` after `ran` seconds (None when it never
-        started: it could not even be described); `job` is the job as recorded after it
-        (None when it could not be recorded)."""
+        """An attempt ended with `outcome` after `ran` seconds (None when it never ran:
+        it could not be described, or the backend refused it); `job` is the job as
+        recorded after it (None when it could not be recorded)."""
         service = claim.job.service
         if ran is not None:
             self.run_seconds.labels(service, pool).observe(max(0.0, ran))

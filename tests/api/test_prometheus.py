@@ -37,7 +37,12 @@ def samples(api: httpx.Client) -> list[Sample]:
     answer = api.get("/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
-    return [s for family in text_string_to_metric_families(answer.text) for s in family.samples]
+    return parsed(answer.text)
+
+
+def parsed(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition, read with prometheus-client's parser."""
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
 def value(found: Iterable[Sample], name: str, **labels: str) -> float:
@@ -151,11 +156,7 @@ def test_a_method_http_does_not_name_is_counted_as_other() -> None:
     for method in ("BREW", "GET"):
         scope: Scope = {"type": "http", "method": method, "path": "/", "headers": []}
         asyncio.run(metered(scope, nothing, sent))
-    found = [
-        s
-        for family in text_string_to_metric_families(telemetry.exposition().decode())
-        for s in family.samples
-    ]
+    found = parsed(telemetry.exposition().decode())
     assert value(found, "ondrop_http_requests_total", method="other", status="418") == 1
     assert value(found, "ondrop_http_requests_total", method="GET", route="unmatched") == 1
     assert value(found, "ondrop_http_requests_total", method="BREW") == 0
@@ -171,11 +172,7 @@ def test_only_a_provider_that_failed_an_attempt_is_counted() -> None:
     telemetry.attempt_ended(claim, "faas", waits, None, None)
     blamed = Outcome(FAILED, 0, "storing outputs failed", cause=Cause.UNAVAILABLE, provider="s3.x")
     telemetry.attempt_ended(claim, "faas", blamed, None, 0.5)
-    found = [
-        s
-        for family in text_string_to_metric_families(telemetry.exposition().decode())
-        for s in family.samples
-    ]
+    found = parsed(telemetry.exposition().decode())
     assert value(found, "ondrop_storage_errors_total") == 1
     assert value(found, "ondrop_storage_errors_total", provider="s3.x") == 1
     assert value(found, "ondrop_job_run_seconds_count") == 1  # the one that started

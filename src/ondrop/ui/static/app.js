@@ -47,6 +47,7 @@ function base64(text) {
 }
 
 class Refused extends Error {}
+class Forbidden extends Error {} // signed in, but this is the admin's
 
 async function api(method, url, body, raw = false) {
   const headers = { Authorization: credentials, "X-Requested-With": "ondrop-ui" };
@@ -60,7 +61,8 @@ async function api(method, url, body, raw = false) {
   if (!answer.ok) {
     let detail = answer.statusText;
     try { detail = (await answer.json()).detail || detail; } catch (e) { /* not JSON */ }
-    throw new Error(`${answer.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+    const Kind = answer.status === 403 ? Forbidden : Error;
+    throw new Kind(`${answer.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
   }
   return raw ? answer : answer.status === 204 ? null : answer.json();
 }
@@ -275,7 +277,7 @@ function filesOf(card, service) {
             h("button", { type: "button", onclick: () => show(preview, provider, o.key) }, "Preview")))))) : h("p", { class: "muted" }, "Empty."),
           ...(answer.truncated ? [h("p", { class: "muted" }, `The first ${LISTED} files, in name order; more are not shown.`)] : []));
       } catch (error) {
-        if (String(error.message).startsWith("403")) forbidden();
+        if (error instanceof Forbidden) forbidden();
         else failed(listing, error);
       }
     };
@@ -360,7 +362,7 @@ async function poolsView(view) {
             h("td", {}, `${bytes(n.memory.usage_bytes)} of ${bytes(n.memory.capacity_bytes)}`), h("td", {}, n.gpu))))),
         h("p", { class: "muted" }, `health: ${status.health.status}${status.health.problems.length ? ` — ${status.health.problems.join("; ")}` : ""}`));
     } catch (error) {
-      if (String(error.message).startsWith("403")) card.replaceChildren(h("p", {}, "Pools and nodes are the admin's to see."));
+      if (error instanceof Forbidden) card.replaceChildren(h("p", {}, "Pools and nodes are the admin's to see."));
       else failed(card, error);
     }
   });
