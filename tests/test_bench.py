@@ -101,6 +101,6 @@ def test_cli_start_times_each_command_against_the_interpreter(tmp_path: Path) ->
 def test_detect_compares_ondrop_with_the_bare_detector(tmp_path: Path) -> None:
     out, report = run_bench(tmp_path, "detect.py", "--seconds", "1", "--repeat", "1")
     assert "| bare: the detector loaded once, every frame in a loop |" in out
-    assert "| ondrop: the chain end to end (upload to summary's end) |" in out
+    assert "| ondrop: the chain end to end (upload to the summary stored) |" in out
     assert "<!-- detect -->" in report and "--seconds 1 --repeat 1" in report
     assert "10x" in report  # the GPU claim: checked, or said to be unchecked
